@@ -1,0 +1,11 @@
+//! Wire formats -> protocol-neutral writes.
+//!
+//! Every format Sluice accepts decodes into a [`WriteBatch`]: the points of one request, with
+//! their strings interned once per batch. Storage validates and stores batches without
+//! knowing which format they came in. The functions here are pure: bytes in, values out, no
+//! I/O and no locks.
+
+pub mod line_protocol;
+pub mod write;
+
+pub use write::{DecodeError, Field, FieldType, FieldValue, Point, Sym, Symbols, Tag, WriteBatch};
