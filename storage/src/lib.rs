@@ -1,1 +1,22 @@
-//! placeholder
+//! Sluice's data model and everything durable: the catalog, schema rules, the write-ahead
+//! log and the in-memory Arrow write buffer.
+//!
+//! The entry point is [`WriteBuffer`]: it takes protocol-neutral
+//! [`WriteBatch`](sluice_ingest::WriteBatch)es, validates them against the [`catalog`], makes
+//! them durable in the [`wal`] and appends them to per-table [`TableBuffer`]s that the query
+//! crate scans.
+
+pub mod catalog;
+pub mod metrics;
+pub mod table_buffer;
+pub mod validator;
+pub mod wal;
+pub mod write_buffer;
+
+pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
+pub use table_buffer::{BufferScan, TableBuffer, TimeRange};
+pub use validator::{Limits, Rejection};
+pub use write_buffer::{
+    OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError, WriteOptions,
+    WriteOutcome,
+};

@@ -1,0 +1,512 @@
+//! The in-memory rows of one table, split into hour partitions, readable as Arrow batches.
+//!
+//! Rows are appended, never rewritten in place: a partition keeps plain column vectors (time,
+//! series id, one vector per field column) so that appending a point costs a few pushes. Tags
+//! are not stored per row: a row holds its series id and the series holds its tag values, so
+//! the ten tags of a TSBS row cost four bytes.
+//!
+//! Primary-key merge (a point with the tag set and time of an earlier one overwrites the
+//! fields it carries and keeps the others) happens when a partition is turned into an Arrow
+//! batch: a partition that may hold two rows of one key is sorted and merged then. Whether it
+//! may is tracked cheaply on append (a row not newer than its series' last row sets a flag),
+//! so in-order data never pays for the sort. The Arrow batch is cached until the next append
+//! to that partition, so queries over data that is not changing share one copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBufferBuilder, DictionaryArray, Float64Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array,
+    UInt64Array, new_null_array,
+};
+use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::datatypes::Int32Type;
+use hashbrown::HashMap;
+use parking_lot::{Mutex, RwLock};
+use sluice_ingest::{FieldValue, Point, Sym, Symbols, WriteBatch};
+
+use crate::catalog::{ColumnKind, TableSchema};
+
+/// Width of a buffer partition. An hour keeps the partition a one-hour query touches small
+/// (100 hosts x 360 rows for TSBS) while a day of data is only 24 partitions.
+pub const PARTITION_NANOS: i64 = 3_600_000_000_000;
+
+/// An inclusive range of nanosecond timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl TimeRange {
+    /// Every time.
+    pub const ALL: TimeRange = TimeRange {
+        min: i64::MIN,
+        max: i64::MAX,
+    };
+
+    /// True if some time is in both ranges.
+    pub fn overlaps(&self, min: i64, max: i64) -> bool {
+        self.min <= max && min <= self.max
+    }
+}
+
+/// What a scan of the buffer returned, with the counts `EXPLAIN` shows.
+#[derive(Debug, Default)]
+pub struct BufferScan {
+    pub batches: Vec<RecordBatch>,
+    pub partitions_scanned: usize,
+    pub partitions_total: usize,
+}
+
+/// The buffered rows of one table.
+#[derive(Default)]
+pub struct TableBuffer {
+    inner: RwLock<TableData>,
+}
+
+#[derive(Default)]
+struct TableData {
+    /// Tag values per tag column id.
+    tag_values: Vec<TagValues>,
+    series: HashMap<Arc<[(u32, u32)]>, u32>,
+    /// Per series id: its (tag column id, value id) pairs, sorted by column id.
+    series_tags: Vec<Arc<[(u32, u32)]>>,
+    /// Per series id: the time of its newest row.
+    series_last_time: Vec<i64>,
+    partitions: BTreeMap<i64, Partition>,
+    rows: usize,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct TagValues {
+    values: Symbols,
+    /// The values as an Arrow array, rebuilt when values were added since.
+    array: Option<ArrayRef>,
+}
+
+impl TagValues {
+    fn array(&mut self) -> ArrayRef {
+        match &self.array {
+            Some(a) if a.len() == self.values.len() => a.clone(),
+            _ => {
+                let a: ArrayRef = Arc::new(StringArray::from_iter_values(self.values.iter()));
+                self.array = Some(a.clone());
+                a
+            }
+        }
+    }
+}
+
+struct Partition {
+    time: Vec<i64>,
+    series: Vec<u32>,
+    /// Per column id; `None` for tags, `time` and fields this partition has no value for.
+    fields: Vec<Option<FieldColumn>>,
+    min_time: i64,
+    max_time: i64,
+    may_have_duplicates: bool,
+    cache: Mutex<Option<CachedBatch>>,
+}
+
+struct CachedBatch {
+    /// The schema the batch was built for, by column count (columns are only appended).
+    columns: usize,
+    batch: RecordBatch,
+}
+
+struct FieldColumn {
+    data: FieldData,
+    valid: BooleanBufferBuilder,
+}
+
+enum FieldData {
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    U64(Vec<u64>),
+    Bool(BooleanBufferBuilder),
+    Str(Vec<String>),
+}
+
+impl FieldColumn {
+    fn new(value: &FieldValue, capacity: usize) -> Self {
+        let data = match value {
+            FieldValue::F64(_) => FieldData::F64(Vec::with_capacity(capacity)),
+            FieldValue::I64(_) => FieldData::I64(Vec::with_capacity(capacity)),
+            FieldValue::U64(_) => FieldData::U64(Vec::with_capacity(capacity)),
+            FieldValue::Bool(_) => FieldData::Bool(BooleanBufferBuilder::new(capacity)),
+            FieldValue::Str(_) => FieldData::Str(Vec::with_capacity(capacity)),
+        };
+        FieldColumn {
+            data,
+            valid: BooleanBufferBuilder::new(capacity),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Pads with nulls up to `len` rows.
+    fn pad(&mut self, len: usize) {
+        let n = len.saturating_sub(self.len());
+        if n == 0 {
+            return;
+        }
+        self.valid.append_n(n, false);
+        match &mut self.data {
+            FieldData::F64(v) => v.resize(len, 0.0),
+            FieldData::I64(v) => v.resize(len, 0),
+            FieldData::U64(v) => v.resize(len, 0),
+            FieldData::Bool(v) => v.append_n(n, false),
+            FieldData::Str(v) => v.resize(len, String::new()),
+        }
+    }
+
+    /// Sets row `row`, which is either the last row (a field repeated in one point: the
+    /// later value wins) or the next one. Returns the bytes added.
+    fn set(&mut self, row: usize, value: &FieldValue, symbols: &Symbols) -> usize {
+        self.pad(row);
+        let append = self.len() == row;
+        if append {
+            self.valid.append(true);
+        } else {
+            self.valid.set_bit(row, true);
+        }
+        macro_rules! put {
+            ($v:expr, $x:expr) => {
+                if append {
+                    $v.push($x)
+                } else {
+                    $v[row] = $x
+                }
+            };
+        }
+        match (&mut self.data, value) {
+            (FieldData::F64(v), FieldValue::F64(x)) => put!(v, *x),
+            (FieldData::I64(v), FieldValue::I64(x)) => put!(v, *x),
+            (FieldData::U64(v), FieldValue::U64(x)) => put!(v, *x),
+            (FieldData::Bool(v), FieldValue::Bool(x)) => {
+                if append {
+                    v.append(*x)
+                } else {
+                    v.set_bit(row, *x)
+                }
+            }
+            (FieldData::Str(v), FieldValue::Str(s)) => {
+                let s = symbols.get(*s).to_string();
+                let n = s.len();
+                put!(v, s);
+                return 8 + n;
+            }
+            // Validation fixed the column's type before the point got here; a mismatch means
+            // a bug, and storing a null is the least harmful answer to it.
+            _ => {
+                self.valid.set_bit(row, false);
+                tracing::error!("field value does not match its column type; stored as null");
+            }
+        }
+        8
+    }
+
+    fn to_array(&self, rows: usize) -> ArrayRef {
+        let n = self.len().min(rows);
+        let mut valid = self.valid.finish_cloned().slice(0, n);
+        if n < rows {
+            let mut b = BooleanBufferBuilder::new(rows);
+            b.append_buffer(&valid);
+            b.append_n(rows - n, false);
+            valid = b.finish();
+        }
+        let nulls = Some(NullBuffer::new(valid));
+        fn values<T: arrow::datatypes::ArrowNativeType>(v: &[T], n: usize, rows: usize) -> ScalarBuffer<T> {
+            let mut out = Vec::with_capacity(rows);
+            out.extend_from_slice(&v[..n]);
+            out.resize(rows, T::default());
+            ScalarBuffer::from(out)
+        }
+        match &self.data {
+            FieldData::F64(v) => Arc::new(Float64Array::new(values(v, n, rows), nulls)),
+            FieldData::I64(v) => Arc::new(Int64Array::new(values(v, n, rows), nulls)),
+            FieldData::U64(v) => Arc::new(UInt64Array::new(values(v, n, rows), nulls)),
+            FieldData::Bool(v) => {
+                let mut b = BooleanBufferBuilder::new(rows);
+                b.append_buffer(&v.finish_cloned().slice(0, n));
+                b.append_n(rows - n, false);
+                Arc::new(BooleanArray::new(b.finish(), nulls))
+            }
+            FieldData::Str(v) => {
+                let valid = nulls.as_ref().expect("set above");
+                Arc::new(StringArray::from_iter((0..rows).map(|i| {
+                    (i < n && valid.is_valid(i)).then(|| v[i].as_str())
+                })))
+            }
+        }
+    }
+}
+
+impl Partition {
+    fn new() -> Self {
+        Partition {
+            time: Vec::new(),
+            series: Vec::new(),
+            fields: Vec::new(),
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            may_have_duplicates: false,
+            cache: Mutex::new(None),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.time.len()
+    }
+
+    /// Builds the partition's rows as one batch in `schema`'s Arrow layout, merging rows of
+    /// one primary key.
+    fn to_batch(&self, schema: &TableSchema, data: &mut TagLookup<'_>) -> RecordBatch {
+        if let Some(c) = &*self.cache.lock()
+            && c.columns == schema.columns().len()
+        {
+            return c.batch.clone();
+        }
+        let rows = self.rows();
+        // For merged partitions: the rows of each primary key, in arrival order.
+        let groups = self.may_have_duplicates.then(|| self.key_groups());
+        let first_of_group: Option<UInt32Array> = groups
+            .as_ref()
+            .map(|g| g.iter().map(|rows| rows[0]).collect());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len());
+        for &id in schema.arrow_order() {
+            let kind = schema.columns()[id].kind;
+            let full: ArrayRef = match kind {
+                ColumnKind::Time => {
+                    Arc::new(TimestampNanosecondArray::from(self.time.clone()))
+                }
+                ColumnKind::Tag => data.tag_column(id, &self.series),
+                ColumnKind::Field(_) => match self.fields.get(id).and_then(Option::as_ref) {
+                    Some(col) => col.to_array(rows),
+                    None => new_null_array(&kind.data_type(), rows),
+                },
+            };
+            let merged = match (&groups, &first_of_group, kind) {
+                (None, _, _) => full,
+                (Some(groups), _, ColumnKind::Field(_)) => {
+                    // the last non-null value of the key wins
+                    let idx: UInt32Array = groups
+                        .iter()
+                        .map(|rows| rows.iter().rev().copied().find(|&r| full.is_valid(r as usize)))
+                        .collect();
+                    arrow::compute::take(&full, &idx, None).expect("indices are in range")
+                }
+                (Some(_), Some(first), _) => {
+                    arrow::compute::take(&full, first, None).expect("indices are in range")
+                }
+                (Some(_), None, _) => unreachable!("first_of_group is set with groups"),
+            };
+            columns.push(merged);
+        }
+        let batch = RecordBatch::try_new(schema.arrow_schema().clone(), columns)
+            .expect("columns are built from the schema");
+        *self.cache.lock() = Some(CachedBatch {
+            columns: schema.columns().len(),
+            batch: batch.clone(),
+        });
+        batch
+    }
+
+    /// Row indices grouped by primary key (series, time), keys in (series, time) order and
+    /// rows within a key in arrival order.
+    fn key_groups(&self) -> Vec<Vec<u32>> {
+        let mut order: Vec<u32> = (0..self.rows() as u32).collect();
+        order.sort_by_key(|&r| (self.series[r as usize], self.time[r as usize], r));
+        let mut groups: Vec<Vec<u32>> = Vec::new();
+        let mut last = None;
+        for r in order {
+            let key = (self.series[r as usize], self.time[r as usize]);
+            if last == Some(key) {
+                groups.last_mut().expect("a group exists").push(r);
+            } else {
+                groups.push(vec![r]);
+                last = Some(key);
+            }
+        }
+        groups
+    }
+}
+
+/// Builds tag columns for the rows of a partition from their series ids.
+struct TagLookup<'a> {
+    tag_values: &'a mut [TagValues],
+    series_tags: &'a [Arc<[(u32, u32)]>],
+}
+
+impl TagLookup<'_> {
+    fn tag_column(&mut self, column: usize, series: &[u32]) -> ArrayRef {
+        let values = match self.tag_values.get_mut(column) {
+            Some(v) => v.array(),
+            None => Arc::new(StringArray::from(Vec::<&str>::new())),
+        };
+        // value id of this tag per series, computed once per series rather than per row
+        let per_series: Vec<Option<i32>> = self
+            .series_tags
+            .iter()
+            .map(|tags| {
+                tags.binary_search_by_key(&(column as u32), |(c, _)| *c)
+                    .ok()
+                    .map(|i| tags[i].1 as i32)
+            })
+            .collect();
+        let keys: Int32Array = series
+            .iter()
+            .map(|&s| per_series[s as usize])
+            .collect();
+        Arc::new(
+            DictionaryArray::<Int32Type>::try_new(keys, values)
+                .expect("keys index the column's values"),
+        )
+    }
+}
+
+impl TableBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `points` (all of this table, from `batch`) under `schema`, which has every
+    /// column they use. Returns the bytes added.
+    pub fn apply<'a>(
+        &self,
+        schema: &TableSchema,
+        batch: &WriteBatch,
+        points: impl Iterator<Item = &'a Point>,
+    ) -> usize {
+        const UNRESOLVED: u32 = u32::MAX;
+        let mut data = self.inner.write();
+        let data = &mut *data;
+        let mut col_of_sym = vec![UNRESOLVED; batch.symbols.len()];
+        let mut column = |sym: Sym| -> Option<usize> {
+            let slot = &mut col_of_sym[sym.index()];
+            if *slot == UNRESOLVED {
+                *slot = schema
+                    .column_id(batch.str(sym))
+                    .map_or(UNRESOLVED - 1, |c| c as u32);
+            }
+            (*slot < UNRESOLVED - 1).then_some(*slot as usize)
+        };
+        // Points of one series in one batch share a tag range: resolve each range once.
+        let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut scratch: Vec<(u32, u32)> = Vec::new();
+        let mut bytes = 0;
+        let mut rows = 0;
+        for point in points {
+            let range = point.tag_range();
+            let series = match series_of_tags.get(&(range.start, range.end)) {
+                Some(&s) => s,
+                None => {
+                    scratch.clear();
+                    for tag in batch.tags_of(point) {
+                        let Some(col) = column(tag.key) else { continue };
+                        if data.tag_values.len() <= col {
+                            data.tag_values.resize_with(col + 1, TagValues::default);
+                        }
+                        let value = data.tag_values[col].values.intern(batch.str(tag.value));
+                        scratch.push((col as u32, value.0));
+                    }
+                    scratch.sort_unstable();
+                    let s = match data.series.get(scratch.as_slice()) {
+                        Some(&s) => s,
+                        None => {
+                            let s = data.series_tags.len() as u32;
+                            let key: Arc<[(u32, u32)]> = scratch.as_slice().into();
+                            data.series.insert(key.clone(), s);
+                            data.series_tags.push(key);
+                            data.series_last_time.push(i64::MIN);
+                            bytes += 16 * scratch.len() + 32;
+                            s
+                        }
+                    };
+                    series_of_tags.insert((range.start, range.end), s);
+                    s
+                }
+            };
+            let partition = data
+                .partitions
+                .entry(point.time.div_euclid(PARTITION_NANOS))
+                .or_insert_with(Partition::new);
+            let row = partition.rows();
+            let last = &mut data.series_last_time[series as usize];
+            if point.time <= *last {
+                partition.may_have_duplicates = true;
+            } else {
+                *last = point.time;
+            }
+            partition.time.push(point.time);
+            partition.series.push(series);
+            partition.min_time = partition.min_time.min(point.time);
+            partition.max_time = partition.max_time.max(point.time);
+            bytes += 12;
+            for field in batch.fields_of(point) {
+                let Some(col) = column(field.key) else { continue };
+                if partition.fields.len() <= col {
+                    partition.fields.resize_with(col + 1, || None);
+                }
+                let fc = partition.fields[col]
+                    .get_or_insert_with(|| FieldColumn::new(&field.value, row + 1));
+                bytes += fc.set(row, &field.value, &batch.symbols);
+            }
+            rows += 1;
+            partition.cache.get_mut().take();
+        }
+        data.rows += rows;
+        data.bytes += bytes;
+        bytes
+    }
+
+    /// The buffered rows whose partition overlaps `range`, one batch per partition, in
+    /// `schema`'s Arrow layout with rows of one primary key merged. Rows outside `range` may
+    /// be included: callers filter.
+    pub fn scan(&self, schema: &TableSchema, range: TimeRange) -> BufferScan {
+        // Batches are built under the write lock because building caches tag value arrays;
+        // cached partitions (all but the one being written) are cheap clones.
+        let mut data = self.inner.write();
+        let data = &mut *data;
+        let mut lookup = TagLookup {
+            tag_values: &mut data.tag_values,
+            series_tags: &data.series_tags,
+        };
+        let mut out = BufferScan {
+            partitions_total: data.partitions.len(),
+            ..BufferScan::default()
+        };
+        for p in data.partitions.values() {
+            if p.rows() == 0 || !range.overlaps(p.min_time, p.max_time) {
+                continue;
+            }
+            out.partitions_scanned += 1;
+            out.batches.push(p.to_batch(schema, &mut lookup));
+        }
+        out
+    }
+
+    /// Rows appended (before merging).
+    pub fn rows(&self) -> usize {
+        self.inner.read().rows
+    }
+
+    /// Approximate bytes held.
+    pub fn bytes(&self) -> usize {
+        self.inner.read().bytes
+    }
+
+    /// Number of distinct series.
+    pub fn series_count(&self) -> usize {
+        self.inner.read().series_tags.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

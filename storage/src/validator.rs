@@ -1,0 +1,460 @@
+//! Schema on write: checks each point of a batch against the catalog and works out the
+//! catalog changes (new database, tables, columns) that the accepted points need.
+//!
+//! Rules: a column's type is fixed by its first write; a name is a tag or a field, never both;
+//! `time` is reserved; a tag key appears once per point; the per-table column limit and the
+//! per-database table limit hold. A point that breaks a rule is rejected alone, with a message
+//! naming the table, the column and both types. Nothing here touches the live catalog: the
+//! caller installs [`Validated::catalog`] only if it goes on with the write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sluice_ingest::{FieldValue, Sym, WriteBatch};
+
+use crate::catalog::{
+    CatalogSnapshot, ColumnKind, DatabaseSchema, TIME_COLUMN, TableSchema,
+};
+
+/// Limits that validation enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Columns per table, counting tags, fields and `time`.
+    pub max_columns_per_table: usize,
+    /// Tables per database.
+    pub max_tables_per_database: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_columns_per_table: 500,
+            max_tables_per_database: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// No limits: used when replaying the WAL, whose writes were accepted once already.
+    pub fn unlimited() -> Self {
+        Limits {
+            max_columns_per_table: usize::MAX,
+            max_tables_per_database: usize::MAX,
+        }
+    }
+}
+
+/// A point that validation rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The point's line (or series) number in the request.
+    pub line: u32,
+    /// Why, naming table, column and types.
+    pub message: String,
+}
+
+/// The outcome of validating a batch.
+#[derive(Debug)]
+pub struct Validated {
+    /// The catalog with the accepted points' new database, tables and columns, if any.
+    pub catalog: Option<CatalogSnapshot>,
+    /// For each point of the batch, whether it was accepted.
+    pub keep: Vec<bool>,
+    /// The rejected points, in batch order.
+    pub rejected: Vec<Rejection>,
+}
+
+impl Validated {
+    /// Number of accepted points.
+    pub fn accepted(&self) -> usize {
+        self.keep.iter().filter(|k| **k).count()
+    }
+}
+
+const UNRESOLVED: u32 = u32::MAX;
+const ABSENT: u32 = u32::MAX - 1;
+
+struct TableState {
+    name: Arc<str>,
+    schema: Option<Arc<TableSchema>>,
+    changed: bool,
+    /// Batch symbol -> column id, `ABSENT` or `UNRESOLVED`.
+    col_of_sym: Vec<u32>,
+}
+
+impl TableState {
+    fn column(&mut self, batch: &WriteBatch, sym: Sym) -> Option<usize> {
+        let slot = &mut self.col_of_sym[sym.index()];
+        if *slot == UNRESOLVED {
+            *slot = self
+                .schema
+                .as_ref()
+                .and_then(|s| s.column_id(batch.str(sym)))
+                .map_or(ABSENT, |id| id as u32);
+        }
+        (*slot != ABSENT).then_some(*slot as usize)
+    }
+
+    fn kind(&self, id: usize) -> ColumnKind {
+        self.schema.as_ref().expect("resolved column has a schema").columns()[id].kind
+    }
+}
+
+/// Validates `batch` for database `db`. `create_database` says whether a missing database
+/// may be created; if not, `None` is returned for a missing one.
+pub fn validate(
+    catalog: &CatalogSnapshot,
+    db: &str,
+    batch: &WriteBatch,
+    limits: &Limits,
+    create_database: bool,
+) -> Option<Validated> {
+    let existing_db = catalog.database(db);
+    if existing_db.is_none() && !create_database {
+        return None;
+    }
+    let mut table_count = existing_db.map_or(0, |d| d.tables.len());
+    let mut tables: HashMap<Sym, TableState> = HashMap::new();
+    let mut keep = Vec::with_capacity(batch.len());
+    let mut rejected = Vec::new();
+    let mut new_cols: Vec<(Sym, ColumnKind)> = Vec::new();
+    let n_syms = batch.symbols.len();
+
+    for point in batch.points() {
+        let state = tables.entry(point.table).or_insert_with(|| {
+            let name = batch.str(point.table);
+            TableState {
+                name: name.into(),
+                schema: existing_db.and_then(|d| d.tables.get(name)).cloned(),
+                changed: false,
+                col_of_sym: vec![UNRESOLVED; n_syms],
+            }
+        });
+        new_cols.clear();
+        let result = check_point(state, batch, point, &mut new_cols).and_then(|()| {
+            let existing = state.schema.as_ref().map_or(1, |s| s.columns().len());
+            if existing + new_cols.len() > limits.max_columns_per_table {
+                return Err(format!(
+                    "table '{}' would have {} columns, over the limit of {} \
+                     (--max-columns-per-table); write fewer distinct tag and field names",
+                    state.name,
+                    existing + new_cols.len(),
+                    limits.max_columns_per_table
+                ));
+            }
+            if state.schema.is_none() && table_count >= limits.max_tables_per_database {
+                return Err(format!(
+                    "database '{db}' already has {table_count} tables, the limit \
+                     (--max-tables-per-database); table '{}' was not created",
+                    state.name
+                ));
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                if state.schema.is_none() {
+                    state.schema = Some(Arc::new(TableSchema::new(&state.name)));
+                    state.changed = true;
+                    table_count += 1;
+                }
+                if !new_cols.is_empty() {
+                    let schema = Arc::make_mut(state.schema.as_mut().expect("set above"));
+                    for &(sym, kind) in &new_cols {
+                        let id = schema.push(batch.str(sym), kind);
+                        state.col_of_sym[sym.index()] = id as u32;
+                    }
+                    state.changed = true;
+                }
+                keep.push(true);
+            }
+            Err(message) => {
+                keep.push(false);
+                rejected.push(Rejection {
+                    line: point.line,
+                    message,
+                });
+            }
+        }
+    }
+
+    let any_accepted = keep.iter().any(|k| *k);
+    let changed = tables.values().any(|t| t.changed);
+    let catalog = (any_accepted && (changed || existing_db.is_none())).then(|| {
+        let mut next = catalog.clone();
+        let db_entry = next
+            .databases
+            .entry(db.into())
+            .or_insert_with(|| {
+                Arc::new(DatabaseSchema {
+                    name: db.into(),
+                    tables: Default::default(),
+                })
+            });
+        let db_schema = Arc::make_mut(db_entry);
+        for t in tables.into_values().filter(|t| t.changed) {
+            let schema = t.schema.expect("changed table has a schema");
+            db_schema.tables.insert(t.name, schema);
+        }
+        next
+    });
+    Some(Validated {
+        catalog,
+        keep,
+        rejected,
+    })
+}
+
+fn check_point(
+    state: &mut TableState,
+    batch: &WriteBatch,
+    point: &sluice_ingest::Point,
+    new_cols: &mut Vec<(Sym, ColumnKind)>,
+) -> Result<(), String> {
+    let tags = batch.tags_of(point);
+    for (i, tag) in tags.iter().enumerate() {
+        let name = batch.str(tag.key);
+        if name == TIME_COLUMN {
+            return Err(format!(
+                "tag 'time' in table '{}': 'time' is reserved for the timestamp; rename the tag",
+                state.name
+            ));
+        }
+        if tags[..i].iter().any(|t| t.key == tag.key) {
+            return Err(format!(
+                "tag '{name}' appears twice in this point of table '{}'; a series has one \
+                 value per tag",
+                state.name
+            ));
+        }
+        match state.column(batch, tag.key) {
+            Some(id) => {
+                let kind = state.kind(id);
+                if kind != ColumnKind::Tag {
+                    return Err(format!(
+                        "column '{name}' of table '{}' is {}; it cannot also be a tag",
+                        state.name,
+                        kind.describe()
+                    ));
+                }
+            }
+            None => new_cols.push((tag.key, ColumnKind::Tag)),
+        }
+    }
+    let tag_cols = new_cols.len();
+    for field in batch.fields_of(point) {
+        let name = batch.str(field.key);
+        let wrote = field.value.field_type();
+        if name == TIME_COLUMN {
+            return Err(format!(
+                "field 'time' in table '{}': 'time' is reserved for the timestamp; rename the \
+                 field",
+                state.name
+            ));
+        }
+        let kind = match state.column(batch, field.key) {
+            Some(id) => Some(state.kind(id)),
+            None => new_cols
+                .iter()
+                .find(|(s, _)| *s == field.key)
+                .map(|(_, k)| *k),
+        };
+        match kind {
+            None => new_cols.push((field.key, ColumnKind::Field(wrote))),
+            Some(ColumnKind::Field(t)) if t == wrote => {}
+            Some(ColumnKind::Field(t)) => {
+                let earlier = if new_cols[tag_cols..].iter().any(|(s, _)| *s == field.key) {
+                    "earlier in this point"
+                } else {
+                    "already"
+                };
+                return Err(format!(
+                    "field '{name}' of table '{}' is {earlier} of type {}, but this point \
+                     writes a {} ({}); a column's type is fixed by its first write",
+                    state.name,
+                    t.name(),
+                    wrote.name(),
+                    show_value(batch, &field.value),
+                ));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "column '{name}' of table '{}' is {}; it cannot also be a field",
+                    state.name,
+                    other.describe()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_value(batch: &WriteBatch, v: &FieldValue) -> String {
+    match v {
+        FieldValue::F64(x) => format!("{x:?}"),
+        FieldValue::I64(x) => format!("{x}i"),
+        FieldValue::U64(x) => format!("{x}u"),
+        FieldValue::Bool(x) => x.to_string(),
+        FieldValue::Str(s) => {
+            let s = batch.str(*s);
+            let cut: String = s.chars().take(40).collect();
+            format!("\"{cut}{}\"", if cut.len() < s.len() { "…" } else { "" })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_ingest::FieldType;
+    use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
+
+    fn batch(lp: &str) -> WriteBatch {
+        let out = parse(
+            lp.as_bytes(),
+            &ParseOptions {
+                precision: Precision::Nanosecond,
+                default_time: 0,
+                max_line_bytes: 1 << 20,
+            },
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        out.batch
+    }
+
+    fn run(cat: &CatalogSnapshot, lp: &str, limits: Limits) -> Validated {
+        validate(cat, "db", &batch(lp), &limits, true).unwrap()
+    }
+
+    fn messages(v: &Validated) -> Vec<(u32, String)> {
+        v.rejected
+            .iter()
+            .map(|r| (r.line, r.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn first_write_creates_database_table_and_columns() {
+        let v = run(
+            &CatalogSnapshot::default(),
+            "cpu,host=a usage=1.5,n=1i,ok=true,s=\"x\",u=3u 1",
+            Limits::default(),
+        );
+        assert!(v.rejected.is_empty());
+        let cat = v.catalog.unwrap();
+        let t = cat.table("db", "cpu").unwrap();
+        let kinds: Vec<_> = t.columns().iter().map(|c| (c.name.to_string(), c.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("time".into(), ColumnKind::Time),
+                ("host".into(), ColumnKind::Tag),
+                ("usage".into(), ColumnKind::Field(FieldType::Float)),
+                ("n".into(), ColumnKind::Field(FieldType::Integer)),
+                ("ok".into(), ColumnKind::Field(FieldType::Boolean)),
+                ("s".into(), ColumnKind::Field(FieldType::String)),
+                ("u".into(), ColumnKind::Field(FieldType::UInteger)),
+            ]
+        );
+    }
+
+    #[test]
+    fn type_conflict_rejects_only_that_line_and_names_both_types() {
+        let cat = run(&CatalogSnapshot::default(), "cpu usage=1.5 1", Limits::default())
+            .catalog
+            .unwrap();
+        let v = run(&cat, "cpu usage=2i 2\ncpu usage=3.0 3", Limits::default());
+        assert_eq!(v.keep, vec![false, true]);
+        let (line, msg) = &messages(&v)[0];
+        assert_eq!(*line, 1);
+        assert!(msg.contains("field 'usage'"), "{msg}");
+        assert!(msg.contains("table 'cpu'"), "{msg}");
+        assert!(msg.contains("float") && msg.contains("integer"), "{msg}");
+        // an existing column and no new one: the catalog does not change
+        assert!(v.catalog.is_none());
+    }
+
+    #[test]
+    fn conflict_within_one_batch_is_caught() {
+        let v = run(
+            &CatalogSnapshot::default(),
+            "m x=1i 1\nm x=1.5 2\nm,x=a y=1 3",
+            Limits::default(),
+        );
+        assert_eq!(v.keep, vec![true, false, false]);
+        let m = messages(&v);
+        assert!(m[0].1.contains("integer") && m[0].1.contains("float"), "{m:?}");
+        assert!(m[1].1.contains("cannot also be a tag"), "{m:?}");
+    }
+
+    #[test]
+    fn tag_and_field_with_one_name_are_rejected() {
+        let v = run(&CatalogSnapshot::default(), "m,a=x a=1 1", Limits::default());
+        assert_eq!(v.keep, vec![false]);
+        assert!(v.rejected[0].message.contains("cannot also be a field"));
+        // and the rejected point created nothing
+        assert!(v.catalog.is_none());
+
+        let cat = run(&CatalogSnapshot::default(), "m,a=x v=1 1", Limits::default())
+            .catalog
+            .unwrap();
+        let v = run(&cat, "m a=1 2", Limits::default());
+        assert!(v.rejected[0].message.contains("is a tag"), "{:?}", v.rejected);
+    }
+
+    #[test]
+    fn time_is_reserved_and_tags_are_unique() {
+        let v = run(
+            &CatalogSnapshot::default(),
+            "m,time=x v=1 1\nm time=1 2\nm,a=1,a=2 v=1 3",
+            Limits::default(),
+        );
+        assert_eq!(v.keep, vec![false, false, false]);
+        let m = messages(&v);
+        assert!(m[0].1.contains("reserved"));
+        assert!(m[1].1.contains("reserved"));
+        assert!(m[2].1.contains("appears twice"));
+    }
+
+    #[test]
+    fn column_limit_counts_time_tags_and_fields() {
+        let limits = Limits {
+            max_columns_per_table: 3,
+            ..Limits::default()
+        };
+        let v = run(
+            &CatalogSnapshot::default(),
+            "m,t=1 a=1 1\nm,t=1 a=2,b=3 2\nm a=1 3",
+            limits,
+        );
+        assert_eq!(v.keep, vec![true, false, true]);
+        let m = messages(&v);
+        assert!(m[0].1.contains("4 columns, over the limit of 3"), "{m:?}");
+        assert!(m[0].1.contains("--max-columns-per-table"));
+    }
+
+    #[test]
+    fn table_limit() {
+        let limits = Limits {
+            max_tables_per_database: 2,
+            ..Limits::default()
+        };
+        let v = run(&CatalogSnapshot::default(), "a v=1 1\nb v=1 1\nc v=1 1\na v=2 2", limits);
+        assert_eq!(v.keep, vec![true, true, false, true]);
+        assert!(v.rejected[0].message.contains("--max-tables-per-database"));
+    }
+
+    #[test]
+    fn missing_database_without_auto_create() {
+        assert!(
+            validate(
+                &CatalogSnapshot::default(),
+                "nope",
+                &batch("m v=1 1"),
+                &Limits::default(),
+                false
+            )
+            .is_none()
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! The write-ahead log: an append-only sequence of checksummed records in segment files.
+//!
+//! Layout: `<wal-dir>/<sequence:020>.wal`, each file starting with an 8-byte magic, followed by
+//! records of `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`. A segment is
+//! only ever appended to by the process that created it; a restart opens a new one, so a
+//! torn tail left by a crash is never written after.
+//!
+//! This module knows bytes and files, not what the records mean; the write buffer decides
+//! what to log and when to sync (group commit).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"SLUICEW1";
+const HEADER_LEN: usize = 8;
+/// A record larger than this is treated as corruption when reading: no valid write comes
+/// close (request bodies are limited far below it).
+const MAX_RECORD_BYTES: u32 = 1 << 30;
+
+/// Errors of the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("WAL I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Appends records to the current segment and rolls to a new one past a size.
+pub struct WalWriter {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    sequence: u64,
+    size: u64,
+    segment_bytes: u64,
+    scratch: Vec<u8>,
+}
+
+impl WalWriter {
+    /// Opens a new segment in `dir` numbered after every existing one.
+    pub fn create(dir: &Path, segment_bytes: u64) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let sequence = list_segments(dir)?.last().map_or(1, |(seq, _)| seq + 1);
+        let (file, path) = new_segment(dir, sequence)?;
+        Ok(WalWriter {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            sequence,
+            size: HEADER_LEN as u64,
+            segment_bytes,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Frames `payloads` as records and writes them with one system call. They are durable
+    /// only after [`WalWriter::sync`].
+    pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        if self.size >= self.segment_bytes {
+            self.sync()?;
+            let (file, path) = new_segment(&self.dir, self.sequence + 1)?;
+            self.sequence += 1;
+            self.file = file;
+            self.path = path;
+            self.size = HEADER_LEN as u64;
+        }
+        self.scratch.clear();
+        for p in payloads {
+            self.scratch
+                .extend_from_slice(&(p.len() as u32).to_le_bytes());
+            self.scratch
+                .extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+            self.scratch.extend_from_slice(p);
+        }
+        self.file
+            .write_all(&self.scratch)
+            .map_err(io_err(&self.path))?;
+        self.size += self.scratch.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// The segment being written.
+    pub fn current_segment(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{sequence:020}.wal"))
+}
+
+fn new_segment(dir: &Path, sequence: u64) -> Result<(File, PathBuf)> {
+    let path = segment_path(dir, sequence);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    file.write_all(MAGIC).map_err(io_err(&path))?;
+    file.sync_all().map_err(io_err(&path))?;
+    // The new file's directory entry must be durable too, or a crash could lose the segment.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    Ok((file, path))
+}
+
+/// Segments in `dir`, oldest first.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((seq, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What replay found wrong at the end of a segment, which it cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutTail {
+    pub segment: PathBuf,
+    /// Where the good records end; the file was truncated to this length.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes_cut: u64,
+    pub reason: String,
+}
+
+/// Reads every record of every segment in `dir`, oldest first, calling `each` with the
+/// payload. A segment whose tail is torn or corrupt (short record, bad checksum, bad magic)
+/// is truncated to its last good record and reported; records before it are all delivered.
+pub fn replay(dir: &Path, mut each: impl FnMut(&[u8])) -> Result<Vec<CutTail>> {
+    let mut cuts = Vec::new();
+    for (_, path) in list_segments(dir)? {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(io_err(&path))?;
+        let (good, reason) = scan(&data, &mut each);
+        if let Some(reason) = reason {
+            file.set_len(good as u64).map_err(io_err(&path))?;
+            file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+            cuts.push(CutTail {
+                segment: path.clone(),
+                offset: good as u64,
+                bytes_cut: (data.len() - good) as u64,
+                reason,
+            });
+        }
+    }
+    Ok(cuts)
+}
+
+/// Delivers the good records of one segment's bytes; returns where they end and, if the
+/// segment does not end there, why.
+fn scan(data: &[u8], each: &mut impl FnMut(&[u8])) -> (usize, Option<String>) {
+    if data.len() < HEADER_LEN || &data[..HEADER_LEN] != MAGIC {
+        return (0, Some("segment header is missing or damaged".into()));
+    }
+    let mut pos = HEADER_LEN;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        if rest.len() < 8 {
+            return (pos, Some(format!("torn record header ({} bytes)", rest.len())));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len > MAX_RECORD_BYTES {
+            return (pos, Some(format!("record length {len} is implausible")));
+        }
+        let end = 8 + len as usize;
+        if rest.len() < end {
+            return (
+                pos,
+                Some(format!(
+                    "torn record: {} of {} payload bytes present",
+                    rest.len() - 8,
+                    len
+                )),
+            );
+        }
+        let payload = &rest[8..end];
+        if crc32fast::hash(payload) != crc {
+            return (pos, Some("record checksum mismatch".into()));
+        }
+        each(payload);
+        pos += end;
+    }
+    (pos, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(dir: &Path) -> (Vec<Vec<u8>>, Vec<CutTail>) {
+        let mut got = Vec::new();
+        let cuts = replay(dir, |p| got.push(p.to_vec())).unwrap();
+        (got, cuts)
+    }
+
+    #[test]
+    fn records_come_back_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 64).unwrap();
+        for i in 0..10u8 {
+            w.append([vec![i; 20].as_slice()]).unwrap();
+        }
+        w.sync().unwrap();
+        drop(w);
+        // a restart writes to a new segment after the old ones
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"after".as_slice(), b"restart".as_slice()]).unwrap();
+        w.sync().unwrap();
+        let (got, cuts) = read_all(dir.path());
+        assert!(cuts.is_empty());
+        assert_eq!(got.len(), 12);
+        assert_eq!(got[3], vec![3u8; 20]);
+        assert_eq!(got[11], b"restart");
+        assert!(list_segments(dir.path()).unwrap().len() > 2);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_earlier_records_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"one".as_slice(), b"two".as_slice(), b"three".as_slice()])
+            .unwrap();
+        w.sync().unwrap();
+        let seg = w.current_segment().to_path_buf();
+        drop(w);
+        let full = fs::metadata(&seg).unwrap().len();
+        // tear the last record in half
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(full - 3).unwrap();
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(cuts.len(), 1);
+        assert!(cuts[0].reason.contains("torn"), "{:?}", cuts[0]);
+        // the file was truncated, so a second replay is clean
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got.len(), 2);
+        assert!(cuts.is_empty());
+    }
+
+    #[test]
+    fn corrupt_record_is_detected_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"good".as_slice(), b"flipped".as_slice()]).unwrap();
+        w.sync().unwrap();
+        let seg = w.current_segment().to_path_buf();
+        drop(w);
+        let mut bytes = fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 0x40;
+        fs::write(&seg, &bytes).unwrap();
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got, vec![b"good".to_vec()]);
+        assert_eq!(cuts[0].reason, "record checksum mismatch");
+        assert_eq!(cuts[0].bytes_cut, 8 + 7);
+    }
+
+    #[test]
+    fn garbage_length_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"good".as_slice()]).unwrap();
+        w.sync().unwrap();
+        let seg = w.current_segment().to_path_buf();
+        drop(w);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2]).unwrap();
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got, vec![b"good".to_vec()]);
+        assert!(cuts[0].reason.contains("implausible"));
+    }
+}

@@ -1,0 +1,481 @@
+//! The write path: validate against the catalog, log to the WAL, apply to the table buffers.
+//!
+//! Order is the invariant everything here protects. Validation and the hand-off to the WAL
+//! thread happen under one lock, so the catalog changes, the WAL records and the buffer
+//! appends all happen in the same order; replaying the WAL after a crash therefore rebuilds
+//! the same catalog and the same merged rows that were visible before it.
+//!
+//! One thread owns the WAL (group commit): it takes every write queued since its last fsync,
+//! appends them with one `write`, applies them to the buffer (so a write is queryable by the
+//! time it is acknowledged), fsyncs once, and only then acknowledges them. `no_sync` writes
+//! are acknowledged right after they are applied, before the fsync.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use sluice_ingest::{Sym, WriteBatch};
+use tokio::sync::oneshot;
+
+use crate::catalog::{Catalog, CatalogSnapshot, validate_database_name};
+use crate::metrics::StorageMetrics;
+use crate::table_buffer::TableBuffer;
+use crate::validator::{Limits, Rejection, validate};
+use crate::wal::{self, WalWriter};
+
+/// How the write buffer is set up.
+#[derive(Debug, Clone)]
+pub struct WriteBufferConfig {
+    /// Folder of the write-ahead log.
+    pub wal_dir: PathBuf,
+    /// Schema limits applied to writes.
+    pub limits: Limits,
+    /// Create a database on its first write (else writes to unknown databases fail).
+    pub auto_create_databases: bool,
+    /// Writes are refused (retry later) while the buffer holds more than this many bytes.
+    pub buffer_memory_limit: usize,
+    /// A WAL segment is closed and a new one started past this size.
+    pub wal_segment_bytes: u64,
+}
+
+impl WriteBufferConfig {
+    /// Defaults with the WAL in `wal_dir`.
+    pub fn new(wal_dir: impl Into<PathBuf>) -> Self {
+        WriteBufferConfig {
+            wal_dir: wal_dir.into(),
+            limits: Limits::default(),
+            auto_create_databases: true,
+            buffer_memory_limit: 4 << 30,
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Per-write choices of the client.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Keep the valid points when some are rejected (else write nothing).
+    pub accept_partial: bool,
+    /// Acknowledge before the WAL fsync.
+    pub no_sync: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            accept_partial: true,
+            no_sync: false,
+        }
+    }
+}
+
+/// What became of a write.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// Points stored.
+    pub accepted_points: usize,
+    /// Field values stored.
+    pub accepted_values: usize,
+    /// Points rejected by the schema rules.
+    pub rejected: Vec<Rejection>,
+    /// True when points were rejected and, because partial writes were refused, nothing was
+    /// stored.
+    pub all_refused: bool,
+}
+
+/// Why a write was not carried out at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(
+        "database '{0}' does not exist and the server runs with --no-auto-create-databases; \
+         create it first"
+    )]
+    DatabaseNotFound(String),
+    #[error("{0}")]
+    InvalidDatabaseName(String),
+    #[error(
+        "the write buffer is full ({used} bytes held, limit {limit}, --buffer-memory-limit); \
+         retry later"
+    )]
+    BufferFull { used: usize, limit: usize },
+    #[error("the write-ahead log failed and writes are disabled until restart: {0}")]
+    WalFailed(String),
+    #[error("the server is shutting down; retry against the restarted server")]
+    ShuttingDown,
+}
+
+/// Errors opening the write buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+    #[error("could not start the WAL thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What replay found, for the start-up log.
+#[derive(Debug, Default)]
+pub struct ReplaySummary {
+    pub records: usize,
+    pub points: usize,
+    /// Records that passed their checksum but could not be decoded (skipped).
+    pub undecodable: usize,
+    pub cut_tails: Vec<wal::CutTail>,
+}
+
+struct WalOp {
+    payload: Vec<u8>,
+    db: Arc<str>,
+    batch: WriteBatch,
+    no_sync: bool,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// State shared by the request path and the WAL thread.
+struct Shared {
+    catalog: Catalog,
+    tables: RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Arc<TableBuffer>>>>,
+    bytes: AtomicUsize,
+    rows: AtomicUsize,
+    failed: Mutex<Option<String>>,
+    metrics: StorageMetrics,
+}
+
+/// Catalog, WAL and buffered rows of every database.
+pub struct WriteBuffer {
+    shared: Arc<Shared>,
+    config: WriteBufferConfig,
+    /// Serialises validation and WAL hand-off; see the module documentation.
+    write_lock: Mutex<Option<mpsc::Sender<WalOp>>>,
+    wal_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+const RECORD_VERSION: u8 = 1;
+/// Most writes taken into one group commit.
+const MAX_GROUP: usize = 4096;
+
+impl WriteBuffer {
+    /// Replays the WAL in `config.wal_dir` into an empty buffer, then starts the WAL thread on
+    /// a new segment.
+    pub fn open(config: WriteBufferConfig) -> Result<(Self, ReplaySummary), OpenError> {
+        let shared = Arc::new(Shared {
+            catalog: Catalog::new(),
+            tables: RwLock::new(HashMap::new()),
+            bytes: AtomicUsize::new(0),
+            rows: AtomicUsize::new(0),
+            failed: Mutex::new(None),
+            metrics: StorageMetrics::default(),
+        });
+        let mut summary = ReplaySummary::default();
+        summary.cut_tails = wal::replay(&config.wal_dir, |payload| {
+            summary.records += 1;
+            match decode_record(payload) {
+                Some((db, mut batch)) => {
+                    let unlimited = Limits::unlimited();
+                    let snapshot = shared.catalog.snapshot();
+                    if let Some(v) = validate(&snapshot, &db, &batch, &unlimited, true) {
+                        if let Some(c) = v.catalog {
+                            shared.catalog.replace(c);
+                        }
+                        for r in &v.rejected {
+                            tracing::warn!(db = %db, line = r.line, "WAL replay skipped a point: {}", r.message);
+                        }
+                        if !v.rejected.is_empty() {
+                            batch.retain_points(|i| v.keep[i]);
+                        }
+                    }
+                    summary.points += batch.len();
+                    shared.apply(&db, &batch);
+                }
+                None => summary.undecodable += 1,
+            }
+        })?;
+        for cut in &summary.cut_tails {
+            tracing::warn!(
+                segment = %cut.segment.display(),
+                offset = cut.offset,
+                bytes_cut = cut.bytes_cut,
+                "cut off the damaged tail of a WAL segment: {}; every record before it was replayed",
+                cut.reason
+            );
+        }
+        let writer = WalWriter::create(&config.wal_dir, config.wal_segment_bytes)?;
+        let (tx, rx) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("sluice-wal".into())
+            .spawn(move || wal_loop(thread_shared, writer, rx))
+            .map_err(OpenError::Thread)?;
+        Ok((
+            WriteBuffer {
+                shared,
+                config,
+                write_lock: Mutex::new(Some(tx)),
+                wal_thread: Mutex::new(Some(handle)),
+            },
+            summary,
+        ))
+    }
+
+    /// Validates and stores `batch` in database `db`. Returns once the accepted points are
+    /// durable (or, with `no_sync`, applied) and queryable.
+    pub async fn write(
+        &self,
+        db: &str,
+        mut batch: WriteBatch,
+        opts: WriteOptions,
+    ) -> Result<WriteOutcome, WriteError> {
+        validate_database_name(db).map_err(WriteError::InvalidDatabaseName)?;
+        if let Some(reason) = self.shared.failed.lock().clone() {
+            return Err(WriteError::WalFailed(reason));
+        }
+        let used = self.shared.bytes.load(Ordering::Relaxed);
+        if used >= self.config.buffer_memory_limit {
+            return Err(WriteError::BufferFull {
+                used,
+                limit: self.config.buffer_memory_limit,
+            });
+        }
+        let reply = {
+            let sender = self.write_lock.lock();
+            let Some(sender) = sender.as_ref() else {
+                return Err(WriteError::ShuttingDown);
+            };
+            let snapshot = self.shared.catalog.snapshot();
+            let validated = validate(
+                &snapshot,
+                db,
+                &batch,
+                &self.config.limits,
+                self.config.auto_create_databases,
+            )
+            .ok_or_else(|| WriteError::DatabaseNotFound(db.to_string()))?;
+            let mut outcome = WriteOutcome {
+                rejected: validated.rejected,
+                ..WriteOutcome::default()
+            };
+            if !opts.accept_partial && !outcome.rejected.is_empty() {
+                outcome.all_refused = true;
+                return Ok(outcome);
+            }
+            if let Some(next) = validated.catalog {
+                self.shared.catalog.replace(next);
+            }
+            if !outcome.rejected.is_empty() {
+                let keep = validated.keep;
+                batch.retain_points(|i| keep[i]);
+            }
+            outcome.accepted_points = batch.len();
+            outcome.accepted_values = batch.field_value_count();
+            if batch.is_empty() {
+                return Ok(outcome);
+            }
+            let db: Arc<str> = db.into();
+            let payload = encode_record(&db, &batch);
+            let (tx, rx) = oneshot::channel();
+            sender
+                .send(WalOp {
+                    payload,
+                    db,
+                    batch,
+                    no_sync: opts.no_sync,
+                    reply: tx,
+                })
+                .map_err(|_| WriteError::ShuttingDown)?;
+            (rx, outcome)
+        };
+        let (rx, outcome) = reply;
+        match rx.await {
+            Ok(Ok(())) => Ok(outcome),
+            Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
+            Err(_) => Err(WriteError::ShuttingDown),
+        }
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<CatalogSnapshot> {
+        self.shared.catalog.snapshot()
+    }
+
+    /// The buffered rows of `db`.`table`, if any were written.
+    pub fn table_buffer(&self, db: &str, table: &str) -> Option<Arc<TableBuffer>> {
+        self.shared.tables.read().get(db)?.get(table).cloned()
+    }
+
+    /// Rows appended to the buffer (before merging duplicates).
+    pub fn buffer_rows(&self) -> usize {
+        self.shared.rows.load(Ordering::Relaxed)
+    }
+
+    /// Approximate bytes held by the buffer.
+    pub fn buffer_bytes(&self) -> usize {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Storage's own metrics.
+    pub fn metrics(&self) -> &StorageMetrics {
+        &self.shared.metrics
+    }
+
+    /// Stops taking writes, lets the WAL thread make every queued write durable, and waits for
+    /// it. Writes after this fail with [`WriteError::ShuttingDown`].
+    pub fn shutdown(&self) {
+        drop(self.write_lock.lock().take());
+        if let Some(handle) = self.wal_thread.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for WriteBuffer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    /// Appends the points of `batch` to their tables' buffers. Every table and column they
+    /// use is in the catalog already.
+    fn apply(&self, db: &str, batch: &WriteBatch) {
+        let catalog = self.catalog.snapshot();
+        let Some(db_schema) = catalog.database(db) else {
+            tracing::error!(db, "write applied to a database missing from the catalog");
+            return;
+        };
+        // group point positions by table, keeping their order
+        let mut by_table: Vec<(Sym, Vec<u32>)> = Vec::new();
+        let mut slot: HashMap<Sym, usize> = HashMap::new();
+        for (i, p) in batch.points().iter().enumerate() {
+            let s = *slot.entry(p.table).or_insert_with(|| {
+                by_table.push((p.table, Vec::new()));
+                by_table.len() - 1
+            });
+            by_table[s].1.push(i as u32);
+        }
+        let points = batch.points();
+        for (table, idx) in by_table {
+            let name = batch.str(table);
+            let Some(schema) = db_schema.tables.get(name) else {
+                tracing::error!(db, table = name, "write applied to a table missing from the catalog");
+                continue;
+            };
+            let buffer = self.table_buffer_or_create(db, name);
+            let bytes = buffer.apply(schema, batch, idx.iter().map(|&i| &points[i as usize]));
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.rows.fetch_add(idx.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn table_buffer_or_create(&self, db: &str, table: &str) -> Arc<TableBuffer> {
+        if let Some(b) = self.tables.read().get(db).and_then(|t| t.get(table)) {
+            return b.clone();
+        }
+        self.tables
+            .write()
+            .entry(db.into())
+            .or_default()
+            .entry(table.into())
+            .or_insert_with(|| Arc::new(TableBuffer::new()))
+            .clone()
+    }
+}
+
+fn encode_record(db: &str, batch: &WriteBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + batch.symbols.data_len() + batch.len() * 64);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&(db.len() as u16).to_le_bytes());
+    out.extend_from_slice(db.as_bytes());
+    batch.encode(&mut out);
+    out
+}
+
+fn decode_record(payload: &[u8]) -> Option<(Arc<str>, WriteBatch)> {
+    let (&version, rest) = payload.split_first()?;
+    if version != RECORD_VERSION || rest.len() < 2 {
+        tracing::error!(version, "WAL record of an unknown version skipped");
+        return None;
+    }
+    let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+    let db = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+    match WriteBatch::decode(&rest[2 + len..]) {
+        Ok(batch) => Some((db.into(), batch)),
+        Err(e) => {
+            tracing::error!("WAL record skipped: {e}");
+            None
+        }
+    }
+}
+
+fn wal_loop(shared: Arc<Shared>, mut wal: WalWriter, rx: mpsc::Receiver<WalOp>) {
+    let mut ops: Vec<WalOp> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        ops.push(first);
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Some(reason) = shared.failed.lock().clone() {
+            for op in ops.drain(..) {
+                let _ = op.reply.send(Err(reason.clone()));
+            }
+            continue;
+        }
+        let appended = wal.append(ops.iter().map(|op| op.payload.as_slice()));
+        if let Err(e) = appended {
+            fail(&shared, &mut ops, e.to_string());
+            continue;
+        }
+        let bytes: usize = ops.iter().map(|op| op.payload.len() + 8).sum();
+        shared.metrics.wal_bytes.add(bytes as u64);
+        shared.metrics.wal_records.add(ops.len() as u64);
+        let mut waiting = Vec::with_capacity(ops.len());
+        for op in ops.drain(..) {
+            shared.apply(&op.db, &op.batch);
+            if op.no_sync {
+                let _ = op.reply.send(Ok(()));
+            } else {
+                waiting.push(op.reply);
+            }
+        }
+        let started = Instant::now();
+        let synced = wal.sync();
+        shared.metrics.wal_fsync.observe(started.elapsed());
+        match synced {
+            Ok(()) => {
+                shared.metrics.wal_grouped_writes.add(waiting.len() as u64);
+                for reply in waiting {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!("WAL fsync failed, refusing further writes: {reason}");
+                *shared.failed.lock() = Some(reason.clone());
+                for reply in waiting {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+            }
+        }
+    }
+    if let Err(e) = wal.sync() {
+        tracing::error!("final WAL fsync at shutdown failed: {e}");
+    }
+}
+
+fn fail(shared: &Shared, ops: &mut Vec<WalOp>, reason: String) {
+    tracing::error!("WAL append failed, refusing further writes: {reason}");
+    *shared.failed.lock() = Some(reason.clone());
+    for op in ops.drain(..) {
+        let _ = op.reply.send(Err(reason.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+use super::*;
+use crate::table_buffer::TimeRange;
+use arrow::util::pretty::pretty_format_batches;
+use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
+use std::io::Write as _;
+
+fn batch(lp: &str) -> WriteBatch {
+    let out = parse(
+        lp.as_bytes(),
+        &ParseOptions {
+            precision: Precision::Nanosecond,
+            default_time: 0,
+            max_line_bytes: 1 << 20,
+        },
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    out.batch
+}
+
+fn open(dir: &std::path::Path) -> (WriteBuffer, ReplaySummary) {
+    WriteBuffer::open(WriteBufferConfig::new(dir.join("wal"))).unwrap()
+}
+
+fn show(wb: &WriteBuffer, db: &str, table: &str) -> String {
+    let catalog = wb.catalog();
+    let schema = catalog.table(db, table).expect("table exists");
+    let scan = wb
+        .table_buffer(db, table)
+        .expect("buffer exists")
+        .scan(schema, TimeRange::ALL);
+    pretty_format_batches(&scan.batches).unwrap().to_string()
+}
+
+fn rows(wb: &WriteBuffer, db: &str, table: &str) -> usize {
+    let catalog = wb.catalog();
+    let schema = catalog.table(db, table).expect("table exists");
+    wb.table_buffer(db, table)
+        .unwrap()
+        .scan(schema, TimeRange::ALL)
+        .batches
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
+}
+
+#[tokio::test]
+async fn acknowledged_write_is_queryable_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let (wb, _) = open(dir.path());
+        let out = wb
+            .write(
+                "db",
+                batch("cpu,host=a v=1 10\ncpu,host=b v=2 10\nmem free=3i 10"),
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.accepted_points, 3);
+        assert_eq!(out.accepted_values, 3);
+        wb.write("db", batch("cpu,host=a w=5 10"), WriteOptions::default())
+            .await
+            .unwrap();
+        let shown = show(&wb, "db", "cpu");
+        assert!(shown.contains("| a    | 1970-01-01T00:00:00.000000010 | 1.0 | 5.0 |"), "{shown}");
+        assert!(wb.metrics().wal_fsync.count() >= 2);
+        shown
+        // dropped here without an orderly shutdown of anything but the WAL thread
+    };
+    let (wb, summary) = open(dir.path());
+    assert_eq!(summary.records, 2);
+    assert_eq!(summary.points, 4);
+    assert!(summary.cut_tails.is_empty());
+    assert_eq!(show(&wb, "db", "cpu"), before);
+    assert_eq!(rows(&wb, "db", "mem"), 1);
+}
+
+#[tokio::test]
+async fn torn_tail_is_cut_at_start_up_and_the_rest_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wb, _) = open(dir.path());
+        for i in 0..5 {
+            wb.write("db", batch(&format!("m v={i} {i}")), WriteOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    // a crash in the middle of appending the sixth record
+    let segments = wal::list_segments(&dir.path().join("wal")).unwrap();
+    let (_, last) = segments.last().unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
+    drop(f);
+    let (wb, summary) = open(dir.path());
+    assert_eq!(summary.cut_tails.len(), 1);
+    assert_eq!(summary.points, 5);
+    assert_eq!(rows(&wb, "db", "m"), 5);
+    // and the server goes on writing after it
+    wb.write("db", batch("m v=9 9"), WriteOptions::default())
+        .await
+        .unwrap();
+    drop(wb);
+    let (wb, summary) = open(dir.path());
+    assert!(summary.cut_tails.is_empty());
+    assert_eq!(rows(&wb, "db", "m"), 6);
+}
+
+#[tokio::test]
+async fn refused_partial_write_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path());
+    wb.write("db", batch("m v=1 1"), WriteOptions::default())
+        .await
+        .unwrap();
+    let opts = WriteOptions {
+        accept_partial: false,
+        no_sync: false,
+    };
+    let out = wb
+        .write("db", batch("m v=2 2\nm v=3i 3\nnew_table x=1 1"), opts)
+        .await
+        .unwrap();
+    assert!(out.all_refused);
+    assert_eq!(out.accepted_points, 0);
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].line, 2);
+    assert_eq!(rows(&wb, "db", "m"), 1);
+    assert!(wb.catalog().table("db", "new_table").is_none());
+
+    // with partial writes accepted, the good lines are stored
+    let out = wb
+        .write("db", batch("m v=2 2\nm v=3i 3"), WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(!out.all_refused);
+    assert_eq!(out.accepted_points, 1);
+    assert_eq!(rows(&wb, "db", "m"), 2);
+}
+
+#[tokio::test]
+async fn no_sync_write_is_queryable_when_acknowledged_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wb, _) = open(dir.path());
+        let opts = WriteOptions {
+            accept_partial: true,
+            no_sync: true,
+        };
+        wb.write("db", batch("m v=1 1"), opts).await.unwrap();
+        assert_eq!(rows(&wb, "db", "m"), 1);
+        wb.shutdown();
+        assert!(matches!(
+            wb.write("db", batch("m v=2 2"), opts).await,
+            Err(WriteError::ShuttingDown)
+        ));
+    }
+    let (wb, _) = open(dir.path());
+    assert_eq!(rows(&wb, "db", "m"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path());
+    let wb = Arc::new(wb);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let wb = wb.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                wb.write(
+                    "db",
+                    batch(&format!("m,writer={t} v={i} {i}")),
+                    WriteOptions::default(),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(rows(&wb, "db", "m"), 200);
+    assert_eq!(wb.metrics().wal_grouped_writes.get(), 200);
+    assert!(wb.metrics().wal_fsync.count() <= 200);
+    drop(wb);
+    let (wb, summary) = open(dir.path());
+    assert_eq!(summary.points, 200);
+    assert_eq!(rows(&wb, "db", "m"), 200);
+}
+
+#[tokio::test]
+async fn full_buffer_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = WriteBufferConfig::new(dir.path().join("wal"));
+    config.buffer_memory_limit = 1;
+    let (wb, _) = WriteBuffer::open(config).unwrap();
+    wb.write("db", batch("m v=1 1"), WriteOptions::default())
+        .await
+        .unwrap();
+    let err = wb
+        .write("db", batch("m v=2 2"), WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::BufferFull { .. }), "{err}");
+    assert!(err.to_string().contains("--buffer-memory-limit"));
+}
+
+#[tokio::test]
+async fn database_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = WriteBufferConfig::new(dir.path().join("wal"));
+    config.auto_create_databases = false;
+    let (wb, _) = WriteBuffer::open(config).unwrap();
+    let err = wb
+        .write("nope", batch("m v=1 1"), WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::DatabaseNotFound(_)), "{err}");
+    let err = wb
+        .write("bad.name", batch("m v=1 1"), WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::InvalidDatabaseName(_)), "{err}");
+}
