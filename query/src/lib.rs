@@ -1,1 +1,14 @@
-//! placeholder
+//! SQL over Sluice through Apache DataFusion.
+//!
+//! [`QueryExecutor`] runs a statement against one database: the databases are schemas of one
+//! DataFusion catalog ([`catalog_provider`]), each table is a [`BufferTable`] over the write
+//! buffer, and [`Format`] turns results into the bytes of an HTTP response.
+
+pub mod catalog_provider;
+pub mod executor;
+pub mod format;
+pub mod table_provider;
+
+pub use executor::{QueryConfig, QueryError, QueryExecutor, QueryOutput};
+pub use format::Format;
+pub use table_provider::BufferTable;

@@ -370,6 +370,18 @@ impl TagLookup<'_> {
     }
 }
 
+impl std::fmt::Debug for TableBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.inner.read();
+        f.debug_struct("TableBuffer")
+            .field("rows", &data.rows)
+            .field("series", &data.series_tags.len())
+            .field("partitions", &data.partitions.len())
+            .field("bytes", &data.bytes)
+            .finish()
+    }
+}
+
 impl TableBuffer {
     /// An empty buffer.
     pub fn new() -> Self {

@@ -332,6 +332,17 @@ impl WriteBuffer {
     }
 }
 
+impl std::fmt::Debug for WriteBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBuffer")
+            .field("wal_dir", &self.config.wal_dir)
+            .field("databases", &self.catalog().databases.len())
+            .field("buffer_rows", &self.buffer_rows())
+            .field("buffer_bytes", &self.buffer_bytes())
+            .finish()
+    }
+}
+
 impl Drop for WriteBuffer {
     fn drop(&mut self) {
         self.shutdown();

@@ -1,0 +1,77 @@
+//! DataFusion's view of the Sluice catalog: one catalog whose schemas are the databases.
+//!
+//! A query runs with its database as the default schema, so its tables resolve unqualified,
+//! and every other database is reachable as `db.table`. The providers read a
+//! [`CatalogSnapshot`] taken when the query started, so a query sees one consistent set of
+//! tables and columns however long it runs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
+use datafusion::common::Result;
+use datafusion::datasource::TableProvider;
+use sluice_storage::{CatalogSnapshot, DatabaseSchema, WriteBuffer};
+
+use crate::table_provider::BufferTable;
+
+/// Name of the DataFusion catalog holding the databases.
+pub const CATALOG_NAME: &str = "public";
+
+/// All databases, as schemas of one DataFusion catalog.
+#[derive(Debug)]
+pub struct SluiceCatalog {
+    snapshot: Arc<CatalogSnapshot>,
+    buffer: Arc<WriteBuffer>,
+}
+
+impl SluiceCatalog {
+    /// The catalog as it is in `snapshot`, with rows from `buffer`.
+    pub fn new(snapshot: Arc<CatalogSnapshot>, buffer: Arc<WriteBuffer>) -> Self {
+        SluiceCatalog { snapshot, buffer }
+    }
+}
+
+impl CatalogProvider for SluiceCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.snapshot
+            .databases
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let db = self.snapshot.database(name)?.clone();
+        Some(Arc::new(DatabaseSchemaProvider {
+            db,
+            buffer: self.buffer.clone(),
+        }))
+    }
+}
+
+/// The tables of one database.
+#[derive(Debug)]
+pub struct DatabaseSchemaProvider {
+    db: Arc<DatabaseSchema>,
+    buffer: Arc<WriteBuffer>,
+}
+
+#[async_trait]
+impl SchemaProvider for DatabaseSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.db.tables.keys().map(|k| k.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(schema) = self.db.tables.get(name) else {
+            return Ok(None);
+        };
+        let buffer = self.buffer.table_buffer(&self.db.name, name);
+        Ok(Some(Arc::new(BufferTable::new(schema.clone(), buffer))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.db.tables.contains_key(name)
+    }
+}

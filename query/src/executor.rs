@@ -1,0 +1,183 @@
+//! Runs one SQL statement against one database, within the query limits.
+//!
+//! Each query gets its own DataFusion `SessionContext` over a snapshot of the catalog, its own
+//! memory pool (so one query cannot starve the others) and a timeout. Only reading statements
+//! run: DDL, DML, `COPY` and session statements are refused when the plan is verified,
+//! before anything executes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use sluice_storage::WriteBuffer;
+
+use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
+
+/// Limits every query runs under.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Bytes of memory one query may hold in DataFusion's operators (sorts, aggregations,
+    /// joins spill or fail past it).
+    pub memory_limit: usize,
+    /// Wall-clock time one query may take, planning included.
+    pub timeout: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            memory_limit: 1 << 30,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a query did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("database '{0}' not found")]
+    DatabaseNotFound(String),
+    #[error("only reading statements run here: {0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("query exceeded its memory limit of {limit} bytes (--query-memory-limit): {detail}")]
+    MemoryLimit { limit: usize, detail: String },
+    #[error("query did not finish within {0:?} (--query-timeout)")]
+    Timeout(Duration),
+    #[error("internal error running the query: {0}")]
+    Internal(String),
+}
+
+/// A finished query: its schema (known even when no row came back) and its batches.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryOutput {
+    /// Total number of rows.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Runs queries over a write buffer.
+#[derive(Debug)]
+pub struct QueryExecutor {
+    buffer: Arc<WriteBuffer>,
+    config: QueryConfig,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl QueryExecutor {
+    /// An executor over `buffer` with `config`'s limits.
+    pub fn new(buffer: Arc<WriteBuffer>, config: QueryConfig) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        Ok(QueryExecutor {
+            buffer,
+            config,
+            runtime,
+        })
+    }
+
+    /// Runs `sql` in database `db`, binding `params` to `$name` placeholders.
+    pub async fn query(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<QueryOutput, QueryError> {
+        match tokio::time::timeout(self.config.timeout, self.run(db, sql, params)).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+        }
+    }
+
+    /// A DataFusion context for `db`: its tables unqualified, other databases as `db.table`.
+    pub fn context(&self, db: &str) -> Result<SessionContext, QueryError> {
+        let snapshot = self.buffer.catalog();
+        if snapshot.database(db).is_none() {
+            return Err(QueryError::DatabaseNotFound(db.to_string()));
+        }
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG_NAME, db)
+            .with_create_default_catalog_and_schema(false);
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.memory_limit)))
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_catalog(
+            CATALOG_NAME,
+            Arc::new(SluiceCatalog::new(snapshot, self.buffer.clone())),
+        );
+        Ok(ctx)
+    }
+
+    async fn run(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<QueryOutput, QueryError> {
+        let ctx = self.context(db)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let mut df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| self.classify(e))?;
+        if !params.is_empty() {
+            let values: Vec<(String, ScalarValue)> = params.into_iter().collect();
+            df = df
+                .with_param_values(values)
+                .map_err(|e| self.classify(e))?;
+        }
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| self.classify(e))?;
+        Ok(QueryOutput { schema, batches })
+    }
+
+    fn classify(&self, e: DataFusionError) -> QueryError {
+        let root = e.find_root();
+        match root {
+            DataFusionError::Plan(m)
+                if m.starts_with("DDL not supported")
+                    || m.starts_with("DML not supported")
+                    || m.starts_with("Statement not supported") =>
+            {
+                QueryError::NotAllowed(m.clone())
+            }
+            DataFusionError::ResourcesExhausted(m) => QueryError::MemoryLimit {
+                limit: self.config.memory_limit,
+                detail: m.clone(),
+            },
+            DataFusionError::Internal(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ObjectStore(_) => QueryError::Internal(root.to_string()),
+            _ => QueryError::Invalid(root.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

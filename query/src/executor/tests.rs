@@ -1,0 +1,233 @@
+use super::*;
+use crate::Format;
+use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
+use sluice_storage::{WriteBufferConfig, WriteOptions};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    exec: QueryExecutor,
+    buffer: Arc<WriteBuffer>,
+}
+
+async fn fixture(config: QueryConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (buffer, _) = WriteBuffer::open(WriteBufferConfig::new(dir.path().join("wal"))).unwrap();
+    let buffer = Arc::new(buffer);
+    let exec = QueryExecutor::new(buffer.clone(), config).unwrap();
+    Fixture {
+        _dir: dir,
+        exec,
+        buffer,
+    }
+}
+
+impl Fixture {
+    async fn write(&self, db: &str, lp: &str) {
+        let out = parse(
+            lp.as_bytes(),
+            &ParseOptions {
+                precision: Precision::Second,
+                default_time: 0,
+                max_line_bytes: 1 << 20,
+            },
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let w = self
+            .buffer
+            .write(db, out.batch, WriteOptions::default())
+            .await
+            .unwrap();
+        assert!(w.rejected.is_empty(), "{:?}", w.rejected);
+    }
+
+    async fn sql(&self, db: &str, sql: &str) -> Result<String, QueryError> {
+        self.sql_params(db, sql, HashMap::new()).await
+    }
+
+    async fn sql_params(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<String, QueryError> {
+        let out = self.exec.query(db, sql, params).await?;
+        let bytes = Format::Pretty.encode(&out.schema, &out.batches).unwrap();
+        Ok(String::from_utf8(bytes).unwrap())
+    }
+}
+
+const CPU: &str = "cpu,host=a,region=eu usage=10,n=1i 100\n\
+                   cpu,host=b,region=us usage=20,n=2i 100\n\
+                   cpu,host=a,region=eu usage=30,n=3i 200\n\
+                   mem,host=a free=5i 100";
+
+#[tokio::test]
+async fn select_filters_and_aggregates() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    let out = f
+        .sql("db", "SELECT host, sum(usage) AS total FROM cpu WHERE region = 'eu' GROUP BY host")
+        .await
+        .unwrap();
+    assert_eq!(
+        out.trim(),
+        "+------+-------+\n| host | total |\n+------+-------+\n| a    | 40.0  |\n+------+-------+"
+    );
+    let out = f
+        .sql("db", "SELECT * FROM cpu WHERE time > '1970-01-01T00:02:00Z' ORDER BY host")
+        .await
+        .unwrap();
+    assert!(out.contains("| a    | 3 | eu     | 1970-01-01T00:03:20 | 30.0  |"), "{out}");
+    assert_eq!(out.matches("\n|").count(), 2, "{out}");
+}
+
+#[tokio::test]
+async fn information_schema_and_show() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.write("other", "disk used=1i 1").await;
+    let tables = f.sql("db", "SHOW TABLES").await.unwrap();
+    assert!(tables.contains("| public        | db                 | cpu"), "{tables}");
+    assert!(tables.contains("| mem "), "{tables}");
+    let cols = f.sql("db", "SHOW COLUMNS FROM cpu").await.unwrap();
+    for c in ["host", "region", "usage", "n", "time"] {
+        assert!(cols.contains(&format!("| {c} ")), "{c} missing from {cols}");
+    }
+    assert!(cols.contains("Dictionary(Int32, Utf8)"), "{cols}");
+    let out = f
+        .sql(
+            "db",
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'db' ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    assert!(out.contains("| cpu ") && out.contains("| mem "), "{out}");
+    assert!(!out.contains("disk"), "{out}");
+}
+
+#[tokio::test]
+async fn other_databases_are_reachable_as_db_dot_table() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.write("other", "disk,host=a used=7i 100").await;
+    let out = f
+        .sql(
+            "db",
+            "SELECT c.host, d.used FROM cpu c JOIN other.disk d ON c.host = d.host AND c.time = d.time",
+        )
+        .await
+        .unwrap();
+    assert!(out.contains("| a    | 7    |"), "{out}");
+    let err = f.sql("db", "SELECT * FROM disk").await.unwrap_err();
+    assert!(matches!(err, QueryError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("disk"), "{err}");
+}
+
+#[tokio::test]
+async fn only_reading_statements_run() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    for sql in [
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY (SELECT 1) TO '/tmp/sluice-copy-test.csv'",
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE VIEW v AS SELECT 1",
+        "DROP TABLE cpu",
+        "INSERT INTO cpu (host, usage, time) VALUES ('x', 1.0, now())",
+        "DELETE FROM cpu",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        match f.sql("db", sql).await {
+            Err(QueryError::NotAllowed(m)) => assert!(!m.is_empty()),
+            Err(e) => panic!("{sql}: unexpected error kind {e:?}"),
+            Ok(out) => panic!("{sql} ran: {out}"),
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/sluice-copy-test.csv").exists());
+    // the table is still there
+    assert!(f.sql("db", "SELECT count(*) FROM cpu").await.unwrap().contains("| 3 "));
+}
+
+#[tokio::test]
+async fn named_parameters() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    let params = HashMap::from([
+        ("host".to_string(), ScalarValue::from("a")),
+        ("min".to_string(), ScalarValue::Float64(Some(15.0))),
+    ]);
+    let out = f
+        .sql_params("db", "SELECT usage FROM cpu WHERE host = $host AND usage > $min", params)
+        .await
+        .unwrap();
+    assert!(out.contains("| 30.0  |"), "{out}");
+    assert!(!out.contains("10.0"), "{out}");
+}
+
+#[tokio::test]
+async fn unknown_database_and_bad_sql() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    assert!(matches!(
+        f.sql("nope", "SELECT 1").await,
+        Err(QueryError::DatabaseNotFound(_))
+    ));
+    let err = f.sql("db", "SELEC 1").await.unwrap_err();
+    assert!(matches!(err, QueryError::Invalid(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn time_predicates_prune_buffer_partitions() {
+    let f = fixture(QueryConfig::default()).await;
+    // three hours of data, one point per hour
+    f.write("db", "m v=1 0\nm v=2 3600\nm v=3 7200").await;
+    let plan = f
+        .sql(
+            "db",
+            "EXPLAIN SELECT v FROM m WHERE time >= '1970-01-01T01:00:00Z' AND time < '1970-01-01T02:00:00Z'",
+        )
+        .await
+        .unwrap();
+    assert!(plan.contains("partition_sizes=[1]"), "{plan}");
+    let plan = f.sql("db", "EXPLAIN SELECT v FROM m").await.unwrap();
+    assert!(plan.contains("partition_sizes=[2, 1]"), "{plan}");
+    let out = f
+        .sql(
+            "db",
+            "SELECT v FROM m WHERE time >= '1970-01-01T01:00:00Z' AND time < '1970-01-01T02:00:00Z'",
+        )
+        .await
+        .unwrap();
+    assert!(out.contains("| 2.0 |") && !out.contains("1.0") && !out.contains("3.0"), "{out}");
+}
+
+#[tokio::test]
+async fn memory_limit_and_timeout() {
+    let f = fixture(QueryConfig {
+        memory_limit: 1024,
+        timeout: Duration::from_secs(60),
+    })
+    .await;
+    f.write("db", CPU).await;
+    let err = f
+        .sql(
+            "db",
+            "SELECT v, count(*) FROM (SELECT value % 100000 AS v FROM generate_series(1, 1000000)) GROUP BY v",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::MemoryLimit { .. }), "{err:?}");
+    assert!(err.to_string().contains("--query-memory-limit"));
+
+    let f = fixture(QueryConfig {
+        memory_limit: 1 << 30,
+        timeout: Duration::from_millis(50),
+    })
+    .await;
+    f.write("db", CPU).await;
+    let err = f
+        .sql("db", "SELECT count(*) FROM generate_series(1, 100000000000)")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
+}
