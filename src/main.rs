@@ -1,1 +1,72 @@
-fn main() {}
+//! The `sluice` binary: the server and its command-line clients.
+
+mod cli;
+mod client;
+mod server;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, ServeArgs};
+use crate::server::ServerConfig;
+use sluice_query::QueryConfig;
+use sluice_storage::Limits;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => server::serve(server_config(args)).await,
+            Command::Query(args) => client::query(args).await,
+            Command::Write(args) => client::write(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn server_config(args: ServeArgs) -> ServerConfig {
+    let wal_dir = args
+        .wal_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("wal"));
+    ServerConfig {
+        http_bind: args.http_bind,
+        data_dir: args.data_dir,
+        wal_dir,
+        default_db: args.default_db,
+        max_request_bytes: args.max_request_bytes,
+        max_line_bytes: args.max_line_bytes,
+        limits: Limits {
+            max_columns_per_table: args.max_columns_per_table,
+            max_tables_per_database: args.max_tables_per_database,
+        },
+        auto_create_databases: !args.no_auto_create_databases,
+        buffer_memory_limit: args.buffer_memory_limit,
+        query: QueryConfig {
+            memory_limit: args.query_memory_limit,
+            timeout: args.query_timeout,
+        },
+    }
+}

@@ -153,6 +153,64 @@ pub fn parse(body: &[u8], opts: &ParseOptions) -> ParseOutcome {
 
 const ORIGINAL_LINE_LIMIT: usize = 1024;
 
+/// The text of line `line_number` (1-based, as in [`LineError::line_number`] and
+/// [`crate::Point::line`]) of `body`, cut to 1 KiB: for error reports about points that parsed
+/// but were rejected later. Scans the body, so it is meant for the error path only.
+pub fn line_text(body: &[u8], line_number: u32) -> String {
+    let mut start = 0;
+    let mut n = 0;
+    while start < body.len() {
+        n += 1;
+        let end = line_end(body, start);
+        if n == line_number {
+            let line = body[start..end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&body[start..end]);
+            return shorten(String::from_utf8_lossy(line).into_owned());
+        }
+        start = end + 1;
+    }
+    String::new()
+}
+
+/// Splits `body` into pieces of at most `max_bytes` that end at line ends (never inside a
+/// line, nor inside a quoted string that spans lines), for clients that must send a large
+/// file as several requests. Each piece comes with the number of lines before it, so that a
+/// line number the server reports for a piece can be turned back into one of the whole body.
+/// A single line longer than `max_bytes` is a piece of its own.
+pub fn split_lines(body: &[u8], max_bytes: usize) -> Vec<(u32, &[u8])> {
+    let mut pieces = Vec::new();
+    let (mut piece_start, mut piece_lines) = (0, 0u32);
+    let (mut start, mut lines) = (0, 0u32);
+    while start < body.len() {
+        let end = line_end(body, start);
+        let next = (end + 1).min(body.len());
+        if next - piece_start > max_bytes && start > piece_start {
+            pieces.push((piece_lines, &body[piece_start..start]));
+            piece_start = start;
+            piece_lines = lines;
+        }
+        lines += 1;
+        start = next;
+    }
+    if piece_start < body.len() {
+        pieces.push((piece_lines, &body[piece_start..]));
+    }
+    pieces
+}
+
+fn shorten(mut s: String) -> String {
+    if s.len() > ORIGINAL_LINE_LIMIT {
+        let mut cut = ORIGINAL_LINE_LIMIT;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
 struct Parser<'a> {
     body: &'a [u8],
     utf8_ok: bool,
@@ -235,15 +293,7 @@ impl<'a> Parser<'a> {
         if let Err(message) = result {
             self.batch.truncate_tags(tags_mark);
             self.batch.truncate_fields(fields_mark);
-            let mut original = String::from_utf8_lossy(&body[start..end]).into_owned();
-            if original.len() > ORIGINAL_LINE_LIMIT {
-                let mut cut = ORIGINAL_LINE_LIMIT;
-                while !original.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                original.truncate(cut);
-                original.push('…');
-            }
+            let original = shorten(String::from_utf8_lossy(&body[start..end]).into_owned());
             self.errors.push(LineError {
                 line_number,
                 original_line: original,
@@ -460,7 +510,8 @@ impl<'a> Parser<'a> {
                     self.scratch.push(raw[j + 1] as char);
                     j += 2;
                 } else {
-                    let next = memchr::memchr(b'\\', &raw[j + 1..]).map_or(raw.len(), |k| j + 1 + k);
+                    let next =
+                        memchr::memchr(b'\\', &raw[j + 1..]).map_or(raw.len(), |k| j + 1 + k);
                     self.scratch.push_str(as_str(&raw[j..next]));
                     j = next;
                 }
@@ -507,7 +558,9 @@ impl<'a> Parser<'a> {
             ));
         }
         self.opts.precision.to_nanos(ts).ok_or_else(|| {
-            format!("timestamp {ts} is out of range for nanoseconds since 1970 (precision too fine?)")
+            format!(
+                "timestamp {ts} is out of range for nanoseconds since 1970 (precision too fine?)"
+            )
         })
     }
 
@@ -674,7 +727,10 @@ fn parse_scalar(raw: &[u8]) -> Option<Result<FieldValue, &'static str>> {
     if raw.len() <= 15 && is_signed_integer(raw) {
         return parse_i64(raw).map(|v| Ok(FieldValue::F64(v as f64)));
     }
-    as_str(raw).parse::<f64>().ok().map(|v| Ok(FieldValue::F64(v)))
+    as_str(raw)
+        .parse::<f64>()
+        .ok()
+        .map(|v| Ok(FieldValue::F64(v)))
 }
 
 fn is_signed_integer(raw: &[u8]) -> bool {

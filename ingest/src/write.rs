@@ -38,7 +38,11 @@ impl std::fmt::Debug for Symbols {
 }
 
 fn span(ends: &[u32], id: u32) -> Range<usize> {
-    let start = if id == 0 { 0 } else { ends[id as usize - 1] as usize };
+    let start = if id == 0 {
+        0
+    } else {
+        ends[id as usize - 1] as usize
+    };
     start..ends[id as usize] as usize
 }
 
@@ -433,7 +437,7 @@ impl WriteBatch {
                 2 => FieldValue::U64(raw),
                 3 => FieldValue::Bool(raw != 0),
                 4 => FieldValue::Str(sym(
-                    u32::try_from(raw).map_err(|_| DecodeError("symbol out of range"))?,
+                    u32::try_from(raw).map_err(|_| DecodeError("symbol out of range"))?
                 )?),
                 _ => return Err(DecodeError("unknown field value kind")),
             };
@@ -447,8 +451,7 @@ impl WriteBatch {
             let line = r.u32()?;
             let t = (r.u32()?, r.u32()?);
             let f = (r.u32()?, r.u32()?);
-            if t.0 > t.1 || t.1 as usize > tags.len() || f.0 > f.1 || f.1 as usize > fields.len()
-            {
+            if t.0 > t.1 || t.1 as usize > tags.len() || f.0 > f.1 || f.1 as usize > fields.len() {
                 return Err(DecodeError("point refers past its tags or fields"));
             }
             points.push(Point {

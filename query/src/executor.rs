@@ -12,9 +12,9 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use sluice_storage::WriteBuffer;
 
@@ -148,9 +148,7 @@ impl QueryExecutor {
             .map_err(|e| self.classify(e))?;
         if !params.is_empty() {
             let values: Vec<(String, ScalarValue)> = params.into_iter().collect();
-            df = df
-                .with_param_values(values)
-                .map_err(|e| self.classify(e))?;
+            df = df.with_param_values(values).map_err(|e| self.classify(e))?;
         }
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|e| self.classify(e))?;

@@ -71,7 +71,11 @@ impl Format {
     }
 
     /// Encodes `batches` (of `schema`) in this format.
-    pub fn encode(self, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+    pub fn encode(
+        self,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<u8>, ArrowError> {
         use datafusion::arrow::{csv, json};
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         let mut out = Vec::new();

@@ -9,6 +9,8 @@ pub mod executor;
 pub mod format;
 pub mod table_provider;
 
+/// Values bound to `$name` placeholders.
+pub use datafusion::common::ScalarValue;
 pub use executor::{QueryConfig, QueryError, QueryExecutor, QueryOutput};
 pub use format::Format;
 pub use table_provider::BufferTable;

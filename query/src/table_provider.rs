@@ -13,9 +13,7 @@ use datafusion::catalog::Session;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::logical_expr::{
-    Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown,
-};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use sluice_storage::catalog::TIME_COLUMN;
 use sluice_storage::{TableBuffer, TableSchema, TimeRange};
@@ -65,16 +63,17 @@ impl TableProvider for BufferTable {
         };
         // Spread the partitions' batches over the session's target partitions so that
         // DataFusion can work on them in parallel.
-        let n = state.config().target_partitions().max(1).min(batches.len().max(1));
+        let n = state
+            .config()
+            .target_partitions()
+            .max(1)
+            .min(batches.len().max(1));
         let mut partitions: Vec<Vec<_>> = vec![Vec::new(); n];
         for (i, b) in batches.into_iter().enumerate() {
             partitions[i % n].push(b);
         }
-        let exec = MemorySourceConfig::try_new_exec(
-            &partitions,
-            self.schema(),
-            projection.cloned(),
-        )?;
+        let exec =
+            MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?;
         Ok(exec)
     }
 }
@@ -173,7 +172,13 @@ mod tests {
         let r = time_range(&[col("time").gt_eq(ts(10)), col("time").lt(ts(20))]);
         assert_eq!(r, TimeRange { min: 10, max: 19 });
         let r = time_range(&[ts(10).lt(col("time")).and(col("host").eq(lit("a")))]);
-        assert_eq!(r, TimeRange { min: 11, max: i64::MAX });
+        assert_eq!(
+            r,
+            TimeRange {
+                min: 11,
+                max: i64::MAX
+            }
+        );
         let r = time_range(&[col("time").between(ts(5), ts(7))]);
         assert_eq!(r, TimeRange { min: 5, max: 7 });
         let r = time_range(&[col("time").eq(ts(5))]);
@@ -188,6 +193,9 @@ mod tests {
         // OR cannot narrow: either side may hold
         let either = col("time").gt(ts(10)).or(col("time").lt(ts(5)));
         assert_eq!(time_range(&[either]), TimeRange::ALL);
-        assert_eq!(time_range(&[col("time").not_between(ts(5), ts(7))]), TimeRange::ALL);
+        assert_eq!(
+            time_range(&[col("time").not_between(ts(5), ts(7))]),
+            TimeRange::ALL
+        );
     }
 }

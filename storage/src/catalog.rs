@@ -155,11 +155,15 @@ impl TableSchema {
             .iter()
             .map(|&i| {
                 let c = &self.columns[i];
-                Field::new(c.name.as_ref(), c.kind.data_type(), c.kind != ColumnKind::Time)
-                    .with_metadata(HashMap::from([(
-                        ROLE_METADATA_KEY.to_string(),
-                        c.kind.role().to_string(),
-                    )]))
+                Field::new(
+                    c.name.as_ref(),
+                    c.kind.data_type(),
+                    c.kind != ColumnKind::Time,
+                )
+                .with_metadata(HashMap::from([(
+                    ROLE_METADATA_KEY.to_string(),
+                    c.kind.role().to_string(),
+                )]))
             })
             .collect();
         self.arrow = Arc::new(Schema::new(fields));

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBufferBuilder, DictionaryArray, Float64Array,
-    Int32Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array,
-    UInt64Array, new_null_array,
+    Array, ArrayRef, BooleanArray, BooleanBufferBuilder, DictionaryArray, Float64Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    new_null_array,
 };
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::Int32Type;
@@ -177,11 +177,7 @@ impl FieldColumn {
         }
         macro_rules! put {
             ($v:expr, $x:expr) => {
-                if append {
-                    $v.push($x)
-                } else {
-                    $v[row] = $x
-                }
+                if append { $v.push($x) } else { $v[row] = $x }
             };
         }
         match (&mut self.data, value) {
@@ -221,7 +217,11 @@ impl FieldColumn {
             valid = b.finish();
         }
         let nulls = Some(NullBuffer::new(valid));
-        fn values<T: arrow::datatypes::ArrowNativeType>(v: &[T], n: usize, rows: usize) -> ScalarBuffer<T> {
+        fn values<T: arrow::datatypes::ArrowNativeType>(
+            v: &[T],
+            n: usize,
+            rows: usize,
+        ) -> ScalarBuffer<T> {
             let mut out = Vec::with_capacity(rows);
             out.extend_from_slice(&v[..n]);
             out.resize(rows, T::default());
@@ -239,9 +239,9 @@ impl FieldColumn {
             }
             FieldData::Str(v) => {
                 let valid = nulls.as_ref().expect("set above");
-                Arc::new(StringArray::from_iter((0..rows).map(|i| {
-                    (i < n && valid.is_valid(i)).then(|| v[i].as_str())
-                })))
+                Arc::new(StringArray::from_iter(
+                    (0..rows).map(|i| (i < n && valid.is_valid(i)).then(|| v[i].as_str())),
+                ))
             }
         }
     }
@@ -282,9 +282,7 @@ impl Partition {
         for &id in schema.arrow_order() {
             let kind = schema.columns()[id].kind;
             let full: ArrayRef = match kind {
-                ColumnKind::Time => {
-                    Arc::new(TimestampNanosecondArray::from(self.time.clone()))
-                }
+                ColumnKind::Time => Arc::new(TimestampNanosecondArray::from(self.time.clone())),
                 ColumnKind::Tag => data.tag_column(id, &self.series),
                 ColumnKind::Field(_) => match self.fields.get(id).and_then(Option::as_ref) {
                     Some(col) => col.to_array(rows),
@@ -297,7 +295,12 @@ impl Partition {
                     // the last non-null value of the key wins
                     let idx: UInt32Array = groups
                         .iter()
-                        .map(|rows| rows.iter().rev().copied().find(|&r| full.is_valid(r as usize)))
+                        .map(|rows| {
+                            rows.iter()
+                                .rev()
+                                .copied()
+                                .find(|&r| full.is_valid(r as usize))
+                        })
                         .collect();
                     arrow::compute::take(&full, &idx, None).expect("indices are in range")
                 }
@@ -359,10 +362,7 @@ impl TagLookup<'_> {
                     .map(|i| tags[i].1 as i32)
             })
             .collect();
-        let keys: Int32Array = series
-            .iter()
-            .map(|&s| per_series[s as usize])
-            .collect();
+        let keys: Int32Array = series.iter().map(|&s| per_series[s as usize]).collect();
         Arc::new(
             DictionaryArray::<Int32Type>::try_new(keys, values)
                 .expect("keys index the column's values"),
@@ -462,7 +462,9 @@ impl TableBuffer {
             partition.max_time = partition.max_time.max(point.time);
             bytes += 12;
             for field in batch.fields_of(point) {
-                let Some(col) = column(field.key) else { continue };
+                let Some(col) = column(field.key) else {
+                    continue;
+                };
                 if partition.fields.len() <= col {
                     partition.fields.resize_with(col + 1, || None);
                 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use sluice_ingest::{FieldValue, Sym, WriteBatch};
 
-use crate::catalog::{
-    CatalogSnapshot, ColumnKind, DatabaseSchema, TIME_COLUMN, TableSchema,
-};
+use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, TIME_COLUMN, TableSchema};
 
 /// Limits that validation enforces.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +94,11 @@ impl TableState {
     }
 
     fn kind(&self, id: usize) -> ColumnKind {
-        self.schema.as_ref().expect("resolved column has a schema").columns()[id].kind
+        self.schema
+            .as_ref()
+            .expect("resolved column has a schema")
+            .columns()[id]
+            .kind
     }
 }
 
@@ -182,15 +184,12 @@ pub fn validate(
     let changed = tables.values().any(|t| t.changed);
     let catalog = (any_accepted && (changed || existing_db.is_none())).then(|| {
         let mut next = catalog.clone();
-        let db_entry = next
-            .databases
-            .entry(db.into())
-            .or_insert_with(|| {
-                Arc::new(DatabaseSchema {
-                    name: db.into(),
-                    tables: Default::default(),
-                })
-            });
+        let db_entry = next.databases.entry(db.into()).or_insert_with(|| {
+            Arc::new(DatabaseSchema {
+                name: db.into(),
+                tables: Default::default(),
+            })
+        });
         let db_schema = Arc::make_mut(db_entry);
         for t in tables.into_values().filter(|t| t.changed) {
             let schema = t.schema.expect("changed table has a schema");
@@ -343,7 +342,11 @@ mod tests {
         assert!(v.rejected.is_empty());
         let cat = v.catalog.unwrap();
         let t = cat.table("db", "cpu").unwrap();
-        let kinds: Vec<_> = t.columns().iter().map(|c| (c.name.to_string(), c.kind)).collect();
+        let kinds: Vec<_> = t
+            .columns()
+            .iter()
+            .map(|c| (c.name.to_string(), c.kind))
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -360,9 +363,13 @@ mod tests {
 
     #[test]
     fn type_conflict_rejects_only_that_line_and_names_both_types() {
-        let cat = run(&CatalogSnapshot::default(), "cpu usage=1.5 1", Limits::default())
-            .catalog
-            .unwrap();
+        let cat = run(
+            &CatalogSnapshot::default(),
+            "cpu usage=1.5 1",
+            Limits::default(),
+        )
+        .catalog
+        .unwrap();
         let v = run(&cat, "cpu usage=2i 2\ncpu usage=3.0 3", Limits::default());
         assert_eq!(v.keep, vec![false, true]);
         let (line, msg) = &messages(&v)[0];
@@ -383,23 +390,38 @@ mod tests {
         );
         assert_eq!(v.keep, vec![true, false, false]);
         let m = messages(&v);
-        assert!(m[0].1.contains("integer") && m[0].1.contains("float"), "{m:?}");
+        assert!(
+            m[0].1.contains("integer") && m[0].1.contains("float"),
+            "{m:?}"
+        );
         assert!(m[1].1.contains("cannot also be a tag"), "{m:?}");
     }
 
     #[test]
     fn tag_and_field_with_one_name_are_rejected() {
-        let v = run(&CatalogSnapshot::default(), "m,a=x a=1 1", Limits::default());
+        let v = run(
+            &CatalogSnapshot::default(),
+            "m,a=x a=1 1",
+            Limits::default(),
+        );
         assert_eq!(v.keep, vec![false]);
         assert!(v.rejected[0].message.contains("cannot also be a field"));
         // and the rejected point created nothing
         assert!(v.catalog.is_none());
 
-        let cat = run(&CatalogSnapshot::default(), "m,a=x v=1 1", Limits::default())
-            .catalog
-            .unwrap();
+        let cat = run(
+            &CatalogSnapshot::default(),
+            "m,a=x v=1 1",
+            Limits::default(),
+        )
+        .catalog
+        .unwrap();
         let v = run(&cat, "m a=1 2", Limits::default());
-        assert!(v.rejected[0].message.contains("is a tag"), "{:?}", v.rejected);
+        assert!(
+            v.rejected[0].message.contains("is a tag"),
+            "{:?}",
+            v.rejected
+        );
     }
 
     #[test]
@@ -439,7 +461,11 @@ mod tests {
             max_tables_per_database: 2,
             ..Limits::default()
         };
-        let v = run(&CatalogSnapshot::default(), "a v=1 1\nb v=1 1\nc v=1 1\na v=2 2", limits);
+        let v = run(
+            &CatalogSnapshot::default(),
+            "a v=1 1\nb v=1 1\nc v=1 1\na v=2 2",
+            limits,
+        );
         assert_eq!(v.keep, vec![true, true, false, true]);
         assert!(v.rejected[0].message.contains("--max-tables-per-database"));
     }

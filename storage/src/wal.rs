@@ -194,7 +194,10 @@ fn scan(data: &[u8], each: &mut impl FnMut(&[u8])) -> (usize, Option<String>) {
     while pos < data.len() {
         let rest = &data[pos..];
         if rest.len() < 8 {
-            return (pos, Some(format!("torn record header ({} bytes)", rest.len())));
+            return (
+                pos,
+                Some(format!("torn record header ({} bytes)", rest.len())),
+            );
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
@@ -243,7 +246,8 @@ mod tests {
         drop(w);
         // a restart writes to a new segment after the old ones
         let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
-        w.append([b"after".as_slice(), b"restart".as_slice()]).unwrap();
+        w.append([b"after".as_slice(), b"restart".as_slice()])
+            .unwrap();
         w.sync().unwrap();
         let (got, cuts) = read_all(dir.path());
         assert!(cuts.is_empty());
@@ -280,7 +284,8 @@ mod tests {
     fn corrupt_record_is_detected_by_its_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
-        w.append([b"good".as_slice(), b"flipped".as_slice()]).unwrap();
+        w.append([b"good".as_slice(), b"flipped".as_slice()])
+            .unwrap();
         w.sync().unwrap();
         let seg = w.current_segment().to_path_buf();
         drop(w);
@@ -303,7 +308,8 @@ mod tests {
         let seg = w.current_segment().to_path_buf();
         drop(w);
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2]).unwrap();
+        f.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2])
+            .unwrap();
         let (got, cuts) = read_all(dir.path());
         assert_eq!(got, vec![b"good".to_vec()]);
         assert!(cuts[0].reason.contains("implausible"));

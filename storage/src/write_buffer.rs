@@ -372,7 +372,11 @@ impl Shared {
         for (table, idx) in by_table {
             let name = batch.str(table);
             let Some(schema) = db_schema.tables.get(name) else {
-                tracing::error!(db, table = name, "write applied to a table missing from the catalog");
+                tracing::error!(
+                    db,
+                    table = name,
+                    "write applied to a table missing from the catalog"
+                );
                 continue;
             };
             let buffer = self.table_buffer_or_create(db, name);

@@ -1,1 +1,13 @@
-fn main(){}
+//! End-to-end tests: the real `sluice` binary, started on port 0 with a temporary folder, used
+//! over HTTP (and from its own CLI) the way agents and users use it.
+//!
+//! Everything lives in this one test binary so that the heavy link happens once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admin;
+mod cli;
+mod durability;
+mod query;
+mod write;

@@ -140,7 +140,10 @@ fn escapes_in_field_keys() {
 #[test]
 fn string_fields_with_escaped_quotes_backslashes_and_delimiters() {
     let r = one(r#"m s="say \"hi\", a\\b, c\d e=f" 1"#);
-    assert_eq!(r.fields, vec![(s("s"), Val::S(s(r#"say "hi", a\b, c\d e=f"#)))]);
+    assert_eq!(
+        r.fields,
+        vec![(s("s"), Val::S(s(r#"say "hi", a\b, c\d e=f"#)))]
+    );
     assert_eq!(r.time, 1);
     assert_eq!(one(r#"m s="""#).fields[0].1, Val::S(String::new()));
     assert_eq!(one("m s=\"ünïcödé ✓\"").fields[0].1, Val::S(s("ünïcödé ✓")));
@@ -155,7 +158,9 @@ fn string_field_may_span_lines() {
 
 #[test]
 fn numeric_field_types() {
-    let r = one("m a=1,b=-1.5,c=1e3,d=-2.5E-2,e=3i,f=-9223372036854775808i,g=18446744073709551615u,h=0,i=1.0e+2");
+    let r = one(
+        "m a=1,b=-1.5,c=1e3,d=-2.5E-2,e=3i,f=-9223372036854775808i,g=18446744073709551615u,h=0,i=1.0e+2",
+    );
     assert_eq!(
         r.fields.iter().map(|f| f.1.clone()).collect::<Vec<_>>(),
         vec![
@@ -208,6 +213,39 @@ fn line_numbers_count_every_physical_line() {
 }
 
 #[test]
+fn line_text_finds_lines_by_number() {
+    let body = b"# c\nm v=1 1\r\nm s=\"two\nlines\" 2\nlast v=1";
+    assert_eq!(line_text(body, 2), "m v=1 1");
+    assert_eq!(line_text(body, 3), "m s=\"two\nlines\" 2");
+    assert_eq!(line_text(body, 4), "last v=1");
+    assert_eq!(line_text(body, 9), "");
+}
+
+#[test]
+fn split_lines_cuts_only_between_lines() {
+    let body = b"a v=1 1\nb s=\"x\ny\" 2\nc v=3 3\nd v=4 4";
+    let pieces = split_lines(body, 12);
+    let texts: Vec<(u32, &str)> = pieces
+        .iter()
+        .map(|(n, p)| (*n, std::str::from_utf8(p).unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (0, "a v=1 1\n"),
+            (1, "b s=\"x\ny\" 2\n"),
+            (2, "c v=3 3\n"),
+            (3, "d v=4 4")
+        ]
+    );
+    let whole: Vec<u8> = pieces.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    assert_eq!(whole, body);
+    // a big limit keeps the body whole
+    assert_eq!(split_lines(body, 1 << 20), vec![(0, &body[..])]);
+    assert!(split_lines(b"", 10).is_empty());
+}
+
+#[test]
 fn precisions() {
     let at = |p, body: &str| rows_of(&parse(body.as_bytes(), &opts(p)).batch)[0].time;
     assert_eq!(at(Precision::Nanosecond, "m v=1 1"), 1);
@@ -218,7 +256,10 @@ fn precisions() {
     assert_eq!(at(Precision::Hour, "m v=1 1"), 3_600_000_000_000);
     // auto guesses from magnitude
     let secs = 1_767_225_600i64;
-    assert_eq!(at(Precision::Auto, &format!("m v=1 {secs}")), secs * 1_000_000_000);
+    assert_eq!(
+        at(Precision::Auto, &format!("m v=1 {secs}")),
+        secs * 1_000_000_000
+    );
     assert_eq!(
         at(Precision::Auto, &format!("m v=1 {}", secs * 1000)),
         secs * 1_000_000_000
@@ -239,7 +280,10 @@ fn precisions() {
 #[test]
 fn precision_names() {
     assert_eq!(Precision::parse_v3("auto"), Some(Precision::Auto));
-    assert_eq!(Precision::parse_v3("millisecond"), Some(Precision::Millisecond));
+    assert_eq!(
+        Precision::parse_v3("millisecond"),
+        Some(Precision::Millisecond)
+    );
     assert_eq!(Precision::parse_v3("h"), None);
     assert_eq!(Precision::parse_v2("us"), Some(Precision::Microsecond));
     assert_eq!(Precision::parse_v2("auto"), None);
@@ -270,10 +314,16 @@ fn errors_name_what_is_wrong() {
         ("cpu v=tru", "invalid value 'tru'"),
         ("cpu v=1.5i", "invalid value '1.5i'"),
         ("cpu v=-1u", "invalid value '-1u'"),
-        ("cpu v=9223372036854775808i", "integer '9223372036854775808i' for field 'v' is out of range"),
+        (
+            "cpu v=9223372036854775808i",
+            "integer '9223372036854775808i' for field 'v' is out of range",
+        ),
         ("cpu v=18446744073709551616u", "unsigned integer"),
         ("cpu v=\"open", "no closing double quote"),
-        ("cpu v=\"a\"b", "unexpected 'b' after the value of field 'v'"),
+        (
+            "cpu v=\"a\"b",
+            "unexpected 'b' after the value of field 'v'",
+        ),
         ("cpu v=1 12x", "invalid timestamp '12x'"),
         ("cpu v=1 1 2", "unexpected text after the timestamp"),
         ("cpu v=1 99999999999999999999", "invalid timestamp"),
@@ -299,20 +349,30 @@ fn errors_name_what_is_wrong() {
 fn timestamp_overflowing_nanoseconds_is_rejected() {
     let out = parse(b"m v=1 9223372036854775", &opts(Precision::Second));
     assert_eq!(out.errors.len(), 1);
-    assert!(out.errors[0].message.contains("out of range"), "{:?}", out.errors);
+    assert!(
+        out.errors[0].message.contains("out of range"),
+        "{:?}",
+        out.errors
+    );
 }
 
 #[test]
 fn long_lines_and_invalid_utf8_are_rejected_alone() {
     let mut o = opts(Precision::Nanosecond);
     o.max_line_bytes = 20;
-    let out = parse(b"m v=1 1\nm,host=aaaaaaaaaaaaaaaaaaaaaaaaaaaaa v=1 2\nm v=3 3", &o);
+    let out = parse(
+        b"m v=1 1\nm,host=aaaaaaaaaaaaaaaaaaaaaaaaaaaaa v=1 2\nm v=3 3",
+        &o,
+    );
     assert_eq!(out.batch.len(), 2);
     assert_eq!(out.errors.len(), 1);
     assert!(out.errors[0].message.contains("--max-line-bytes"));
     assert_eq!(out.errors[0].line_number, 2);
 
-    let out = parse(b"m v=1 1\nm,host=\xff\xfe v=2 2\n", &opts(Precision::Nanosecond));
+    let out = parse(
+        b"m v=1 1\nm,host=\xff\xfe v=2 2\n",
+        &opts(Precision::Nanosecond),
+    );
     assert_eq!(out.batch.len(), 1);
     assert_eq!(out.errors.len(), 1);
     assert!(out.errors[0].message.contains("UTF-8"));
@@ -334,7 +394,10 @@ fn failed_line_does_not_leave_tags_behind() {
 
 #[test]
 fn repeated_series_share_tags() {
-    let out = parse(b"m,h=a v=1 1\nm,h=b v=1 1\nm,h=a v=2 2", &opts(Precision::Nanosecond));
+    let out = parse(
+        b"m,h=a v=1 1\nm,h=b v=1 1\nm,h=a v=2 2",
+        &opts(Precision::Nanosecond),
+    );
     let p = out.batch.points();
     assert_eq!(p[0].tag_range(), p[2].tag_range());
     assert_ne!(p[0].tag_range(), p[1].tag_range());
@@ -451,7 +514,9 @@ fn gen_line(rng: &mut Rng) -> String {
             3 => format!("{}i", rng.next() as i64),
             4 => format!("{}u", rng.next()),
             5 => rng
-                .pick(&["t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"])
+                .pick(&[
+                    "t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE",
+                ])
                 .to_string(),
             6 => format!("{}.{}E+{}", rng.below(10), rng.below(10), rng.below(30)),
             _ => {
@@ -503,7 +568,9 @@ fn mutated_lines_are_accepted_only_as_the_crate_accepts_them() {
     // accepts a line, we must accept it with the same result; where it rejects, so must we,
     // except for the two documented leniencies (CR and trailing spaces).
     let mut rng = Rng(0xdead_beef_0bad_cafe);
-    let specials = [b' ', b',', b'=', b'"', b'\\', b'\n', b'i', b'u', b'.', b'-', b'e', b't'];
+    let specials = [
+        b' ', b',', b'=', b'"', b'\\', b'\n', b'i', b'u', b'.', b'-', b'e', b't',
+    ];
     for _ in 0..5000 {
         let mut line = gen_line(&mut rng).into_bytes();
         let at = rng.below(line.len());
@@ -528,7 +595,11 @@ fn mutated_lines_are_accepted_only_as_the_crate_accepts_them() {
         let want_ok: Vec<Row> = want.iter().filter_map(|r| r.clone().ok()).collect();
         let lenient = body.ends_with(' ') || body.contains(" \n");
         if !lenient {
-            assert_eq!(got, want_ok, "body: {body:?}\noracle: {want:?}\nours: {:?}", out.errors);
+            assert_eq!(
+                got, want_ok,
+                "body: {body:?}\noracle: {want:?}\nours: {:?}",
+                out.errors
+            );
         } else {
             for w in &want_ok {
                 assert!(got.contains(w), "body {body:?}: missing {w:?}");
@@ -549,8 +620,15 @@ fn telegraf_fixture_parses_as_the_crate_parses_it() {
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(rows_of(&out.batch), want);
     assert_eq!(want.len(), 216);
-    let docker = want.iter().find(|r| r.table == "docker_container_status").unwrap();
-    assert!(docker.tags.contains(&(s("container_name"), s("edge proxy"))));
+    let docker = want
+        .iter()
+        .find(|r| r.table == "docker_container_status")
+        .unwrap();
+    assert!(
+        docker
+            .tags
+            .contains(&(s("container_name"), s("edge proxy")))
+    );
     assert!(
         docker
             .fields

@@ -66,7 +66,10 @@ async fn select_filters_and_aggregates() {
     let f = fixture(QueryConfig::default()).await;
     f.write("db", CPU).await;
     let out = f
-        .sql("db", "SELECT host, sum(usage) AS total FROM cpu WHERE region = 'eu' GROUP BY host")
+        .sql(
+            "db",
+            "SELECT host, sum(usage) AS total FROM cpu WHERE region = 'eu' GROUP BY host",
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -74,10 +77,16 @@ async fn select_filters_and_aggregates() {
         "+------+-------+\n| host | total |\n+------+-------+\n| a    | 40.0  |\n+------+-------+"
     );
     let out = f
-        .sql("db", "SELECT * FROM cpu WHERE time > '1970-01-01T00:02:00Z' ORDER BY host")
+        .sql(
+            "db",
+            "SELECT * FROM cpu WHERE time > '1970-01-01T00:02:00Z' ORDER BY host",
+        )
         .await
         .unwrap();
-    assert!(out.contains("| a    | 3 | eu     | 1970-01-01T00:03:20 | 30.0  |"), "{out}");
+    assert!(
+        out.contains("| a    | 3 | eu     | 1970-01-01T00:03:20 | 30.0  |"),
+        "{out}"
+    );
     assert_eq!(out.matches("\n|").count(), 2, "{out}");
 }
 
@@ -87,7 +96,10 @@ async fn information_schema_and_show() {
     f.write("db", CPU).await;
     f.write("other", "disk used=1i 1").await;
     let tables = f.sql("db", "SHOW TABLES").await.unwrap();
-    assert!(tables.contains("| public        | db                 | cpu"), "{tables}");
+    assert!(
+        tables.contains("| public        | db                 | cpu"),
+        "{tables}"
+    );
     assert!(tables.contains("| mem "), "{tables}");
     let cols = f.sql("db", "SHOW COLUMNS FROM cpu").await.unwrap();
     for c in ["host", "region", "usage", "n", "time"] {
@@ -145,7 +157,12 @@ async fn only_reading_statements_run() {
     }
     assert!(!std::path::Path::new("/tmp/sluice-copy-test.csv").exists());
     // the table is still there
-    assert!(f.sql("db", "SELECT count(*) FROM cpu").await.unwrap().contains("| 3 "));
+    assert!(
+        f.sql("db", "SELECT count(*) FROM cpu")
+            .await
+            .unwrap()
+            .contains("| 3 ")
+    );
 }
 
 #[tokio::test]
@@ -157,7 +174,11 @@ async fn named_parameters() {
         ("min".to_string(), ScalarValue::Float64(Some(15.0))),
     ]);
     let out = f
-        .sql_params("db", "SELECT usage FROM cpu WHERE host = $host AND usage > $min", params)
+        .sql_params(
+            "db",
+            "SELECT usage FROM cpu WHERE host = $host AND usage > $min",
+            params,
+        )
         .await
         .unwrap();
     assert!(out.contains("| 30.0  |"), "{out}");
@@ -198,7 +219,10 @@ async fn time_predicates_prune_buffer_partitions() {
         )
         .await
         .unwrap();
-    assert!(out.contains("| 2.0 |") && !out.contains("1.0") && !out.contains("3.0"), "{out}");
+    assert!(
+        out.contains("| 2.0 |") && !out.contains("1.0") && !out.contains("3.0"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -226,7 +250,10 @@ async fn memory_limit_and_timeout() {
     .await;
     f.write("db", CPU).await;
     let err = f
-        .sql("db", "SELECT count(*) FROM generate_series(1, 100000000000)")
+        .sql(
+            "db",
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");

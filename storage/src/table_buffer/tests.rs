@@ -149,14 +149,22 @@ fn out_of_order_rows_are_all_kept() {
     let text = f.show("m");
     // merged partitions come out in (series, time) order; 10 was overwritten by v=4
     let pos = |s: &str| text.find(s).unwrap();
-    assert!(pos("| 4.0 |") < pos("| 2.0 |") && pos("| 2.0 |") < pos("| 3.0 |"), "{text}");
+    assert!(
+        pos("| 4.0 |") < pos("| 2.0 |") && pos("| 2.0 |") < pos("| 3.0 |"),
+        "{text}"
+    );
 }
 
 #[test]
 fn scans_skip_partitions_outside_the_range() {
     let hour = PARTITION_NANOS;
     let mut f = Fixture::new();
-    f.write(&format!("m v=1 {}\nm v=2 {}\nm v=3 {}", 10, hour + 10, 2 * hour + 10));
+    f.write(&format!(
+        "m v=1 {}\nm v=2 {}\nm v=3 {}",
+        10,
+        hour + 10,
+        2 * hour + 10
+    ));
     let all = f.scan("m", TimeRange::ALL);
     assert_eq!((all.partitions_scanned, all.partitions_total), (3, 3));
     let one = f.scan(

@@ -62,7 +62,10 @@ async fn acknowledged_write_is_queryable_and_survives_restart() {
             .await
             .unwrap();
         let shown = show(&wb, "db", "cpu");
-        assert!(shown.contains("| a    | 1970-01-01T00:00:00.000000010 | 1.0 | 5.0 |"), "{shown}");
+        assert!(
+            shown.contains("| a    | 1970-01-01T00:00:00.000000010 | 1.0 | 5.0 |"),
+            "{shown}"
+        );
         assert!(wb.metrics().wal_fsync.count() >= 2);
         shown
         // dropped here without an orderly shutdown of anything but the WAL thread
@@ -81,9 +84,13 @@ async fn torn_tail_is_cut_at_start_up_and_the_rest_replays() {
     {
         let (wb, _) = open(dir.path());
         for i in 0..5 {
-            wb.write("db", batch(&format!("m v={i} {i}")), WriteOptions::default())
-                .await
-                .unwrap();
+            wb.write(
+                "db",
+                batch(&format!("m v={i} {i}")),
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
         }
     }
     // a crash in the middle of appending the sixth record

@@ -1,0 +1,203 @@
+//! The command line: `sluice serve`, `sluice query`, `sluice write`.
+//!
+//! Every `serve` flag can also be set through a `SLUICE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sluice: a time-series database for metrics. Line protocol in, SQL out.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run a SQL query against a running server and print the result.
+    Query(QueryArgs),
+    /// Write line protocol from a file (or - for stdin) to a running server.
+    Write(WriteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for HTTP/1.1 and HTTP/2 (h2c).
+    #[arg(long, env = "SLUICE_HTTP_BIND", default_value = "127.0.0.1:8181")]
+    pub http_bind: SocketAddr,
+
+    /// Folder for all of the server's data.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    pub data_dir: PathBuf,
+
+    /// Folder of the write-ahead log [default: <data-dir>/wal].
+    #[arg(long, env = "SLUICE_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+
+    /// Database used by requests that name none.
+    #[arg(long, env = "SLUICE_DEFAULT_DB", default_value = "main")]
+    pub default_db: String,
+
+    /// Largest request body, before and after decompression (e.g. 10MiB).
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value = "10MiB", value_parser = parse_size)]
+    pub max_request_bytes: usize,
+
+    /// Longest line-protocol line; longer lines are rejected alone.
+    #[arg(long, env = "SLUICE_MAX_LINE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_line_bytes: usize,
+
+    /// Most columns (tags, fields and time) in one table.
+    #[arg(long, env = "SLUICE_MAX_COLUMNS_PER_TABLE", default_value_t = 500)]
+    pub max_columns_per_table: usize,
+
+    /// Most tables in one database.
+    #[arg(long, env = "SLUICE_MAX_TABLES_PER_DATABASE", default_value_t = 10_000)]
+    pub max_tables_per_database: usize,
+
+    /// Memory the write buffer may hold; past it, writes get 503 with Retry-After.
+    #[arg(long, env = "SLUICE_BUFFER_MEMORY_LIMIT", default_value = "4GiB", value_parser = parse_size)]
+    pub buffer_memory_limit: usize,
+
+    /// Memory one query may use in sorts, aggregations and joins.
+    #[arg(long, env = "SLUICE_QUERY_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_size)]
+    pub query_memory_limit: usize,
+
+    /// Longest time one query may run (e.g. 60s, 5m).
+    #[arg(long, env = "SLUICE_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
+
+    /// Refuse writes to databases that do not exist instead of creating them.
+    #[arg(long, env = "SLUICE_NO_AUTO_CREATE_DATABASES")]
+    pub no_auto_create_databases: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(long, env = "SLUICE_HOST", default_value = "http://127.0.0.1:8181")]
+    pub host: String,
+
+    /// Database [default: the server's default database].
+    #[arg(long, env = "SLUICE_DATABASE")]
+    pub db: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Output format: pretty, json, jsonl, csv or parquet.
+    #[arg(long, default_value = "pretty")]
+    pub format: String,
+
+    /// The SQL statement.
+    pub sql: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Timestamp precision: auto, ns, us, ms or s.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+
+    /// Largest request to send; bigger files go as several requests, cut between lines.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub max_body_bytes: usize,
+
+    /// Line-protocol file, or - for standard input.
+    pub file: PathBuf,
+}
+
+/// Parses a byte size: a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; write e.g. 512MiB, 4GiB or 1048576"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}'; use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    Ok((num * mult) as usize)
+}
+
+/// Parses a duration: a number with a unit (ms, s, m, h).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write e.g. 500ms, 60s, 5m or 1h"))?;
+    let secs = match unit {
+        "ms" => num / 1000.0,
+        "s" | "" => num,
+        "m" => num * 60.0,
+        "h" => num * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' in '{s}'; use ms, s, m or h"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2kb"), Ok(2000));
+        assert!(parse_size("ten").is_err());
+        assert!(
+            parse_size("10XB")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,124 @@
+//! `sluice query` and `sluice write`: small HTTP clients of a running server.
+
+use std::io::{Read, Write};
+
+use sluice_ingest::line_protocol::split_lines;
+
+use crate::cli::{ClientArgs, QueryArgs, WriteArgs};
+
+fn endpoint(client: &ClientArgs, path: &str) -> String {
+    format!("{}{path}", client.host.trim_end_matches('/'))
+}
+
+/// Turns an error response into the message to show: the server's `error`/`message` text,
+/// with the rejected lines listed one per line (their numbers shifted by `line_offset`, for a
+/// body that was one piece of a larger file).
+async fn failure(response: reqwest::Response, line_offset: u32) -> String {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let text = v
+                .get("error")
+                .or_else(|| v.get("message"))?
+                .as_str()?
+                .to_string();
+            let lines: Vec<String> = v
+                .get("data")
+                .and_then(|d| d.as_array())
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            let n = r["line_number"].as_u64().unwrap_or(0) + u64::from(line_offset);
+                            format!(
+                                "  line {n}: {}: {}",
+                                r["error_message"].as_str().unwrap_or(""),
+                                r["original_line"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(if lines.is_empty() {
+                text
+            } else {
+                format!("{text}\n{}", lines.join("\n"))
+            })
+        })
+        .unwrap_or(body);
+    format!("server answered {status}: {message}")
+}
+
+/// `sluice query`: prints the result in the chosen format.
+pub async fn query(args: QueryArgs) -> Result<(), String> {
+    let mut params = vec![("q", args.sql.as_str()), ("format", args.format.as_str())];
+    if let Some(db) = &args.client.db {
+        params.push(("db", db));
+    }
+    let url = endpoint(&args.client, "/api/v3/query_sql");
+    let response = reqwest::Client::new()
+        .get(&url)
+        .query(&params)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(failure(response, 0).await);
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&body)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing the result: {e}"))
+}
+
+/// `sluice write`: sends a file (or stdin) of line protocol, in pieces of at most
+/// `--max-body-bytes` cut between lines, so that files larger than the server's request limit
+/// go through. Pieces with rejected lines do not stop the rest (the server keeps a piece's
+/// good lines); every rejected line is reported, numbered within the whole file, and the
+/// command then fails.
+pub async fn write(args: WriteArgs) -> Result<(), String> {
+    let data = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        buf
+    } else {
+        std::fs::read(&args.file).map_err(|e| format!("reading {}: {e}", args.file.display()))?
+    };
+    let mut params = vec![("precision", args.precision.as_str())];
+    if let Some(db) = &args.client.db {
+        params.push(("db", db));
+    }
+    let url = endpoint(&args.client, "/api/v3/write_lp");
+    let client = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for (line_offset, piece) in split_lines(&data, args.max_body_bytes) {
+        let response = client
+            .post(&url)
+            .query(&params)
+            .body(piece.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        if response.status().is_success() {
+            continue;
+        }
+        let retryable = response.status().is_server_error() || response.status() == 429;
+        failures.push(failure(response, line_offset).await);
+        if retryable {
+            // the server cannot take writes now; the rest would fail the same way
+            break;
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}

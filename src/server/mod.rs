@@ -1,0 +1,169 @@
+//! The HTTP server: routes, shared state, start-up and shutdown.
+//!
+//! Handlers are thin: they extract the request, call storage or query, and map errors to
+//! status codes ([`error::ApiError`]). One listener serves HTTP/1.1 and HTTP/2 (h2c).
+
+pub mod admin;
+pub mod body;
+pub mod error;
+pub mod metrics;
+pub mod query;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use sluice_query::{QueryConfig, QueryExecutor};
+use sluice_storage::{Limits, WriteBuffer, WriteBufferConfig};
+use tokio::net::TcpListener;
+
+use self::metrics::ServerMetrics;
+
+/// Everything `sluice serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub http_bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub wal_dir: PathBuf,
+    pub default_db: String,
+    pub max_request_bytes: usize,
+    pub max_line_bytes: usize,
+    pub limits: Limits,
+    pub auto_create_databases: bool,
+    pub buffer_memory_limit: usize,
+    pub query: QueryConfig,
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub buffer: Arc<WriteBuffer>,
+    pub query: QueryExecutor,
+    pub metrics: ServerMetrics,
+}
+
+/// The routes of the HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v3/write_lp", post(write::write_v3))
+        .route("/api/v2/write", post(write::write_v2))
+        .route("/write", post(write::write_v1))
+        .route(
+            "/api/v3/query_sql",
+            get(query::query_get).post(query::query_post),
+        )
+        .route("/health", get(admin::health))
+        .route("/ping", get(admin::ping).head(admin::ping))
+        .route("/metrics", get(admin::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_request,
+        ))
+        // Bodies are limited by `body::read`, which says which flag to change.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn track_request(
+    State(state): State<Arc<AppState>>,
+    path: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let path = path.as_ref().map_or("other", |p| p.as_str());
+    state
+        .metrics
+        .request(path, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Opens storage, binds the listener and serves until SIGINT or SIGTERM; then stops taking
+/// requests, lets in-flight writes become durable, and syncs the WAL.
+pub async fn serve(config: ServerConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let mut wb_config = WriteBufferConfig::new(&config.wal_dir);
+    wb_config.limits = config.limits;
+    wb_config.auto_create_databases = config.auto_create_databases;
+    wb_config.buffer_memory_limit = config.buffer_memory_limit;
+    let started = Instant::now();
+    let (buffer, replay) = WriteBuffer::open(wb_config)
+        .map_err(|e| format!("cannot open the write-ahead log: {e}"))?;
+    tracing::info!(
+        wal_dir = %config.wal_dir.display(),
+        records = replay.records,
+        points = replay.points,
+        undecodable = replay.undecodable,
+        cut_tails = replay.cut_tails.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "replayed the write-ahead log"
+    );
+    let buffer = Arc::new(buffer);
+    let query = QueryExecutor::new(buffer.clone(), config.query.clone())
+        .map_err(|e| format!("cannot start the query engine: {e}"))?;
+    let listener = TcpListener::bind(config.http_bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.http_bind))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let state = Arc::new(AppState {
+        config,
+        buffer: buffer.clone(),
+        query,
+        metrics: ServerMetrics::default(),
+    });
+    tracing::info!(address = %local, "Sluice is listening");
+    // A line on stdout for whoever started us (tests bind port 0 and read it).
+    println!("Sluice listening on http://{local}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped taking requests; syncing the write-ahead log");
+    tokio::task::spawn_blocking(move || buffer.shutdown())
+        .await
+        .map_err(|e| format!("WAL shutdown failed: {e}"))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

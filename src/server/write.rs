@@ -1,0 +1,271 @@
+//! The line-protocol write endpoints: `/api/v3/write_lp`, `/api/v2/write` and `/write`.
+//!
+//! All three share one path (read body, parse, store, report); they differ in how they name
+//! the database, which precisions they accept, and the shape of their error bodies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+use sluice_ingest::line_protocol::{self, ParseOptions, Precision};
+use sluice_storage::{WriteError, WriteOptions};
+
+use super::AppState;
+use super::body;
+use super::error::{ApiError, ErrorStyle};
+
+/// Which of the three APIs a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    V3,
+    V2,
+    V1,
+}
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::V3 => "/api/v3/write_lp",
+            Api::V2 => "/api/v2/write",
+            Api::V1 => "/write",
+        }
+    }
+
+    fn style(self) -> ErrorStyle {
+        match self {
+            Api::V3 => ErrorStyle::V3,
+            Api::V2 | Api::V1 => ErrorStyle::Influx,
+        }
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=`
+pub async fn write_v3(
+    State(state): State<Arc<AppState>>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let api = Api::V3;
+    let precision = match params.get("precision") {
+        None => Precision::Auto,
+        Some(p) => Precision::parse_v3(p).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid precision '{p}'; use auto, ns, us, ms or s (or nanosecond, \
+                 microsecond, millisecond, second)"
+            ))
+        })?,
+    };
+    let opts = WriteOptions {
+        accept_partial: flag(&params, "accept_partial", true)?,
+        no_sync: flag(&params, "no_sync", false)?,
+    };
+    let db = database(&state, &params, "db");
+    ingest(&state, api, &db, precision, opts, &headers, body).await
+}
+
+/// `POST /api/v2/write?bucket=&org=&precision=` (InfluxDB 2 clients and Telegraf's
+/// `influxdb_v2` output). `org` is accepted and ignored.
+pub async fn write_v2(
+    State(state): State<Arc<AppState>>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let api = Api::V2;
+    let precision = match params.get("precision") {
+        None => Precision::Nanosecond,
+        Some(p) => Precision::parse_v2(p).ok_or_else(|| {
+            ApiError::bad_request(format!("invalid precision '{p}'; use ns, us, ms or s"))
+                .with_style(api.style())
+        })?,
+    };
+    let db = database(&state, &params, "bucket");
+    ingest(
+        &state,
+        api,
+        &db,
+        precision,
+        WriteOptions::default(),
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// `POST /write?db=&rp=&precision=` (InfluxDB 1 clients). `rp` is accepted and ignored.
+pub async fn write_v1(
+    State(state): State<Arc<AppState>>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let api = Api::V1;
+    let precision = match params.get("precision") {
+        None => Precision::Nanosecond,
+        Some(p) => Precision::parse_v1(p).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid precision '{p}'; use n, ns, u, us, ms, s, m or h"
+            ))
+            .with_style(api.style())
+        })?,
+    };
+    let db = database(&state, &params, "db");
+    ingest(
+        &state,
+        api,
+        &db,
+        precision,
+        WriteOptions::default(),
+        &headers,
+        body,
+    )
+    .await
+}
+
+fn database(state: &AppState, params: &HashMap<String, String>, key: &str) -> String {
+    match params.get(key) {
+        Some(db) if !db.is_empty() => db.clone(),
+        _ => state.config.default_db.clone(),
+    }
+}
+
+fn flag(params: &HashMap<String, String>, key: &str, default: bool) -> Result<bool, ApiError> {
+    match params.get(key).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v.is_empty() || v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "invalid value '{v}' for {key}; use true or false"
+        ))),
+    }
+}
+
+/// One rejected line, as reported to the client.
+struct LineReport {
+    line_number: u32,
+    original_line: String,
+    error_message: String,
+}
+
+async fn ingest(
+    state: &AppState,
+    api: Api,
+    db: &str,
+    precision: Precision,
+    opts: WriteOptions,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let style = api.style();
+    let body = body::read(headers, body, state.config.max_request_bytes)
+        .await
+        .map_err(|e| e.with_style(style))?;
+    let received = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let parsed = line_protocol::parse(
+        &body,
+        &ParseOptions {
+            precision,
+            default_time: received,
+            max_line_bytes: state.config.max_line_bytes,
+        },
+    );
+    let total_lines = parsed.lines;
+    let mut reports: Vec<LineReport> = parsed
+        .errors
+        .into_iter()
+        .map(|e| LineReport {
+            line_number: e.line_number,
+            original_line: e.original_line,
+            error_message: e.message,
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut values = 0;
+    let refuse_all = !opts.accept_partial && !reports.is_empty();
+    if !refuse_all && !parsed.batch.is_empty() {
+        let outcome = state
+            .buffer
+            .write(db, parsed.batch, opts)
+            .await
+            .map_err(|e| write_error(e).with_style(style))?;
+        accepted = outcome.accepted_points;
+        values = outcome.accepted_values;
+        reports.extend(outcome.rejected.into_iter().map(|r| LineReport {
+            line_number: r.line,
+            original_line: line_protocol::line_text(&body, r.line),
+            error_message: r.message,
+        }));
+    }
+    state
+        .metrics
+        .write(api.path(), accepted, total_lines - accepted, values);
+    if reports.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    reports.sort_by_key(|r| r.line_number);
+    let rejected = reports.len();
+    let message = if accepted == 0 && !opts.accept_partial {
+        format!(
+            "write refused: {rejected} of {total_lines} lines have errors and \
+             accept_partial=false, so nothing was written"
+        )
+    } else if accepted == 0 {
+        format!("no data written: all {total_lines} lines were rejected")
+    } else {
+        format!(
+            "partial write of line protocol occurred: {accepted} of {total_lines} lines were \
+             written, {rejected} rejected"
+        )
+    };
+    let err = match style {
+        ErrorStyle::V3 => {
+            let data = reports
+                .iter()
+                .map(|r| {
+                    json!({
+                        "original_line": r.original_line,
+                        "line_number": r.line_number,
+                        "error_message": r.error_message,
+                    })
+                })
+                .collect();
+            ApiError {
+                data: Some(serde_json::Value::Array(data)),
+                ..ApiError::bad_request(message)
+            }
+        }
+        ErrorStyle::Influx => {
+            let first = &reports[0];
+            ApiError::bad_request(format!(
+                "{message}; first error at line {}: {}: '{}'",
+                first.line_number, first.error_message, first.original_line
+            ))
+            .with_style(style)
+        }
+    };
+    Err(err)
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    let status = match &e {
+        WriteError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
+        WriteError::InvalidDatabaseName(_) => StatusCode::BAD_REQUEST,
+        WriteError::BufferFull { .. } | WriteError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::WalFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let err = ApiError::new(status, e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        err.retry_after(5)
+    } else {
+        err
+    }
+}
