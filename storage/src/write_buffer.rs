@@ -136,10 +136,13 @@ struct WalOp {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
+/// Database name -> table name -> that table's buffered rows.
+type TableBuffers = HashMap<Arc<str>, HashMap<Arc<str>, Arc<TableBuffer>>>;
+
 /// State shared by the request path and the WAL thread.
 struct Shared {
     catalog: Catalog,
-    tables: RwLock<HashMap<Arc<str>, HashMap<Arc<str>, Arc<TableBuffer>>>>,
+    tables: RwLock<TableBuffers>,
     bytes: AtomicUsize,
     rows: AtomicUsize,
     failed: Mutex<Option<String>>,
