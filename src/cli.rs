@@ -121,13 +121,8 @@ pub struct WriteArgs {
 /// Parses a byte size: a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; write e.g. 512MiB, 4GiB or 1048576"))?;
+    let (num, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("'{s}' is not a size; write e.g. 512MiB, 4GiB or 1048576"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -148,13 +143,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// Parses a duration: a number with a unit (ms, s, m, h).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write e.g. 500ms, 60s, 5m or 1h"))?;
+    let (num, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("'{s}' is not a duration; write e.g. 500ms, 60s, 5m or 1h"))?;
     let secs = match unit {
         "ms" => num / 1000.0,
         "s" | "" => num,
@@ -167,6 +157,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Splits `12.5MiB` into 12.5 and `MiB`; `None` if it does not start with a number.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit))
 }
 
 #[cfg(test)]

@@ -41,6 +41,36 @@ impl Api {
             Api::V2 | Api::V1 => ErrorStyle::Influx,
         }
     }
+
+    /// The query parameter that names the database.
+    fn database_param(self) -> &'static str {
+        match self {
+            Api::V2 => "bucket",
+            Api::V3 | Api::V1 => "db",
+        }
+    }
+
+    /// The request's `precision`, in this API's spelling; absent, what this API assumes.
+    fn precision(self, params: &HashMap<String, String>) -> Result<Precision, ApiError> {
+        let Some(p) = params.get("precision") else {
+            return Ok(match self {
+                Api::V3 => Precision::Auto,
+                Api::V2 | Api::V1 => Precision::Nanosecond,
+            });
+        };
+        let (parsed, accepted) = match self {
+            Api::V3 => (
+                Precision::parse_v3(p),
+                "auto, ns, us, ms or s (or nanosecond, microsecond, millisecond, second)",
+            ),
+            Api::V2 => (Precision::parse_v2(p), "ns, us, ms or s"),
+            Api::V1 => (Precision::parse_v1(p), "n, ns, u, us, ms, s, m or h"),
+        };
+        parsed.ok_or_else(|| {
+            ApiError::bad_request(format!("invalid precision '{p}'; use {accepted}"))
+                .with_style(self.style())
+        })
+    }
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -52,22 +82,11 @@ pub async fn write_v3(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let api = Api::V3;
-    let precision = match params.get("precision") {
-        None => Precision::Auto,
-        Some(p) => Precision::parse_v3(p).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "invalid precision '{p}'; use auto, ns, us, ms or s (or nanosecond, \
-                 microsecond, millisecond, second)"
-            ))
-        })?,
-    };
     let opts = WriteOptions {
         accept_partial: flag(&params, "accept_partial", true)?,
         no_sync: flag(&params, "no_sync", false)?,
     };
-    let db = database(&state, &params, "db");
-    ingest(&state, api, &db, precision, opts, &headers, body).await
+    ingest(&state, Api::V3, &params, opts, &headers, body).await
 }
 
 /// `POST /api/v2/write?bucket=&org=&precision=` (InfluxDB 2 clients and Telegraf's
@@ -78,25 +97,8 @@ pub async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let api = Api::V2;
-    let precision = match params.get("precision") {
-        None => Precision::Nanosecond,
-        Some(p) => Precision::parse_v2(p).ok_or_else(|| {
-            ApiError::bad_request(format!("invalid precision '{p}'; use ns, us, ms or s"))
-                .with_style(api.style())
-        })?,
-    };
-    let db = database(&state, &params, "bucket");
-    ingest(
-        &state,
-        api,
-        &db,
-        precision,
-        WriteOptions::default(),
-        &headers,
-        body,
-    )
-    .await
+    let opts = WriteOptions::default();
+    ingest(&state, Api::V2, &params, opts, &headers, body).await
 }
 
 /// `POST /write?db=&rp=&precision=` (InfluxDB 1 clients). `rp` is accepted and ignored.
@@ -106,34 +108,8 @@ pub async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let api = Api::V1;
-    let precision = match params.get("precision") {
-        None => Precision::Nanosecond,
-        Some(p) => Precision::parse_v1(p).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "invalid precision '{p}'; use n, ns, u, us, ms, s, m or h"
-            ))
-            .with_style(api.style())
-        })?,
-    };
-    let db = database(&state, &params, "db");
-    ingest(
-        &state,
-        api,
-        &db,
-        precision,
-        WriteOptions::default(),
-        &headers,
-        body,
-    )
-    .await
-}
-
-fn database(state: &AppState, params: &HashMap<String, String>, key: &str) -> String {
-    match params.get(key) {
-        Some(db) if !db.is_empty() => db.clone(),
-        _ => state.config.default_db.clone(),
-    }
+    let opts = WriteOptions::default();
+    ingest(&state, Api::V1, &params, opts, &headers, body).await
 }
 
 fn flag(params: &HashMap<String, String>, key: &str, default: bool) -> Result<bool, ApiError> {
@@ -157,13 +133,17 @@ struct LineReport {
 async fn ingest(
     state: &AppState,
     api: Api,
-    db: &str,
-    precision: Precision,
+    params: &HashMap<String, String>,
     opts: WriteOptions,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let style = api.style();
+    let precision = api.precision(params)?;
+    let db = match params.get(api.database_param()) {
+        Some(db) if !db.is_empty() => db.as_str(),
+        _ => state.config.default_db.as_str(),
+    };
     let body = body::read(headers, body, state.config.max_request_bytes)
         .await
         .map_err(|e| e.with_style(style))?;
