@@ -265,7 +265,7 @@ async fn telegraf_fixture_loads_completely_and_system_lines_merge() {
     let s = Server::start();
     let fixture = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/line-protocol/telegraf-system.lp"
+        "/tests/fixtures/line-protocol/telegraf-system.lp"
     ))
     .expect("fixture");
     let (st, body) = s.post("/write?db=telegraf", fixture.clone()).await;

@@ -612,9 +612,9 @@ fn mutated_lines_are_accepted_only_as_the_crate_accepts_them() {
 fn telegraf_fixture_parses_as_the_crate_parses_it() {
     let body = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/line-protocol/telegraf-system.lp"
+        "/../tests/fixtures/line-protocol/telegraf-system.lp"
     ))
-    .expect("fixture ../shared/fixtures/line-protocol/telegraf-system.lp");
+    .expect("fixture tests/fixtures/line-protocol/telegraf-system.lp");
     let want: Vec<Row> = oracle(&body).into_iter().map(|r| r.unwrap()).collect();
     let out = parse(body.as_bytes(), &opts(Precision::Nanosecond));
     assert!(out.errors.is_empty(), "{:?}", out.errors);
