@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sluice_storage::ObjectStoreKind;
 
 /// Sluice: a time-series database for metrics. Line protocol in, SQL out.
 #[derive(Debug, Parser)]
@@ -19,11 +20,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a SQL query against a running server and print the result.
     Query(QueryArgs),
     /// Write line protocol from a file (or - for stdin) to a running server.
     Write(WriteArgs),
+    /// Persist everything a running server holds in memory to Parquet now.
+    Persist(PersistArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +78,43 @@ pub struct ServeArgs {
     /// Refuse writes to databases that do not exist instead of creating them.
     #[arg(long, env = "SLUICE_NO_AUTO_CREATE_DATABASES")]
     pub no_auto_create_databases: bool,
+
+    /// Where Parquet files and the catalog live: file (under --data-dir), memory (lost on
+    /// exit; for tests), s3, gcs or azure.
+    #[arg(long, env = "SLUICE_OBJECT_STORE", default_value = "file")]
+    pub object_store: ObjectStoreKind,
+
+    /// Bucket (s3, gcs) or container (azure).
+    #[arg(long, env = "SLUICE_BUCKET")]
+    pub bucket: Option<String>,
+
+    /// S3 region [default: AWS_DEFAULT_REGION / AWS_REGION, else us-east-1].
+    #[arg(long, env = "SLUICE_AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// S3 endpoint, for S3-compatible stores such as MinIO (e.g. http://127.0.0.1:9000).
+    #[arg(long, env = "SLUICE_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
+
+    /// S3 access key [default: AWS_ACCESS_KEY_ID].
+    #[arg(long, env = "SLUICE_AWS_ACCESS_KEY_ID")]
+    pub aws_access_key_id: Option<String>,
+
+    /// S3 secret key [default: AWS_SECRET_ACCESS_KEY].
+    #[arg(long, env = "SLUICE_AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+
+    /// Allow a plain http:// S3 endpoint.
+    #[arg(long, env = "SLUICE_AWS_ALLOW_HTTP")]
+    pub aws_allow_http: bool,
+
+    /// Persist a buffered hour to Parquet once it ended this long ago (e.g. 15m, 1h).
+    #[arg(long, env = "SLUICE_PERSIST_AFTER", default_value = "15m", value_parser = parse_duration)]
+    pub persist_after: Duration,
+
+    /// How often to look for buffered hours due for persistence.
+    #[arg(long, env = "SLUICE_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub persist_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +156,12 @@ pub struct WriteArgs {
 
     /// Line-protocol file, or - for standard input.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PersistArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Parses a byte size: a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB).

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use sluice_ingest::line_protocol::split_lines;
 
-use crate::cli::{ClientArgs, QueryArgs, WriteArgs};
+use crate::cli::{ClientArgs, PersistArgs, QueryArgs, WriteArgs};
 
 fn endpoint(client: &ClientArgs, path: &str) -> String {
     format!("{}{path}", client.host.trim_end_matches('/'))
@@ -121,4 +121,26 @@ pub async fn write(args: WriteArgs) -> Result<(), String> {
     } else {
         Err(failures.join("\n"))
     }
+}
+
+/// `sluice persist`: asks the server to persist its buffer now and prints what it wrote.
+pub async fn persist(args: PersistArgs) -> Result<(), String> {
+    let url = endpoint(&args.client, "/api/v3/persist");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(failure(response, 0).await);
+    }
+    let v: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    println!(
+        "persisted {} rows in {} files ({} bytes)",
+        v["rows"], v["files"], v["bytes"]
+    );
+    Ok(())
 }

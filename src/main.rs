@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command, ServeArgs};
 use crate::server::ServerConfig;
 use sluice_query::QueryConfig;
-use sluice_storage::Limits;
+use sluice_storage::{Limits, ObjectStoreConfig};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -33,9 +33,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => server::serve(server_config(args)).await,
+            Command::Serve(args) => server::serve(server_config(*args)).await,
             Command::Query(args) => client::query(args).await,
             Command::Write(args) => client::write(args).await,
+            Command::Persist(args) => client::persist(args).await,
         }
     });
     match result {
@@ -54,7 +55,6 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         .unwrap_or_else(|| args.data_dir.join("wal"));
     ServerConfig {
         http_bind: args.http_bind,
-        data_dir: args.data_dir,
         wal_dir,
         default_db: args.default_db,
         max_request_bytes: args.max_request_bytes,
@@ -69,5 +69,18 @@ fn server_config(args: ServeArgs) -> ServerConfig {
             memory_limit: args.query_memory_limit,
             timeout: args.query_timeout,
         },
+        object_store: ObjectStoreConfig {
+            kind: args.object_store,
+            root: args.data_dir.clone(),
+            bucket: args.bucket,
+            aws_region: args.aws_region,
+            aws_endpoint: args.aws_endpoint,
+            aws_access_key_id: args.aws_access_key_id,
+            aws_secret_access_key: args.aws_secret_access_key,
+            aws_allow_http: args.aws_allow_http,
+        },
+        persist_after: args.persist_after,
+        persist_interval: args.persist_interval,
+        data_dir: args.data_dir,
     }
 }

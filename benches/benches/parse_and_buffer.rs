@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
                 let v = validate(&catalog, "bench", &parsed.batch, &Limits::default(), true)
                     .expect("database exists");
                 assert!(v.rejected.is_empty() && v.catalog.is_none());
-                buffer.apply(&schema, &parsed.batch, parsed.batch.points().iter());
+                buffer.apply(&schema, &parsed.batch, parsed.batch.points().iter(), 1);
             }
             black_box(buffer.rows())
         })

@@ -1,9 +1,10 @@
 //! DataFusion's view of the Sluice catalog: one catalog whose schemas are the databases.
 //!
 //! A query runs with its database as the default schema, so its tables resolve unqualified,
-//! and every other database is reachable as `db.table`. The providers read a
-//! [`CatalogSnapshot`] taken when the query started, so a query sees one consistent set of
-//! tables and columns however long it runs.
+//! and every other database is reachable as `db.table`; the `system` schema shows Sluice's own
+//! state for the query's database. The providers read a [`CatalogSnapshot`] taken when the
+//! query started, so a query sees one consistent set of tables and columns however long it
+//! runs.
 
 use std::sync::Arc;
 
@@ -13,7 +14,8 @@ use datafusion::common::Result;
 use datafusion::datasource::TableProvider;
 use sluice_storage::{CatalogSnapshot, DatabaseSchema, WriteBuffer};
 
-use crate::table_provider::BufferTable;
+use crate::system_tables::{SYSTEM_SCHEMA, SystemSchema};
+use crate::table_provider::SluiceTable;
 
 /// Name of the DataFusion catalog holding the databases.
 pub const CATALOG_NAME: &str = "public";
@@ -23,12 +25,19 @@ pub const CATALOG_NAME: &str = "public";
 pub struct SluiceCatalog {
     snapshot: Arc<CatalogSnapshot>,
     buffer: Arc<WriteBuffer>,
+    /// The database the query runs in: the one `system` describes.
+    current_db: Arc<str>,
 }
 
 impl SluiceCatalog {
-    /// The catalog as it is in `snapshot`, with rows from `buffer`.
-    pub fn new(snapshot: Arc<CatalogSnapshot>, buffer: Arc<WriteBuffer>) -> Self {
-        SluiceCatalog { snapshot, buffer }
+    /// The catalog as it is in `snapshot`, with rows from `buffer`, for a query in
+    /// `current_db`.
+    pub fn new(snapshot: Arc<CatalogSnapshot>, buffer: Arc<WriteBuffer>, current_db: &str) -> Self {
+        SluiceCatalog {
+            snapshot,
+            buffer,
+            current_db: current_db.into(),
+        }
     }
 }
 
@@ -38,10 +47,17 @@ impl CatalogProvider for SluiceCatalog {
             .databases
             .keys()
             .map(|k| k.to_string())
+            .chain(std::iter::once(SYSTEM_SCHEMA.to_string()))
             .collect()
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SYSTEM_SCHEMA {
+            return Some(Arc::new(SystemSchema::new(
+                self.current_db.clone(),
+                self.buffer.clone(),
+            )));
+        }
         let db = self.snapshot.database(name)?.clone();
         Some(Arc::new(DatabaseSchemaProvider {
             db,
@@ -68,7 +84,12 @@ impl SchemaProvider for DatabaseSchemaProvider {
             return Ok(None);
         };
         let buffer = self.buffer.table_buffer(&self.db.name, name);
-        Ok(Some(Arc::new(BufferTable::new(schema.clone(), buffer))))
+        Ok(Some(Arc::new(SluiceTable::new(
+            self.db.name.clone(),
+            schema.clone(),
+            buffer,
+            self.buffer.clone(),
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -19,6 +19,8 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use sluice_storage::WriteBuffer;
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
+use crate::table_provider::LAKE_URL;
+use datafusion::execution::object_store::ObjectStoreUrl;
 
 /// Limits every query runs under.
 #[derive(Debug, Clone)]
@@ -84,6 +86,9 @@ impl QueryExecutor {
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let url =
+            ObjectStoreUrl::parse(LAKE_URL).map_err(|e| QueryError::Internal(e.to_string()))?;
+        runtime.register_object_store(url.as_ref(), buffer.storage().inner().clone());
         Ok(QueryExecutor {
             buffer,
             config,
@@ -126,7 +131,7 @@ impl QueryExecutor {
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
             CATALOG_NAME,
-            Arc::new(SluiceCatalog::new(snapshot, self.buffer.clone())),
+            Arc::new(SluiceCatalog::new(snapshot, self.buffer.clone(), db)),
         );
         Ok(ctx)
     }

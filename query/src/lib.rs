@@ -1,16 +1,18 @@
 //! SQL over Sluice through Apache DataFusion.
 //!
 //! [`QueryExecutor`] runs a statement against one database: the databases are schemas of one
-//! DataFusion catalog ([`catalog_provider`]), each table is a [`BufferTable`] over the write
-//! buffer, and [`Format`] turns results into the bytes of an HTTP response.
+//! DataFusion catalog ([`catalog_provider`]), each table is a [`SluiceTable`] over the write
+//! buffer and the table's Parquet files, and [`Format`] turns results into the bytes of an HTTP response.
 
 pub mod catalog_provider;
+pub mod deduplicate;
 pub mod executor;
 pub mod format;
+pub mod system_tables;
 pub mod table_provider;
 
 /// Values bound to `$name` placeholders.
 pub use datafusion::common::ScalarValue;
 pub use executor::{QueryConfig, QueryError, QueryExecutor, QueryOutput};
 pub use format::Format;
-pub use table_provider::BufferTable;
+pub use table_provider::SluiceTable;

@@ -1,39 +1,127 @@
-//! A DataFusion [`TableProvider`] over one table of the write buffer.
+//! A DataFusion [`TableProvider`] over one table: its buffered rows and its Parquet files.
 //!
-//! The provider turns the query's predicates on `time` into a [`TimeRange`] and scans only the
-//! buffer partitions that overlap it. Every predicate is reported as `Inexact`, so DataFusion
-//! still applies all of them to the rows returned: pruning here may only drop whole
-//! partitions that cannot match, never decide a row.
+//! A scan turns the query's predicates on `time` into a [`TimeRange`], keeps the buffer
+//! partitions and the files (by the catalog's min/max time) that overlap it, and plans them:
+//! sources that do not overlap any other are scanned plainly (Parquet with the query's
+//! predicates for row-group and page pruning, the buffer from memory); sources whose time
+//! ranges overlap are merged by primary key in a [`DeduplicateExec`]. Every predicate is
+//! reported as `Inexact`, so DataFusion still applies all of them to the rows returned: pruning
+//! may only drop data that cannot match, never decide a row.
+//!
+//! The buffer is scanned before the file list is read. The persister publishes a file before
+//! it drops the buffer rows the file holds, so in that order a scan never misses a row that is
+//! moving from the buffer to a file; it may see such a row twice, and the two copies overlap in
+//! time, so they are merged.
 
+use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
 use sluice_storage::catalog::TIME_COLUMN;
-use sluice_storage::{TableBuffer, TableSchema, TimeRange};
+use sluice_storage::{BufferChunk, ParquetFile, TableBuffer, TableSchema, TimeRange, WriteBuffer};
+
+use crate::deduplicate::DeduplicateExec;
+
+/// The URL under which the executor registers the object store with DataFusion.
+pub const LAKE_URL: &str = "sluice://lake";
 
 /// One table of one database, as DataFusion sees it.
 #[derive(Debug)]
-pub struct BufferTable {
+pub struct SluiceTable {
+    db: Arc<str>,
     schema: Arc<TableSchema>,
     buffer: Option<Arc<TableBuffer>>,
+    write_buffer: Arc<WriteBuffer>,
 }
 
-impl BufferTable {
-    /// A provider over `buffer` (absent if the table has no buffered rows) with `schema`.
-    pub fn new(schema: Arc<TableSchema>, buffer: Option<Arc<TableBuffer>>) -> Self {
-        BufferTable { schema, buffer }
+impl SluiceTable {
+    /// The table `schema` of `db`: rows from `buffer` (absent if nothing was ever buffered)
+    /// and from the files `write_buffer` lists.
+    pub fn new(
+        db: Arc<str>,
+        schema: Arc<TableSchema>,
+        buffer: Option<Arc<TableBuffer>>,
+        write_buffer: Arc<WriteBuffer>,
+    ) -> Self {
+        SluiceTable {
+            db,
+            schema,
+            buffer,
+            write_buffer,
+        }
     }
 }
 
+/// A place rows come from, with the time range it covers.
+enum Source {
+    File(ParquetFile),
+    Chunk(BufferChunk),
+}
+
+impl Source {
+    fn range(&self) -> (i64, i64) {
+        match self {
+            Source::File(f) => (f.min_time, f.max_time),
+            Source::Chunk(c) => (c.min_time, c.max_time),
+        }
+    }
+
+    /// Age: files by id, then buffer chunks by their order (all newer than any file).
+    fn age(&self) -> (u8, u64) {
+        match self {
+            Source::File(f) => (0, f.id),
+            Source::Chunk(c) => (1, c.order),
+        }
+    }
+}
+
+/// Groups `sources` into sets whose time ranges chain into each other; a source that overlaps
+/// nothing is a set of one. Each set comes oldest first.
+fn overlap_groups(mut sources: Vec<Source>) -> Vec<Vec<Source>> {
+    sources.sort_by_key(|s| s.range());
+    let mut groups: Vec<Vec<Source>> = Vec::new();
+    let mut group_max = i64::MIN;
+    for s in sources {
+        let (min, max) = s.range();
+        match groups.last_mut() {
+            Some(g) if min <= group_max => {
+                g.push(s);
+                group_max = group_max.max(max);
+            }
+            _ => {
+                groups.push(vec![s]);
+                group_max = max;
+            }
+        }
+    }
+    for g in &mut groups {
+        g.sort_by_key(|s| s.age());
+    }
+    groups
+}
+
 #[async_trait]
-impl TableProvider for BufferTable {
+impl TableProvider for SluiceTable {
     fn schema(&self) -> SchemaRef {
         self.schema.arrow_schema().clone()
     }
@@ -56,25 +144,233 @@ impl TableProvider for BufferTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table_schema = self.schema();
         let range = time_range(filters);
-        let batches = match &self.buffer {
-            Some(b) => b.scan(&self.schema, range).batches,
-            None => Vec::new(),
+        // the buffer first, then the files: see the module documentation
+        let scan = match &self.buffer {
+            Some(b) => b.scan(&self.schema, range),
+            None => Default::default(),
         };
-        // Spread the partitions' batches over the session's target partitions so that
-        // DataFusion can work on them in parallel.
-        let n = state
-            .config()
-            .target_partitions()
-            .max(1)
-            .min(batches.len().max(1));
-        let mut partitions: Vec<Vec<_>> = vec![Vec::new(); n];
-        for (i, b) in batches.into_iter().enumerate() {
-            partitions[i % n].push(b);
+        let files = self
+            .write_buffer
+            .lake()
+            .table_files(&self.db, &self.schema.name);
+        let mut stats = ScanStats {
+            table: self.schema.name.to_string(),
+            files_total: files.len(),
+            buffer_partitions_total: scan.partitions_total,
+            buffer_partitions_scanned: scan.partitions_scanned,
+            ..ScanStats::default()
+        };
+        let mut sources: Vec<Source> = files
+            .iter()
+            .filter(|f| range.overlaps(f.min_time, f.max_time))
+            .cloned()
+            .map(Source::File)
+            .collect();
+        stats.files_scanned = sources.len();
+        sources.extend(scan.chunks.into_iter().map(Source::Chunk));
+
+        let mut plain_files = Vec::new();
+        let mut plain_chunks = Vec::new();
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        for group in overlap_groups(sources) {
+            if group.len() == 1 {
+                match group.into_iter().next() {
+                    Some(Source::File(f)) => plain_files.push(f),
+                    Some(Source::Chunk(c)) => plain_chunks.push(c.batch),
+                    None => {}
+                }
+                continue;
+            }
+            stats.deduplicated_groups += 1;
+            let mut file_scans = Vec::new();
+            let mut chunks = Vec::new();
+            for s in group {
+                match s {
+                    Source::File(f) => {
+                        file_scans.push(parquet_scan(&table_schema, vec![vec![f]], None, None)?)
+                    }
+                    Source::Chunk(c) => chunks.push(c.batch),
+                }
+            }
+            plans.push(Arc::new(DeduplicateExec::try_new(
+                table_schema.clone(),
+                projection.cloned(),
+                file_scans,
+                chunks,
+            )?));
         }
-        let exec =
-            MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?;
-        Ok(exec)
+        let target = state.config().target_partitions().max(1);
+        if !plain_files.is_empty() {
+            let predicate = match conjunction(filters.to_vec()) {
+                Some(expr) => {
+                    let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
+                    Some(state.create_physical_expr(expr, &df_schema)?)
+                }
+                None => None,
+            };
+            let n = target.min(plain_files.len());
+            let mut groups: Vec<Vec<ParquetFile>> = vec![Vec::new(); n];
+            for (i, f) in plain_files.into_iter().enumerate() {
+                groups[i % n].push(f);
+            }
+            plans.push(parquet_scan(
+                &table_schema,
+                groups,
+                projection.cloned(),
+                predicate,
+            )?);
+        }
+        if !plain_chunks.is_empty() {
+            // Spread the chunks over the session's target partitions so that DataFusion can
+            // work on them in parallel.
+            let n = target.min(plain_chunks.len());
+            let mut partitions: Vec<Vec<_>> = vec![Vec::new(); n];
+            for (i, b) in plain_chunks.into_iter().enumerate() {
+                partitions[i % n].push(b);
+            }
+            plans.push(MemorySourceConfig::try_new_exec(
+                &partitions,
+                table_schema.clone(),
+                projection.cloned(),
+            )?);
+        }
+        let input = if plans.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(table_schema.project(p)?),
+                None => table_schema.clone(),
+            };
+            Arc::new(EmptyExec::new(projected)) as Arc<dyn ExecutionPlan>
+        } else {
+            UnionExec::try_new(plans)?
+        };
+        Ok(Arc::new(SluiceScanExec { input, stats }))
+    }
+}
+
+/// A Parquet scan of `groups` (one output partition per group) in the table's schema: columns
+/// a file lacks (added to the table after it was written) read as nulls.
+fn parquet_scan(
+    table_schema: &SchemaRef,
+    groups: Vec<Vec<ParquetFile>>,
+    projection: Option<Vec<usize>>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(table_schema.clone()).with_enable_page_index(true);
+    if let Some(p) = predicate {
+        source = source.with_predicate(p).with_pushdown_filters(true);
+    }
+    let url = ObjectStoreUrl::parse(LAKE_URL)?;
+    let groups = groups
+        .into_iter()
+        .map(|files| {
+            FileGroup::new(
+                files
+                    .into_iter()
+                    .map(|f| PartitionedFile::new(f.path, f.size_bytes))
+                    .collect(),
+            )
+        })
+        .collect();
+    let config = FileScanConfigBuilder::new(url, Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection)?
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// What a scan kept and dropped, for `EXPLAIN`.
+#[derive(Debug, Default, Clone)]
+struct ScanStats {
+    table: String,
+    files_scanned: usize,
+    files_total: usize,
+    buffer_partitions_scanned: usize,
+    buffer_partitions_total: usize,
+    deduplicated_groups: usize,
+}
+
+/// The root of a table's scan: runs its input unchanged and shows in `EXPLAIN` how much the
+/// time range pruned (`files=1/24` reads one file of 24).
+#[derive(Debug)]
+pub struct SluiceScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    stats: ScanStats,
+}
+
+impl DisplayAs for SluiceScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "SluiceScanExec: table={}, files={}/{}, buffer_partitions={}/{}, deduplicated_groups={}",
+            s.table,
+            s.files_scanned,
+            s.files_total,
+            s.buffer_partitions_scanned,
+            s.buffer_partitions_total,
+            s.deduplicated_groups
+        )
+    }
+}
+
+impl ExecutionPlan for SluiceScanExec {
+    fn name(&self) -> &str {
+        "SluiceScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(SluiceScanExec {
+                input,
+                stats: self.stats.clone(),
+            })),
+            _ => Err(datafusion::common::DataFusionError::Internal(
+                "SluiceScanExec takes exactly one child".into(),
+            )),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
     }
 }
 

@@ -1,12 +1,15 @@
-//! Liveness and the server's own metrics.
+//! Liveness, the server's own metrics, and operations on storage.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use serde_json::json;
+use sluice_storage::{FreezeRule, PersistError};
 
 use super::AppState;
+use super::error::ApiError;
 
 /// The version agents see in `X-Influxdb-Version`: the InfluxDB API generation Sluice speaks
 /// (some clients branch on the major version), then Sluice's own version.
@@ -37,4 +40,29 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         state.metrics.render(&state.buffer),
     )
+}
+
+/// `POST /api/v3/persist`: persists everything buffered now and answers once the files and the
+/// catalog are durable, with what was written.
+pub async fn persist(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let summary = state.buffer.persist(FreezeRule::All).await.map_err(|e| {
+        let status = match &e {
+            PersistError::Freeze(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // the object store is down or refused: the data is safe, try again later
+            PersistError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PersistError::Encode { .. } | PersistError::Wal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let err = ApiError::new(status, format!("persist failed, nothing was lost: {e}"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            err.retry_after(5)
+        } else {
+            err
+        }
+    })?;
+    Ok(axum::Json(json!({
+        "files": summary.files,
+        "rows": summary.rows,
+        "bytes": summary.bytes,
+        "wal_segments_deleted": summary.wal_segments_deleted,
+    })))
 }

@@ -14,6 +14,7 @@ pub const ENDPOINTS: &[&str] = &[
     "/api/v2/write",
     "/write",
     "/api/v3/query_sql",
+    "/api/v3/persist",
     "/health",
     "/ping",
     "/metrics",

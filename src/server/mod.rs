@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use sluice_query::{QueryConfig, QueryExecutor};
-use sluice_storage::{Limits, WriteBuffer, WriteBufferConfig};
+use sluice_storage::{Limits, ObjectStorage, ObjectStoreConfig, WriteBuffer, WriteBufferConfig};
 use tokio::net::TcpListener;
 
 use self::metrics::ServerMetrics;
@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub auto_create_databases: bool,
     pub buffer_memory_limit: usize,
     pub query: QueryConfig,
+    pub object_store: ObjectStoreConfig,
+    /// A buffer partition is persisted once its hour ended this long ago.
+    pub persist_after: std::time::Duration,
+    /// How often the persister looks for due partitions.
+    pub persist_interval: std::time::Duration,
 }
 
 /// State shared by every handler.
@@ -59,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),
         )
+        .route("/api/v3/persist", post(admin::persist))
         .route("/health", get(admin::health))
         .route("/ping", get(admin::ping).head(admin::ping))
         .route("/metrics", get(admin::metrics))
@@ -95,23 +101,36 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    let storage = ObjectStorage::from_config(&config.object_store).map_err(|e| e.to_string())?;
+    tracing::info!(object_store = storage.description(), "object store");
     let mut wb_config = WriteBufferConfig::new(&config.wal_dir);
     wb_config.limits = config.limits;
     wb_config.auto_create_databases = config.auto_create_databases;
     wb_config.buffer_memory_limit = config.buffer_memory_limit;
+    wb_config.persist_after = config.persist_after;
     let started = Instant::now();
-    let (buffer, replay) = WriteBuffer::open(wb_config)
-        .map_err(|e| format!("cannot open the write-ahead log: {e}"))?;
+    let (buffer, replay) = WriteBuffer::open(wb_config, storage)
+        .await
+        .map_err(|e| format!("cannot open storage: {e}"))?;
     tracing::info!(
         wal_dir = %config.wal_dir.display(),
+        files = replay.files,
         records = replay.records,
         points = replay.points,
+        points_already_persisted = replay.points_persisted,
         undecodable = replay.undecodable,
         cut_tails = replay.cut_tails.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "replayed the write-ahead log"
+        "loaded the catalog and replayed the write-ahead log"
     );
     let buffer = Arc::new(buffer);
+    let (stop_persister, persister_stopped) = tokio::sync::oneshot::channel::<()>();
+    let persister = tokio::spawn(buffer.clone().run_persister(
+        config.persist_interval,
+        async move {
+            let _ = persister_stopped.await;
+        },
+    ));
     let query = QueryExecutor::new(buffer.clone(), config.query.clone())
         .map_err(|e| format!("cannot start the query engine: {e}"))?;
     let listener = TcpListener::bind(config.http_bind)
@@ -134,6 +153,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped taking requests; syncing the write-ahead log");
+    let _ = stop_persister.send(());
+    let _ = persister.await;
     tokio::task::spawn_blocking(move || buffer.shutdown())
         .await
         .map_err(|e| format!("WAL shutdown failed: {e}"))?;

@@ -227,7 +227,12 @@ impl Catalog {
     }
 }
 
-/// Checks a database name against the naming rule: 1-64 characters of `[A-Za-z0-9_-]`.
+/// Names SQL already uses for schemas of its own (`system.parquet_files`,
+/// `information_schema.tables`), so no database may take them.
+pub const RESERVED_DATABASE_NAMES: &[&str] = &["system", "information_schema"];
+
+/// Checks a database name against the naming rule: 1-64 characters of `[A-Za-z0-9_-]`, not
+/// one of [`RESERVED_DATABASE_NAMES`].
 pub fn validate_database_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("database name is empty".into());
@@ -236,6 +241,11 @@ pub fn validate_database_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "database name '{name}' is {} characters long; the limit is 64",
             name.chars().count()
+        ));
+    }
+    if RESERVED_DATABASE_NAMES.contains(&name) {
+        return Err(format!(
+            "database name '{name}' is reserved for Sluice's own tables; choose another name"
         ));
     }
     if let Some(c) = name
@@ -278,6 +288,11 @@ mod tests {
         assert!(validate_database_name("main").is_ok());
         assert!(validate_database_name("a-b_C9").is_ok());
         assert!(validate_database_name("").is_err());
+        assert!(
+            validate_database_name("system")
+                .unwrap_err()
+                .contains("reserved")
+        );
         assert!(validate_database_name(&"x".repeat(65)).is_err());
         assert!(
             validate_database_name("a.b")

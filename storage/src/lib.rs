@@ -7,16 +7,24 @@
 //! crate scans.
 
 pub mod catalog;
+pub mod catalog_file;
+pub mod deduplicate;
 pub mod metrics;
+pub mod persisted_files;
+pub mod persister;
+pub mod store;
 pub mod table_buffer;
 pub mod validator;
 pub mod wal;
 pub mod write_buffer;
 
 pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
-pub use table_buffer::{BufferScan, TableBuffer, TimeRange};
+pub use persisted_files::{LakeState, ParquetFile};
+pub use persister::{PersistError, PersistSummary};
+pub use store::{ObjectStorage, ObjectStoreConfig, ObjectStoreKind};
+pub use table_buffer::{BufferChunk, BufferScan, TableBuffer, TimeRange};
 pub use validator::{Limits, Rejection};
 pub use write_buffer::{
-    OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError, WriteOptions,
+    FreezeRule, OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError, WriteOptions,
     WriteOutcome,
 };

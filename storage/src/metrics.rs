@@ -110,6 +110,12 @@ pub struct StorageMetrics {
     pub wal_records: Counter,
     /// Writes acknowledged by one fsync, summed: divided by fsync count, the group size.
     pub wal_grouped_writes: Counter,
+    /// Parquet files written by persistence.
+    pub persisted_files: Counter,
+    /// Rows written to Parquet by persistence.
+    pub persisted_rows: Counter,
+    /// Persist rounds that failed (and were retried later).
+    pub persist_errors: Counter,
 }
 
 impl StorageMetrics {
@@ -139,6 +145,21 @@ impl StorageMetrics {
                 "Writes made durable, summed over fsyncs (divide by the fsync count for the \
                  mean group size).",
                 self.wal_grouped_writes.get(),
+            ),
+            (
+                "sluice_persisted_files_total",
+                "Parquet files written by persistence.",
+                self.persisted_files.get(),
+            ),
+            (
+                "sluice_persisted_rows_total",
+                "Rows written to Parquet by persistence.",
+                self.persisted_rows.get(),
+            ),
+            (
+                "sluice_persist_errors_total",
+                "Persist rounds that failed; their rows stay buffered and are retried.",
+                self.persist_errors.get(),
             ),
         ] {
             header(out, name, "counter", help);

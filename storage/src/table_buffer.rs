@@ -52,12 +52,59 @@ impl TimeRange {
     }
 }
 
+/// The rows of one buffer partition as a scan returns them.
+#[derive(Debug, Clone)]
+pub struct BufferChunk {
+    /// The rows, one per primary key, in the table's current Arrow schema.
+    pub batch: RecordBatch,
+    /// Hour partition key (`time.div_euclid(PARTITION_NANOS)`).
+    pub partition: i64,
+    pub min_time: i64,
+    pub max_time: i64,
+    /// Age among the chunks of the buffer: frozen partitions in the order they were frozen,
+    /// live ones ([`LIVE_ORDER`]) newest. All buffered rows are newer than every persisted
+    /// file of the table.
+    pub order: u64,
+}
+
+/// [`BufferChunk::order`] of live (not frozen) partitions.
+pub const LIVE_ORDER: u64 = u64::MAX;
+
 /// What a scan of the buffer returned, with the counts `EXPLAIN` shows.
 #[derive(Debug, Default)]
 pub struct BufferScan {
-    pub batches: Vec<RecordBatch>,
+    pub chunks: Vec<BufferChunk>,
+    /// Partitions (live and frozen) whose rows were returned.
     pub partitions_scanned: usize,
+    /// Partitions (live and frozen) the table has in the buffer.
     pub partitions_total: usize,
+}
+
+impl BufferScan {
+    /// The rows of every chunk.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.chunks.iter().map(|c| c.batch.clone()).collect()
+    }
+}
+
+/// A partition taken out of the live buffer to be persisted. Its rows stay queryable (through
+/// [`TableBuffer::scan`]) until [`TableBuffer::remove_frozen`] drops them, which the persister
+/// does only once the Parquet file holding them is in the catalog.
+#[derive(Debug)]
+pub struct FrozenPartition {
+    /// Hour partition key.
+    pub partition: i64,
+    /// Freeze order, unique across the server's life (see [`BufferChunk::order`]).
+    pub seq: u64,
+    /// The rows, one per primary key, in the table's Arrow schema at freeze time.
+    pub batch: RecordBatch,
+    pub min_time: i64,
+    pub max_time: i64,
+    /// The oldest WAL segment holding rows of this partition: the WAL must keep it until the
+    /// partition is persisted.
+    pub min_segment: u64,
+    /// Buffer bytes this partition accounts for.
+    pub bytes: usize,
 }
 
 /// The buffered rows of one table.
@@ -76,6 +123,8 @@ struct TableData {
     /// Per series id: the time of its newest row.
     series_last_time: Vec<i64>,
     partitions: BTreeMap<i64, Partition>,
+    /// Partitions being persisted, oldest first.
+    frozen: Vec<Arc<FrozenPartition>>,
     rows: usize,
     bytes: usize,
 }
@@ -108,6 +157,10 @@ struct Partition {
     min_time: i64,
     max_time: i64,
     may_have_duplicates: bool,
+    /// The WAL segment the partition's first row was logged in.
+    min_segment: u64,
+    /// Bytes of rows (not series) this partition accounts for.
+    bytes: usize,
     cache: Mutex<Option<CachedBatch>>,
 }
 
@@ -248,7 +301,7 @@ impl FieldColumn {
 }
 
 impl Partition {
-    fn new() -> Self {
+    fn new(min_segment: u64) -> Self {
         Partition {
             time: Vec::new(),
             series: Vec::new(),
@@ -256,6 +309,8 @@ impl Partition {
             min_time: i64::MAX,
             max_time: i64::MIN,
             may_have_duplicates: false,
+            min_segment,
+            bytes: 0,
             cache: Mutex::new(None),
         }
     }
@@ -340,6 +395,23 @@ impl Partition {
     }
 }
 
+/// `batch` in `schema`: columns taken by name, columns it lacks (added to the table after the
+/// batch was built) all null.
+pub fn align_to_schema(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> RecordBatch {
+    if batch.schema().fields() == schema.fields() {
+        return batch.clone();
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.schema().index_of(f.name()) {
+            Ok(i) => batch.column(i).clone(),
+            Err(_) => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the schema")
+}
+
 /// Builds tag columns for the rows of a partition from their series ids.
 struct TagLookup<'a> {
     tag_values: &'a mut [TagValues],
@@ -388,13 +460,14 @@ impl TableBuffer {
         Self::default()
     }
 
-    /// Appends `points` (all of this table, from `batch`) under `schema`, which has every
-    /// column they use. Returns the bytes added.
+    /// Appends `points` (all of this table, from `batch`, logged in WAL segment `segment`)
+    /// under `schema`, which has every column they use. Returns the bytes added.
     pub fn apply<'a>(
         &self,
         schema: &TableSchema,
         batch: &WriteBatch,
         points: impl Iterator<Item = &'a Point>,
+        segment: u64,
     ) -> usize {
         const UNRESOLVED: u32 = u32::MAX;
         let mut data = self.inner.write();
@@ -448,7 +521,7 @@ impl TableBuffer {
             let partition = data
                 .partitions
                 .entry(point.time.div_euclid(PARTITION_NANOS))
-                .or_insert_with(Partition::new);
+                .or_insert_with(|| Partition::new(segment));
             let row = partition.rows();
             let last = &mut data.series_last_time[series as usize];
             if point.time <= *last {
@@ -460,7 +533,7 @@ impl TableBuffer {
             partition.series.push(series);
             partition.min_time = partition.min_time.min(point.time);
             partition.max_time = partition.max_time.max(point.time);
-            bytes += 12;
+            let mut row_bytes = 12;
             for field in batch.fields_of(point) {
                 let Some(col) = column(field.key) else {
                     continue;
@@ -470,8 +543,10 @@ impl TableBuffer {
                 }
                 let fc = partition.fields[col]
                     .get_or_insert_with(|| FieldColumn::new(&field.value, row + 1));
-                bytes += fc.set(row, &field.value, &batch.symbols);
+                row_bytes += fc.set(row, &field.value, &batch.symbols);
             }
+            partition.bytes += row_bytes;
+            bytes += row_bytes;
             rows += 1;
             partition.cache.get_mut().take();
         }
@@ -480,9 +555,9 @@ impl TableBuffer {
         bytes
     }
 
-    /// The buffered rows whose partition overlaps `range`, one batch per partition, in
-    /// `schema`'s Arrow layout with rows of one primary key merged. Rows outside `range` may
-    /// be included: callers filter.
+    /// The buffered rows whose partition overlaps `range`, one chunk per partition (frozen
+    /// ones included), in `schema`'s Arrow layout with rows of one primary key merged within
+    /// each chunk. Rows outside `range` may be included: callers filter.
     pub fn scan(&self, schema: &TableSchema, range: TimeRange) -> BufferScan {
         // Batches are built under the write lock because building caches tag value arrays;
         // cached partitions (all but the one being written) are cheap clones.
@@ -493,20 +568,115 @@ impl TableBuffer {
             series_tags: &data.series_tags,
         };
         let mut out = BufferScan {
-            partitions_total: data.partitions.len(),
+            partitions_total: data.partitions.len() + data.frozen.len(),
             ..BufferScan::default()
         };
-        for p in data.partitions.values() {
+        for f in &data.frozen {
+            if !range.overlaps(f.min_time, f.max_time) {
+                continue;
+            }
+            out.partitions_scanned += 1;
+            out.chunks.push(BufferChunk {
+                batch: align_to_schema(&f.batch, schema.arrow_schema()),
+                partition: f.partition,
+                min_time: f.min_time,
+                max_time: f.max_time,
+                order: f.seq,
+            });
+        }
+        for (&key, p) in &data.partitions {
             if p.rows() == 0 || !range.overlaps(p.min_time, p.max_time) {
                 continue;
             }
             out.partitions_scanned += 1;
-            out.batches.push(p.to_batch(schema, &mut lookup));
+            out.chunks.push(BufferChunk {
+                batch: p.to_batch(schema, &mut lookup),
+                partition: key,
+                min_time: p.min_time,
+                max_time: p.max_time,
+                order: LIVE_ORDER,
+            });
         }
         out
     }
 
-    /// Rows appended (before merging).
+    /// Takes the live partitions for which `due(partition key)` holds out of the live buffer
+    /// and freezes them (rows merged per primary key, in `schema`'s layout), numbering them
+    /// from `*next_seq`. Later writes to the same hours start new partitions. Returns every
+    /// frozen partition of the table, those frozen earlier and not yet removed first.
+    pub fn freeze(
+        &self,
+        schema: &TableSchema,
+        mut due: impl FnMut(i64) -> bool,
+        next_seq: &mut u64,
+    ) -> Vec<Arc<FrozenPartition>> {
+        let mut data = self.inner.write();
+        let data = &mut *data;
+        let keys: Vec<i64> = data
+            .partitions
+            .keys()
+            .copied()
+            .filter(|&k| due(k))
+            .collect();
+        for key in keys {
+            let Some(p) = data.partitions.remove(&key) else {
+                continue;
+            };
+            if p.rows() == 0 {
+                continue;
+            }
+            let mut lookup = TagLookup {
+                tag_values: &mut data.tag_values,
+                series_tags: &data.series_tags,
+            };
+            let batch = p.to_batch(schema, &mut lookup);
+            data.frozen.push(Arc::new(FrozenPartition {
+                partition: key,
+                seq: *next_seq,
+                batch,
+                min_time: p.min_time,
+                max_time: p.max_time,
+                min_segment: p.min_segment,
+                bytes: p.bytes,
+            }));
+            *next_seq += 1;
+        }
+        data.frozen.clone()
+    }
+
+    /// Drops the frozen partitions numbered in `seqs` (their rows are now in files the
+    /// catalog lists). Returns the (rows, bytes) released.
+    pub fn remove_frozen(&self, seqs: &[u64]) -> (usize, usize) {
+        let mut data = self.inner.write();
+        let (mut rows, mut bytes) = (0, 0);
+        data.frozen.retain(|f| {
+            let drop = seqs.contains(&f.seq);
+            if drop {
+                rows += f.batch.num_rows();
+                bytes += f.bytes;
+            }
+            !drop
+        });
+        data.rows = data.rows.saturating_sub(rows);
+        data.bytes = data.bytes.saturating_sub(bytes);
+        (rows, bytes)
+    }
+
+    /// The oldest WAL segment that holds rows still only in this buffer (live or frozen).
+    pub fn min_segment(&self) -> Option<u64> {
+        let data = self.inner.read();
+        let live = data.partitions.values().map(|p| p.min_segment);
+        let frozen = data.frozen.iter().map(|f| f.min_segment);
+        live.chain(frozen).min()
+    }
+
+    /// Keys of the live partitions and how many bytes each holds.
+    pub fn live_partitions(&self) -> Vec<(i64, usize)> {
+        let data = self.inner.read();
+        data.partitions.iter().map(|(&k, p)| (k, p.bytes)).collect()
+    }
+
+    /// Rows held (live rows counted before merging).
     pub fn rows(&self) -> usize {
         self.inner.read().rows
     }

@@ -67,12 +67,7 @@ impl WalWriter {
     /// only after [`WalWriter::sync`].
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         if self.size >= self.segment_bytes {
-            self.sync()?;
-            let (file, path) = new_segment(&self.dir, self.sequence + 1)?;
-            self.sequence += 1;
-            self.file = file;
-            self.path = path;
-            self.size = HEADER_LEN as u64;
+            self.rotate()?;
         }
         self.scratch.clear();
         for p in payloads {
@@ -94,9 +89,27 @@ impl WalWriter {
         self.file.sync_data().map_err(io_err(&self.path))
     }
 
+    /// Makes the current segment durable and starts the next one. Returns the number of the
+    /// segment just closed: every record appended so far is in it or an earlier one.
+    pub fn rotate(&mut self) -> Result<u64> {
+        self.sync()?;
+        let closed = self.sequence;
+        let (file, path) = new_segment(&self.dir, self.sequence + 1)?;
+        self.sequence += 1;
+        self.file = file;
+        self.path = path;
+        self.size = HEADER_LEN as u64;
+        Ok(closed)
+    }
+
     /// The segment being written.
     pub fn current_segment(&self) -> &Path {
         &self.path
+    }
+
+    /// The number of the segment being written.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 }
 
@@ -155,12 +168,32 @@ pub struct CutTail {
     pub reason: String,
 }
 
+/// Deletes the segments numbered below `keep_from` (their records are all persisted).
+/// Returns how many were deleted.
+pub fn delete_before(dir: &Path, keep_from: u64) -> Result<usize> {
+    let mut deleted = 0;
+    for (seq, path) in list_segments(dir)? {
+        if seq >= keep_from {
+            break;
+        }
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        deleted += 1;
+    }
+    if deleted > 0 {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(deleted)
+}
+
 /// Reads every record of every segment in `dir`, oldest first, calling `each` with the
-/// payload. A segment whose tail is torn or corrupt (short record, bad checksum, bad magic)
-/// is truncated to its last good record and reported; records before it are all delivered.
-pub fn replay(dir: &Path, mut each: impl FnMut(&[u8])) -> Result<Vec<CutTail>> {
+/// segment's number and the payload. A segment whose tail is torn or corrupt (short record,
+/// bad checksum, bad magic) is truncated to its last good record and reported; records before
+/// it are all delivered.
+pub fn replay(dir: &Path, mut each: impl FnMut(u64, &[u8])) -> Result<Vec<CutTail>> {
     let mut cuts = Vec::new();
-    for (_, path) in list_segments(dir)? {
+    for (seq, path) in list_segments(dir)? {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -168,7 +201,7 @@ pub fn replay(dir: &Path, mut each: impl FnMut(&[u8])) -> Result<Vec<CutTail>> {
             .map_err(io_err(&path))?;
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(io_err(&path))?;
-        let (good, reason) = scan(&data, &mut each);
+        let (good, reason) = scan(&data, &mut |payload| each(seq, payload));
         if let Some(reason) = reason {
             file.set_len(good as u64).map_err(io_err(&path))?;
             file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
@@ -231,7 +264,7 @@ mod tests {
 
     fn read_all(dir: &Path) -> (Vec<Vec<u8>>, Vec<CutTail>) {
         let mut got = Vec::new();
-        let cuts = replay(dir, |p| got.push(p.to_vec())).unwrap();
+        let cuts = replay(dir, |_, p| got.push(p.to_vec())).unwrap();
         (got, cuts)
     }
 
@@ -255,6 +288,28 @@ mod tests {
         assert_eq!(got[3], vec![3u8; 20]);
         assert_eq!(got[11], b"restart");
         assert!(list_segments(dir.path()).unwrap().len() > 2);
+    }
+
+    #[test]
+    fn rotation_closes_a_segment_and_old_segments_can_be_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"a".as_slice()]).unwrap();
+        assert_eq!(w.rotate().unwrap(), 1);
+        w.append([b"b".as_slice()]).unwrap();
+        assert_eq!(w.rotate().unwrap(), 2);
+        w.append([b"c".as_slice()]).unwrap();
+        w.sync().unwrap();
+        assert_eq!(w.sequence(), 3);
+        let mut seen = Vec::new();
+        replay(dir.path(), |seq, p| seen.push((seq, p.to_vec()))).unwrap();
+        assert_eq!(
+            seen,
+            vec![(1, b"a".to_vec()), (2, b"b".to_vec()), (3, b"c".to_vec())]
+        );
+        assert_eq!(delete_before(dir.path(), 3).unwrap(), 2);
+        let (got, _) = read_all(dir.path());
+        assert_eq!(got, vec![b"c".to_vec()]);
     }
 
     #[test]

@@ -9,22 +9,31 @@
 //! appends them with one `write`, applies them to the buffer (so a write is queryable by the
 //! time it is acknowledged), fsyncs once, and only then acknowledges them. `no_sync` writes
 //! are acknowledged right after they are applied, before the fsync.
+//!
+//! The same thread freezes partitions for the persister (`persister.rs`): it closes the
+//! current WAL segment and takes the chosen partitions out of the live buffer in one step
+//! between two groups, so that a frozen partition holds exactly the rows of its hour logged in
+//! that segment or earlier ones, and no later row. That is what lets the catalog record
+//! "partition P is persisted through segment S" and replay skip exactly those rows.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use sluice_ingest::{Sym, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::catalog::{Catalog, CatalogSnapshot, validate_database_name};
+use crate::catalog_file;
 use crate::metrics::StorageMetrics;
-use crate::table_buffer::TableBuffer;
+use crate::persisted_files::LakeState;
+use crate::store::{self, ObjectStorage};
+use crate::table_buffer::{FrozenPartition, PARTITION_NANOS, TableBuffer};
 use crate::validator::{Limits, Rejection, validate};
 use crate::wal::{self, WalWriter};
 
@@ -41,6 +50,8 @@ pub struct WriteBufferConfig {
     pub buffer_memory_limit: usize,
     /// A WAL segment is closed and a new one started past this size.
     pub wal_segment_bytes: u64,
+    /// A buffer partition is persisted once its hour ended this long ago.
+    pub persist_after: Duration,
 }
 
 impl WriteBufferConfig {
@@ -52,6 +63,7 @@ impl WriteBufferConfig {
             auto_create_databases: true,
             buffer_memory_limit: 4 << 30,
             wal_segment_bytes: 64 << 20,
+            persist_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -116,6 +128,10 @@ pub enum OpenError {
     Wal(#[from] wal::Error),
     #[error("could not start the WAL thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot read the catalog from the object store: {0}")]
+    Store(#[from] store::Error),
+    #[error("{0}")]
+    Catalog(String),
 }
 
 /// What replay found, for the start-up log.
@@ -123,6 +139,10 @@ pub enum OpenError {
 pub struct ReplaySummary {
     pub records: usize,
     pub points: usize,
+    /// Points skipped because the files listed in the catalog hold them already.
+    pub points_persisted: usize,
+    /// Files the catalog lists.
+    pub files: usize,
     /// Records that passed their checksum but could not be decoded (skipped).
     pub undecodable: usize,
     pub cut_tails: Vec<wal::CutTail>,
@@ -139,22 +159,72 @@ struct WalOp {
 /// Database name -> table name -> that table's buffered rows.
 type TableBuffers = HashMap<Arc<str>, HashMap<Arc<str>, Arc<TableBuffer>>>;
 
-/// State shared by the request path and the WAL thread.
-struct Shared {
-    catalog: Catalog,
-    tables: RwLock<TableBuffers>,
-    bytes: AtomicUsize,
-    rows: AtomicUsize,
-    failed: Mutex<Option<String>>,
-    metrics: StorageMetrics,
+/// Which live partitions a freeze takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeRule {
+    /// Every live partition.
+    All,
+    /// Partitions whose hour ends at or before this time (nanoseconds).
+    EndedBy(i64),
 }
 
-/// Catalog, WAL and buffered rows of every database.
+impl FreezeRule {
+    /// Whether the rule takes the partition with key `partition`.
+    pub fn takes(self, partition: i64) -> bool {
+        match self {
+            FreezeRule::All => true,
+            FreezeRule::EndedBy(t) => (partition + 1).saturating_mul(PARTITION_NANOS) <= t,
+        }
+    }
+}
+
+/// The frozen partitions of one table.
+#[derive(Debug)]
+pub struct FrozenTable {
+    pub db: Arc<str>,
+    pub table: Arc<str>,
+    pub partitions: Vec<Arc<FrozenPartition>>,
+}
+
+/// What a freeze produced: every frozen partition not yet persisted (earlier ones included),
+/// and the WAL segment that was closed, through which all their rows are logged.
+#[derive(Debug)]
+pub struct Frozen {
+    pub through_segment: u64,
+    pub tables: Vec<FrozenTable>,
+}
+
+enum WalMsg {
+    Write(WalOp),
+    Freeze {
+        rule: FreezeRule,
+        reply: oneshot::Sender<Result<Frozen, String>>,
+    },
+}
+
+/// State shared by the request path and the WAL thread.
+pub(crate) struct Shared {
+    pub(crate) catalog: Catalog,
+    pub(crate) tables: RwLock<TableBuffers>,
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) rows: AtomicUsize,
+    failed: Mutex<Option<String>>,
+    pub(crate) metrics: StorageMetrics,
+    /// Live files and WAL bookkeeping, as last written to the catalog on the object store.
+    pub(crate) lake: RwLock<Arc<LakeState>>,
+    /// The WAL segment being written.
+    pub(crate) current_segment: AtomicU64,
+}
+
+/// Catalog, WAL, buffered rows and persisted files of every database.
 pub struct WriteBuffer {
-    shared: Arc<Shared>,
-    config: WriteBufferConfig,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: WriteBufferConfig,
+    pub(crate) storage: ObjectStorage,
+    /// Held by whoever changes the files (persist, compaction), one at a time.
+    pub(crate) lake_lock: tokio::sync::Mutex<()>,
     /// Serialises validation and WAL hand-off; see the module documentation.
-    write_lock: Mutex<Option<mpsc::Sender<WalOp>>>,
+    write_lock: Mutex<Option<mpsc::Sender<WalMsg>>>,
     wal_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -163,9 +233,17 @@ const RECORD_VERSION: u8 = 1;
 const MAX_GROUP: usize = 4096;
 
 impl WriteBuffer {
-    /// Replays the WAL in `config.wal_dir` into an empty buffer, then starts the WAL thread on
-    /// a new segment.
-    pub fn open(config: WriteBufferConfig) -> Result<(Self, ReplaySummary), OpenError> {
+    /// Loads the catalog from `storage`, replays the WAL in `config.wal_dir` (the rows that
+    /// the catalog's files do not already hold) into an empty buffer, then starts the WAL
+    /// thread on a new segment.
+    pub async fn open(
+        config: WriteBufferConfig,
+        storage: ObjectStorage,
+    ) -> Result<(Self, ReplaySummary), OpenError> {
+        let (catalog, lake) = match storage.get(&catalog_file::catalog_path()).await? {
+            Some(bytes) => catalog_file::decode(&bytes).map_err(OpenError::Catalog)?,
+            None => (CatalogSnapshot::default(), LakeState::default()),
+        };
         let shared = Arc::new(Shared {
             catalog: Catalog::new(),
             tables: RwLock::new(HashMap::new()),
@@ -173,31 +251,21 @@ impl WriteBuffer {
             rows: AtomicUsize::new(0),
             failed: Mutex::new(None),
             metrics: StorageMetrics::default(),
+            lake: RwLock::new(Arc::new(lake)),
+            current_segment: AtomicU64::new(0),
         });
-        let mut summary = ReplaySummary::default();
-        summary.cut_tails = wal::replay(&config.wal_dir, |payload| {
-            summary.records += 1;
-            match decode_record(payload) {
-                Some((db, mut batch)) => {
-                    let unlimited = Limits::unlimited();
-                    let snapshot = shared.catalog.snapshot();
-                    if let Some(v) = validate(&snapshot, &db, &batch, &unlimited, true) {
-                        if let Some(c) = v.catalog {
-                            shared.catalog.replace(c);
-                        }
-                        for r in &v.rejected {
-                            tracing::warn!(db = %db, line = r.line, "WAL replay skipped a point: {}", r.message);
-                        }
-                        if !v.rejected.is_empty() {
-                            batch.retain_points(|i| v.keep[i]);
-                        }
-                    }
-                    summary.points += batch.len();
-                    shared.apply(&db, &batch);
-                }
-                None => summary.undecodable += 1,
-            }
-        })?;
+        shared.catalog.replace(catalog);
+        let mut summary = ReplaySummary {
+            files: shared.lake.read().all_files().count(),
+            ..ReplaySummary::default()
+        };
+        let replay_shared = shared.clone();
+        let wal_dir = config.wal_dir.clone();
+        let mut summary = tokio::task::spawn_blocking(move || {
+            replay(&replay_shared, &wal_dir, &mut summary).map(|()| summary)
+        })
+        .await
+        .map_err(|e| OpenError::Catalog(format!("WAL replay panicked: {e}")))??;
         for cut in &summary.cut_tails {
             tracing::warn!(
                 segment = %cut.segment.display(),
@@ -207,7 +275,11 @@ impl WriteBuffer {
                 cut.reason
             );
         }
+        summary.cut_tails.shrink_to_fit();
         let writer = WalWriter::create(&config.wal_dir, config.wal_segment_bytes)?;
+        shared
+            .current_segment
+            .store(writer.sequence(), Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -218,6 +290,8 @@ impl WriteBuffer {
             WriteBuffer {
                 shared,
                 config,
+                storage,
+                lake_lock: tokio::sync::Mutex::new(()),
                 write_lock: Mutex::new(Some(tx)),
                 wal_thread: Mutex::new(Some(handle)),
             },
@@ -282,13 +356,13 @@ impl WriteBuffer {
             let payload = encode_record(&db, &batch);
             let (tx, rx) = oneshot::channel();
             sender
-                .send(WalOp {
+                .send(WalMsg::Write(WalOp {
                     payload,
                     db,
                     batch,
                     no_sync: opts.no_sync,
                     reply: tx,
-                })
+                }))
                 .map_err(|_| WriteError::ShuttingDown)?;
             (rx, outcome)
         };
@@ -300,9 +374,46 @@ impl WriteBuffer {
         }
     }
 
+    /// Closes the current WAL segment and freezes the live partitions `rule` picks, between
+    /// two group commits. Returns every frozen partition not yet persisted.
+    pub async fn freeze(&self, rule: FreezeRule) -> Result<Frozen, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let sender = self.write_lock.lock();
+            let Some(sender) = sender.as_ref() else {
+                return Err(WriteError::ShuttingDown);
+            };
+            sender
+                .send(WalMsg::Freeze { rule, reply: tx })
+                .map_err(|_| WriteError::ShuttingDown)?;
+        }
+        match rx.await {
+            Ok(Ok(frozen)) => Ok(frozen),
+            Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
+            Err(_) => Err(WriteError::ShuttingDown),
+        }
+    }
+
     /// The current catalog.
     pub fn catalog(&self) -> Arc<CatalogSnapshot> {
         self.shared.catalog.snapshot()
+    }
+
+    /// The live Parquet files and WAL bookkeeping. Read it after scanning the buffer: the
+    /// persister adds a file before it drops the frozen rows the file holds, so that order
+    /// never misses a row (at worst it sees one twice, which deduplication merges).
+    pub fn lake(&self) -> Arc<LakeState> {
+        self.shared.lake.read().clone()
+    }
+
+    /// The object store holding the files.
+    pub fn storage(&self) -> &ObjectStorage {
+        &self.storage
+    }
+
+    /// The configuration the buffer was opened with.
+    pub fn config(&self) -> &WriteBufferConfig {
+        &self.config
     }
 
     /// The buffered rows of `db`.`table`, if any were written.
@@ -353,9 +464,9 @@ impl Drop for WriteBuffer {
 }
 
 impl Shared {
-    /// Appends the points of `batch` to their tables' buffers. Every table and column they
-    /// use is in the catalog already.
-    fn apply(&self, db: &str, batch: &WriteBatch) {
+    /// Appends the points of `batch`, logged in WAL segment `segment`, to their tables'
+    /// buffers. Every table and column they use is in the catalog already.
+    fn apply(&self, db: &str, batch: &WriteBatch, segment: u64) {
         let catalog = self.catalog.snapshot();
         let Some(db_schema) = catalog.database(db) else {
             tracing::error!(db, "write applied to a database missing from the catalog");
@@ -383,10 +494,59 @@ impl Shared {
                 continue;
             };
             let buffer = self.table_buffer_or_create(db, name);
-            let bytes = buffer.apply(schema, batch, idx.iter().map(|&i| &points[i as usize]));
+            let bytes = buffer.apply(
+                schema,
+                batch,
+                idx.iter().map(|&i| &points[i as usize]),
+                segment,
+            );
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
             self.rows.fetch_add(idx.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Freezes the partitions `rule` picks in every table; see [`WriteBuffer::freeze`].
+    fn freeze(&self, rule: FreezeRule, through_segment: u64, next_seq: &mut u64) -> Frozen {
+        let catalog = self.catalog.snapshot();
+        let tables: Vec<(Arc<str>, Arc<str>, Arc<TableBuffer>)> = self
+            .tables
+            .read()
+            .iter()
+            .flat_map(|(db, t)| {
+                t.iter()
+                    .map(move |(name, b)| (db.clone(), name.clone(), b.clone()))
+            })
+            .collect();
+        let mut out = Frozen {
+            through_segment,
+            tables: Vec::new(),
+        };
+        for (db, table, buffer) in tables {
+            let Some(schema) = catalog.table(&db, &table) else {
+                continue;
+            };
+            let partitions = buffer.freeze(schema, |p| rule.takes(p), next_seq);
+            if !partitions.is_empty() {
+                out.tables.push(FrozenTable {
+                    db,
+                    table,
+                    partitions,
+                });
+            }
+        }
+        out
+    }
+
+    /// The oldest WAL segment holding rows that are only in the buffer (live or frozen), or
+    /// the current segment if there are none: every older segment may be deleted.
+    pub(crate) fn oldest_needed_segment(&self) -> u64 {
+        let current = self.current_segment.load(Ordering::Relaxed);
+        self.tables
+            .read()
+            .values()
+            .flat_map(|t| t.values())
+            .filter_map(|b| b.min_segment())
+            .fold(current, u64::min)
     }
 
     fn table_buffer_or_create(&self, db: &str, table: &str) -> Arc<TableBuffer> {
@@ -429,61 +589,142 @@ fn decode_record(payload: &[u8]) -> Option<(Arc<str>, WriteBatch)> {
     }
 }
 
-fn wal_loop(shared: Arc<Shared>, mut wal: WalWriter, rx: mpsc::Receiver<WalOp>) {
+/// Replays the WAL into `shared`, skipping the rows the catalog's files already hold.
+fn replay(
+    shared: &Shared,
+    wal_dir: &std::path::Path,
+    summary: &mut ReplaySummary,
+) -> Result<(), OpenError> {
+    let lake = shared.lake.read().clone();
+    summary.cut_tails = wal::replay(wal_dir, |segment, payload| {
+        summary.records += 1;
+        let Some((db, mut batch)) = decode_record(payload) else {
+            summary.undecodable += 1;
+            return;
+        };
+        if !lake.persisted_through.is_empty() {
+            let covered: Vec<bool> = batch
+                .points()
+                .iter()
+                .map(|p| {
+                    lake.is_persisted(
+                        &db,
+                        batch.str(p.table),
+                        p.time.div_euclid(PARTITION_NANOS),
+                        segment,
+                    )
+                })
+                .collect();
+            let skipped = covered.iter().filter(|c| **c).count();
+            if skipped > 0 {
+                summary.points_persisted += skipped;
+                batch.retain_points(|i| !covered[i]);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let snapshot = shared.catalog.snapshot();
+        if let Some(v) = validate(&snapshot, &db, &batch, &Limits::unlimited(), true) {
+            if let Some(c) = v.catalog {
+                shared.catalog.replace(c);
+            }
+            for r in &v.rejected {
+                tracing::warn!(db = %db, line = r.line, "WAL replay skipped a point: {}", r.message);
+            }
+            if !v.rejected.is_empty() {
+                batch.retain_points(|i| v.keep[i]);
+            }
+        }
+        summary.points += batch.len();
+        shared.apply(&db, &batch, segment);
+    })?;
+    Ok(())
+}
+
+fn wal_loop(shared: Arc<Shared>, mut wal: WalWriter, rx: mpsc::Receiver<WalMsg>) {
     let mut ops: Vec<WalOp> = Vec::new();
+    let mut freezes = Vec::new();
+    let mut next_freeze_seq = 0u64;
     while let Ok(first) = rx.recv() {
-        ops.push(first);
-        while ops.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WalMsg::Write(op) => ops.push(op),
+                WalMsg::Freeze { rule, reply } => freezes.push((rule, reply)),
+            }
+            if ops.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        if let Some(reason) = shared.failed.lock().clone() {
-            for op in ops.drain(..) {
-                let _ = op.reply.send(Err(reason.clone()));
-            }
-            continue;
+        if !ops.is_empty() {
+            commit_group(&shared, &mut wal, &mut ops);
         }
-        let appended = wal.append(ops.iter().map(|op| op.payload.as_slice()));
-        if let Err(e) = appended {
-            fail(&shared, &mut ops, e.to_string());
-            continue;
-        }
-        let bytes: usize = ops.iter().map(|op| op.payload.len() + 8).sum();
-        shared.metrics.wal_bytes.add(bytes as u64);
-        shared.metrics.wal_records.add(ops.len() as u64);
-        let mut waiting = Vec::with_capacity(ops.len());
-        for op in ops.drain(..) {
-            shared.apply(&op.db, &op.batch);
-            if op.no_sync {
-                let _ = op.reply.send(Ok(()));
-            } else {
-                waiting.push(op.reply);
-            }
-        }
-        let started = Instant::now();
-        let synced = wal.sync();
-        shared.metrics.wal_fsync.observe(started.elapsed());
-        match synced {
-            Ok(()) => {
-                shared.metrics.wal_grouped_writes.add(waiting.len() as u64);
-                for reply in waiting {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::error!("WAL fsync failed, refusing further writes: {reason}");
-                *shared.failed.lock() = Some(reason.clone());
-                for reply in waiting {
-                    let _ = reply.send(Err(reason.clone()));
-                }
-            }
+        // Freezes go after the writes queued with them: those were acknowledged-to-be, so a
+        // freeze asked for after a write was acknowledged always includes it.
+        for (rule, reply) in freezes.drain(..) {
+            let result = match shared.failed.lock().clone() {
+                Some(reason) => Err(reason),
+                None => wal.rotate().map_err(|e| e.to_string()).map(|closed| {
+                    shared
+                        .current_segment
+                        .store(wal.sequence(), Ordering::Relaxed);
+                    shared.freeze(rule, closed, &mut next_freeze_seq)
+                }),
+            };
+            let _ = reply.send(result);
         }
     }
     if let Err(e) = wal.sync() {
         tracing::error!("final WAL fsync at shutdown failed: {e}");
+    }
+}
+
+/// Appends, applies and fsyncs one group of writes, then answers them.
+fn commit_group(shared: &Shared, wal: &mut WalWriter, ops: &mut Vec<WalOp>) {
+    if let Some(reason) = shared.failed.lock().clone() {
+        for op in ops.drain(..) {
+            let _ = op.reply.send(Err(reason.clone()));
+        }
+        return;
+    }
+    let appended = wal.append(ops.iter().map(|op| op.payload.as_slice()));
+    if let Err(e) = appended {
+        fail(shared, ops, e.to_string());
+        return;
+    }
+    let segment = wal.sequence();
+    shared.current_segment.store(segment, Ordering::Relaxed);
+    let bytes: usize = ops.iter().map(|op| op.payload.len() + 8).sum();
+    shared.metrics.wal_bytes.add(bytes as u64);
+    shared.metrics.wal_records.add(ops.len() as u64);
+    let mut waiting = Vec::with_capacity(ops.len());
+    for op in ops.drain(..) {
+        shared.apply(&op.db, &op.batch, segment);
+        if op.no_sync {
+            let _ = op.reply.send(Ok(()));
+        } else {
+            waiting.push(op.reply);
+        }
+    }
+    let started = Instant::now();
+    let synced = wal.sync();
+    shared.metrics.wal_fsync.observe(started.elapsed());
+    match synced {
+        Ok(()) => {
+            shared.metrics.wal_grouped_writes.add(waiting.len() as u64);
+            for reply in waiting {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::error!("WAL fsync failed, refusing further writes: {reason}");
+            *shared.failed.lock() = Some(reason.clone());
+            for reply in waiting {
+                let _ = reply.send(Err(reason.clone()));
+            }
+        }
     }
 }
 

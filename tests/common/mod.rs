@@ -45,6 +45,11 @@ impl Server {
 
     /// A server on `dir`, which may hold data of an earlier server.
     pub fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        Self::start_in_env(dir, args, &[])
+    }
+
+    /// A server on `dir` with extra environment variables.
+    pub fn start_in_env(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -58,6 +63,7 @@ impl Server {
             .arg(dir.path().join("data"))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -98,6 +104,11 @@ impl Server {
         self.data.as_ref().expect("data folder").path()
     }
 
+    /// The server's data folder (`--data-dir`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir().join("data")
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir().join("server.log")).unwrap_or_default()
@@ -110,6 +121,14 @@ impl Server {
             child.wait().expect("reap");
         }
         self.data.take().expect("data folder")
+    }
+
+    /// Waits for the process to end by itself (a crash the test provoked); returns its status
+    /// and the folder.
+    pub fn wait_for_exit(mut self) -> (std::process::ExitStatus, TempDir) {
+        let mut child = self.child.take().expect("running");
+        let status = child.wait().expect("wait");
+        (status, self.data.take().expect("data folder"))
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status and the folder.

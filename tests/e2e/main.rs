@@ -9,5 +9,6 @@ mod common;
 mod admin;
 mod cli;
 mod durability;
+mod persistence;
 mod query;
 mod write;

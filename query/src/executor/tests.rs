@@ -1,7 +1,7 @@
 use super::*;
 use crate::Format;
 use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
-use sluice_storage::{WriteBufferConfig, WriteOptions};
+use sluice_storage::{FreezeRule, WriteBufferConfig, WriteOptions};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -11,7 +11,12 @@ struct Fixture {
 
 async fn fixture(config: QueryConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let (buffer, _) = WriteBuffer::open(WriteBufferConfig::new(dir.path().join("wal"))).unwrap();
+    let (buffer, _) = WriteBuffer::open(
+        WriteBufferConfig::new(dir.path().join("wal")),
+        sluice_storage::ObjectStorage::memory(),
+    )
+    .await
+    .unwrap();
     let buffer = Arc::new(buffer);
     let exec = QueryExecutor::new(buffer.clone(), config).unwrap();
     Fixture {
@@ -209,9 +214,9 @@ async fn time_predicates_prune_buffer_partitions() {
         )
         .await
         .unwrap();
-    assert!(plan.contains("partition_sizes=[1]"), "{plan}");
+    assert!(plan.contains("buffer_partitions=1/3"), "{plan}");
     let plan = f.sql("db", "EXPLAIN SELECT v FROM m").await.unwrap();
-    assert!(plan.contains("partition_sizes=[2, 1]"), "{plan}");
+    assert!(plan.contains("buffer_partitions=3/3"), "{plan}");
     let out = f
         .sql(
             "db",
@@ -257,4 +262,136 @@ async fn memory_limit_and_timeout() {
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
+}
+
+const HOUR: i64 = 3600;
+
+/// Rows of `sql` with the persisted files and the buffer as they are, and again with
+/// everything persisted: the two must be equal.
+#[tokio::test]
+async fn files_and_buffer_answer_like_the_buffer_alone() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.write(
+        "db",
+        &format!("cpu,host=a,region=eu usage=40,n=4i {}", 2 * HOUR + 1),
+    )
+    .await;
+    let q = "SELECT host, region, usage, n, time FROM cpu ORDER BY time, host";
+    let before = f.sql("db", q).await.unwrap();
+    let s = f.buffer.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(s.files, 3, "cpu in two hours, mem in one");
+    assert_eq!(f.buffer.buffer_rows(), 0);
+    assert_eq!(f.sql("db", q).await.unwrap(), before);
+    let plan = f.sql("db", &format!("EXPLAIN {q}")).await.unwrap();
+    assert!(
+        plan.contains("files=2/2, buffer_partitions=0/0, deduplicated_groups=0"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_after_persist_overwrites_the_persisted_row() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    // same key as a persisted row: usage overwritten, n kept from the file
+    f.write("db", "cpu,host=a,region=eu usage=99 100").await;
+    let q = "SELECT host, usage, n FROM cpu WHERE time = '1970-01-01T00:01:40' ORDER BY host";
+    let out = f.sql("db", q).await.unwrap();
+    assert_eq!(
+        out,
+        "+------+-------+---+\n\
+         | host | usage | n |\n\
+         +------+-------+---+\n\
+         | a    | 99.0  | 1 |\n\
+         | b    | 20.0  | 2 |\n\
+         +------+-------+---+\n"
+    );
+    // a filter on a field sees only the merged value
+    let out = f
+        .sql("db", "SELECT count(*) AS n FROM cpu WHERE usage = 10")
+        .await
+        .unwrap();
+    assert!(out.contains("| 0 |"), "{out}");
+    let plan = f.sql("db", &format!("EXPLAIN {q}")).await.unwrap();
+    assert!(plan.contains("deduplicated_groups=1"), "{plan}");
+    // persisted again, the two files overlap and are still merged
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(f.sql("db", q).await.unwrap(), out_expected_after());
+}
+
+fn out_expected_after() -> String {
+    "+------+-------+---+\n\
+     | host | usage | n |\n\
+     +------+-------+---+\n\
+     | a    | 99.0  | 1 |\n\
+     | b    | 20.0  | 2 |\n\
+     +------+-------+---+\n"
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_hour_filter_reads_only_that_hours_file() {
+    let f = fixture(QueryConfig::default()).await;
+    for h in 0..6 {
+        f.write("db", &format!("m,host=a v={h} {}", h * HOUR + 10))
+            .await;
+    }
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    let q =
+        "SELECT v FROM m WHERE time >= '1970-01-01T03:00:00Z' AND time < '1970-01-01T04:00:00Z'";
+    let plan = f.sql("db", &format!("EXPLAIN {q}")).await.unwrap();
+    assert!(plan.contains("files=1/6"), "{plan}");
+    assert!(f.sql("db", q).await.unwrap().contains("| 3.0 |"));
+}
+
+#[tokio::test]
+async fn columns_added_after_a_file_read_as_null_from_it() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", "m,host=a v=1 10").await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    f.write(
+        "db",
+        &format!("m,host=b,zone=z v=2,extra=true {}", 2 * HOUR),
+    )
+    .await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    let out = f
+        .sql("db", "SELECT host, zone, v, extra FROM m ORDER BY host")
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        "+------+------+-----+-------+\n\
+         | host | zone | v   | extra |\n\
+         +------+------+-----+-------+\n\
+         | a    |      | 1.0 |       |\n\
+         | b    | z    | 2.0 | true  |\n\
+         +------+------+-----+-------+\n"
+    );
+}
+
+#[tokio::test]
+async fn system_parquet_files_lists_the_databases_files() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.write("other", "x v=1 1").await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    let out = f
+        .sql(
+            "db",
+            "SELECT table_name, row_count, min_time, max_time FROM system.parquet_files ORDER BY table_name",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        "+------------+-----------+---------------------+---------------------+\n\
+         | table_name | row_count | min_time            | max_time            |\n\
+         +------------+-----------+---------------------+---------------------+\n\
+         | cpu        | 3         | 1970-01-01T00:01:40 | 1970-01-01T00:03:20 |\n\
+         | mem        | 1         | 1970-01-01T00:01:40 | 1970-01-01T00:01:40 |\n\
+         +------------+-----------+---------------------+---------------------+\n"
+    );
 }

@@ -49,6 +49,7 @@ impl Fixture {
                 &schema,
                 &batch,
                 batch.points().iter().filter(|p| p.table == table),
+                1,
             );
         }
     }
@@ -60,7 +61,7 @@ impl Fixture {
 
     fn show(&self, table: &str) -> String {
         let scan = self.scan(table, TimeRange::ALL);
-        pretty_format_batches(&scan.batches).unwrap().to_string()
+        pretty_format_batches(&scan.batches()).unwrap().to_string()
     }
 }
 
@@ -110,7 +111,7 @@ fn tag_order_in_the_line_does_not_make_another_series() {
     let mut f = Fixture::new();
     f.write("m,a=1,b=2 x=1 5\nm,b=2,a=1 y=2 5");
     let scan = f.scan("m", TimeRange::ALL);
-    assert_eq!(scan.batches[0].num_rows(), 1);
+    assert_eq!(scan.batches()[0].num_rows(), 1);
     assert_eq!(f.buffers["m"].series_count(), 1);
 }
 
@@ -123,9 +124,9 @@ fn telegraf_system_lines_merge_into_one_row() {
          system,host=web-00 uptime_format=\"1 day,  0:00\" 1767225600000000000",
     );
     let scan = f.scan("system", TimeRange::ALL);
-    let batch = &scan.batches[0];
+    let batch = &scan.batches()[0];
     assert_eq!(batch.num_rows(), 1);
-    let text = pretty_format_batches(&scan.batches).unwrap().to_string();
+    let text = pretty_format_batches(&scan.batches()).unwrap().to_string();
     assert!(text.contains("| 1.68  |"), "{text}");
     assert!(text.contains("86400"), "{text}");
     assert!(text.contains("1 day,  0:00"), "{text}");
@@ -137,7 +138,7 @@ fn repeated_field_in_one_line_keeps_the_last_value() {
     f.write("m v=1,v=2 5");
     let text = f.show("m");
     assert!(text.contains("| 2.0 |"), "{text}");
-    assert_eq!(f.scan("m", TimeRange::ALL).batches[0].num_rows(), 1);
+    assert_eq!(f.scan("m", TimeRange::ALL).chunks[0].batch.num_rows(), 1);
 }
 
 #[test]
@@ -145,7 +146,7 @@ fn out_of_order_rows_are_all_kept() {
     let mut f = Fixture::new();
     f.write("m,h=a v=3 30\nm,h=a v=1 10\nm,h=a v=2 20\nm,h=a v=4 10");
     let scan = f.scan("m", TimeRange::ALL);
-    assert_eq!(scan.batches[0].num_rows(), 3);
+    assert_eq!(scan.batches()[0].num_rows(), 3);
     let text = f.show("m");
     // merged partitions come out in (series, time) order; 10 was overwritten by v=4
     let pos = |s: &str| text.find(s).unwrap();
@@ -175,14 +176,14 @@ fn scans_skip_partitions_outside_the_range() {
         },
     );
     assert_eq!((one.partitions_scanned, one.partitions_total), (1, 3));
-    assert_eq!(one.batches[0].num_rows(), 1);
+    assert_eq!(one.chunks[0].batch.num_rows(), 1);
 }
 
 #[test]
 fn a_column_added_later_is_null_for_earlier_rows_and_cache_is_refreshed() {
     let mut f = Fixture::new();
     f.write("m v=1 1");
-    assert_eq!(f.scan("m", TimeRange::ALL).batches[0].num_columns(), 2);
+    assert_eq!(f.scan("m", TimeRange::ALL).chunks[0].batch.num_columns(), 2);
     f.write("m,h=x w=true 2");
     let text = f.show("m");
     assert_eq!(

@@ -17,8 +17,13 @@ fn batch(lp: &str) -> WriteBatch {
     out.batch
 }
 
-fn open(dir: &std::path::Path) -> (WriteBuffer, ReplaySummary) {
-    WriteBuffer::open(WriteBufferConfig::new(dir.join("wal"))).unwrap()
+async fn open(dir: &std::path::Path) -> (WriteBuffer, ReplaySummary) {
+    let storage =
+        ObjectStorage::from_config(&crate::store::ObjectStoreConfig::file(dir.join("lake")))
+            .unwrap();
+    WriteBuffer::open(WriteBufferConfig::new(dir.join("wal")), storage)
+        .await
+        .unwrap()
 }
 
 fn show(wb: &WriteBuffer, db: &str, table: &str) -> String {
@@ -28,7 +33,7 @@ fn show(wb: &WriteBuffer, db: &str, table: &str) -> String {
         .table_buffer(db, table)
         .expect("buffer exists")
         .scan(schema, TimeRange::ALL);
-    pretty_format_batches(&scan.batches).unwrap().to_string()
+    pretty_format_batches(&scan.batches()).unwrap().to_string()
 }
 
 fn rows(wb: &WriteBuffer, db: &str, table: &str) -> usize {
@@ -37,8 +42,9 @@ fn rows(wb: &WriteBuffer, db: &str, table: &str) -> usize {
     wb.table_buffer(db, table)
         .unwrap()
         .scan(schema, TimeRange::ALL)
-        .batches
+        .chunks
         .iter()
+        .map(|c| &c.batch)
         .map(|b| b.num_rows())
         .sum()
 }
@@ -47,7 +53,7 @@ fn rows(wb: &WriteBuffer, db: &str, table: &str) -> usize {
 async fn acknowledged_write_is_queryable_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let (wb, _) = open(dir.path());
+        let (wb, _) = open(dir.path()).await;
         let out = wb
             .write(
                 "db",
@@ -70,7 +76,7 @@ async fn acknowledged_write_is_queryable_and_survives_restart() {
         shown
         // dropped here without an orderly shutdown of anything but the WAL thread
     };
-    let (wb, summary) = open(dir.path());
+    let (wb, summary) = open(dir.path()).await;
     assert_eq!(summary.records, 2);
     assert_eq!(summary.points, 4);
     assert!(summary.cut_tails.is_empty());
@@ -82,7 +88,7 @@ async fn acknowledged_write_is_queryable_and_survives_restart() {
 async fn torn_tail_is_cut_at_start_up_and_the_rest_replays() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (wb, _) = open(dir.path());
+        let (wb, _) = open(dir.path()).await;
         for i in 0..5 {
             wb.write(
                 "db",
@@ -99,7 +105,7 @@ async fn torn_tail_is_cut_at_start_up_and_the_rest_replays() {
     let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
     f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
     drop(f);
-    let (wb, summary) = open(dir.path());
+    let (wb, summary) = open(dir.path()).await;
     assert_eq!(summary.cut_tails.len(), 1);
     assert_eq!(summary.points, 5);
     assert_eq!(rows(&wb, "db", "m"), 5);
@@ -108,7 +114,7 @@ async fn torn_tail_is_cut_at_start_up_and_the_rest_replays() {
         .await
         .unwrap();
     drop(wb);
-    let (wb, summary) = open(dir.path());
+    let (wb, summary) = open(dir.path()).await;
     assert!(summary.cut_tails.is_empty());
     assert_eq!(rows(&wb, "db", "m"), 6);
 }
@@ -116,7 +122,7 @@ async fn torn_tail_is_cut_at_start_up_and_the_rest_replays() {
 #[tokio::test]
 async fn refused_partial_write_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (wb, _) = open(dir.path());
+    let (wb, _) = open(dir.path()).await;
     wb.write("db", batch("m v=1 1"), WriteOptions::default())
         .await
         .unwrap();
@@ -149,7 +155,7 @@ async fn refused_partial_write_stores_nothing() {
 async fn no_sync_write_is_queryable_when_acknowledged_and_replays() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (wb, _) = open(dir.path());
+        let (wb, _) = open(dir.path()).await;
         let opts = WriteOptions {
             accept_partial: true,
             no_sync: true,
@@ -162,14 +168,14 @@ async fn no_sync_write_is_queryable_when_acknowledged_and_replays() {
             Err(WriteError::ShuttingDown)
         ));
     }
-    let (wb, _) = open(dir.path());
+    let (wb, _) = open(dir.path()).await;
     assert_eq!(rows(&wb, "db", "m"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_all_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let (wb, _) = open(dir.path());
+    let (wb, _) = open(dir.path()).await;
     let wb = Arc::new(wb);
     let mut tasks = Vec::new();
     for t in 0..8 {
@@ -193,7 +199,7 @@ async fn concurrent_writes_are_all_durable() {
     assert_eq!(wb.metrics().wal_grouped_writes.get(), 200);
     assert!(wb.metrics().wal_fsync.count() <= 200);
     drop(wb);
-    let (wb, summary) = open(dir.path());
+    let (wb, summary) = open(dir.path()).await;
     assert_eq!(summary.points, 200);
     assert_eq!(rows(&wb, "db", "m"), 200);
 }
@@ -203,7 +209,9 @@ async fn full_buffer_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = WriteBufferConfig::new(dir.path().join("wal"));
     config.buffer_memory_limit = 1;
-    let (wb, _) = WriteBuffer::open(config).unwrap();
+    let (wb, _) = WriteBuffer::open(config, ObjectStorage::memory())
+        .await
+        .unwrap();
     wb.write("db", batch("m v=1 1"), WriteOptions::default())
         .await
         .unwrap();
@@ -220,7 +228,9 @@ async fn database_rules() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = WriteBufferConfig::new(dir.path().join("wal"));
     config.auto_create_databases = false;
-    let (wb, _) = WriteBuffer::open(config).unwrap();
+    let (wb, _) = WriteBuffer::open(config, ObjectStorage::memory())
+        .await
+        .unwrap();
     let err = wb
         .write("nope", batch("m v=1 1"), WriteOptions::default())
         .await

@@ -1,0 +1,105 @@
+//! The `system` schema: Sluice's own state as tables, for the database being queried.
+//!
+//! - `system.parquet_files`: the live Parquet files (one row each) with their table, object
+//!   store path, size, row count and time range, as the catalog lists them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, StringArray, TimestampNanosecondArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::Result;
+use datafusion::datasource::{MemTable, TableProvider};
+use sluice_storage::WriteBuffer;
+
+/// Name of the schema.
+pub const SYSTEM_SCHEMA: &str = "system";
+
+/// The `system` schema of one database.
+#[derive(Debug)]
+pub struct SystemSchema {
+    db: Arc<str>,
+    buffer: Arc<WriteBuffer>,
+}
+
+impl SystemSchema {
+    /// System tables of `db`.
+    pub fn new(db: Arc<str>, buffer: Arc<WriteBuffer>) -> Self {
+        SystemSchema { db, buffer }
+    }
+}
+
+const TABLES: &[&str] = &["parquet_files"];
+
+fn parquet_files_schema() -> SchemaRef {
+    let time = DataType::Timestamp(TimeUnit::Nanosecond, None);
+    Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size_bytes", DataType::UInt64, false),
+        Field::new("row_count", DataType::UInt64, false),
+        Field::new("min_time", time.clone(), false),
+        Field::new("max_time", time, false),
+        Field::new("file_id", DataType::UInt64, false),
+    ]))
+}
+
+impl SystemSchema {
+    fn parquet_files(&self) -> Result<RecordBatch> {
+        let lake = self.buffer.lake();
+        let files: Vec<_> = lake
+            .all_files()
+            .filter(|((db, _), _)| *db == self.db)
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                files.iter().map(|((_, t), _)| t.as_ref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                files.iter().map(|(_, f)| f.path.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                files.iter().map(|(_, f)| f.size_bytes),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                files.iter().map(|(_, f)| f.rows),
+            )),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                files.iter().map(|(_, f)| f.min_time),
+            )),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                files.iter().map(|(_, f)| f.max_time),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                files.iter().map(|(_, f)| f.id),
+            )),
+        ];
+        Ok(RecordBatch::try_new(parquet_files_schema(), columns)?)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match name {
+            "parquet_files" => {
+                let batch = self.parquet_files()?;
+                Ok(Some(Arc::new(MemTable::try_new(
+                    batch.schema(),
+                    vec![vec![batch]],
+                )?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}

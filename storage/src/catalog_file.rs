@@ -1,0 +1,237 @@
+//! The catalog as it is kept on the object store: one JSON document, `catalog.json`, holding
+//! the databases, tables and columns, the live Parquet files and the WAL bookkeeping.
+//!
+//! It is replaced whole with one atomic put, after the files it lists are durable, so that a
+//! crash at any moment leaves either the old or the new catalog: never a listed file that does
+//! not exist. Columns are listed in id order, which is what the write buffer addresses them by.
+//! JSON keeps the files readable by people and by tools other than Sluice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use sluice_ingest::FieldType;
+
+use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
+use crate::persisted_files::{LakeState, ParquetFile};
+
+/// Where the catalog lives in the object store.
+pub fn catalog_path() -> Path {
+    Path::from("catalog.json")
+}
+
+/// The format version written; readers refuse newer ones.
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CatalogDoc {
+    format_version: u32,
+    next_file_id: u64,
+    databases: Vec<DatabaseDoc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DatabaseDoc {
+    name: String,
+    tables: Vec<TableDoc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TableDoc {
+    name: String,
+    /// In column-id order; the first is `time`.
+    columns: Vec<ColumnDoc>,
+    #[serde(default)]
+    files: Vec<ParquetFile>,
+    /// (buffer partition, last WAL segment persisted) pairs.
+    #[serde(default)]
+    persisted_through: Vec<(i64, u64)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ColumnDoc {
+    name: String,
+    /// `time`, `tag`, or the field type: `float`, `integer`, `unsigned`, `boolean`, `string`.
+    kind: String,
+}
+
+fn kind_name(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Time => "time",
+        ColumnKind::Tag => "tag",
+        ColumnKind::Field(FieldType::Float) => "float",
+        ColumnKind::Field(FieldType::Integer) => "integer",
+        ColumnKind::Field(FieldType::UInteger) => "unsigned",
+        ColumnKind::Field(FieldType::Boolean) => "boolean",
+        ColumnKind::Field(FieldType::String) => "string",
+    }
+}
+
+fn kind_from_name(name: &str) -> Option<ColumnKind> {
+    Some(match name {
+        "time" => ColumnKind::Time,
+        "tag" => ColumnKind::Tag,
+        "float" => ColumnKind::Field(FieldType::Float),
+        "integer" => ColumnKind::Field(FieldType::Integer),
+        "unsigned" => ColumnKind::Field(FieldType::UInteger),
+        "boolean" => ColumnKind::Field(FieldType::Boolean),
+        "string" => ColumnKind::Field(FieldType::String),
+        _ => return None,
+    })
+}
+
+/// Encodes the catalog and the lake state as the JSON document.
+pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
+    let mut databases = Vec::new();
+    for (db_name, db) in &catalog.databases {
+        let mut tables = Vec::new();
+        for (table_name, table) in &db.tables {
+            let key = (db_name.clone(), table_name.clone());
+            let persisted_through = lake
+                .persisted_through
+                .range((db_name.clone(), table_name.clone(), i64::MIN)..)
+                .take_while(|((d, t, _), _)| d == db_name && t == table_name)
+                .map(|((_, _, p), s)| (*p, *s))
+                .collect();
+            tables.push(TableDoc {
+                name: table_name.to_string(),
+                columns: table
+                    .columns()
+                    .iter()
+                    .map(|c| ColumnDoc {
+                        name: c.name.to_string(),
+                        kind: kind_name(c.kind).to_string(),
+                    })
+                    .collect(),
+                files: lake.files.get(&key).map(|f| f.to_vec()).unwrap_or_default(),
+                persisted_through,
+            });
+        }
+        databases.push(DatabaseDoc {
+            name: db_name.to_string(),
+            tables,
+        });
+    }
+    let doc = CatalogDoc {
+        format_version: FORMAT_VERSION,
+        next_file_id: lake.next_file_id,
+        databases,
+    };
+    serde_json::to_vec_pretty(&doc).expect("the catalog document serializes")
+}
+
+/// Decodes the JSON document.
+pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
+    let doc: CatalogDoc =
+        serde_json::from_slice(bytes).map_err(|e| format!("catalog.json is not valid: {e}"))?;
+    if doc.format_version > FORMAT_VERSION {
+        return Err(format!(
+            "catalog.json has format version {}, newer than this Sluice understands ({}); \
+             run a newer Sluice",
+            doc.format_version, FORMAT_VERSION
+        ));
+    }
+    let mut catalog = CatalogSnapshot::default();
+    let mut lake = LakeState {
+        next_file_id: doc.next_file_id,
+        ..LakeState::default()
+    };
+    for db in doc.databases {
+        let db_name: Arc<str> = db.name.as_str().into();
+        let mut tables = BTreeMap::new();
+        for t in db.tables {
+            let table_name: Arc<str> = t.name.as_str().into();
+            let mut schema = TableSchema::new(&t.name);
+            for (i, c) in t.columns.iter().enumerate() {
+                let kind = kind_from_name(&c.kind).ok_or_else(|| {
+                    format!(
+                        "catalog.json: column '{}' of table '{}' has unknown kind '{}'",
+                        c.name, t.name, c.kind
+                    )
+                })?;
+                match (i, kind) {
+                    (0, ColumnKind::Time) => {}
+                    (0, _) | (_, ColumnKind::Time) => {
+                        return Err(format!(
+                            "catalog.json: table '{}' must list 'time' first, and only once",
+                            t.name
+                        ));
+                    }
+                    _ => {
+                        schema.push(&c.name, kind);
+                    }
+                }
+            }
+            if !t.files.is_empty() {
+                let mut files = t.files;
+                files.sort_by_key(|f| f.id);
+                lake.files
+                    .insert((db_name.clone(), table_name.clone()), files.into());
+            }
+            for (p, s) in t.persisted_through {
+                lake.persisted_through
+                    .insert((db_name.clone(), table_name.clone(), p), s);
+            }
+            tables.insert(table_name, Arc::new(schema));
+        }
+        catalog.databases.insert(
+            db_name.clone(),
+            Arc::new(DatabaseSchema {
+                name: db_name,
+                tables,
+            }),
+        );
+    }
+    Ok((catalog, lake))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_column_ids_files_and_markers() {
+        let mut t = TableSchema::new("cpu");
+        t.push("usage", ColumnKind::Field(FieldType::Float));
+        t.push("host", ColumnKind::Tag);
+        t.push("n", ColumnKind::Field(FieldType::UInteger));
+        let mut catalog = CatalogSnapshot::default();
+        catalog.databases.insert(
+            "db".into(),
+            Arc::new(DatabaseSchema {
+                name: "db".into(),
+                tables: BTreeMap::from([("cpu".into(), Arc::new(t))]),
+            }),
+        );
+        let mut lake = LakeState {
+            next_file_id: 9,
+            ..LakeState::default()
+        };
+        let file = ParquetFile {
+            id: 3,
+            path: "dbs/db/cpu/2026-01-01/00000000000000000003.parquet".into(),
+            min_time: 1,
+            max_time: 2,
+            rows: 10,
+            size_bytes: 1234,
+        };
+        lake.files
+            .insert(("db".into(), "cpu".into()), vec![file.clone()].into());
+        lake.persisted_through
+            .insert(("db".into(), "cpu".into(), 490_896), 4);
+        let bytes = encode(&catalog, &lake);
+        let (c2, l2) = decode(&bytes).unwrap();
+        let t2 = c2.table("db", "cpu").unwrap();
+        assert_eq!(t2.column_id("host"), Some(2));
+        assert_eq!(
+            t2.column("n").unwrap().kind,
+            ColumnKind::Field(FieldType::UInteger)
+        );
+        assert_eq!(&*l2.table_files("db", "cpu"), &[file]);
+        assert!(l2.is_persisted("db", "cpu", 490_896, 4));
+        assert!(!l2.is_persisted("db", "cpu", 490_896, 5));
+        assert_eq!(l2.next_file_id, 9);
+        assert!(decode(b"{").unwrap_err().contains("not valid"));
+    }
+}

@@ -1,0 +1,121 @@
+//! The live Parquet files of every table, and what the WAL no longer needs to replay.
+//!
+//! [`LakeState`] is immutable and replaced whole (copy on write) by the persister and the
+//! compactor, under the lake lock, right after the catalog that records it is durable. A query
+//! holds the `Arc` it started with, so a compaction that replaces files never pulls them out
+//! from under it (the replaced files are deleted later, see `compactor.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::table_buffer::PARTITION_NANOS;
+
+/// One Parquet file of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParquetFile {
+    /// Unique for the life of the store; a larger id holds newer writes (see `deduplicate.rs`
+    /// for why that order matters).
+    pub id: u64,
+    /// Location in the object store: `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet`.
+    pub path: String,
+    /// Earliest and latest `time` in the file, nanoseconds.
+    pub min_time: i64,
+    pub max_time: i64,
+    pub rows: u64,
+    pub size_bytes: u64,
+}
+
+impl ParquetFile {
+    /// The UTC day (days since 1970-01-01) the file's rows fall in.
+    pub fn day(&self) -> i64 {
+        self.min_time.div_euclid(DAY_NANOS)
+    }
+}
+
+/// Nanoseconds in a day: the span of a folder of files.
+pub const DAY_NANOS: i64 = 24 * PARTITION_NANOS;
+
+/// A table, by database and name.
+pub type TableKey = (Arc<str>, Arc<str>);
+
+/// Files and WAL bookkeeping that the catalog on the object store records.
+#[derive(Debug, Clone, Default)]
+pub struct LakeState {
+    /// Live files per table, ordered by id.
+    pub files: BTreeMap<TableKey, Arc<[ParquetFile]>>,
+    /// For each (table, buffer partition) persisted since the oldest WAL segment still on disk
+    /// was written: the last WAL segment whose rows of that partition are in files. Replay
+    /// skips those rows; without this, a crash between writing the catalog and deleting the
+    /// segments would bring them back a second time, older than the files.
+    pub persisted_through: BTreeMap<(Arc<str>, Arc<str>, i64), u64>,
+    /// The id the next file gets.
+    pub next_file_id: u64,
+}
+
+impl LakeState {
+    /// The live files of `db`.`table` (empty if none).
+    pub fn table_files(&self, db: &str, table: &str) -> Arc<[ParquetFile]> {
+        self.files
+            .get(&(Arc::from(db), Arc::from(table)))
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// Whether the rows of `db`.`table` in buffer partition `partition`, logged in WAL
+    /// segment `segment`, are already in files.
+    pub fn is_persisted(&self, db: &str, table: &str, partition: i64, segment: u64) -> bool {
+        self.persisted_through
+            .get(&(Arc::from(db), Arc::from(table), partition))
+            .is_some_and(|&through| segment <= through)
+    }
+
+    /// Every live file with its table.
+    pub fn all_files(&self) -> impl Iterator<Item = (&TableKey, &ParquetFile)> {
+        self.files
+            .iter()
+            .flat_map(|(k, files)| files.iter().map(move |f| (k, f)))
+    }
+}
+
+/// `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet` for a file whose rows start at `min_time`.
+pub fn file_path(db: &str, table: &str, min_time: i64, id: u64) -> String {
+    let (y, m, d) = civil_from_days(min_time.div_euclid(DAY_NANOS));
+    format!("dbs/{db}/{table}/{y:04}-{m:02}-{d:02}/{id:020}.parquet")
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar; Howard
+/// Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_the_utc_day() {
+        assert_eq!(
+            file_path("db", "cpu", 1_767_225_600_000_000_000, 7),
+            "dbs/db/cpu/2026-01-01/00000000000000000007.parquet"
+        );
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(
+            file_path("d", "t", -1, 1),
+            "dbs/d/t/1969-12-31/00000000000000000001.parquet"
+        );
+    }
+}

@@ -1,0 +1,321 @@
+use std::sync::Arc;
+
+use arrow::util::pretty::pretty_format_batches;
+use object_store::memory::InMemory;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice_ingest::WriteBatch;
+use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
+
+use super::*;
+use crate::store::{FaultInjectingStore, ObjectStorage, ObjectStoreConfig, RetryPolicy};
+use crate::table_buffer::TimeRange;
+use crate::write_buffer::{WriteBufferConfig, WriteOptions};
+
+const HOUR: i64 = 3_600_000_000_000;
+
+fn batch(lp: &str) -> WriteBatch {
+    let out = parse(
+        lp.as_bytes(),
+        &ParseOptions {
+            precision: Precision::Nanosecond,
+            default_time: 0,
+            max_line_bytes: 1 << 20,
+        },
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    out.batch
+}
+
+fn file_storage(dir: &std::path::Path) -> ObjectStorage {
+    ObjectStorage::from_config(&ObjectStoreConfig::file(dir.join("lake"))).unwrap()
+}
+
+async fn open(
+    dir: &std::path::Path,
+    storage: ObjectStorage,
+) -> (WriteBuffer, crate::ReplaySummary) {
+    WriteBuffer::open(WriteBufferConfig::new(dir.join("wal")), storage)
+        .await
+        .unwrap()
+}
+
+async fn write(wb: &WriteBuffer, lp: &str) {
+    let out = wb
+        .write("db", batch(lp), WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+}
+
+/// Every row of `db.cpu` as a query would see it: files (by id) then buffer chunks (by age),
+/// merged per primary key.
+async fn table_rows(wb: &WriteBuffer) -> String {
+    let catalog = wb.catalog();
+    let schema = catalog.table("db", "cpu").unwrap();
+    let mut chunks = wb
+        .table_buffer("db", "cpu")
+        .map(|b| b.scan(schema, TimeRange::ALL).chunks)
+        .unwrap_or_default();
+    chunks.sort_by_key(|c| c.order);
+    let mut batches = Vec::new();
+    for f in wb.lake().table_files("db", "cpu").iter() {
+        batches.extend(read_file(wb, &f.path).await);
+    }
+    let batches: Vec<_> = batches
+        .iter()
+        .map(|b| align_to_schema(b, schema.arrow_schema()))
+        .chain(chunks.into_iter().map(|c| c.batch))
+        .collect();
+    let merged = merge_by_primary_key(schema.arrow_schema(), &batches).unwrap();
+    pretty_format_batches(&[merged]).unwrap().to_string()
+}
+
+async fn read_file(wb: &WriteBuffer, path: &str) -> Vec<RecordBatch> {
+    let bytes = wb
+        .storage()
+        .get(&Path::from(path))
+        .await
+        .unwrap()
+        .expect("listed file exists");
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+fn buffered_rows(wb: &WriteBuffer) -> usize {
+    wb.buffer_rows()
+}
+
+#[tokio::test]
+async fn persisted_rows_leave_buffer_and_wal_and_come_back_from_files_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (expected, files) = {
+        let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+        write(&wb, "cpu,host=b v=1 10\ncpu,host=a v=2 20").await;
+        write(&wb, &format!("cpu,host=a v=3,w=1i {}", HOUR + 5)).await;
+        let expected = table_rows(&wb).await;
+        let bytes_before = wb.buffer_bytes();
+        let summary = wb.persist(FreezeRule::All).await.unwrap();
+        assert_eq!(summary.files, 2, "one file per hour partition");
+        assert_eq!(summary.rows, 3);
+        assert!(summary.wal_segments_deleted >= 1, "{summary:?}");
+        assert_eq!(buffered_rows(&wb), 0);
+        // what stays is the series dictionary (tags once per series), not rows
+        assert!(wb.buffer_bytes() < bytes_before, "{}", wb.buffer_bytes());
+        assert_eq!(table_rows(&wb).await, expected);
+        let files = wb.lake().table_files("db", "cpu");
+        assert_eq!(
+            files[0].path,
+            "dbs/db/cpu/1970-01-01/00000000000000000000.parquet"
+        );
+        assert!(dir.path().join("lake").join(&files[0].path).exists());
+        assert!(dir.path().join("lake/catalog.json").exists());
+        (expected, files)
+    };
+    let (wb, summary) = open(dir.path(), file_storage(dir.path())).await;
+    assert_eq!(summary.points, 0, "nothing to replay: {summary:?}");
+    assert_eq!(summary.files, 2);
+    assert_eq!(wb.lake().table_files("db", "cpu"), files);
+    assert_eq!(table_rows(&wb).await, expected);
+    // and it goes on: new writes, new files with new ids
+    write(&wb, "cpu,host=a v=9 20").await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    let ids: Vec<u64> = wb
+        .lake()
+        .table_files("db", "cpu")
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(ids, vec![0, 1, 2]);
+    let rows = table_rows(&wb).await;
+    assert!(
+        rows.contains("| a    | 1970-01-01T00:00:00.000000020 | 9.0 |"),
+        "{rows}"
+    );
+}
+
+#[tokio::test]
+async fn files_are_sorted_by_tags_then_time_with_sluice_schema_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+    write(
+        &wb,
+        "cpu,host=b,dc=x v=1 30\ncpu,host=a,dc=x v=2 20\ncpu,host=a v=3 10\ncpu,host=a,dc=x v=4 5",
+    )
+    .await;
+    // a repeated key within the partition: merged, newest field wins
+    write(&wb, "cpu,host=a,dc=x v=5 20").await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    let files = wb.lake().table_files("db", "cpu");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].rows, 4);
+    let bytes = wb
+        .storage()
+        .get(&Path::from(files[0].path.as_str()))
+        .await
+        .unwrap()
+        .unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        bytes,
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
+    )
+    .unwrap();
+    let meta = builder.metadata().clone();
+    let kv = meta.file_metadata().key_value_metadata().unwrap();
+    let schema_json = kv
+        .iter()
+        .find(|k| k.key == SCHEMA_METADATA_KEY)
+        .and_then(|k| k.value.clone())
+        .unwrap();
+    assert!(
+        schema_json.contains(r#"{"name":"host","role":"tag"}"#),
+        "{schema_json}"
+    );
+    let rg = meta.row_group(0);
+    assert!(rg.sorting_columns().is_some());
+    assert!(matches!(
+        rg.column(0).compression(),
+        parquet::basic::Compression::ZSTD(_)
+    ));
+    assert!(
+        meta.column_index().is_some() && meta.offset_index().is_some(),
+        "page index"
+    );
+    let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    assert_eq!(
+        pretty_format_batches(&batches).unwrap().to_string(),
+        "+----+------+-------------------------------+-----+\n\
+         | dc | host | time                          | v   |\n\
+         +----+------+-------------------------------+-----+\n\
+         |    | a    | 1970-01-01T00:00:00.000000010 | 3.0 |\n\
+         | x  | a    | 1970-01-01T00:00:00.000000005 | 4.0 |\n\
+         | x  | a    | 1970-01-01T00:00:00.000000020 | 5.0 |\n\
+         | x  | b    | 1970-01-01T00:00:00.000000030 | 1.0 |\n\
+         +----+------+-------------------------------+-----+"
+    );
+    assert!(matches!(
+        batches[0]
+            .schema()
+            .field_with_name("host")
+            .unwrap()
+            .data_type(),
+        arrow::datatypes::DataType::Dictionary(_, _)
+    ));
+}
+
+#[tokio::test]
+async fn only_ended_hours_are_persisted_and_replay_skips_exactly_what_files_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+        write(
+            &wb,
+            &format!("cpu,host=a v=1 {}\ncpu,host=a v=2 {}", 10, HOUR + 10),
+        )
+        .await;
+        let s = wb.persist(FreezeRule::EndedBy(HOUR)).await.unwrap();
+        assert_eq!((s.files, s.rows), (1, 1));
+        // the hot hour keeps the segment that also holds the persisted row
+        assert_eq!(s.wal_segments_deleted, 0);
+        // a later write to the persisted hour: a newer value for the persisted key
+        write(&wb, "cpu,host=a v=7 10").await;
+        let expected = table_rows(&wb).await;
+        assert!(
+            expected.contains("| a    | 1970-01-01T00:00:00.000000010 | 7.0 |"),
+            "{expected}"
+        );
+        expected
+        // dropped without persisting again: a crash, as far as the files know
+    };
+    let (wb, summary) = open(dir.path(), file_storage(dir.path())).await;
+    assert_eq!(summary.points_persisted, 1, "{summary:?}");
+    assert_eq!(summary.points, 2, "{summary:?}");
+    assert_eq!(table_rows(&wb).await, expected);
+}
+
+fn faulty(dir: &std::path::Path) -> (Arc<FaultInjectingStore>, ObjectStorage) {
+    let _ = dir;
+    let store = Arc::new(FaultInjectingStore::new(Arc::new(InMemory::new())));
+    let storage = ObjectStorage::from_store(store.clone(), "faulty").with_retry(RetryPolicy {
+        attempts: 3,
+        first_backoff: std::time::Duration::from_millis(1),
+        max_backoff: std::time::Duration::from_millis(2),
+    });
+    (store, storage)
+}
+
+#[tokio::test]
+async fn transient_store_faults_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, storage) = faulty(dir.path());
+    let (wb, _) = open(dir.path(), storage).await;
+    write(&wb, "cpu,host=a v=1 10").await;
+    store.fail_next(2, "");
+    let s = wb.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(s.files, 1);
+    assert_eq!(store.failed_calls(), 2);
+    assert_eq!(buffered_rows(&wb), 0);
+    assert!(
+        table_rows(&wb)
+            .await
+            .contains("| a    | 1970-01-01T00:00:00.000000010 | 1.0 |")
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_stays_down_loses_nothing_and_the_next_persist_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, storage) = faulty(dir.path());
+    let (wb, _) = open(dir.path(), storage).await;
+    write(&wb, "cpu,host=a v=1 10").await;
+    let before = table_rows(&wb).await;
+    // the catalog cannot be written: the file is, but nothing may depend on it
+    store.fail_next(u64::MAX, "catalog.json");
+    let err = wb.persist(FreezeRule::All).await.unwrap_err();
+    assert!(err.to_string().contains("catalog.json"), "{err}");
+    assert!(wb.lake().table_files("db", "cpu").is_empty());
+    assert_eq!(buffered_rows(&wb), 1, "frozen rows stay in the buffer");
+    assert_eq!(table_rows(&wb).await, before, "and stay queryable");
+    // writes go on meanwhile
+    write(&wb, "cpu,host=b v=2 10").await;
+    store.fail_next(0, "");
+    let s = wb.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(
+        (s.files, s.rows),
+        (2, 2),
+        "the earlier frozen partition goes too"
+    );
+    assert_eq!(buffered_rows(&wb), 0);
+    let after = table_rows(&wb).await;
+    assert!(
+        after.contains("| a    |") && after.contains("| b    |"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_before_the_catalog_is_written_replays_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(InMemory::new());
+    let expected = {
+        let store = Arc::new(FaultInjectingStore::new(lake.clone()));
+        let storage = ObjectStorage::from_store(store.clone(), "faulty").with_retry(RetryPolicy {
+            attempts: 1,
+            first_backoff: std::time::Duration::from_millis(1),
+            max_backoff: std::time::Duration::from_millis(1),
+        });
+        let (wb, _) = open(dir.path(), storage).await;
+        write(&wb, "cpu,host=a v=1 10\ncpu,host=b v=2 10").await;
+        store.fail_next(u64::MAX, "catalog.json");
+        assert!(wb.persist(FreezeRule::All).await.is_err());
+        table_rows(&wb).await
+    };
+    let (wb, summary) = open(dir.path(), ObjectStorage::from_store(lake, "memory")).await;
+    assert_eq!(summary.files, 0);
+    assert_eq!(summary.points, 2);
+    assert_eq!(table_rows(&wb).await, expected);
+}

@@ -1,0 +1,220 @@
+//! Parquet on the object store: persist, restart from the files, crash in the middle of a
+//! persist, files other tools can read.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::Server;
+
+const START: i64 = 1_767_225_600_000_000_000;
+
+/// Three hours of two hosts, every 10 minutes, plus a second table.
+fn data() -> String {
+    let mut lp = String::new();
+    for i in 0..18i64 {
+        for host in ["a", "b"] {
+            lp.push_str(&format!(
+                "cpu,host={host},dc=eu usage={}.5,n={i}i {}\n",
+                i * 3,
+                START + i * 600_000_000_000
+            ));
+        }
+    }
+    lp.push_str(&format!("mem,host=a free=1u {START}\n"));
+    lp
+}
+
+const CHECK: &str = "SELECT host, count(*) AS n, sum(usage) AS s, max(n) AS m, min(time) AS first \
+                     FROM cpu GROUP BY host ORDER BY host";
+
+async fn persist(s: &Server) -> Value {
+    let (status, body) = s.post("/api/v3/persist", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn parquet_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|e| e == "parquet") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root.join("dbs"), &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn persisted_data_answers_the_same_before_and_after_restart() {
+    let s = Server::start();
+    s.write_lp("p", &data()).await;
+    let before = s.sql("p", CHECK).await;
+    let summary = persist(&s).await;
+    assert_eq!(
+        summary["files"], 4,
+        "cpu in three hours, mem in one: {summary}"
+    );
+    assert_eq!(summary["rows"], 37);
+    let files = parquet_files(&s.data_dir());
+    assert_eq!(files.len(), 4);
+    let rel = files[0].strip_prefix(s.data_dir()).unwrap();
+    assert!(rel.starts_with("dbs/p/cpu/2026-01-01"), "{rel:?}");
+    assert!(s.data_dir().join("catalog.json").exists());
+    assert_eq!(s.sql("p", CHECK).await, before);
+    // the persisted files are listed, and an hour filter reads one of them
+    let listed = s
+        .sql(
+            "p",
+            "SELECT table_name, row_count FROM system.parquet_files ORDER BY path",
+        )
+        .await;
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0], json!({"table_name": "cpu", "row_count": 12}));
+    let (_, plan) = s
+        .query_raw(
+            "p",
+            "EXPLAIN SELECT count(*) FROM cpu WHERE time >= '2026-01-01T01:00:00Z' AND time < '2026-01-01T02:00:00Z'",
+            "json",
+        )
+        .await;
+    assert!(plan.contains("files=1/3"), "{plan}");
+
+    let (status, dir) = s.terminate();
+    assert!(status.success());
+    let s = Server::start_in(dir, &[]);
+    assert_eq!(s.sql("p", CHECK).await, before);
+    assert!(s.log().contains("files=4"), "{}", s.log());
+    // new writes after the restart land beside the files
+    s.write_lp("p", &format!("cpu,host=a,dc=eu usage=1000 {START}"))
+        .await;
+    let rows = s
+        .sql(
+            "p",
+            "SELECT usage, n FROM cpu WHERE host = 'a' AND time = '2026-01-01T00:00:00Z'",
+        )
+        .await;
+    assert_eq!(rows, vec![json!({"usage": 1000.0, "n": 0})]);
+}
+
+/// One crash test per step of a persist at which the process can die.
+async fn crash_during_persist(point: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in_env(dir, &[], &[("SLUICE_CRASH_POINT", point)]);
+    s.write_lp("c", &data()).await;
+    let before = s.sql("c", CHECK).await;
+    let sent = s.client.post(s.at("/api/v3/persist")).send().await;
+    assert!(
+        sent.is_err(),
+        "the server should have died in the persist: {sent:?}"
+    );
+    let (status, dir) = s.wait_for_exit();
+    assert!(!status.success());
+    let s = Server::start_in(dir, &[]);
+    assert_eq!(s.sql("c", CHECK).await, before, "crash at {point}");
+    // and a persist now, then another restart: still exactly once
+    persist(&s).await;
+    let dir = s.kill();
+    let s = Server::start_in(dir, &[]);
+    assert_eq!(
+        s.sql("c", CHECK).await,
+        before,
+        "crash at {point}, then persisted"
+    );
+    let n = s.sql("c", "SELECT count(*) AS n FROM cpu").await;
+    assert_eq!(n, vec![json!({"n": 36})]);
+}
+
+#[tokio::test]
+async fn sigkill_after_the_files_but_before_the_catalog_loses_and_doubles_nothing() {
+    crash_during_persist("persist-after-files").await;
+}
+
+#[tokio::test]
+async fn sigkill_after_the_catalog_but_before_the_wal_is_cut_loses_and_doubles_nothing() {
+    crash_during_persist("persist-after-catalog").await;
+}
+
+#[tokio::test]
+async fn background_persistence_writes_ended_hours() {
+    let s = Server::start_with(&["--persist-after", "0s", "--persist-interval", "20ms"]);
+    s.write_lp("bg", &data()).await;
+    // hours of 2026-01-01 ended long ago: the persister takes them without being asked
+    let mut files = Vec::new();
+    for _ in 0..500 {
+        files = parquet_files(&s.data_dir());
+        if files.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(files.len(), 4, "{}", s.log());
+    let n = s.sql("bg", "SELECT count(*) AS n FROM cpu").await;
+    assert_eq!(n, vec![json!({"n": 36})]);
+}
+
+#[tokio::test]
+async fn the_memory_store_works_for_a_session() {
+    let s = Server::start_with(&["--object-store", "memory"]);
+    s.write_lp("m", &data()).await;
+    let before = s.sql("m", CHECK).await;
+    assert_eq!(persist(&s).await["files"], 4);
+    assert!(parquet_files(&s.data_dir()).is_empty(), "nothing on disk");
+    assert_eq!(s.sql("m", CHECK).await, before);
+}
+
+/// The files as DuckDB sees them: row counts, and rows already in (tags, time) order. DuckDB
+/// comes from the Python package that `.ci/run` installs; set `SLUICE_TEST_PYTHON` to a Python
+/// that has it.
+#[tokio::test]
+async fn duckdb_reads_the_files_with_the_right_rows_in_sorted_order() {
+    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED duckdb_reads_the_files...: set SLUICE_TEST_PYTHON to a Python with the \
+             duckdb package (.ci/run does)"
+        );
+        return;
+    };
+    let s = Server::start();
+    s.write_lp("d", &data()).await;
+    persist(&s).await;
+    let script = r#"
+import duckdb, glob, json, sys
+root = sys.argv[1]
+out = {}
+for path in sorted(glob.glob(root + "/dbs/d/cpu/*/*.parquet")):
+    rows = duckdb.sql(f"SELECT dc, host, time FROM read_parquet('{path}')").fetchall()
+    out[path] = {"rows": len(rows), "sorted": rows == sorted(rows)}
+total = duckdb.sql(f"SELECT count(*), sum(n) FROM read_parquet('{root}/dbs/d/cpu/*/*.parquet')").fetchall()[0]
+print(json.dumps({"files": out, "count": total[0], "sum_n": total[1]}))
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"], 36);
+    assert_eq!(v["sum_n"], 2 * (0..18).sum::<i64>());
+    let files = v["files"].as_object().unwrap();
+    assert_eq!(files.len(), 3);
+    for (path, f) in files {
+        assert_eq!(f["rows"], 12, "{path}");
+        assert_eq!(f["sorted"], true, "{path}");
+    }
+}
