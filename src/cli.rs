@@ -26,7 +26,9 @@ pub enum Command {
     /// Write line protocol from a file (or - for stdin) to a running server.
     Write(WriteArgs),
     /// Persist everything a running server holds in memory to Parquet now.
-    Persist(PersistArgs),
+    Persist(AdminArgs),
+    /// Run a compaction round on a running server now.
+    Compact(AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +117,14 @@ pub struct ServeArgs {
     /// How often to look for buffered hours due for persistence.
     #[arg(long, env = "SLUICE_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub persist_interval: Duration,
+
+    /// How often to merge the small Parquet files of each day.
+    #[arg(long, env = "SLUICE_COMPACTION_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+
+    /// Largest file compaction writes; a bigger day becomes several files.
+    #[arg(long, env = "SLUICE_COMPACTION_TARGET_BYTES", default_value = "100MiB", value_parser = parse_size)]
+    pub compaction_target_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +169,7 @@ pub struct WriteArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PersistArgs {
+pub struct AdminArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use sluice_ingest::line_protocol::split_lines;
 
-use crate::cli::{ClientArgs, PersistArgs, QueryArgs, WriteArgs};
+use crate::cli::{AdminArgs, ClientArgs, QueryArgs, WriteArgs};
 
 fn endpoint(client: &ClientArgs, path: &str) -> String {
     format!("{}{path}", client.host.trim_end_matches('/'))
@@ -123,9 +123,9 @@ pub async fn write(args: WriteArgs) -> Result<(), String> {
     }
 }
 
-/// `sluice persist`: asks the server to persist its buffer now and prints what it wrote.
-pub async fn persist(args: PersistArgs) -> Result<(), String> {
-    let url = endpoint(&args.client, "/api/v3/persist");
+/// POSTs to an admin endpoint and returns its JSON answer.
+async fn admin_post(args: &AdminArgs, path: &str) -> Result<serde_json::Value, String> {
+    let url = endpoint(&args.client, path);
     let response = reqwest::Client::new()
         .post(&url)
         .send()
@@ -134,13 +134,28 @@ pub async fn persist(args: PersistArgs) -> Result<(), String> {
     if !response.status().is_success() {
         return Err(failure(response, 0).await);
     }
-    let v: serde_json::Value = response
+    response
         .json()
         .await
-        .map_err(|e| format!("reading the answer: {e}"))?;
+        .map_err(|e| format!("reading the answer: {e}"))
+}
+
+/// `sluice persist`: asks the server to persist its buffer now and prints what it wrote.
+pub async fn persist(args: AdminArgs) -> Result<(), String> {
+    let v = admin_post(&args, "/api/v3/persist").await?;
     println!(
         "persisted {} rows in {} files ({} bytes)",
         v["rows"], v["files"], v["bytes"]
+    );
+    Ok(())
+}
+
+/// `sluice compact`: asks the server for a compaction round now and prints what it merged.
+pub async fn compact(args: AdminArgs) -> Result<(), String> {
+    let v = admin_post(&args, "/api/v3/compact").await?;
+    println!(
+        "compacted {} day partitions: {} files ({} bytes) into {} files ({} bytes)",
+        v["days"], v["files_in"], v["bytes_in"], v["files_out"], v["bytes_out"]
     );
     Ok(())
 }

@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
             Command::Query(args) => client::query(args).await,
             Command::Write(args) => client::write(args).await,
             Command::Persist(args) => client::persist(args).await,
+            Command::Compact(args) => client::compact(args).await,
         }
     });
     match result {
@@ -81,6 +82,8 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         },
         persist_after: args.persist_after,
         persist_interval: args.persist_interval,
+        compaction_interval: args.compaction_interval,
+        compaction_target_bytes: args.compaction_target_bytes as u64,
         data_dir: args.data_dir,
     }
 }

@@ -86,11 +86,11 @@ impl Source {
         }
     }
 
-    /// Age: files by id, then buffer chunks by their order (all newer than any file).
-    fn age(&self) -> (u8, u64) {
+    /// Age: files by their order, then buffer chunks by theirs (all newer than any file).
+    fn age(&self) -> (u8, u64, u64) {
         match self {
-            Source::File(f) => (0, f.id),
-            Source::Chunk(c) => (1, c.order),
+            Source::File(f) => (0, f.order, f.id),
+            Source::Chunk(c) => (1, c.order, 0),
         }
     }
 }

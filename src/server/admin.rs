@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
-use sluice_storage::{FreezeRule, PersistError};
+use sluice_storage::{CompactionError, FreezeRule, PersistError};
 
 use super::AppState;
 use super::error::ApiError;
@@ -64,5 +64,32 @@ pub async fn persist(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
         "rows": summary.rows,
         "bytes": summary.bytes,
         "wal_segments_deleted": summary.wal_segments_deleted,
+    })))
+}
+
+/// `POST /api/v3/compact`: runs a compaction round now (as the background compactor does every
+/// `--compaction-interval`) and answers with what it merged.
+pub async fn compact(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let summary = state
+        .buffer
+        .compact(state.config.compaction_target_bytes)
+        .await
+        .map_err(|e| {
+            let status = match &e {
+                CompactionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                CompactionError::Data { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(
+                status,
+                format!("compaction failed, the files stay as they were: {e}"),
+            )
+        })?;
+    Ok(axum::Json(json!({
+        "days": summary.days,
+        "files_in": summary.files_in,
+        "files_out": summary.files_out,
+        "bytes_in": summary.bytes_in,
+        "bytes_out": summary.bytes_out,
+        "files_deleted": summary.files_deleted,
     })))
 }

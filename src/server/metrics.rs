@@ -15,6 +15,7 @@ pub const ENDPOINTS: &[&str] = &[
     "/write",
     "/api/v3/query_sql",
     "/api/v3/persist",
+    "/api/v3/compact",
     "/health",
     "/ping",
     "/metrics",

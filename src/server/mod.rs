@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub persist_after: std::time::Duration,
     /// How often the persister looks for due partitions.
     pub persist_interval: std::time::Duration,
+    /// How often the compactor runs.
+    pub compaction_interval: std::time::Duration,
+    /// Largest file compaction writes.
+    pub compaction_target_bytes: u64,
 }
 
 /// State shared by every handler.
@@ -65,6 +69,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(query::query_get).post(query::query_post),
         )
         .route("/api/v3/persist", post(admin::persist))
+        .route("/api/v3/compact", post(admin::compact))
         .route("/health", get(admin::health))
         .route("/ping", get(admin::ping).head(admin::ping))
         .route("/metrics", get(admin::metrics))
@@ -108,6 +113,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     wb_config.auto_create_databases = config.auto_create_databases;
     wb_config.buffer_memory_limit = config.buffer_memory_limit;
     wb_config.persist_after = config.persist_after;
+    // a replaced file outlives every query that may have started before it was replaced
+    wb_config.replaced_file_grace = config.query.timeout + std::time::Duration::from_secs(60);
     let started = Instant::now();
     let (buffer, replay) = WriteBuffer::open(wb_config, storage)
         .await
@@ -124,12 +131,22 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         "loaded the catalog and replayed the write-ahead log"
     );
     let buffer = Arc::new(buffer);
-    let (stop_persister, persister_stopped) = tokio::sync::oneshot::channel::<()>();
-    let persister = tokio::spawn(buffer.clone().run_persister(
-        config.persist_interval,
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = background_stopped.clone();
         async move {
-            let _ = persister_stopped.await;
-        },
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let persister = tokio::spawn(
+        buffer
+            .clone()
+            .run_persister(config.persist_interval, stopped()),
+    );
+    let compactor = tokio::spawn(buffer.clone().run_compactor(
+        config.compaction_interval,
+        config.compaction_target_bytes,
+        stopped(),
     ));
     let query = QueryExecutor::new(buffer.clone(), config.query.clone())
         .map_err(|e| format!("cannot start the query engine: {e}"))?;
@@ -153,8 +170,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped taking requests; syncing the write-ahead log");
-    let _ = stop_persister.send(());
+    let _ = stop_background.send(true);
     let _ = persister.await;
+    let _ = compactor.await;
     tokio::task::spawn_blocking(move || buffer.shutdown())
         .await
         .map_err(|e| format!("WAL shutdown failed: {e}"))?;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sluice_ingest::FieldType;
 
 use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
-use crate::persisted_files::{LakeState, ParquetFile};
+use crate::persisted_files::{LakeState, ParquetFile, PendingDelete};
 
 /// Where the catalog lives in the object store.
 pub fn catalog_path() -> Path {
@@ -29,6 +29,9 @@ struct CatalogDoc {
     format_version: u32,
     next_file_id: u64,
     databases: Vec<DatabaseDoc>,
+    /// Files replaced by compaction and not yet deleted.
+    #[serde(default)]
+    pending_deletes: Vec<PendingDelete>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,6 +120,7 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
         format_version: FORMAT_VERSION,
         next_file_id: lake.next_file_id,
         databases,
+        pending_deletes: lake.pending_deletes.clone(),
     };
     serde_json::to_vec_pretty(&doc).expect("the catalog document serializes")
 }
@@ -135,6 +139,7 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
     let mut catalog = CatalogSnapshot::default();
     let mut lake = LakeState {
         next_file_id: doc.next_file_id,
+        pending_deletes: doc.pending_deletes,
         ..LakeState::default()
     };
     for db in doc.databases {
@@ -210,6 +215,7 @@ mod tests {
         };
         let file = ParquetFile {
             id: 3,
+            order: 3,
             path: "dbs/db/cpu/2026-01-01/00000000000000000003.parquet".into(),
             min_time: 1,
             max_time: 2,

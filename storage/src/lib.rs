@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod catalog_file;
+pub mod compactor;
 pub mod deduplicate;
 pub mod metrics;
 pub mod persisted_files;
@@ -19,6 +20,7 @@ pub mod wal;
 pub mod write_buffer;
 
 pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
+pub use compactor::{CompactionError, CompactionSummary};
 pub use persisted_files::{LakeState, ParquetFile};
 pub use persister::{PersistError, PersistSummary};
 pub use store::{ObjectStorage, ObjectStoreConfig, ObjectStoreKind};

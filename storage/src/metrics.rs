@@ -116,6 +116,10 @@ pub struct StorageMetrics {
     pub persisted_rows: Counter,
     /// Persist rounds that failed (and were retried later).
     pub persist_errors: Counter,
+    /// Files replaced by compaction.
+    pub compacted_files: Counter,
+    /// Compaction rounds that failed.
+    pub compaction_errors: Counter,
 }
 
 impl StorageMetrics {
@@ -160,6 +164,16 @@ impl StorageMetrics {
                 "sluice_persist_errors_total",
                 "Persist rounds that failed; their rows stay buffered and are retried.",
                 self.persist_errors.get(),
+            ),
+            (
+                "sluice_compacted_files_total",
+                "Parquet files merged away by compaction.",
+                self.compacted_files.get(),
+            ),
+            (
+                "sluice_compaction_errors_total",
+                "Compaction rounds that failed; the files stay as they were.",
+                self.compaction_errors.get(),
             ),
         ] {
             header(out, name, "counter", help);

@@ -15,9 +15,13 @@ use crate::table_buffer::PARTITION_NANOS;
 /// One Parquet file of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParquetFile {
-    /// Unique for the life of the store; a larger id holds newer writes (see `deduplicate.rs`
-    /// for why that order matters).
+    /// Unique for the life of the store; names the file.
     pub id: u64,
+    /// Precedence when rows of one primary key are in several files: a larger order holds
+    /// newer writes. A persisted file's order is its id; a compacted file's is the largest
+    /// order of the files it replaced, so that a file persisted while the compaction ran
+    /// (holding newer writes) still wins over it.
+    pub order: u64,
     /// Location in the object store: `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet`.
     pub path: String,
     /// Earliest and latest `time` in the file, nanoseconds.
@@ -52,6 +56,17 @@ pub struct LakeState {
     pub persisted_through: BTreeMap<(Arc<str>, Arc<str>, i64), u64>,
     /// The id the next file gets.
     pub next_file_id: u64,
+    /// Files replaced by compaction, deleted from the store once no query that started
+    /// before the replacement can still be reading them.
+    pub pending_deletes: Vec<PendingDelete>,
+}
+
+/// A file no longer listed, to be deleted from the object store after a grace period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDelete {
+    pub path: String,
+    /// Unix time, nanoseconds, after which nothing can be reading it.
+    pub delete_after: i64,
 }
 
 impl LakeState {

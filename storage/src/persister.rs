@@ -76,8 +76,7 @@ impl WriteBuffer {
             };
             let mut files: Vec<ParquetFile> = lake.table_files(&t.db, &t.table).to_vec();
             for p in &t.partitions {
-                let id = lake.next_file_id;
-                lake.next_file_id += 1;
+                let id = self.shared.next_file_id.fetch_add(1, Ordering::SeqCst);
                 let batch = align_to_schema(&p.batch, schema.arrow_schema());
                 let (db, table_schema) = (t.db.clone(), schema.clone());
                 let encoded = tokio::task::spawn_blocking(move || {
@@ -94,6 +93,7 @@ impl WriteBuffer {
                 self.storage.put(&Path::from(path.as_str()), bytes).await?;
                 files.push(ParquetFile {
                     id,
+                    order: id,
                     path,
                     min_time: p.min_time,
                     max_time: p.max_time,
@@ -123,6 +123,7 @@ impl WriteBuffer {
             .first()
             .map_or(0, |(seq, _)| *seq);
         lake.persisted_through.retain(|_, s| *s >= oldest_on_disk);
+        lake.next_file_id = self.shared.next_file_id.load(Ordering::SeqCst);
         let doc = catalog_file::encode(&catalog, &lake);
         self.storage
             .put(&catalog_file::catalog_path(), Bytes::from(doc))
@@ -299,4 +300,4 @@ pub fn encode_parquet(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

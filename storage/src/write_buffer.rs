@@ -52,6 +52,9 @@ pub struct WriteBufferConfig {
     pub wal_segment_bytes: u64,
     /// A buffer partition is persisted once its hour ended this long ago.
     pub persist_after: Duration,
+    /// How long a file replaced by compaction stays in the object store: longer than any
+    /// query may run, so that no query reading it loses it.
+    pub replaced_file_grace: Duration,
 }
 
 impl WriteBufferConfig {
@@ -64,6 +67,7 @@ impl WriteBufferConfig {
             buffer_memory_limit: 4 << 30,
             wal_segment_bytes: 64 << 20,
             persist_after: Duration::from_secs(15 * 60),
+            replaced_file_grace: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -214,6 +218,8 @@ pub(crate) struct Shared {
     pub(crate) lake: RwLock<Arc<LakeState>>,
     /// The WAL segment being written.
     pub(crate) current_segment: AtomicU64,
+    /// The id the next Parquet file gets (persist and compaction both take from it).
+    pub(crate) next_file_id: AtomicU64,
 }
 
 /// Catalog, WAL, buffered rows and persisted files of every database.
@@ -251,6 +257,7 @@ impl WriteBuffer {
             rows: AtomicUsize::new(0),
             failed: Mutex::new(None),
             metrics: StorageMetrics::default(),
+            next_file_id: AtomicU64::new(lake.next_file_id),
             lake: RwLock::new(Arc::new(lake)),
             current_segment: AtomicU64::new(0),
         });

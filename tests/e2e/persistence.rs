@@ -218,3 +218,46 @@ print(json.dumps({"files": out, "count": total[0], "sum_n": total[1]}))
         assert_eq!(f["sorted"], true, "{path}");
     }
 }
+
+#[tokio::test]
+async fn compaction_leaves_fewer_files_and_the_same_answers() {
+    let s = Server::start();
+    // twelve persists of one day, each also overwriting a field of the first rows
+    for round in 0..12i64 {
+        let mut lp = String::new();
+        for host in ["a", "b"] {
+            lp.push_str(&format!(
+                "cpu,host={host},dc=eu usage={round},n={round}i {}\n",
+                START + round * 600_000_000_000
+            ));
+            lp.push_str(&format!(
+                "cpu,host={host},dc=eu usage={} {START}\n",
+                100 + round
+            ));
+        }
+        s.write_lp("k", &lp).await;
+        persist(&s).await;
+    }
+    let before = s.sql("k", CHECK).await;
+    let files = "SELECT count(*) AS n FROM system.parquet_files WHERE table_name = 'cpu'";
+    let n_before = s.sql("k", files).await[0]["n"].as_u64().unwrap();
+    assert!(n_before >= 12, "{n_before}");
+    let (status, body) = s.post("/api/v3/compact", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let summary: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["files_out"], 1, "{summary}");
+    assert_eq!(s.sql("k", files).await, vec![json!({"n": 1})]);
+    assert_eq!(s.sql("k", CHECK).await, before);
+    let first = s
+        .sql(
+            "k",
+            "SELECT usage, n FROM cpu WHERE host = 'a' AND time = '2026-01-01T00:00:00Z'",
+        )
+        .await;
+    assert_eq!(first, vec![json!({"usage": 111.0, "n": 0})]);
+    // the compacted state is what a restart finds
+    let dir = s.kill();
+    let s = Server::start_in(dir, &[]);
+    assert_eq!(s.sql("k", files).await, vec![json!({"n": 1})]);
+    assert_eq!(s.sql("k", CHECK).await, before);
+}

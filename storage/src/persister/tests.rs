@@ -11,9 +11,9 @@ use crate::store::{FaultInjectingStore, ObjectStorage, ObjectStoreConfig, RetryP
 use crate::table_buffer::TimeRange;
 use crate::write_buffer::{WriteBufferConfig, WriteOptions};
 
-const HOUR: i64 = 3_600_000_000_000;
+pub(crate) const HOUR: i64 = 3_600_000_000_000;
 
-fn batch(lp: &str) -> WriteBatch {
+pub(crate) fn batch(lp: &str) -> WriteBatch {
     let out = parse(
         lp.as_bytes(),
         &ParseOptions {
@@ -26,11 +26,11 @@ fn batch(lp: &str) -> WriteBatch {
     out.batch
 }
 
-fn file_storage(dir: &std::path::Path) -> ObjectStorage {
+pub(crate) fn file_storage(dir: &std::path::Path) -> ObjectStorage {
     ObjectStorage::from_config(&ObjectStoreConfig::file(dir.join("lake"))).unwrap()
 }
 
-async fn open(
+pub(crate) async fn open(
     dir: &std::path::Path,
     storage: ObjectStorage,
 ) -> (WriteBuffer, crate::ReplaySummary) {
@@ -39,7 +39,7 @@ async fn open(
         .unwrap()
 }
 
-async fn write(wb: &WriteBuffer, lp: &str) {
+pub(crate) async fn write(wb: &WriteBuffer, lp: &str) {
     let out = wb
         .write("db", batch(lp), WriteOptions::default())
         .await
@@ -49,7 +49,7 @@ async fn write(wb: &WriteBuffer, lp: &str) {
 
 /// Every row of `db.cpu` as a query would see it: files (by id) then buffer chunks (by age),
 /// merged per primary key.
-async fn table_rows(wb: &WriteBuffer) -> String {
+pub(crate) async fn table_rows(wb: &WriteBuffer) -> String {
     let catalog = wb.catalog();
     let schema = catalog.table("db", "cpu").unwrap();
     let mut chunks = wb
@@ -58,7 +58,9 @@ async fn table_rows(wb: &WriteBuffer) -> String {
         .unwrap_or_default();
     chunks.sort_by_key(|c| c.order);
     let mut batches = Vec::new();
-    for f in wb.lake().table_files("db", "cpu").iter() {
+    let mut files = wb.lake().table_files("db", "cpu").to_vec();
+    files.sort_by_key(|f| (f.order, f.id));
+    for f in files.iter() {
         batches.extend(read_file(wb, &f.path).await);
     }
     let batches: Vec<_> = batches
@@ -70,7 +72,7 @@ async fn table_rows(wb: &WriteBuffer) -> String {
     pretty_format_batches(&[merged]).unwrap().to_string()
 }
 
-async fn read_file(wb: &WriteBuffer, path: &str) -> Vec<RecordBatch> {
+pub(crate) async fn read_file(wb: &WriteBuffer, path: &str) -> Vec<RecordBatch> {
     let bytes = wb
         .storage()
         .get(&Path::from(path))
@@ -85,7 +87,7 @@ async fn read_file(wb: &WriteBuffer, path: &str) -> Vec<RecordBatch> {
         .collect()
 }
 
-fn buffered_rows(wb: &WriteBuffer) -> usize {
+pub(crate) fn buffered_rows(wb: &WriteBuffer) -> usize {
     wb.buffer_rows()
 }
 

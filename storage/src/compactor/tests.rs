@@ -1,0 +1,128 @@
+use std::time::Duration;
+
+use super::*;
+use crate::persister::tests::{HOUR, table_rows, write};
+use crate::store::{ObjectStorage, ObjectStoreConfig};
+use crate::write_buffer::{FreezeRule, WriteBufferConfig};
+
+async fn open_with_grace(dir: &std::path::Path, grace: Duration) -> WriteBuffer {
+    let storage = ObjectStorage::from_config(&ObjectStoreConfig::file(dir.join("lake"))).unwrap();
+    let mut config = WriteBufferConfig::new(dir.join("wal"));
+    config.replaced_file_grace = grace;
+    WriteBuffer::open(config, storage).await.unwrap().0
+}
+
+/// Ten persists of one day: new rows and overwrites of earlier ones, hour by hour.
+async fn many_small_files(wb: &WriteBuffer) {
+    for round in 0..10i64 {
+        let mut lp = String::new();
+        for host in 0..3 {
+            // a new row in hour `round`, and an overwrite of a row of hour 0
+            lp.push_str(&format!(
+                "cpu,host=h{host} v={round},r={round}i {}\n",
+                round * HOUR + host
+            ));
+            lp.push_str(&format!("cpu,host=h{host} v={} {}\n", 100 + round, host));
+        }
+        write(wb, &lp).await;
+        wb.persist(FreezeRule::All).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn compaction_merges_a_days_files_and_keeps_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open_with_grace(dir.path(), Duration::from_secs(3600)).await;
+    many_small_files(&wb).await;
+    let before = table_rows(&wb).await;
+    let files_before = wb.lake().table_files("db", "cpu");
+    assert!(files_before.len() >= 10, "{}", files_before.len());
+    let s = wb.compact(100 << 20).await.unwrap();
+    assert_eq!(s.days, 1);
+    assert_eq!(s.files_in, files_before.len());
+    assert_eq!(s.files_out, 1);
+    let files = wb.lake().table_files("db", "cpu");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].rows, 30);
+    assert_eq!(
+        files[0].order,
+        files_before.iter().map(|f| f.order).max().unwrap()
+    );
+    assert_eq!(table_rows(&wb).await, before);
+    // the replaced files stay until their grace period ends, recorded in the catalog
+    assert!(dir.path().join("lake").join(&files_before[0].path).exists());
+    assert_eq!(wb.lake().pending_deletes.len(), files_before.len());
+    // nothing more to do
+    assert_eq!(wb.compact(100 << 20).await.unwrap().days, 0);
+    // and after a restart the compacted file is what is listed
+    drop(wb);
+    let wb = open_with_grace(dir.path(), Duration::from_secs(3600)).await;
+    assert_eq!(wb.lake().table_files("db", "cpu").len(), 1);
+    assert_eq!(table_rows(&wb).await, before);
+}
+
+#[tokio::test]
+async fn replaced_files_are_deleted_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open_with_grace(dir.path(), Duration::ZERO).await;
+    many_small_files(&wb).await;
+    let old = wb.lake().table_files("db", "cpu");
+    wb.compact(100 << 20).await.unwrap();
+    let s = wb.compact(100 << 20).await.unwrap();
+    assert_eq!(s.files_deleted, old.len());
+    for f in old.iter() {
+        assert!(
+            !dir.path().join("lake").join(&f.path).exists(),
+            "{}",
+            f.path
+        );
+    }
+    assert!(wb.lake().pending_deletes.is_empty());
+}
+
+#[tokio::test]
+async fn a_day_too_big_for_one_file_is_split_by_time_without_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open_with_grace(dir.path(), Duration::from_secs(3600)).await;
+    many_small_files(&wb).await;
+    let before = table_rows(&wb).await;
+    let total: u64 = wb
+        .lake()
+        .table_files("db", "cpu")
+        .iter()
+        .map(|f| f.size_bytes)
+        .sum();
+    // a target a third of the day's size: three files
+    let s = wb.compact(total / 3 + 1).await.unwrap();
+    assert_eq!(s.files_out, 3, "{s:?}");
+    let mut files = wb.lake().table_files("db", "cpu").to_vec();
+    files.sort_by_key(|f| f.min_time);
+    for pair in files.windows(2) {
+        assert!(pair[0].max_time < pair[1].min_time, "{files:?}");
+    }
+    assert_eq!(table_rows(&wb).await, before);
+}
+
+#[tokio::test]
+async fn large_files_at_the_start_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open_with_grace(dir.path(), Duration::from_secs(3600)).await;
+    many_small_files(&wb).await;
+    wb.compact(100 << 20).await.unwrap();
+    let big = wb.lake().table_files("db", "cpu")[0].clone();
+    // a late overwrite of a compacted row: with the compacted file counted as full, one small
+    // file is left, and one file is nothing to merge
+    write(&wb, "cpu,host=h0 v=1 0").await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    let s = wb.compact(big.size_bytes).await.unwrap();
+    assert_eq!(s.days, 0, "{s:?}");
+    // with a target that makes it small, both merge, and the late write wins
+    let s = wb.compact(100 << 20).await.unwrap();
+    assert_eq!((s.days, s.files_in, s.files_out), (1, 2, 1));
+    let rows = table_rows(&wb).await;
+    assert!(
+        rows.contains("| h0   | 0 | 1970-01-01T00:00:00           | 1.0   |"),
+        "{rows}"
+    );
+    assert_eq!(wb.lake().table_files("db", "cpu")[0].rows, 30);
+}
