@@ -66,6 +66,30 @@ struct Args {
     /// After loading, check with SQL (Sluice only) that every row arrived.
     #[arg(long)]
     verify: bool,
+    /// Generate data starting this many hours after 2026-01-01T00:00Z (to extend a data set).
+    #[arg(long, default_value_t = 0)]
+    start_after_hours: usize,
+    /// Do not write anything: only run the checks and queries asked for.
+    #[arg(long)]
+    skip_load: bool,
+    /// After loading (Sluice only): persist everything, report bytes per field value, compact,
+    /// report again.
+    #[arg(long)]
+    persist: bool,
+    /// The server's data folder: its size on disk is reported after the load (and after
+    /// persist and compaction).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Wait this long before measuring `--data-dir` (lets a peer finish background merges).
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
+    /// Time the TSBS queries (SQL for Sluice, InfluxQL for InfluxDB): median of
+    /// `--tsbs-runs` runs after one warm-up.
+    #[arg(long)]
+    tsbs_queries: bool,
+    /// Timed runs per TSBS query.
+    #[arg(long, default_value_t = 10)]
+    tsbs_runs: usize,
 }
 
 fn peak_rss_mib(pid: u32) -> Option<f64> {
@@ -124,8 +148,88 @@ async fn sql(client: &reqwest::Client, args: &Args, q: &str) -> Result<String, S
     Ok(text)
 }
 
+/// Size of all files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Median, p90 and min of `times` (milliseconds), sorted in place.
+fn summarize(times: &mut [f64]) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    (pct(0.5), pct(0.9), times[0])
+}
+
+async fn admin(client: &reqwest::Client, args: &Args, path: &str) -> Result<String, String> {
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let r = client
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("POST {url}: {status}: {text}"));
+    }
+    Ok(text)
+}
+
+/// Live Parquet bytes and file count of table `cpu`, from `system.parquet_files`.
+async fn parquet_bytes(client: &reqwest::Client, args: &Args) -> Result<(u64, u64), String> {
+    let out = sql(
+        client,
+        args,
+        "SELECT count(*) AS files, sum(size_bytes) AS bytes FROM system.parquet_files \
+         WHERE table_name = 'cpu'",
+    )
+    .await?;
+    let line = out.lines().nth(1).unwrap_or("");
+    let mut parts = line
+        .split(',')
+        .map(|v| v.trim().parse::<u64>().unwrap_or(0));
+    Ok((parts.next().unwrap_or(0), parts.next().unwrap_or(0)))
+}
+
+async fn influxql(client: &reqwest::Client, args: &Args, q: &str) -> Result<String, String> {
+    let url = format!("{}/query", args.url.trim_end_matches('/'));
+    let r = client
+        .get(&url)
+        .query(&[("db", args.db.as_str()), ("q", q)])
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() || text.contains("\"error\"") {
+        return Err(format!("InfluxQL query failed with {status}: {text}"));
+    }
+    Ok(text)
+}
+
 async fn run(args: Args) -> Result<(), String> {
-    let spec = Spec::hours(args.hosts, args.hours);
+    let spec = Spec::hours(args.hosts, args.hours).starting_after_hours(args.start_after_hours);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()
+        .map_err(|e| e.to_string())?;
+    if !args.skip_load {
+        load(&args, spec, &client).await?;
+    }
+    after_load(&args, spec, &client).await
+}
+
+async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), String> {
     let path = args
         .write_path
         .clone()
@@ -149,10 +253,6 @@ async fn run(args: Args) -> Result<(), String> {
             .collect(),
     );
     let bytes: usize = bodies.iter().map(|b| b.len()).sum();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .build()
-        .map_err(|e| e.to_string())?;
     let next = Arc::new(AtomicUsize::new(0));
     let retries = Arc::new(AtomicUsize::new(0));
     eprintln!(
@@ -164,13 +264,13 @@ async fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.connections {
-        let (client, url, bodies, next, retries) = (
+        let (client, bodies, next, retries) = (
             client.clone(),
-            url.clone(),
             bodies.clone(),
             next.clone(),
             retries.clone(),
         );
+        let url = url.to_string();
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -207,8 +307,14 @@ async fn run(args: Args) -> Result<(), String> {
             None => println!("server peak RSS:   unknown (cannot read /proc/{pid}/status)"),
         }
     }
+    Ok(())
+}
+
+async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), String> {
+    let client = client.clone();
+    let values = spec.values() as f64;
     if args.verify {
-        let out = sql(&client, &args, "SELECT count(*) AS n FROM cpu").await?;
+        let out = sql(&client, args, "SELECT count(*) AS n FROM cpu").await?;
         let n: usize = out
             .lines()
             .nth(1)
@@ -219,22 +325,81 @@ async fn run(args: Args) -> Result<(), String> {
         }
         println!("verified:          {n} rows in cpu");
     }
+    let report_disk = |when: &str| {
+        if let Some(dir) = &args.data_dir {
+            let b = dir_bytes(dir);
+            println!(
+                "on disk {when:<9} {:.2} MB in {}, {:.3} bytes per field value",
+                b as f64 / 1e6,
+                dir.display(),
+                b as f64 / values
+            );
+        }
+    };
+    if args.settle_secs > 0 {
+        if args.target == Target::VictoriaMetrics {
+            let url = format!("{}/internal/force_flush", args.url.trim_end_matches('/'));
+            client.get(&url).send().await.map_err(|e| e.to_string())?;
+        }
+        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    }
+    report_disk("(load):");
+    if args.persist {
+        let t = Instant::now();
+        admin(&client, args, "/api/v3/persist").await?;
+        let took = t.elapsed().as_secs_f64();
+        let (files, b) = parquet_bytes(&client, args).await?;
+        println!(
+            "persisted:         {files} files, {:.2} MB, {:.3} bytes per field value ({took:.2} s)",
+            b as f64 / 1e6,
+            b as f64 / values
+        );
+        report_disk("(persist):");
+        let t = Instant::now();
+        admin(&client, args, "/api/v3/compact").await?;
+        let took = t.elapsed().as_secs_f64();
+        let (files, b) = parquet_bytes(&client, args).await?;
+        println!(
+            "compacted:         {files} files, {:.2} MB, {:.3} bytes per field value ({took:.2} s)",
+            b as f64 / 1e6,
+            b as f64 / values
+        );
+    }
+    if args.tsbs_queries {
+        for q in tsbs::queries() {
+            let run = |client: reqwest::Client, q: tsbs::Query| async move {
+                match args.target {
+                    Target::Influxdb => influxql(&client, args, &q.influxql).await,
+                    _ => sql(&client, args, &q.sql).await,
+                }
+            };
+            let answer = run(client.clone(), q.clone()).await?;
+            let mut times = Vec::with_capacity(args.tsbs_runs);
+            for _ in 0..args.tsbs_runs {
+                let t = Instant::now();
+                run(client.clone(), q.clone()).await?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let (median, p90, min) = summarize(&mut times);
+            println!(
+                "tsbs {:<22} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms ({} bytes of answer)",
+                q.name,
+                answer.len()
+            );
+        }
+    }
     if let Some(q) = &args.query {
-        sql(&client, &args, q).await?;
+        sql(&client, args, q).await?;
         let mut times = Vec::with_capacity(args.query_runs);
         for _ in 0..args.query_runs {
             let t = Instant::now();
-            sql(&client, &args, q).await?;
+            sql(&client, args, q).await?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        times.sort_by(f64::total_cmp);
-        let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+        let (median, p90, min) = summarize(&mut times);
         println!("query:             {q}");
         println!(
-            "query latency:     median {:.2} ms, p90 {:.2} ms, min {:.2} ms over {} runs",
-            pct(0.5),
-            pct(0.9),
-            times[0],
+            "query latency:     median {median:.2} ms, p90 {p90:.2} ms, min {min:.2} ms over {} runs",
             times.len()
         );
     }

@@ -48,6 +48,8 @@ pub struct Spec {
     pub hosts: usize,
     /// Number of 10-second steps (8,640 for a day).
     pub steps: usize,
+    /// Steps skipped before the first one generated: data that continues an earlier set.
+    pub first_step: usize,
 }
 
 impl Spec {
@@ -56,7 +58,14 @@ impl Spec {
         Spec {
             hosts,
             steps: hours * 3600 / INTERVAL_SECS as usize,
+            first_step: 0,
         }
+    }
+
+    /// The same data set starting `hours` later.
+    pub fn starting_after_hours(mut self, hours: usize) -> Self {
+        self.first_step = hours * 3600 / INTERVAL_SECS as usize;
+        self
     }
 
     /// Rows (points) in total.
@@ -115,7 +124,7 @@ pub fn generate(spec: Spec, lines_per_body: usize, mut each: impl FnMut(&str)) {
     let mut body = String::with_capacity(lines_per_body * 320);
     let mut lines = 0;
     for step in 0..spec.steps {
-        let time = START_NANOS + step as i64 * INTERVAL_SECS * 1_000_000_000;
+        let time = START_NANOS + (spec.first_step + step) as i64 * INTERVAL_SECS * 1_000_000_000;
         for (host, key) in keys.iter().enumerate() {
             body.push_str(key);
             for (f, name) in FIELDS.iter().enumerate() {
@@ -138,6 +147,64 @@ pub fn generate(spec: Spec, lines_per_body: usize, mut each: impl FnMut(&str)) {
     }
 }
 
+/// A TSBS query, in Sluice's SQL and in InfluxQL (for InfluxDB 1.x).
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The TSBS name.
+    pub name: &'static str,
+    pub sql: String,
+    pub influxql: String,
+}
+
+/// The TSBS cpu-only queries the benchmark times, over the first day of data: one host is
+/// `host_8`, one hour is 12:00-13:00, twelve hours are 06:00-18:00.
+pub fn queries() -> Vec<Query> {
+    let hour = "time >= '2026-01-01T12:00:00Z' AND time < '2026-01-01T13:00:00Z'";
+    let twelve = "time >= '2026-01-01T06:00:00Z' AND time < '2026-01-01T18:00:00Z'";
+    let means_sql: Vec<String> = FIELDS.iter().map(|f| format!("avg({f}) AS {f}")).collect();
+    let means_iql: Vec<String> = FIELDS.iter().map(|f| format!("mean({f})")).collect();
+    vec![
+        Query {
+            name: "single-groupby-1-1-1",
+            sql: format!(
+                "SELECT date_bin(INTERVAL '1 minute', time) AS minute, max(usage_user) AS max_usage_user \
+                 FROM cpu WHERE hostname = 'host_8' AND {hour} GROUP BY minute ORDER BY minute"
+            ),
+            influxql: format!(
+                "SELECT max(usage_user) FROM cpu WHERE hostname = 'host_8' AND {hour} GROUP BY time(1m)"
+            ),
+        },
+        Query {
+            name: "double-groupby-all",
+            sql: format!(
+                "SELECT date_bin(INTERVAL '1 hour', time) AS hour, hostname, {} FROM cpu \
+                 WHERE {twelve} GROUP BY hour, hostname ORDER BY hour, hostname",
+                means_sql.join(", ")
+            ),
+            influxql: format!(
+                "SELECT {} FROM cpu WHERE {twelve} GROUP BY time(1h), hostname",
+                means_iql.join(", ")
+            ),
+        },
+        Query {
+            name: "lastpoint",
+            sql: "SELECT DISTINCT ON (hostname) * FROM cpu ORDER BY hostname, time DESC"
+                .to_string(),
+            influxql: "SELECT last(*) FROM cpu GROUP BY hostname".to_string(),
+        },
+        Query {
+            name: "high-cpu-1",
+            sql: format!(
+                "SELECT * FROM cpu WHERE usage_user > 90 AND hostname = 'host_8' AND {hour} \
+                 ORDER BY time"
+            ),
+            influxql: format!(
+                "SELECT * FROM cpu WHERE usage_user > 90 AND hostname = 'host_8' AND {hour}"
+            ),
+        },
+    ]
+}
+
 /// The whole data set as bodies of at most `lines_per_body` lines.
 pub fn bodies(spec: Spec, lines_per_body: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(spec.rows().div_ceil(lines_per_body));
@@ -151,7 +218,11 @@ mod tests {
 
     #[test]
     fn shape_of_the_data() {
-        let spec = Spec { hosts: 3, steps: 4 };
+        let spec = Spec {
+            hosts: 3,
+            steps: 4,
+            first_step: 0,
+        };
         let bodies = bodies(spec, 5);
         assert_eq!(bodies.len(), 3);
         let lines: Vec<&str> = bodies.iter().flat_map(|b| b.lines()).collect();

@@ -19,10 +19,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -33,6 +35,7 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProvide
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -188,9 +191,13 @@ impl TableProvider for SluiceTable {
             let mut chunks = Vec::new();
             for s in group {
                 match s {
-                    Source::File(f) => {
-                        file_scans.push(parquet_scan(&table_schema, vec![vec![f]], None, None)?)
-                    }
+                    Source::File(f) => file_scans.push(parquet_scan(
+                        state,
+                        &table_schema,
+                        vec![vec![f]],
+                        None,
+                        None,
+                    )?),
                     Source::Chunk(c) => chunks.push(c.batch),
                 }
             }
@@ -216,6 +223,7 @@ impl TableProvider for SluiceTable {
                 groups[i % n].push(f);
             }
             plans.push(parquet_scan(
+                state,
                 &table_schema,
                 groups,
                 projection.cloned(),
@@ -251,17 +259,27 @@ impl TableProvider for SluiceTable {
 
 /// A Parquet scan of `groups` (one output partition per group) in the table's schema: columns
 /// a file lacks (added to the table after it was written) read as nulls.
+/// File footers and page indexes are cached across queries (files never change once
+/// written, and their names are never reused while the server runs).
 fn parquet_scan(
+    state: &dyn Session,
     table_schema: &SchemaRef,
     groups: Vec<Vec<ParquetFile>>,
     projection: Option<Vec<usize>>,
     predicate: Option<Arc<dyn PhysicalExpr>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut source = ParquetSource::new(table_schema.clone()).with_enable_page_index(true);
+    let url = ObjectStoreUrl::parse(LAKE_URL)?;
+    let store = state.runtime_env().object_store(&url)?;
+    let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut source = ParquetSource::new(table_schema.clone())
+        .with_enable_page_index(true)
+        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+            store,
+            metadata_cache,
+        )));
     if let Some(p) = predicate {
         source = source.with_predicate(p).with_pushdown_filters(true);
     }
-    let url = ObjectStoreUrl::parse(LAKE_URL)?;
     let groups = groups
         .into_iter()
         .map(|files| {
@@ -330,6 +348,18 @@ impl ExecutionPlan for SluiceScanExec {
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
+    }
+
+    /// Transparent to filters: whatever its input can take (a Parquet scan, dynamic filters
+    /// of a join) goes through. A [`DeduplicateExec`] in the input takes none, so filters
+    /// stay above it, after the merge.
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        FilterDescription::from_children(parent_filters, &self.children())
     }
 
     fn apply_expressions(

@@ -165,7 +165,7 @@ impl WriteBuffer {
         let schema_for_merge = schema.clone();
         let bytes_in = bytes_in_of(&c.files);
         let slices = tokio::task::spawn_blocking(move || {
-            let merged = merge_by_primary_key(schema_for_merge.arrow_schema(), &batches)
+            let (merged, _) = merge_by_primary_key(schema_for_merge.arrow_schema(), &batches)
                 .map_err(|e| e.to_string())?;
             drop(batches);
             split_by_time(&merged, slices_for(&merged, target_bytes, bytes_in))

@@ -5,14 +5,23 @@
 //! Rows with the same tag set and time are one row: each field takes the value of the newest
 //! row that has one, a field no row has stays null (InfluxDB's merge). "Newest" is the order of
 //! the input: batches are given oldest first and rows within a batch in arrival order. The
-//! result is sorted by the tags (in schema order, nulls first) and then time: the order
-//! Sluice's Parquet files are written in.
+//! result is sorted by the tags and then time (nulls first): the order Sluice's Parquet files
+//! are written in.
+//!
+//! The tags are ordered by how many distinct values they have in the data, most first (ties by
+//! name): the tag that tells series apart best (a host name, say) leads, so that a page or row
+//! group of a file holds few of its values and its statistics prune well for the filters
+//! queries use most (`WHERE host = ...`). Every series is one run of rows either way, so
+//! compression does not suffer.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use std::collections::HashSet;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take};
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Int32Type};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
 
@@ -32,20 +41,59 @@ pub fn primary_key_columns(schema: &SchemaRef) -> Option<Vec<usize>> {
     Some(key)
 }
 
+/// Number of distinct values (null counting as one) of a tag column.
+fn distinct_values(column: &ArrayRef) -> usize {
+    let null = usize::from(column.null_count() > 0);
+    match column.data_type() {
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            let dict = column.as_dictionary::<Int32Type>();
+            let values = dict.values().as_string::<i32>();
+            let mut used = vec![false; values.len()];
+            for k in dict.keys().iter().flatten() {
+                used[k as usize] = true;
+            }
+            let distinct: HashSet<&str> = used
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| **u)
+                .map(|(i, _)| values.value(i))
+                .collect();
+            distinct.len() + null
+        }
+        _ => column.len(),
+    }
+}
+
+/// The sort key of `batch`: its tag columns, most distinct values first (ties in schema
+/// order), then `time`.
+pub fn sort_key(schema: &SchemaRef, batch: &RecordBatch) -> Option<Vec<usize>> {
+    let mut key = primary_key_columns(schema)?;
+    let time = key.pop()?;
+    let mut counted: Vec<(usize, usize)> = key
+        .into_iter()
+        .map(|i| (distinct_values(batch.column(i)), i))
+        .collect();
+    counted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut key: Vec<usize> = counted.into_iter().map(|(_, i)| i).collect();
+    key.push(time);
+    Some(key)
+}
+
 /// Merges `batches` (all of `schema`, oldest first) into one batch with one row per primary
-/// key, sorted by tags then time.
+/// key, sorted by [`sort_key`]. Returns the rows and the sort key they are in (column
+/// positions).
 pub fn merge_by_primary_key(
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<RecordBatch, ArrowError> {
+) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
     let all = concat_batches(schema, batches)?;
     let n = all.num_rows();
-    if n == 0 {
-        return Ok(all);
-    }
-    let key = primary_key_columns(schema).ok_or_else(|| {
+    let key = sort_key(schema, &all).ok_or_else(|| {
         ArrowError::SchemaError("a table without a time column has no primary key".into())
     })?;
+    if n == 0 {
+        return Ok((all, key));
+    }
     let converter = RowConverter::new(
         key.iter()
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
@@ -78,7 +126,7 @@ pub fn merge_by_primary_key(
             .iter()
             .map(|c| take(c, &sorted, None))
             .collect::<Result<Vec<_>, _>>()?;
-        return RecordBatch::try_new(schema.clone(), columns);
+        return Ok((RecordBatch::try_new(schema.clone(), columns)?, key));
     }
     let first: UInt32Array = runs.iter().map(|&(s, _)| order[s]).collect();
     let mut columns = Vec::with_capacity(all.num_columns());
@@ -102,7 +150,7 @@ pub fn merge_by_primary_key(
         };
         columns.push(merged);
     }
-    RecordBatch::try_new(Arc::clone(schema), columns)
+    Ok((RecordBatch::try_new(Arc::clone(schema), columns)?, key))
 }
 
 #[cfg(test)]
@@ -165,7 +213,7 @@ mod tests {
             (None, Some("b"), Some(11), 5),
             (Some(4.0), Some("a"), Some(40), 6),
         ]);
-        let merged = merge_by_primary_key(&schema(), &[old, new]).unwrap();
+        let (merged, _) = merge_by_primary_key(&schema(), &[old, new]).unwrap();
         assert_eq!(
             show(&merged),
             "+-----+------+----+-------------------------------+\n\
@@ -186,7 +234,7 @@ mod tests {
             (Some(9.0), Some("x"), None, 2),
             (Some(5.0), Some("w"), None, 3),
         ]);
-        let merged = merge_by_primary_key(&schema(), &[b]).unwrap();
+        let (merged, _) = merge_by_primary_key(&schema(), &[b]).unwrap();
         let a = merged
             .column(0)
             .as_any()
@@ -197,13 +245,16 @@ mod tests {
             (Some(1.0), Some("z"), None, 2),
             (Some(2.0), Some("y"), None, 9),
         ]);
-        let sorted = merge_by_primary_key(&schema(), &[unique]).unwrap();
+        let (sorted, _) = merge_by_primary_key(&schema(), &[unique]).unwrap();
         let a = sorted
             .column(0)
             .as_any()
             .downcast_ref::<Float64Array>()
             .unwrap();
         assert_eq!(a.values().to_vec(), vec![2.0, 1.0]);
-        assert_eq!(merge_by_primary_key(&schema(), &[]).unwrap().num_rows(), 0);
+        assert_eq!(
+            merge_by_primary_key(&schema(), &[]).unwrap().0.num_rows(),
+            0
+        );
     }
 }

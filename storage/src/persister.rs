@@ -27,7 +27,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::catalog::{ColumnKind, TableSchema};
 use crate::catalog_file;
-use crate::deduplicate::{merge_by_primary_key, primary_key_columns};
+use crate::deduplicate::merge_by_primary_key;
 use crate::persisted_files::{ParquetFile, file_path};
 use crate::store;
 use crate::table_buffer::align_to_schema;
@@ -222,7 +222,7 @@ pub fn crash_point(point: &str) {
 }
 
 /// Encodes `batches` (rows of `schema`'s table, oldest first) as one Parquet file: rows merged
-/// per primary key and sorted by tags then time, tags dictionary-encoded, ZSTD, page-level
+/// per primary key and sorted by tags then time (see `deduplicate.rs` for the tag order), tags dictionary-encoded, ZSTD, page-level
 /// statistics (so the page index is written), the sort order and Sluice's schema in the file
 /// metadata. Returns the bytes and the row count.
 pub fn encode_parquet(
@@ -231,8 +231,7 @@ pub fn encode_parquet(
     batches: &[RecordBatch],
 ) -> Result<(Bytes, u64), String> {
     let arrow_schema = schema.arrow_schema();
-    let merged = merge_by_primary_key(arrow_schema, batches).map_err(|e| e.to_string())?;
-    let key = primary_key_columns(arrow_schema).ok_or("table has no time column")?;
+    let (merged, key) = merge_by_primary_key(arrow_schema, batches).map_err(|e| e.to_string())?;
     let sorting = key
         .iter()
         .map(|&i| SortingColumn {
@@ -265,6 +264,9 @@ pub fn encode_parquet(
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(8 * 1024)
+        // Several row groups per large file: DataFusion scans row groups in parallel, and
+        // their statistics let whole groups be skipped.
+        .set_max_row_group_row_count(Some(128 * 1024))
         .set_sorting_columns(Some(sorting))
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_METADATA_KEY.to_string(),

@@ -68,7 +68,7 @@ pub(crate) async fn table_rows(wb: &WriteBuffer) -> String {
         .map(|b| align_to_schema(b, schema.arrow_schema()))
         .chain(chunks.into_iter().map(|c| c.batch))
         .collect();
-    let merged = merge_by_primary_key(schema.arrow_schema(), &batches).unwrap();
+    let (merged, _) = merge_by_primary_key(schema.arrow_schema(), &batches).unwrap();
     pretty_format_batches(&[merged]).unwrap().to_string()
 }
 
@@ -320,4 +320,40 @@ async fn a_crash_before_the_catalog_is_written_replays_everything_once() {
     assert_eq!(summary.files, 0);
     assert_eq!(summary.points, 2);
     assert_eq!(table_rows(&wb).await, expected);
+}
+
+#[tokio::test]
+async fn the_tag_with_most_values_leads_the_sort_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+    write(
+        &wb,
+        "cpu,az=b,host=h1 v=1 1\ncpu,az=a,host=h2 v=2 1\ncpu,az=a,host=h3 v=3 1\ncpu,az=b,host=h0 v=4 1",
+    )
+    .await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    let files = wb.lake().table_files("db", "cpu");
+    let bytes = wb
+        .storage()
+        .get(&Path::from(files[0].path.as_str()))
+        .await
+        .unwrap()
+        .unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let sorting = builder
+        .metadata()
+        .row_group(0)
+        .sorting_columns()
+        .unwrap()
+        .clone();
+    let host = builder.schema().index_of("host").unwrap() as i32;
+    assert_eq!(sorting[0].column_idx, host, "{sorting:?}");
+    let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    let shown = pretty_format_batches(&batches).unwrap().to_string();
+    let hosts: Vec<&str> = shown
+        .lines()
+        .filter_map(|l| l.split('|').nth(2).map(str::trim))
+        .filter(|h| h.starts_with('h') && *h != "host")
+        .collect();
+    assert_eq!(hosts, vec!["h0", "h1", "h2", "h3"], "{shown}");
 }
