@@ -26,7 +26,6 @@ use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::{TIME_COLUMN, TableSchema};
-use crate::catalog_file;
 use crate::deduplicate::merge_by_primary_key;
 use crate::persisted_files::{ParquetFile, PendingDelete, TableKey, file_path};
 use crate::persister::encode_parquet;
@@ -226,12 +225,8 @@ impl WriteBuffer {
                 path: f.path.clone(),
                 delete_after,
             }));
-        lake.next_file_id = self.shared.next_file_id.load(Ordering::SeqCst);
-        let doc = catalog_file::encode(&self.catalog(), &lake);
-        self.storage
-            .put(&catalog_file::catalog_path(), Bytes::from(doc))
-            .await?;
-        *self.shared.lake.write() = Arc::new(lake);
+        self.write_catalog(&self.catalog(), &mut lake).await?;
+        self.publish_lake(lake);
         self.shared
             .metrics
             .compacted_files
@@ -258,12 +253,8 @@ impl WriteBuffer {
         let _lake_guard = self.lake_lock.lock().await;
         let mut lake = (*self.lake()).clone();
         lake.pending_deletes.retain(|p| !due.contains(p));
-        lake.next_file_id = self.shared.next_file_id.load(Ordering::SeqCst);
-        let doc = catalog_file::encode(&self.catalog(), &lake);
-        self.storage
-            .put(&catalog_file::catalog_path(), Bytes::from(doc))
-            .await?;
-        *self.shared.lake.write() = Arc::new(lake);
+        self.write_catalog(&self.catalog(), &mut lake).await?;
+        self.publish_lake(lake);
         Ok(due.len())
     }
 

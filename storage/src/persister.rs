@@ -26,7 +26,6 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::catalog::{ColumnKind, TableSchema};
-use crate::catalog_file;
 use crate::deduplicate::merge_by_primary_key;
 use crate::persisted_files::{ParquetFile, file_path};
 use crate::store;
@@ -123,13 +122,9 @@ impl WriteBuffer {
             .first()
             .map_or(0, |(seq, _)| *seq);
         lake.persisted_through.retain(|_, s| *s >= oldest_on_disk);
-        lake.next_file_id = self.shared.next_file_id.load(Ordering::SeqCst);
-        let doc = catalog_file::encode(&catalog, &lake);
-        self.storage
-            .put(&catalog_file::catalog_path(), Bytes::from(doc))
-            .await?;
+        self.write_catalog(&catalog, &mut lake).await?;
         crash_point("persist-after-catalog");
-        *self.shared.lake.write() = Arc::new(lake);
+        self.publish_lake(lake);
         for (db, table, seqs) in done {
             if let Some(buffer) = self.table_buffer(&db, &table) {
                 let (rows, bytes) = buffer.remove_frozen(&seqs);

@@ -413,6 +413,27 @@ impl WriteBuffer {
         self.shared.lake.read().clone()
     }
 
+    /// Writes the catalog document recording `catalog` and `lake` (with the file id counter
+    /// as it is now) to the object store, durably. The caller holds the lake lock, and
+    /// publishes `lake` with [`WriteBuffer::publish_lake`] only after this returned: queries
+    /// must never see a file that a crash could still take out of the catalog.
+    pub(crate) async fn write_catalog(
+        &self,
+        catalog: &CatalogSnapshot,
+        lake: &mut LakeState,
+    ) -> Result<(), store::Error> {
+        lake.next_file_id = self.shared.next_file_id.load(Ordering::SeqCst);
+        let doc = catalog_file::encode(catalog, lake);
+        self.storage
+            .put(&catalog_file::catalog_path(), bytes::Bytes::from(doc))
+            .await
+    }
+
+    /// Makes `lake` (written by [`WriteBuffer::write_catalog`]) what queries see.
+    pub(crate) fn publish_lake(&self, lake: LakeState) {
+        *self.shared.lake.write() = Arc::new(lake);
+    }
+
     /// The object store holding the files.
     pub fn storage(&self) -> &ObjectStorage {
         &self.storage
