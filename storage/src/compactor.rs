@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
@@ -27,8 +26,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::{TIME_COLUMN, TableSchema};
 use crate::deduplicate::merge_by_primary_key;
-use crate::persisted_files::{ParquetFile, PendingDelete, TableKey, file_path};
-use crate::persister::encode_parquet;
+use crate::persisted_files::{ParquetFile, PendingDelete, TableKey};
+use crate::persister::FileWriteError;
 use crate::store;
 use crate::table_buffer::align_to_schema;
 use crate::write_buffer::WriteBuffer;
@@ -175,27 +174,14 @@ impl WriteBuffer {
         let order = c.files.iter().map(|f| f.order).max().unwrap_or(0);
         let mut outputs = Vec::with_capacity(slices.len());
         for slice in slices {
-            let (min_time, max_time) =
-                time_range(&slice).ok_or_else(|| data_err("empty slice".into()))?;
-            let (db2, schema2) = (db.clone(), schema.clone());
-            let (bytes, rows) =
-                tokio::task::spawn_blocking(move || encode_parquet(&db2, &schema2, &[slice]))
-                    .await
-                    .map_err(|e| data_err(format!("encoder panicked: {e}")))?
-                    .map_err(data_err)?;
-            let id = self.shared.next_file_id.fetch_add(1, Ordering::SeqCst);
-            let path = file_path(db, table, min_time, id);
-            let size_bytes = bytes.len() as u64;
-            self.storage.put(&Path::from(path.as_str()), bytes).await?;
-            outputs.push(ParquetFile {
-                id,
-                order,
-                path,
-                min_time,
-                max_time,
-                rows,
-                size_bytes,
-            });
+            let file = self
+                .write_parquet_file(db, &schema, slice, Some(order))
+                .await
+                .map_err(|e| match e {
+                    FileWriteError::Encode(message) => data_err(message),
+                    FileWriteError::Store(e) => CompactionError::Store(e),
+                })?;
+            outputs.push(file);
         }
         // Swap, under the lake lock, against the catalog as it is now.
         let _lake_guard = self.lake_lock.lock().await;
@@ -328,16 +314,6 @@ fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, String>
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| "no nanosecond time column".to_string())
-}
-
-fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
-    let time = time_column(batch).ok()?;
-    if time.is_empty() {
-        return None;
-    }
-    let min = *time.values().iter().min()?;
-    let max = *time.values().iter().max()?;
-    Some((min, max))
 }
 
 /// Reads a Parquet file of the table into batches in the table's current schema.

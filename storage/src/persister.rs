@@ -75,30 +75,19 @@ impl WriteBuffer {
             };
             let mut files: Vec<ParquetFile> = lake.table_files(&t.db, &t.table).to_vec();
             for p in &t.partitions {
-                let id = self.shared.next_file_id.fetch_add(1, Ordering::SeqCst);
                 let batch = align_to_schema(&p.batch, schema.arrow_schema());
-                let (db, table_schema) = (t.db.clone(), schema.clone());
-                let encoded = tokio::task::spawn_blocking(move || {
-                    encode_parquet(&db, &table_schema, &[batch])
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("encoder panicked: {e}")));
-                let (bytes, rows) = encoded.map_err(|message| PersistError::Encode {
-                    table: format!("{}.{}", t.db, t.table),
-                    message,
-                })?;
-                let path = file_path(&t.db, &t.table, p.min_time, id);
-                let size = bytes.len() as u64;
-                self.storage.put(&Path::from(path.as_str()), bytes).await?;
-                files.push(ParquetFile {
-                    id,
-                    order: id,
-                    path,
-                    min_time: p.min_time,
-                    max_time: p.max_time,
-                    rows,
-                    size_bytes: size,
-                });
+                let file = self
+                    .write_parquet_file(&t.db, schema, batch, None)
+                    .await
+                    .map_err(|e| match e {
+                        FileWriteError::Encode(message) => PersistError::Encode {
+                            table: format!("{}.{}", t.db, t.table),
+                            message,
+                        },
+                        FileWriteError::Store(e) => PersistError::Store(e),
+                    })?;
+                let (rows, size) = (file.rows, file.size_bytes);
+                files.push(file);
                 let marker = lake
                     .persisted_through
                     .entry((t.db.clone(), t.table.clone(), p.partition))
@@ -201,6 +190,62 @@ impl WriteBuffer {
             }
         }
     }
+}
+
+/// Why a Parquet file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FileWriteError {
+    #[error("{0}")]
+    Encode(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl WriteBuffer {
+    /// Encodes `batch` (rows of `db`.`schema`, not empty) as a Parquet file (on a blocking
+    /// thread: it is CPU work), writes it durably under a new id and describes it. `order` is
+    /// its precedence among the table's files; `None` gives it its own id, which is right for
+    /// rows just persisted (newer than every file before them).
+    pub(crate) async fn write_parquet_file(
+        &self,
+        db: &Arc<str>,
+        schema: &Arc<TableSchema>,
+        batch: RecordBatch,
+        order: Option<u64>,
+    ) -> Result<ParquetFile, FileWriteError> {
+        let (min_time, max_time) = time_range(&batch)
+            .ok_or_else(|| FileWriteError::Encode("no rows with a time to write".into()))?;
+        let (db2, schema2) = (db.clone(), schema.clone());
+        let (bytes, rows) =
+            tokio::task::spawn_blocking(move || encode_parquet(&db2, &schema2, &[batch]))
+                .await
+                .unwrap_or_else(|e| Err(format!("encoder panicked: {e}")))
+                .map_err(FileWriteError::Encode)?;
+        let id = self.shared.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let path = file_path(db, &schema.name, min_time, id);
+        let size_bytes = bytes.len() as u64;
+        self.storage.put(&Path::from(path.as_str()), bytes).await?;
+        Ok(ParquetFile {
+            id,
+            order: order.unwrap_or(id),
+            path,
+            min_time,
+            max_time,
+            rows,
+            size_bytes,
+        })
+    }
+}
+
+/// Earliest and latest `time` of `batch`; `None` if it has no rows.
+pub(crate) fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let time = batch
+        .column_by_name(crate::catalog::TIME_COLUMN)?
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampNanosecondArray>()?;
+    let min = *time.values().iter().min()?;
+    let max = *time.values().iter().max()?;
+    Some((min, max))
 }
 
 /// Kills the process on the spot (no unwinding, no flushing: as `kill -9` would) when the
