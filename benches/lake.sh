@@ -11,7 +11,8 @@
 #      the TSBS queries (median of 10 after a warm-up) on the persisted data;
 #   2. a restart of that server after 1.08 M more field values went to its WAL only
 #      (kill -9), and how long until the first query answers;
-#   3. Sluice ingest with persistence running during the load (every ended hour is due);
+#   3. Sluice ingest with persistence running during the load (every ended hour is due,
+#      checked every 100 ms);
 #   4. VictoriaMetrics 1.79: ingest, and bytes per field value after a flush and 30 s of merges;
 #   5. InfluxDB 1.6: ingest, bytes on disk after 30 s, the TSBS queries in InfluxQL.
 # Needs the Debian packages victoria-metrics and influxdb for 4 and 5.
@@ -58,7 +59,7 @@ kill "$pid"; wait "$pid" || true
 echo "=== 3. Sluice: load with persistence running"
 rm -rf "$work/sluice"
 "$bin/sluice" serve --http-bind 127.0.0.1:18181 --data-dir "$work/sluice" \
-  --persist-after 0s 2>"$work/sluice.log" >/dev/null &
+  --persist-after 0s --persist-interval 100ms 2>"$work/sluice.log" >/dev/null &
 pid=$!
 wait_for $sluice_url/health
 "$bin/sluice-load" --url $sluice_url --server-pid "$pid" --verify "$@"

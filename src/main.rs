@@ -69,6 +69,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         query: QueryConfig {
             memory_limit: args.query_memory_limit,
             timeout: args.query_timeout,
+            ..QueryConfig::default()
         },
         object_store: ObjectStoreConfig {
             kind: args.object_store,

@@ -9,17 +9,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::table_provider::SluiceTable;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use sluice_storage::WriteBuffer;
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
+use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
 use crate::table_provider::LAKE_URL;
 use datafusion::execution::object_store::ObjectStoreUrl;
 
@@ -31,6 +38,9 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     /// Wall-clock time one query may take, planning included.
     pub timeout: Duration,
+    /// A query whose table scans read at most about this many rows is planned in one
+    /// partition: for small scans, repartitioning and merging cost more than they save.
+    pub single_partition_rows: usize,
 }
 
 impl Default for QueryConfig {
@@ -38,6 +48,7 @@ impl Default for QueryConfig {
         QueryConfig {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(60),
+            single_partition_rows: 500_000,
         }
     }
 }
@@ -97,13 +108,19 @@ impl QueryExecutor {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false);
         let options = session_config.options_mut();
-        // Sluice writes no bloom filters: looking for them only costs time.
-        options.execution.parquet.bloom_filter_on_read = false;
-        let base_state = SessionStateBuilder::new()
+        // A file is scanned in byte ranges by several partitions only when it is large: each
+        // range opens the file (footer, statistics, page index) and creates its decoders, which
+        // costs more than a one-hour scan of a small file reads.
+        options.optimizer.repartition_file_min_size = 32 << 20;
+        let mut base_state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime.clone())
             .with_default_features()
             .build();
+        base_state.register_udtf(
+            LAST_CACHE_FUNCTION,
+            Arc::new(LastCacheFunction::new(buffer.clone())),
+        );
         Ok(QueryExecutor {
             buffer,
             config,
@@ -126,22 +143,17 @@ impl QueryExecutor {
     }
 
     /// A DataFusion context for `db`: its tables unqualified, other databases as `db.table`.
+    /// It plans over the shared runtime; [`Self::query`] executes each plan with a runtime of
+    /// its own, which carries the query's memory pool.
     pub fn context(&self, db: &str) -> Result<SessionContext, QueryError> {
         let snapshot = self.buffer.catalog();
         if snapshot.database(db).is_none() {
             return Err(QueryError::DatabaseNotFound(db.to_string()));
         }
-        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
-            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.memory_limit)))
-            .build_arc()
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
         let mut state = self.base_state.clone();
         let options = state.config_mut().options_mut();
         options.catalog.default_catalog = CATALOG_NAME.to_string();
         options.catalog.default_schema = db.to_string();
-        let state = SessionStateBuilder::new_from_existing(state)
-            .with_runtime_env(runtime)
-            .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
             CATALOG_NAME,
@@ -170,7 +182,29 @@ impl QueryExecutor {
             df = df.with_param_values(values).map_err(|e| self.classify(e))?;
         }
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| self.classify(e))?;
+        let (mut state, plan) = df.into_parts();
+        let plan = state.optimize(&plan).map_err(|e| self.classify(e))?;
+        // A query that reads few rows runs in one partition: planning and running the
+        // repartitioning and merging of a parallel plan costs more than it saves there.
+        if rows_to_scan(&plan) <= self.config.single_partition_rows {
+            state.config_mut().options_mut().execution.target_partitions = 1;
+        }
+        // A runtime of the query's own for its memory pool. Setting it on the task context
+        // rather than on the session spares rebuilding the session (which registers every
+        // function anew) for each query.
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.memory_limit)))
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let task_ctx = Arc::new(TaskContext::from(&state).with_runtime(runtime));
+        let plan = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
+            .await
+            .map_err(|e| self.classify(e))?;
+        let batches = collect(plan, task_ctx)
+            .await
+            .map_err(|e| self.classify(e))?;
         Ok(QueryOutput { schema, batches })
     }
 
@@ -194,6 +228,21 @@ impl QueryExecutor {
             _ => QueryError::Invalid(root.to_string()),
         }
     }
+}
+
+/// At most how many rows the table scans of `plan` (subqueries included) read.
+fn rows_to_scan(plan: &LogicalPlan) -> usize {
+    let mut rows = 0usize;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<SluiceTable>()
+        {
+            rows = rows.saturating_add(table.rows_to_scan(&scan.filters));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    rows
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ pub mod catalog_provider;
 pub mod deduplicate;
 pub mod executor;
 pub mod format;
+pub mod last_cache;
+pub mod parquet_reader;
 pub mod system_tables;
 pub mod table_provider;
 

@@ -21,16 +21,14 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -44,6 +42,7 @@ use sluice_storage::catalog::TIME_COLUMN;
 use sluice_storage::{BufferChunk, ParquetFile, TableBuffer, TableSchema, TimeRange, WriteBuffer};
 
 use crate::deduplicate::DeduplicateExec;
+use crate::parquet_reader::PageIndexCachingReaderFactory;
 
 /// The URL under which the executor registers the object store with DataFusion.
 pub const LAKE_URL: &str = "sluice://lake";
@@ -72,6 +71,27 @@ impl SluiceTable {
             buffer,
             write_buffer,
         }
+    }
+
+    /// About how many rows a scan with `filters` reads: of each file whose time range
+    /// overlaps the filters', the share of its rows in the overlap (rows spread evenly over
+    /// the file's range), and every buffered row.
+    pub fn rows_to_scan(&self, filters: &[Expr]) -> usize {
+        let range = time_range(filters);
+        let files: f64 = self
+            .write_buffer
+            .lake()
+            .table_files(&self.db, &self.schema.name)
+            .iter()
+            .filter(|f| range.overlaps(f.min_time, f.max_time))
+            .map(|f| {
+                let span = (f.max_time as f64 - f.min_time as f64) + 1.0;
+                let overlap =
+                    (range.max.min(f.max_time) as f64 - range.min.max(f.min_time) as f64) + 1.0;
+                f.rows as f64 * (overlap / span).clamp(0.0, 1.0)
+            })
+            .sum();
+        files.ceil() as usize + self.buffer.as_ref().map_or(0, |b| b.rows())
     }
 }
 
@@ -191,13 +211,9 @@ impl TableProvider for SluiceTable {
             let mut chunks = Vec::new();
             for s in group {
                 match s {
-                    Source::File(f) => file_scans.push(parquet_scan(
-                        state,
-                        &table_schema,
-                        vec![vec![f]],
-                        None,
-                        None,
-                    )?),
+                    Source::File(f) => {
+                        file_scans.push(parquet_scan(state, &table_schema, vec![vec![f]], None)?)
+                    }
                     Source::Chunk(c) => chunks.push(c.batch),
                 }
             }
@@ -210,13 +226,6 @@ impl TableProvider for SluiceTable {
         }
         let target = state.config().target_partitions().max(1);
         if !plain_files.is_empty() {
-            let predicate = match conjunction(filters.to_vec()) {
-                Some(expr) => {
-                    let df_schema = DFSchema::try_from(table_schema.as_ref().clone())?;
-                    Some(state.create_physical_expr(expr, &df_schema)?)
-                }
-                None => None,
-            };
             let n = target.min(plain_files.len());
             let mut groups: Vec<Vec<ParquetFile>> = vec![Vec::new(); n];
             for (i, f) in plain_files.into_iter().enumerate() {
@@ -227,7 +236,6 @@ impl TableProvider for SluiceTable {
                 &table_schema,
                 groups,
                 projection.cloned(),
-                predicate,
             )?);
         }
         if !plain_chunks.is_empty() {
@@ -266,20 +274,22 @@ fn parquet_scan(
     table_schema: &SchemaRef,
     groups: Vec<Vec<ParquetFile>>,
     projection: Option<Vec<usize>>,
-    predicate: Option<Arc<dyn PhysicalExpr>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let url = ObjectStoreUrl::parse(LAKE_URL)?;
     let store = state.runtime_env().object_store(&url)?;
     let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let mut source = ParquetSource::new(table_schema.clone())
+    // No predicate here: DataFusion's physical filter pushdown hands the query's filters to
+    // the source (through `SluiceScanExec`, which passes them on), where they prune row
+    // groups and pages and, with `pushdown_filters`, filter rows while decoding.
+    // Sluice writes no bloom filters: looking for them only costs time.
+    let source = ParquetSource::new(table_schema.clone())
+        .with_bloom_filter_on_read(false)
         .with_enable_page_index(true)
-        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+        .with_pushdown_filters(true)
+        .with_parquet_file_reader_factory(Arc::new(PageIndexCachingReaderFactory::new(
             store,
             metadata_cache,
         )));
-    if let Some(p) = predicate {
-        source = source.with_predicate(p).with_pushdown_filters(true);
-    }
     let groups = groups
         .into_iter()
         .map(|files| {

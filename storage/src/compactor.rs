@@ -24,6 +24,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::background::run_in_background;
 use crate::catalog::{TIME_COLUMN, TableSchema};
 use crate::deduplicate::merge_by_primary_key;
 use crate::persisted_files::{ParquetFile, PendingDelete, TableKey};
@@ -151,25 +152,29 @@ impl WriteBuffer {
             },
             message,
         };
-        let mut batches = Vec::new();
+        let mut files = Vec::with_capacity(c.files.len());
         for f in &c.files {
             let bytes = self
                 .storage
                 .get(&Path::from(f.path.as_str()))
                 .await?
                 .ok_or_else(|| data_err(format!("listed file {} is missing", f.path)))?;
-            batches.extend(read_parquet(bytes, &schema).map_err(data_err)?);
+            files.push(bytes);
         }
         let schema_for_merge = schema.clone();
         let bytes_in = bytes_in_of(&c.files);
-        let slices = tokio::task::spawn_blocking(move || {
+        let slices = run_in_background("compactor", move || {
+            let mut batches = Vec::new();
+            for bytes in files {
+                batches.extend(read_parquet(bytes, &schema_for_merge)?);
+            }
             let (merged, _) = merge_by_primary_key(schema_for_merge.arrow_schema(), &batches)
                 .map_err(|e| e.to_string())?;
             drop(batches);
             split_by_time(&merged, slices_for(&merged, target_bytes, bytes_in))
         })
         .await
-        .map_err(|e| data_err(format!("merge panicked: {e}")))?
+        .and_then(|r| r)
         .map_err(data_err)?;
         let order = c.files.iter().map(|f| f.order).max().unwrap_or(0);
         let mut outputs = Vec::with_capacity(slices.len());

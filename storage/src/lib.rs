@@ -6,10 +6,12 @@
 //! them durable in the [`wal`] and appends them to per-table [`TableBuffer`]s that the query
 //! crate scans.
 
+mod background;
 pub mod catalog;
 pub mod catalog_file;
 pub mod compactor;
 pub mod deduplicate;
+mod last_rows;
 pub mod metrics;
 pub mod persisted_files;
 pub mod persister;

@@ -25,6 +25,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::background::run_in_background;
 use crate::catalog::{ColumnKind, TableSchema};
 use crate::deduplicate::merge_by_primary_key;
 use crate::persisted_files::{ParquetFile, file_path};
@@ -202,8 +203,8 @@ pub(crate) enum FileWriteError {
 }
 
 impl WriteBuffer {
-    /// Encodes `batch` (rows of `db`.`schema`, not empty) as a Parquet file (on a blocking
-    /// thread: it is CPU work), writes it durably under a new id and describes it. `order` is
+    /// Encodes `batch` (rows of `db`.`schema`, not empty) as a Parquet file (on a background
+    /// thread: it is CPU work that must not slow writes), writes it durably under a new id and describes it. `order` is
     /// its precedence among the table's files; `None` gives it its own id, which is right for
     /// rows just persisted (newer than every file before them).
     pub(crate) async fn write_parquet_file(
@@ -217,9 +218,9 @@ impl WriteBuffer {
             .ok_or_else(|| FileWriteError::Encode("no rows with a time to write".into()))?;
         let (db2, schema2) = (db.clone(), schema.clone());
         let (bytes, rows) =
-            tokio::task::spawn_blocking(move || encode_parquet(&db2, &schema2, &[batch]))
+            run_in_background("encoder", move || encode_parquet(&db2, &schema2, &[batch]))
                 .await
-                .unwrap_or_else(|e| Err(format!("encoder panicked: {e}")))
+                .and_then(|r| r)
                 .map_err(FileWriteError::Encode)?;
         let id = self.shared.next_file_id.fetch_add(1, Ordering::SeqCst);
         let path = file_path(db, &schema.name, min_time, id);

@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBufferBuilder, DictionaryArray, Float64Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
-    new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, DictionaryArray, Float64Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array,
+    UInt64Array, new_null_array,
 };
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::Int32Type;
@@ -27,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use sluice_ingest::{FieldValue, Point, Sym, Symbols, WriteBatch};
 
 use crate::catalog::{ColumnKind, TableSchema};
+use crate::last_rows::{LastRows, OwnedValue};
 
 /// Width of a buffer partition. An hour keeps the partition a one-hour query touches small
 /// (100 hosts x 360 rows for TSBS) while a day of data is only 24 partitions.
@@ -111,6 +113,8 @@ pub struct FrozenPartition {
 #[derive(Default)]
 pub struct TableBuffer {
     inner: RwLock<TableData>,
+    /// Whether the newest rows include the table's files ([`TableBuffer::merge_last_rows`]).
+    last_rows_complete: AtomicBool,
 }
 
 #[derive(Default)]
@@ -120,13 +124,30 @@ struct TableData {
     series: HashMap<Arc<[(u32, u32)]>, u32>,
     /// Per series id: its (tag column id, value id) pairs, sorted by column id.
     series_tags: Vec<Arc<[(u32, u32)]>>,
-    /// Per series id: the time of its newest row.
-    series_last_time: Vec<i64>,
+    /// Per series id: its newest row, among every point seen since start-up and, once
+    /// [`TableBuffer::merge_last_rows`] ran, the table's files.
+    last: LastRows,
     partitions: BTreeMap<i64, Partition>,
     /// Partitions being persisted, oldest first.
     frozen: Vec<Arc<FrozenPartition>>,
     rows: usize,
     bytes: usize,
+}
+
+impl TableData {
+    /// The id of the series with tag set `key` ((tag column id, value id) pairs sorted by
+    /// column id), added if new.
+    fn series_id(&mut self, key: &[(u32, u32)]) -> u32 {
+        if let Some(&s) = self.series.get(key) {
+            return s;
+        }
+        let s = self.series_tags.len() as u32;
+        let key: Arc<[(u32, u32)]> = key.into();
+        self.series.insert(key.clone(), s);
+        self.series_tags.push(key);
+        self.last.add_series();
+        s
+    }
 }
 
 #[derive(Default)]
@@ -170,7 +191,7 @@ struct CachedBatch {
     batch: RecordBatch,
 }
 
-struct FieldColumn {
+pub(crate) struct FieldColumn {
     data: FieldData,
     valid: BooleanBufferBuilder,
 }
@@ -184,7 +205,7 @@ enum FieldData {
 }
 
 impl FieldColumn {
-    fn new(value: &FieldValue, capacity: usize) -> Self {
+    pub(crate) fn new(value: &FieldValue, capacity: usize) -> Self {
         let data = match value {
             FieldValue::F64(_) => FieldData::F64(Vec::with_capacity(capacity)),
             FieldValue::I64(_) => FieldData::I64(Vec::with_capacity(capacity)),
@@ -200,6 +221,41 @@ impl FieldColumn {
 
     fn len(&self) -> usize {
         self.valid.len()
+    }
+
+    /// Sets row `row` wherever it is, padding with nulls up to it.
+    pub(crate) fn put(&mut self, row: usize, value: &FieldValue, symbols: &Symbols) {
+        self.pad(row + 1);
+        self.set(row, value, symbols);
+    }
+
+    /// Sets row `row` to `value` (of the column's type) wherever it is.
+    pub(crate) fn put_owned(&mut self, row: usize, value: OwnedValue) {
+        self.pad(row + 1);
+        self.valid.set_bit(row, true);
+        match (&mut self.data, value) {
+            (FieldData::F64(v), OwnedValue::F64(x)) => v[row] = x,
+            (FieldData::I64(v), OwnedValue::I64(x)) => v[row] = x,
+            (FieldData::U64(v), OwnedValue::U64(x)) => v[row] = x,
+            (FieldData::Bool(v), OwnedValue::Bool(x)) => v.set_bit(row, x),
+            (FieldData::Str(v), OwnedValue::Str(x)) => v[row] = x,
+            _ => {
+                self.valid.set_bit(row, false);
+                tracing::error!("field value does not match its column type; stored as null");
+            }
+        }
+    }
+
+    /// Makes row `row` null.
+    pub(crate) fn clear(&mut self, row: usize) {
+        if row < self.len() {
+            self.valid.set_bit(row, false);
+        }
+    }
+
+    /// Whether row `row` holds a value.
+    pub(crate) fn is_set(&self, row: usize) -> bool {
+        row < self.len() && self.valid.get_bit(row)
     }
 
     /// Pads with nulls up to `len` rows.
@@ -260,7 +316,7 @@ impl FieldColumn {
         8
     }
 
-    fn to_array(&self, rows: usize) -> ArrayRef {
+    pub(crate) fn to_array(&self, rows: usize) -> ArrayRef {
         let n = self.len().min(rows);
         let mut valid = self.valid.finish_cloned().slice(0, n);
         if n < rows {
@@ -502,18 +558,11 @@ impl TableBuffer {
                         scratch.push((col as u32, value.0));
                     }
                     scratch.sort_unstable();
-                    let s = match data.series.get(scratch.as_slice()) {
-                        Some(&s) => s,
-                        None => {
-                            let s = data.series_tags.len() as u32;
-                            let key: Arc<[(u32, u32)]> = scratch.as_slice().into();
-                            data.series.insert(key.clone(), s);
-                            data.series_tags.push(key);
-                            data.series_last_time.push(i64::MIN);
-                            bytes += 16 * scratch.len() + 32;
-                            s
-                        }
-                    };
+                    let known = data.series_tags.len();
+                    let s = data.series_id(&scratch);
+                    if data.series_tags.len() > known {
+                        bytes += 16 * scratch.len() + 32;
+                    }
                     series_of_tags.insert((range.start, range.end), s);
                     s
                 }
@@ -523,12 +572,11 @@ impl TableBuffer {
                 .entry(point.time.div_euclid(PARTITION_NANOS))
                 .or_insert_with(|| Partition::new(segment));
             let row = partition.rows();
-            let last = &mut data.series_last_time[series as usize];
-            if point.time <= *last {
+            // a point not newer than its series' newest may share its key with a buffered one
+            if point.time <= data.last.time[series as usize] {
                 partition.may_have_duplicates = true;
-            } else {
-                *last = point.time;
             }
+            let newest = data.last.start_point(series, point.time);
             partition.time.push(point.time);
             partition.series.push(series);
             partition.min_time = partition.min_time.min(point.time);
@@ -544,6 +592,9 @@ impl TableBuffer {
                 let fc = partition.fields[col]
                     .get_or_insert_with(|| FieldColumn::new(&field.value, row + 1));
                 row_bytes += fc.set(row, &field.value, &batch.symbols);
+                if newest {
+                    data.last.set(series, col, &field.value, &batch.symbols);
+                }
             }
             partition.bytes += row_bytes;
             bytes += row_bytes;
@@ -689,6 +740,108 @@ impl TableBuffer {
     /// Number of distinct series.
     pub fn series_count(&self) -> usize {
         self.inner.read().series_tags.len()
+    }
+
+    /// The newest row of every series, in `schema`'s Arrow layout: for each series the row a
+    /// deduplicated scan returns for its greatest time, among the points written or replayed
+    /// since start-up and, once [`Self::merge_last_rows`] has run, the table's files.
+    pub fn last_rows(&self, schema: &TableSchema) -> RecordBatch {
+        let mut data = self.inner.write();
+        let data = &mut *data;
+        let series = data.last.series();
+        let ids = UInt32Array::from(series.clone());
+        let mut lookup = TagLookup {
+            tag_values: &mut data.tag_values,
+            series_tags: &data.series_tags,
+        };
+        let columns: Vec<ArrayRef> = schema
+            .arrow_order()
+            .iter()
+            .map(|&id| {
+                let kind = schema.columns()[id].kind;
+                match kind {
+                    ColumnKind::Time => Arc::new(TimestampNanosecondArray::from_iter_values(
+                        series.iter().map(|&s| data.last.time[s as usize]),
+                    )) as ArrayRef,
+                    ColumnKind::Tag => lookup.tag_column(id, &series),
+                    ColumnKind::Field(_) => match data.last.field_array(id) {
+                        Some(all) => {
+                            arrow::compute::take(&all, &ids, None).expect("ids are series ids")
+                        }
+                        None => new_null_array(&kind.data_type(), series.len()),
+                    },
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema.arrow_schema().clone(), columns)
+            .expect("columns are built from the schema")
+    }
+
+    /// Folds the rows of `batch` (a scan of this table, in `schema`'s columns) into the
+    /// newest rows. Rows already seen change nothing, so scans may overlap the points written
+    /// since start-up.
+    pub fn merge_last_rows(&self, schema: &TableSchema, batch: &RecordBatch) {
+        let Some(times) = batch
+            .column_by_name(crate::catalog::TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
+            return;
+        };
+        let mut data = self.inner.write();
+        let data = &mut *data;
+        // Per tag column (in column id order): the value id of each dictionary key.
+        let mut tags: Vec<(u32, Int32Array, Vec<u32>)> = Vec::new();
+        let mut fields: Vec<(usize, ArrayRef)> = Vec::new();
+        for (i, f) in batch.schema().fields().iter().enumerate() {
+            let Some(id) = schema.column_id(f.name()) else {
+                continue;
+            };
+            match schema.columns()[id].kind {
+                ColumnKind::Tag => {
+                    let dict_type = ColumnKind::Tag.data_type();
+                    let Ok(column) = arrow::compute::cast(batch.column(i), &dict_type) else {
+                        continue;
+                    };
+                    let dict = column.as_dictionary::<Int32Type>();
+                    let values = dict.values().as_string::<i32>();
+                    if data.tag_values.len() <= id {
+                        data.tag_values.resize_with(id + 1, TagValues::default);
+                    }
+                    let ids = values
+                        .iter()
+                        .map(|v| data.tag_values[id].values.intern(v.unwrap_or_default()).0)
+                        .collect();
+                    tags.push((id as u32, dict.keys().clone(), ids));
+                }
+                ColumnKind::Field(_) => fields.push((id, batch.column(i).clone())),
+                ColumnKind::Time => {}
+            }
+        }
+        tags.sort_by_key(|(id, _, _)| *id);
+        let mut key: Vec<(u32, u32)> = Vec::with_capacity(tags.len());
+        for row in 0..batch.num_rows() {
+            if !times.is_valid(row) {
+                continue;
+            }
+            key.clear();
+            for (id, keys, value_ids) in &tags {
+                if keys.is_valid(row) {
+                    key.push((*id, value_ids[keys.value(row) as usize]));
+                }
+            }
+            let series = data.series_id(&key);
+            data.last.merge_row(series, times.value(row), &fields, row);
+        }
+    }
+
+    /// Whether [`Self::merge_last_rows`] has folded in the table's files.
+    pub fn last_rows_complete(&self) -> bool {
+        self.last_rows_complete.load(Ordering::Acquire)
+    }
+
+    /// Records that the newest rows now include the table's files.
+    pub fn set_last_rows_complete(&self) {
+        self.last_rows_complete.store(true, Ordering::Release);
     }
 }
 

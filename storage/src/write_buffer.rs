@@ -449,6 +449,13 @@ impl WriteBuffer {
         self.shared.tables.read().get(db)?.get(table).cloned()
     }
 
+    /// The buffer of `db`.`table`, created empty if nothing was written to it since
+    /// start-up (it then holds the table's newest rows only, see
+    /// [`TableBuffer::last_rows`]).
+    pub fn table_buffer_or_create(&self, db: &str, table: &str) -> Arc<TableBuffer> {
+        self.shared.table_buffer_or_create(db, table)
+    }
+
     /// Rows appended to the buffer (before merging duplicates).
     pub fn buffer_rows(&self) -> usize {
         self.shared.rows.load(Ordering::Relaxed)

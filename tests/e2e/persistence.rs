@@ -261,3 +261,54 @@ async fn compaction_leaves_fewer_files_and_the_same_answers() {
     assert_eq!(s.sql("k", files).await, vec![json!({"n": 1})]);
     assert_eq!(s.sql("k", CHECK).await, before);
 }
+
+#[tokio::test]
+async fn last_cache_answers_the_newest_row_per_series_across_files_wal_and_new_writes() {
+    const LAST: &str = "SELECT * FROM last_cache('cpu') ORDER BY host";
+    const SCAN: &str = "SELECT DISTINCT ON (host) * FROM cpu ORDER BY host, time DESC";
+    let s = Server::start();
+    s.write_lp("p", &data()).await;
+    assert_eq!(s.sql("p", LAST).await, s.sql("p", SCAN).await);
+    persist(&s).await;
+    // after the persist: a newer point of b and a new series c, in the WAL only
+    let later = START + 18 * 600_000_000_000;
+    s.write_lp(
+        "p",
+        &format!("cpu,host=b,dc=eu usage=7.5 {later}\ncpu,host=c,dc=us n=3i {START}"),
+    )
+    .await;
+    let before = s.sql("p", SCAN).await;
+    assert_eq!(before.len(), 3);
+    assert_eq!(s.sql("p", LAST).await, before);
+
+    // after kill -9 the rows of a are only in files, those of b and c in the WAL
+    let s = Server::start_in(s.kill(), &[]);
+    assert_eq!(s.sql("p", LAST).await, before);
+
+    // a point at a series' newest time merges into it, an older one changes nothing, a
+    // newer one replaces it
+    let a_newest = START + 17 * 600_000_000_000;
+    s.write_lp(
+        "p",
+        &format!(
+            "cpu,host=a,dc=eu n=99i {a_newest}\ncpu,host=b,dc=eu usage=0 {START}\n\
+             cpu,host=c,dc=us usage=1 {later}"
+        ),
+    )
+    .await;
+    let after = s.sql("p", LAST).await;
+    assert_eq!(after, s.sql("p", SCAN).await);
+    assert_eq!(after[0]["n"], 99);
+    assert_eq!(after[0]["usage"], 51.5);
+    assert_eq!(after[1]["usage"], 7.5);
+    assert_eq!(
+        after[2],
+        json!({"dc": "us", "host": "c", "time": "2026-01-01T03:00:00", "usage": 1.0})
+    );
+
+    let (status, body) = s
+        .query_raw("p", "SELECT * FROM last_cache('nope')", "json")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("table 'nope' not found"), "{body}");
+}

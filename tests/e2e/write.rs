@@ -263,9 +263,11 @@ async fn lines_without_timestamp_share_the_request_time_and_merge() {
 #[tokio::test]
 async fn telegraf_fixture_loads_completely_and_system_lines_merge() {
     let s = Server::start();
-    let fixture = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/line-protocol/telegraf-system.lp"
+    // where cargo runs the test from (a shared target directory may hold a binary built
+    // from another checkout)
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let fixture = std::fs::read_to_string(format!(
+        "{dir}/tests/fixtures/line-protocol/telegraf-system.lp"
     ))
     .expect("fixture");
     let (st, body) = s.post("/write?db=telegraf", fixture.clone()).await;

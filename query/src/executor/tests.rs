@@ -235,6 +235,7 @@ async fn memory_limit_and_timeout() {
     let f = fixture(QueryConfig {
         memory_limit: 1024,
         timeout: Duration::from_secs(60),
+        ..QueryConfig::default()
     })
     .await;
     f.write("db", CPU).await;
@@ -251,6 +252,7 @@ async fn memory_limit_and_timeout() {
     let f = fixture(QueryConfig {
         memory_limit: 1 << 30,
         timeout: Duration::from_millis(50),
+        ..QueryConfig::default()
     })
     .await;
     f.write("db", CPU).await;
@@ -394,4 +396,35 @@ async fn system_parquet_files_lists_the_databases_files() {
          | mem        | 1         | 1970-01-01T00:01:40 | 1970-01-01T00:01:40 |\n\
          +------------+-----------+---------------------+---------------------+\n"
     );
+}
+
+#[tokio::test]
+async fn small_scans_are_planned_in_one_partition_and_large_ones_in_several() {
+    const Q: &str = "EXPLAIN SELECT host, max(v) FROM m GROUP BY host";
+    let lp: String = (0..100)
+        .map(|i| format!("m,host=h{} v={i} {}\n", i % 7, 1_000 + i))
+        .collect();
+    let small = fixture(QueryConfig::default()).await;
+    small.write("db", &lp).await;
+    let plan = small.sql("db", Q).await.unwrap();
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    assert_eq!(
+        small
+            .sql("db", "SELECT count(*) AS n FROM m")
+            .await
+            .unwrap(),
+        "+-----+\n| n   |\n+-----+\n| 100 |\n+-----+\n"
+    );
+
+    // the same 100 rows are "large" under a threshold of 99
+    let large = fixture(QueryConfig {
+        single_partition_rows: 99,
+        ..QueryConfig::default()
+    })
+    .await;
+    large.write("db", &lp).await;
+    let plan = large.sql("db", Q).await.unwrap();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(plan.contains("RepartitionExec"), "{plan}");
+    }
 }

@@ -1,0 +1,158 @@
+//! The newest row of every series of a table, kept up to date as points arrive, so that "the
+//! latest value of each series" (TSBS `lastpoint`, a Grafana stat panel, InfluxDB 3's
+//! `last_cache()`) is answered from memory instead of a scan of everything.
+//!
+//! A series' newest row is what a deduplicated scan would return for its greatest time: a
+//! point newer than the row replaces it (fields the point lacks become null), a point at the
+//! same time merges into it (the fields it carries overwrite, as the primary-key merge does),
+//! an older point leaves it alone. Rows are indexed by the table buffer's series ids, one
+//! column vector per field, so a series costs its time and one value per field.
+//!
+//! The rows start empty at start-up and see every point written or replayed from the WAL
+//! afterwards; the rows only in Parquet files are folded in once per table by
+//! [`crate::TableBuffer::merge_last_rows`] (the query side scans the table the first time
+//! the newest rows are asked for). Folding in rows that were seen already changes nothing,
+//! so the scan may overlap the points seen since start-up.
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use sluice_ingest::{FieldValue, Sym, Symbols};
+
+use crate::table_buffer::FieldColumn;
+
+/// The newest row per series id.
+#[derive(Default)]
+pub(crate) struct LastRows {
+    /// Per series id: the time of its newest row, `i64::MIN` while it has none.
+    pub(crate) time: Vec<i64>,
+    /// Per column id: each series' value of the field in its newest row.
+    fields: Vec<Option<FieldColumn>>,
+}
+
+impl LastRows {
+    /// Makes room for a new series id.
+    pub(crate) fn add_series(&mut self) {
+        self.time.push(i64::MIN);
+    }
+
+    /// Starts a point of `series` at `time`: returns whether its fields belong in the newest
+    /// row (the point is newer, which empties the row, or as new).
+    pub(crate) fn start_point(&mut self, series: u32, time: i64) -> bool {
+        let s = series as usize;
+        let newest = &mut self.time[s];
+        if time > *newest {
+            *newest = time;
+            for column in self.fields.iter_mut().flatten() {
+                column.clear(s);
+            }
+            true
+        } else {
+            time == *newest
+        }
+    }
+
+    /// Sets field column `column` of `series`' newest row.
+    pub(crate) fn set(
+        &mut self,
+        series: u32,
+        column: usize,
+        value: &FieldValue,
+        symbols: &Symbols,
+    ) {
+        if self.fields.len() <= column {
+            self.fields.resize_with(column + 1, || None);
+        }
+        self.fields[column]
+            .get_or_insert_with(|| FieldColumn::new(value, 0))
+            .put(series as usize, value, symbols);
+    }
+
+    /// Folds row `row` of a scan into `series`' newest row: `time` and the values of `fields`
+    /// (column id, array). At equal times the newest row keeps the values it has: it was
+    /// built from points at least as new as any file's.
+    pub(crate) fn merge_row(
+        &mut self,
+        series: u32,
+        time: i64,
+        fields: &[(usize, ArrayRef)],
+        row: usize,
+    ) {
+        let s = series as usize;
+        let newest = self.time[s];
+        if time < newest {
+            return;
+        }
+        if time > newest {
+            self.start_point(series, time);
+        }
+        for (column, array) in fields {
+            if !array.is_valid(row) {
+                continue;
+            }
+            if self.fields.len() <= *column {
+                self.fields.resize_with(column + 1, || None);
+            }
+            let slot = &mut self.fields[*column];
+            if slot.as_ref().is_some_and(|c| c.is_set(s)) {
+                continue;
+            }
+            let Some(value) = scalar(array.as_ref(), row) else {
+                tracing::error!(
+                    data_type = %array.data_type(),
+                    "a field column of an unexpected type; its newest values are left out"
+                );
+                continue;
+            };
+            slot.get_or_insert_with(|| FieldColumn::new(&value.as_field_value(), 0))
+                .put_owned(s, value);
+        }
+    }
+
+    /// The series ids that have a newest row.
+    pub(crate) fn series(&self) -> Vec<u32> {
+        (0..self.time.len() as u32)
+            .filter(|&s| self.time[s as usize] != i64::MIN)
+            .collect()
+    }
+
+    /// Column `column`'s values for every series id (nulls where unset), if the column has
+    /// ever had one.
+    pub(crate) fn field_array(&self, column: usize) -> Option<ArrayRef> {
+        let c = self.fields.get(column)?.as_ref()?;
+        Some(c.to_array(self.time.len()))
+    }
+}
+
+/// A field value taken out of an Arrow array.
+pub(crate) enum OwnedValue {
+    F64(f64),
+    I64(i64),
+    U64(u64),
+    Bool(bool),
+    Str(String),
+}
+
+impl OwnedValue {
+    /// The value as the write path carries it, for choosing a column's type (strings are not
+    /// interned, so their symbol is a placeholder).
+    fn as_field_value(&self) -> FieldValue {
+        match self {
+            OwnedValue::F64(x) => FieldValue::F64(*x),
+            OwnedValue::I64(x) => FieldValue::I64(*x),
+            OwnedValue::U64(x) => FieldValue::U64(*x),
+            OwnedValue::Bool(x) => FieldValue::Bool(*x),
+            OwnedValue::Str(_) => FieldValue::Str(Sym(0)),
+        }
+    }
+}
+
+fn scalar(array: &dyn Array, row: usize) -> Option<OwnedValue> {
+    Some(match array.data_type() {
+        DataType::Float64 => OwnedValue::F64(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Int64 => OwnedValue::I64(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt64 => OwnedValue::U64(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Boolean => OwnedValue::Bool(array.as_boolean().value(row)),
+        DataType::Utf8 => OwnedValue::Str(array.as_string::<i32>().value(row).to_string()),
+        _ => return None,
+    })
+}
