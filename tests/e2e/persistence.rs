@@ -312,3 +312,109 @@ async fn last_cache_answers_the_newest_row_per_series_across_files_wal_and_new_w
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("table 'nope' not found"), "{body}");
 }
+
+/// A local S3 endpoint (moto's server), killed on drop.
+struct S3Endpoint {
+    child: std::process::Child,
+    url: String,
+}
+
+impl S3Endpoint {
+    async fn start(python: &std::ffi::OsStr) -> S3Endpoint {
+        // a free port: bind port 0, note it, let it go for moto to take
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto's S3 server");
+        // owned by the endpoint from here on, so that a failure below still kills it
+        let endpoint = S3Endpoint {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..600 {
+            if client.get(&endpoint.url).send().await.is_ok() {
+                return endpoint;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("moto's S3 server did not come up at {}", endpoint.url);
+    }
+}
+
+impl Drop for S3Endpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_s3_bucket_holds_the_files_and_catalog_and_a_server_on_an_empty_folder_reads_them() {
+    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED an_s3_bucket_holds...: set SLUICE_TEST_PYTHON to a Python with the moto \
+             package (.ci/run does)"
+        );
+        return;
+    };
+    let s3 = S3Endpoint::start(&python).await;
+    let created = reqwest::Client::new()
+        .put(format!("{}/lake", s3.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{created:?}");
+    let args = [
+        "--object-store",
+        "s3",
+        "--bucket",
+        "lake",
+        "--aws-endpoint",
+        &s3.url,
+        "--aws-allow-http",
+        "--aws-access-key-id",
+        "test",
+        "--aws-secret-access-key",
+        "test",
+    ];
+    let s = Server::start_with(&args);
+    s.write_lp("p", &data()).await;
+    let before = s.sql("p", CHECK).await;
+    let summary = persist(&s).await;
+    assert_eq!(summary["files"], 4, "{summary}");
+    // the bucket holds the catalog and the files, the local folder none of them
+    let listing = reqwest::get(format!("{}/lake?list-type=2", s3.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains("<Key>catalog.json</Key>"), "{listing}");
+    assert_eq!(listing.matches(".parquet</Key>").count(), 4, "{listing}");
+    assert!(parquet_files(&s.data_dir()).is_empty());
+    assert!(!s.data_dir().join("catalog.json").exists());
+    drop(s.kill());
+
+    // a server with nothing local (no WAL, no catalog) answers from the bucket alone
+    let s = Server::start_with(&args);
+    assert_eq!(s.sql("p", CHECK).await, before);
+    let files = s
+        .sql("p", "SELECT count(*) AS n FROM system.parquet_files")
+        .await;
+    assert_eq!(files, vec![json!({"n": 4})]);
+}
