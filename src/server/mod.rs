@@ -127,6 +127,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         points_already_persisted = replay.points_persisted,
         undecodable = replay.undecodable,
         cut_tails = replay.cut_tails.len(),
+        orphan_files_deleted = replay.orphan_files_deleted,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded the catalog and replayed the write-ahead log"
     );

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::table_buffer::PARTITION_NANOS;
 
+/// The folder of the object store that holds every database's Parquet files.
+pub const DBS_PREFIX: &str = "dbs";
+
 /// One Parquet file of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParquetFile {
@@ -97,7 +100,7 @@ impl LakeState {
 /// `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet` for a file whose rows start at `min_time`.
 pub fn file_path(db: &str, table: &str, min_time: i64, id: u64) -> String {
     let (y, m, d) = civil_from_days(min_time.div_euclid(DAY_NANOS));
-    format!("dbs/{db}/{table}/{y:04}-{m:02}-{d:02}/{id:020}.parquet")
+    format!("{DBS_PREFIX}/{db}/{table}/{y:04}-{m:02}-{d:02}/{id:020}.parquet")
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar; Howard

@@ -314,6 +314,19 @@ impl ObjectStorage {
         Ok(got)
     }
 
+    /// The paths of every object under `prefix`.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
+        use futures::TryStreamExt;
+        self.retrying("list", prefix, || async {
+            self.store
+                .list(Some(prefix))
+                .map_ok(|meta| meta.location)
+                .try_collect()
+                .await
+        })
+        .await
+    }
+
     /// Deletes the object at `path`; deleting one that is not there is not an error.
     pub async fn delete(&self, path: &Path) -> Result<()> {
         self.retrying("delete", path, || async {

@@ -16,7 +16,7 @@
 //! that segment or earlier ones, and no later row. That is what lets the catalog record
 //! "partition P is persisted through segment S" and replay skip exactly those rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,11 +31,12 @@ use tokio::sync::oneshot;
 use crate::catalog::{Catalog, CatalogSnapshot, validate_database_name};
 use crate::catalog_file;
 use crate::metrics::StorageMetrics;
-use crate::persisted_files::LakeState;
+use crate::persisted_files::{DBS_PREFIX, LakeState};
 use crate::store::{self, ObjectStorage};
 use crate::table_buffer::{FrozenPartition, PARTITION_NANOS, TableBuffer};
 use crate::validator::{Limits, Rejection, validate};
 use crate::wal::{self, WalWriter};
+use object_store::path::Path;
 
 /// How the write buffer is set up.
 #[derive(Debug, Clone)]
@@ -149,6 +150,9 @@ pub struct ReplaySummary {
     pub files: usize,
     /// Records that passed their checksum but could not be decoded (skipped).
     pub undecodable: usize,
+    /// Parquet files on the object store that the catalog does not list (written by a persist
+    /// or compaction that died before its catalog change), deleted.
+    pub orphan_files_deleted: usize,
     pub cut_tails: Vec<wal::CutTail>,
 }
 
@@ -262,8 +266,18 @@ impl WriteBuffer {
             current_segment: AtomicU64::new(0),
         });
         shared.catalog.replace(catalog);
+        let lake_now = shared.lake.read().clone();
+        let orphan_files_deleted = match delete_orphan_files(&storage, &lake_now).await {
+            Ok(n) => n,
+            Err(e) => {
+                // harmless to keep: nothing reads a file the catalog does not list
+                tracing::warn!(error = %e, "could not look for Parquet files the catalog does not list");
+                0
+            }
+        };
         let mut summary = ReplaySummary {
             files: shared.lake.read().all_files().count(),
+            orphan_files_deleted,
             ..ReplaySummary::default()
         };
         let replay_shared = shared.clone();
@@ -596,6 +610,31 @@ impl Shared {
             .or_insert_with(|| Arc::new(TableBuffer::new()))
             .clone()
     }
+}
+
+/// Deletes the Parquet files under `dbs/` that `lake` neither lists nor holds for a delayed
+/// delete: a persist or compaction that died after writing them and before the catalog
+/// change that would have listed them leaves them behind. Runs at start-up, before anything
+/// else of this server can write a file, so every file it does not know is such a leftover.
+async fn delete_orphan_files(
+    storage: &ObjectStorage,
+    lake: &LakeState,
+) -> Result<usize, store::Error> {
+    let known: HashSet<&str> = lake
+        .all_files()
+        .map(|(_, f)| f.path.as_str())
+        .chain(lake.pending_deletes.iter().map(|p| p.path.as_str()))
+        .collect();
+    let mut deleted = 0;
+    for path in storage.list(&Path::from(DBS_PREFIX)).await? {
+        if path.extension() != Some("parquet") || known.contains(path.as_ref()) {
+            continue;
+        }
+        tracing::info!(path = %path, "deleting a Parquet file the catalog does not list");
+        storage.delete(&path).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }
 
 fn encode_record(db: &str, batch: &WriteBatch) -> Vec<u8> {

@@ -106,8 +106,9 @@ async fn persisted_data_answers_the_same_before_and_after_restart() {
     assert_eq!(rows, vec![json!({"usage": 1000.0, "n": 0})]);
 }
 
-/// One crash test per step of a persist at which the process can die.
-async fn crash_during_persist(point: &str) {
+/// One crash test per step of a persist at which the process can die; `orphans` is how many
+/// files the crash leaves that the catalog does not list (the restart deletes them).
+async fn crash_during_persist(point: &str, orphans: usize) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_in_env(dir, &[], &[("SLUICE_CRASH_POINT", point)]);
     s.write_lp("c", &data()).await;
@@ -119,8 +120,16 @@ async fn crash_during_persist(point: &str) {
     );
     let (status, dir) = s.wait_for_exit();
     assert!(!status.success());
+    let on_disk = parquet_files(&dir.path().join("data")).len();
     let s = Server::start_in(dir, &[]);
     assert_eq!(s.sql("c", CHECK).await, before, "crash at {point}");
+    assert!(
+        s.log().contains(&format!("orphan_files_deleted={orphans}")),
+        "{}",
+        s.log()
+    );
+    // the crash came after the four files were written in either case
+    assert_eq!(on_disk, 4);
     // and a persist now, then another restart: still exactly once
     persist(&s).await;
     let dir = s.kill();
@@ -136,12 +145,12 @@ async fn crash_during_persist(point: &str) {
 
 #[tokio::test]
 async fn sigkill_after_the_files_but_before_the_catalog_loses_and_doubles_nothing() {
-    crash_during_persist("persist-after-files").await;
+    crash_during_persist("persist-after-files", 4).await;
 }
 
 #[tokio::test]
 async fn sigkill_after_the_catalog_but_before_the_wal_is_cut_loses_and_doubles_nothing() {
-    crash_during_persist("persist-after-catalog").await;
+    crash_during_persist("persist-after-catalog", 0).await;
 }
 
 #[tokio::test]

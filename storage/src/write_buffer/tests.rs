@@ -242,3 +242,38 @@ async fn database_rules() {
         .unwrap_err();
     assert!(matches!(err, WriteError::InvalidDatabaseName(_)), "{err}");
 }
+
+#[tokio::test]
+async fn start_up_deletes_parquet_files_the_catalog_does_not_list_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path()).await;
+    wb.write("db", batch("m v=1 1"), WriteOptions::default())
+        .await
+        .unwrap();
+    wb.persist(FreezeRule::All).await.unwrap();
+    let listed: Vec<String> = wb.lake().all_files().map(|(_, f)| f.path.clone()).collect();
+    assert_eq!(listed.len(), 1);
+    // what a persist that died before its catalog change leaves, and an unrelated object
+    let orphan = Path::from("dbs/db/m/1970-01-01/00000000000000000099.parquet");
+    let other = Path::from("dbs/db/m/notes.txt");
+    for p in [&orphan, &other] {
+        wb.storage()
+            .put(p, bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    wb.shutdown();
+    drop(wb);
+
+    let (wb, summary) = open(dir.path()).await;
+    assert_eq!(summary.orphan_files_deleted, 1);
+    let left = wb.storage().list(&Path::from("dbs")).await.unwrap();
+    let left: Vec<&str> = left.iter().map(|p| p.as_ref()).collect();
+    assert!(!left.contains(&orphan.as_ref()), "{left:?}");
+    assert!(left.contains(&other.as_ref()), "{left:?}");
+    assert!(left.contains(&listed[0].as_str()), "{left:?}");
+    assert!(
+        wb.table_buffer("db", "m").is_none(),
+        "the row is in the file, not replayed"
+    );
+}
