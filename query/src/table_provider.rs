@@ -30,7 +30,8 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
@@ -39,6 +40,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use sluice_storage::catalog::TIME_COLUMN;
+use sluice_storage::deduplicate::KEY_ORDER;
 use sluice_storage::{BufferChunk, ParquetFile, TableBuffer, TableSchema, TimeRange, WriteBuffer};
 
 use crate::deduplicate::DeduplicateExec;
@@ -211,9 +213,13 @@ impl TableProvider for SluiceTable {
             let mut chunks = Vec::new();
             for s in group {
                 match s {
-                    Source::File(f) => {
-                        file_scans.push(parquet_scan(state, &table_schema, vec![vec![f]], None)?)
-                    }
+                    Source::File(f) => file_scans.push(parquet_scan(
+                        state,
+                        &table_schema,
+                        vec![vec![f]],
+                        None,
+                        None,
+                    )?),
                     Source::Chunk(c) => chunks.push(c.batch),
                 }
             }
@@ -225,6 +231,24 @@ impl TableProvider for SluiceTable {
             )?));
         }
         let target = state.config().target_partitions().max(1);
+        // Plain files that all share one sort key, with nothing else to scan and no more
+        // files than partitions, are read one file per partition and declare that order, so
+        // that DataFusion can skip sorting by it (or merge instead of sorting).
+        let ordering = if plans.is_empty() && plain_chunks.is_empty() {
+            shared_ordering(&plain_files, &table_schema, target)
+        } else {
+            None
+        };
+        if let Some(ordering) = ordering {
+            let groups = plain_files.drain(..).map(|f| vec![f]).collect();
+            plans.push(parquet_scan(
+                state,
+                &table_schema,
+                groups,
+                projection.cloned(),
+                Some(ordering),
+            )?);
+        }
         if !plain_files.is_empty() {
             let n = target.min(plain_files.len());
             let mut groups: Vec<Vec<ParquetFile>> = vec![Vec::new(); n];
@@ -236,6 +260,7 @@ impl TableProvider for SluiceTable {
                 &table_schema,
                 groups,
                 projection.cloned(),
+                None,
             )?);
         }
         if !plain_chunks.is_empty() {
@@ -274,6 +299,7 @@ fn parquet_scan(
     table_schema: &SchemaRef,
     groups: Vec<Vec<ParquetFile>>,
     projection: Option<Vec<usize>>,
+    ordering: Option<LexOrdering>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let url = ObjectStoreUrl::parse(LAKE_URL)?;
     let store = state.runtime_env().object_store(&url)?;
@@ -303,9 +329,37 @@ fn parquet_scan(
         .collect();
     let config = FileScanConfigBuilder::new(url, Arc::new(source))
         .with_file_groups(groups)
+        .with_output_ordering(ordering.into_iter().collect())
         .with_projection_indices(projection)?
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// The order `files` are sorted in, if they all have the same recorded sort key (each file
+/// sorted by it in [`KEY_ORDER`], as the persister writes them), its columns are
+/// all in `schema`, and there are at most `partitions` files (so that reading one file per
+/// partition does not spread the scan wider than the session would).
+fn shared_ordering(
+    files: &[ParquetFile],
+    schema: &SchemaRef,
+    partitions: usize,
+) -> Option<LexOrdering> {
+    let key = &files.first()?.sort_key;
+    if key.is_empty() || files.len() > partitions || files.iter().any(|f| &f.sort_key != key) {
+        return None;
+    }
+    let options = KEY_ORDER;
+    let exprs = key
+        .iter()
+        .map(|name| {
+            let index = schema.index_of(name).ok()?;
+            Some(PhysicalSortExpr::new(
+                Arc::new(Column::new(name, index)),
+                options,
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    LexOrdering::new(exprs)
 }
 
 /// What a scan kept and dropped, for `EXPLAIN`.

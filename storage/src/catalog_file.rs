@@ -221,6 +221,7 @@ mod tests {
             max_time: 2,
             rows: 10,
             size_bytes: 1234,
+            sort_key: vec!["host".into(), "time".into()],
         };
         lake.files
             .insert(("db".into(), "cpu".into()), vec![file.clone()].into());

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take};
+use arrow::compute::{SortOptions, concat_batches, take};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Int32Type};
 use arrow::error::ArrowError;
@@ -79,6 +79,14 @@ pub fn sort_key(schema: &SchemaRef, batch: &RecordBatch) -> Option<Vec<usize>> {
     Some(key)
 }
 
+/// How rows are sorted by each column of the sort key: ascending, nulls last, which is what
+/// SQL's `ORDER BY col` means in DataFusion, so that a scan declaring this order spares the
+/// sort.
+pub const KEY_ORDER: SortOptions = SortOptions {
+    descending: false,
+    nulls_first: false,
+};
+
 /// Merges `batches` (all of `schema`, oldest first) into one batch with one row per primary
 /// key, sorted by [`sort_key`]. Returns the rows and the sort key they are in (column
 /// positions).
@@ -96,7 +104,7 @@ pub fn merge_by_primary_key(
     }
     let converter = RowConverter::new(
         key.iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .map(|&i| SortField::new_with_options(schema.field(i).data_type().clone(), KEY_ORDER))
             .collect(),
     )?;
     let key_arrays: Vec<ArrayRef> = key.iter().map(|&i| all.column(i).clone()).collect();
@@ -219,10 +227,10 @@ mod tests {
             "+-----+------+----+-------------------------------+\n\
              | a   | host | n  | time                          |\n\
              +-----+------+----+-------------------------------+\n\
-             | 3.0 |      | 30 | 1970-01-01T00:00:00.000000001 |\n\
              | 2.0 | a    |    | 1970-01-01T00:00:00.000000005 |\n\
              | 4.0 | a    | 40 | 1970-01-01T00:00:00.000000006 |\n\
              | 1.0 | b    | 11 | 1970-01-01T00:00:00.000000005 |\n\
+             | 3.0 |      | 30 | 1970-01-01T00:00:00.000000001 |\n\
              +-----+------+----+-------------------------------+"
         );
     }

@@ -32,6 +32,10 @@ pub struct ParquetFile {
     pub max_time: i64,
     pub rows: u64,
     pub size_bytes: u64,
+    /// The columns the rows are sorted by (tags, then `time`; ascending, nulls last), as
+    /// written. Empty for files listed by a catalog from before it was recorded.
+    #[serde(default)]
+    pub sort_key: Vec<String>,
 }
 
 impl ParquetFile {

@@ -27,7 +27,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::background::run_in_background;
 use crate::catalog::{ColumnKind, TableSchema};
-use crate::deduplicate::merge_by_primary_key;
+use crate::deduplicate::{KEY_ORDER, merge_by_primary_key};
 use crate::persisted_files::{ParquetFile, file_path};
 use crate::store;
 use crate::table_buffer::align_to_schema;
@@ -217,7 +217,7 @@ impl WriteBuffer {
         let (min_time, max_time) = time_range(&batch)
             .ok_or_else(|| FileWriteError::Encode("no rows with a time to write".into()))?;
         let (db2, schema2) = (db.clone(), schema.clone());
-        let (bytes, rows) =
+        let (bytes, rows, sort_key) =
             run_in_background("encoder", move || encode_parquet(&db2, &schema2, &[batch]))
                 .await
                 .and_then(|r| r)
@@ -234,6 +234,7 @@ impl WriteBuffer {
             max_time,
             rows,
             size_bytes,
+            sort_key,
         })
     }
 }
@@ -265,20 +266,24 @@ pub fn crash_point(point: &str) {
 /// Encodes `batches` (rows of `schema`'s table, oldest first) as one Parquet file: rows merged
 /// per primary key and sorted by tags then time (see `deduplicate.rs` for the tag order), tags dictionary-encoded, ZSTD, page-level
 /// statistics (so the page index is written), the sort order and Sluice's schema in the file
-/// metadata. Returns the bytes and the row count.
+/// metadata. Returns the bytes, the row count and the sort key (column names).
 pub fn encode_parquet(
     db: &str,
     schema: &TableSchema,
     batches: &[RecordBatch],
-) -> Result<(Bytes, u64), String> {
+) -> Result<(Bytes, u64, Vec<String>), String> {
     let arrow_schema = schema.arrow_schema();
     let (merged, key) = merge_by_primary_key(arrow_schema, batches).map_err(|e| e.to_string())?;
+    let key_names: Vec<String> = key
+        .iter()
+        .map(|&i| arrow_schema.field(i).name().clone())
+        .collect();
     let sorting = key
         .iter()
         .map(|&i| SortingColumn {
             column_idx: i as i32,
-            descending: false,
-            nulls_first: true,
+            descending: KEY_ORDER.descending,
+            nulls_first: KEY_ORDER.nulls_first,
         })
         .collect();
     let columns: Vec<serde_json::Value> = arrow_schema
@@ -339,7 +344,7 @@ pub fn encode_parquet(
         .map_err(|e| e.to_string())?;
     writer.write(&merged).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
-    Ok((Bytes::from(out), merged.num_rows() as u64))
+    Ok((Bytes::from(out), merged.num_rows() as u64, key_names))
 }
 
 #[cfg(test)]

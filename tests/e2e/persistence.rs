@@ -269,6 +269,29 @@ async fn compaction_leaves_fewer_files_and_the_same_answers() {
     let s = Server::start_in(dir, &[]);
     assert_eq!(s.sql("k", files).await, vec![json!({"n": 1})]);
     assert_eq!(s.sql("k", CHECK).await, before);
+
+    // the file's sort order (tags by distinct values, then time) is declared: a query in that
+    // order needs no sort, and its rows come back in it
+    const ORDERED: &str = "SELECT host, dc, time, usage FROM cpu ORDER BY host, dc, time";
+    let (status, plan) = s
+        .query_raw("k", &format!("EXPLAIN {ORDERED}"), "json")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert!(!plan.contains("SortExec:"), "{plan}");
+    let rows = s.sql("k", ORDERED).await;
+    assert_eq!(rows.len(), 24);
+    let keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r["host"].to_string(), r["time"].to_string()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    // another order still sorts
+    let (_, plan) = s
+        .query_raw("k", "EXPLAIN SELECT * FROM cpu ORDER BY time, host", "json")
+        .await;
+    assert!(plan.contains("SortExec:"), "{plan}");
 }
 
 #[tokio::test]
