@@ -10,22 +10,8 @@
 # Needs the Debian package victoria-metrics (1.79 on Debian 12/13); without it, only Sluice runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin sluice
-cargo build --release -p sluice-bench --bin sluice-load
-bin="$target_dir/release"
-work=$(mktemp -d)
-trap 'pkill -P $$ || true; rm -rf "$work"' EXIT
+. benches/common.sh
 query="SELECT date_bin(INTERVAL '1 minute', time) AS minute, max(usage_user) FROM cpu WHERE hostname = 'host_8' AND time >= '2026-01-01T12:00:00Z' AND time < '2026-01-01T13:00:00Z' GROUP BY minute ORDER BY minute"
-
-wait_for() {
-  for _ in $(seq 100); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
 
 for run in $(seq "${RUNS:-1}"); do
   echo "=== run $run: Sluice $("$bin/sluice" --version)"

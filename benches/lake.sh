@@ -18,21 +18,7 @@
 # Needs the Debian packages victoria-metrics and influxdb for 4 and 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin sluice
-cargo build --release -p sluice-bench --bin sluice-load
-bin="$target_dir/release"
-work=$(mktemp -d)
-trap 'pkill -P $$ || true; rm -rf "$work"' EXIT
-
-wait_for() {
-  for _ in $(seq 300); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
+. benches/common.sh
 sluice_url=http://127.0.0.1:18181
 
 echo "=== 1. Sluice: load, persist, compact, TSBS queries"

@@ -6,7 +6,7 @@
 //! point newer than the row replaces it (fields the point lacks become null), a point at the
 //! same time merges into it (the fields it carries overwrite, as the primary-key merge does),
 //! an older point leaves it alone. Rows are indexed by the table buffer's series ids, one
-//! column vector per field, so a series costs its time and one value per field.
+//! column vector per field, so a series costs its time and, per field, a value and its time.
 //!
 //! The rows start empty at start-up and see every point written or replayed from the WAL
 //! afterwards; the rows only in Parquet files are folded in once per table by
@@ -14,7 +14,8 @@
 //! the newest rows are asked for). Folding in rows that were seen already changes nothing,
 //! so the scan may overlap the points seen since start-up.
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::compute::nullif;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use sluice_ingest::{FieldValue, Sym, Symbols};
 
@@ -25,8 +26,38 @@ use crate::table_buffer::FieldColumn;
 pub(crate) struct LastRows {
     /// Per series id: the time of its newest row, `i64::MIN` while it has none.
     pub(crate) time: Vec<i64>,
-    /// Per column id: each series' value of the field in its newest row.
-    fields: Vec<Option<FieldColumn>>,
+    /// Per column id: each series' latest value of the field and the time it is from.
+    fields: Vec<Option<LastColumn>>,
+}
+
+/// One field's latest value per series. A value belongs to its series' newest row only if it
+/// is from that row's time: a newer point makes the older values stale without touching
+/// every column, so a point costs its own fields however wide the table is.
+struct LastColumn {
+    values: FieldColumn,
+    /// Per series id: the time of the row `values` holds the value of.
+    times: Vec<i64>,
+}
+
+impl LastColumn {
+    fn new(values: FieldColumn) -> Self {
+        LastColumn {
+            values,
+            times: Vec::new(),
+        }
+    }
+
+    /// Whether `series` holds a value from the row at `time`.
+    fn is_current(&self, series: usize, time: i64) -> bool {
+        self.times.get(series) == Some(&time) && self.values.is_set(series)
+    }
+
+    fn stamp(&mut self, series: usize, time: i64) {
+        if self.times.len() <= series {
+            self.times.resize(series + 1, i64::MIN);
+        }
+        self.times[series] = time;
+    }
 }
 
 impl LastRows {
@@ -36,15 +67,11 @@ impl LastRows {
     }
 
     /// Starts a point of `series` at `time`: returns whether its fields belong in the newest
-    /// row (the point is newer, which empties the row, or as new).
+    /// row (the point is newer, which starts a new row, or as new).
     pub(crate) fn start_point(&mut self, series: u32, time: i64) -> bool {
-        let s = series as usize;
-        let newest = &mut self.time[s];
+        let newest = &mut self.time[series as usize];
         if time > *newest {
             *newest = time;
-            for column in self.fields.iter_mut().flatten() {
-                column.clear(s);
-            }
             true
         } else {
             time == *newest
@@ -59,12 +86,11 @@ impl LastRows {
         value: &FieldValue,
         symbols: &Symbols,
     ) {
-        if self.fields.len() <= column {
-            self.fields.resize_with(column + 1, || None);
-        }
-        self.fields[column]
-            .get_or_insert_with(|| FieldColumn::new(value, 0))
-            .put(series as usize, value, symbols);
+        let s = series as usize;
+        let time = self.time[s];
+        let c = self.column(column, || FieldColumn::new(value, 0));
+        c.values.put(s, value, symbols);
+        c.stamp(s, time);
     }
 
     /// Folds row `row` of a scan into `series`' newest row: `time` and the values of `fields`
@@ -78,22 +104,19 @@ impl LastRows {
         row: usize,
     ) {
         let s = series as usize;
-        let newest = self.time[s];
-        if time < newest {
+        if !self.start_point(series, time) {
             return;
-        }
-        if time > newest {
-            self.start_point(series, time);
         }
         for (column, array) in fields {
             if !array.is_valid(row) {
                 continue;
             }
-            if self.fields.len() <= *column {
-                self.fields.resize_with(column + 1, || None);
-            }
-            let slot = &mut self.fields[*column];
-            if slot.as_ref().is_some_and(|c| c.is_set(s)) {
+            if self
+                .fields
+                .get(*column)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.is_current(s, time))
+            {
                 continue;
             }
             let Some(value) = scalar(array.as_ref(), row) else {
@@ -103,9 +126,18 @@ impl LastRows {
                 );
                 continue;
             };
-            slot.get_or_insert_with(|| FieldColumn::new(&value.as_field_value(), 0))
-                .put_owned(s, value);
+            let c = self.column(*column, || FieldColumn::new(&value.as_field_value(), 0));
+            c.values.put_owned(s, value);
+            c.stamp(s, time);
         }
+    }
+
+    /// Column `column`, created with `new` if it has no value yet.
+    fn column(&mut self, column: usize, new: impl FnOnce() -> FieldColumn) -> &mut LastColumn {
+        if self.fields.len() <= column {
+            self.fields.resize_with(column + 1, || None);
+        }
+        self.fields[column].get_or_insert_with(|| LastColumn::new(new()))
     }
 
     /// The series ids that have a newest row.
@@ -115,11 +147,15 @@ impl LastRows {
             .collect()
     }
 
-    /// Column `column`'s values for every series id (nulls where unset), if the column has
-    /// ever had one.
+    /// Column `column`'s values in every series' newest row, by series id (null where that
+    /// row has none), if the column has ever had one.
     pub(crate) fn field_array(&self, column: usize) -> Option<ArrayRef> {
         let c = self.fields.get(column)?.as_ref()?;
-        Some(c.to_array(self.time.len()))
+        let values = c.values.to_array(self.time.len());
+        let stale: BooleanArray = (0..self.time.len())
+            .map(|s| Some(!c.is_current(s, self.time[s])))
+            .collect();
+        Some(nullif(&values, &stale).expect("arrays of one length"))
     }
 }
 

@@ -17,6 +17,8 @@ pub mod persisted_files;
 pub mod persister;
 pub mod store;
 pub mod table_buffer;
+#[cfg(test)]
+mod test_util;
 pub mod validator;
 pub mod wal;
 pub mod write_buffer;

@@ -246,13 +246,6 @@ impl FieldColumn {
         }
     }
 
-    /// Makes row `row` null.
-    pub(crate) fn clear(&mut self, row: usize) {
-        if row < self.len() {
-            self.valid.set_bit(row, false);
-        }
-    }
-
     /// Whether row `row` holds a value.
     pub(crate) fn is_set(&self, row: usize) -> bool {
         row < self.len() && self.valid.get_bit(row)

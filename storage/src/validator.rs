@@ -305,21 +305,8 @@ fn show_value(batch: &WriteBatch, v: &FieldValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::batch;
     use sluice_ingest::FieldType;
-    use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
-
-    fn batch(lp: &str) -> WriteBatch {
-        let out = parse(
-            lp.as_bytes(),
-            &ParseOptions {
-                precision: Precision::Nanosecond,
-                default_time: 0,
-                max_line_bytes: 1 << 20,
-            },
-        );
-        assert!(out.errors.is_empty(), "{:?}", out.errors);
-        out.batch
-    }
 
     fn run(cat: &CatalogSnapshot, lp: &str, limits: Limits) -> Validated {
         validate(cat, "db", &batch(lp), &limits, true).unwrap()

@@ -3,28 +3,14 @@ use std::sync::Arc;
 use arrow::util::pretty::pretty_format_batches;
 use object_store::memory::InMemory;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sluice_ingest::WriteBatch;
-use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
 
 use super::*;
 use crate::store::{FaultInjectingStore, ObjectStorage, ObjectStoreConfig, RetryPolicy};
 use crate::table_buffer::TimeRange;
+use crate::test_util::batch;
 use crate::write_buffer::{WriteBufferConfig, WriteOptions};
 
 pub(crate) const HOUR: i64 = 3_600_000_000_000;
-
-pub(crate) fn batch(lp: &str) -> WriteBatch {
-    let out = parse(
-        lp.as_bytes(),
-        &ParseOptions {
-            precision: Precision::Nanosecond,
-            default_time: 0,
-            max_line_bytes: 1 << 20,
-        },
-    );
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.batch
-}
 
 pub(crate) fn file_storage(dir: &std::path::Path) -> ObjectStorage {
     ObjectStorage::from_config(&ObjectStoreConfig::file(dir.join("lake"))).unwrap()

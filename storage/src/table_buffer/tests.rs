@@ -1,8 +1,8 @@
 use super::*;
 use crate::catalog::CatalogSnapshot;
+use crate::test_util::batch;
 use crate::validator::{Limits, validate};
 use arrow::util::pretty::pretty_format_batches;
-use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
 
 /// A catalog and buffers fed through the real parser and validator.
 struct Fixture {
@@ -19,21 +19,12 @@ impl Fixture {
     }
 
     fn write(&mut self, lp: &str) {
-        let out = parse(
-            lp.as_bytes(),
-            &ParseOptions {
-                precision: Precision::Nanosecond,
-                default_time: 0,
-                max_line_bytes: 1 << 20,
-            },
-        );
-        assert!(out.errors.is_empty(), "{:?}", out.errors);
-        let v = validate(&self.catalog, "db", &out.batch, &Limits::default(), true).unwrap();
+        let batch = batch(lp);
+        let v = validate(&self.catalog, "db", &batch, &Limits::default(), true).unwrap();
         assert!(v.rejected.is_empty(), "{:?}", v.rejected);
         if let Some(c) = v.catalog {
             self.catalog = c;
         }
-        let batch = out.batch;
         let tables: Vec<Sym> = {
             let mut t: Vec<Sym> = batch.points().iter().map(|p| p.table).collect();
             t.dedup();

@@ -1,21 +1,8 @@
 use super::*;
 use crate::table_buffer::TimeRange;
+use crate::test_util::batch;
 use arrow::util::pretty::pretty_format_batches;
-use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
 use std::io::Write as _;
-
-fn batch(lp: &str) -> WriteBatch {
-    let out = parse(
-        lp.as_bytes(),
-        &ParseOptions {
-            precision: Precision::Nanosecond,
-            default_time: 0,
-            max_line_bytes: 1 << 20,
-        },
-    );
-    assert!(out.errors.is_empty(), "{:?}", out.errors);
-    out.batch
-}
 
 async fn open(dir: &std::path::Path) -> (WriteBuffer, ReplaySummary) {
     let storage =

@@ -1,0 +1,20 @@
+# Sourced by the benchmark scripts (run from the repository root): builds the release server
+# and load generator, sets $bin to their folder and $work to a scratch folder removed on exit
+# (with every server the script started), and defines wait_for URL.
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build --release --bin sluice
+cargo build --release -p sluice-bench --bin sluice-load
+bin="$target_dir/release"
+work=$(mktemp -d)
+trap 'pkill -P $$ || true; rm -rf "$work"' EXIT
+
+# Waits up to 15 s for URL to answer.
+wait_for() {
+  for _ in $(seq 300); do
+    curl -fs "$1" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "server at $1 did not come up" >&2
+  return 1
+}
