@@ -1,6 +1,6 @@
 //! Runs one SQL statement against one database, within the query limits.
 //!
-//! Each query gets its own DataFusion `SessionContext` over a snapshot of the catalog, its own
+//! Each query gets its own DataFusion session over a snapshot of the catalog, its own
 //! memory pool (so one query cannot starve the others) and a timeout. Only reading statements
 //! run: DDL, DML, `COPY` and session statements are refused when the plan is verified,
 //! before anything executes.
@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::table_provider::SluiceTable;
+use crate::table_provider::{OrderedColumns, SluiceTable};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SessionStateBuilder;
@@ -22,7 +23,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SQLOptions, SessionConfig};
 use sluice_storage::WriteBuffer;
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
@@ -142,10 +143,11 @@ impl QueryExecutor {
         }
     }
 
-    /// A DataFusion context for `db`: its tables unqualified, other databases as `db.table`.
-    /// It plans over the shared runtime; [`Self::query`] executes each plan with a runtime of
-    /// its own, which carries the query's memory pool.
-    pub fn context(&self, db: &str) -> Result<SessionContext, QueryError> {
+    /// A session for one query in `db`: a copy of the base session whose only catalog is a
+    /// snapshot of Sluice's, with `db` as the default schema so its tables resolve unqualified
+    /// and other databases as `db.table`. The catalog list is the query's own, so queries in
+    /// different databases at the same moment each see their own `system` tables.
+    fn session(&self, db: &str) -> Result<SessionState, QueryError> {
         let snapshot = self.buffer.catalog();
         if snapshot.database(db).is_none() {
             return Err(QueryError::DatabaseNotFound(db.to_string()));
@@ -154,41 +156,53 @@ impl QueryExecutor {
         let options = state.config_mut().options_mut();
         options.catalog.default_catalog = CATALOG_NAME.to_string();
         options.catalog.default_schema = db.to_string();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(
-            CATALOG_NAME,
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(
+            CATALOG_NAME.to_string(),
             Arc::new(SluiceCatalog::new(snapshot, self.buffer.clone(), db)),
         );
-        Ok(ctx)
+        state.register_catalog_list(Arc::new(catalogs));
+        // `now()` is the time the query started, the same in every part of the plan.
+        state.mark_start_execution();
+        Ok(state)
     }
 
+    /// Plans and runs `sql` on one copy of the base session. (DataFusion's `SessionContext`
+    /// copies its session for each step of `sql()`, and the copies cost more than a small
+    /// query's scan.)
     async fn run(
         &self,
         db: &str,
         sql: &str,
         params: HashMap<String, ScalarValue>,
     ) -> Result<QueryOutput, QueryError> {
-        let ctx = self.context(db)?;
-        let options = SQLOptions::new()
+        let mut state = self.session(db)?;
+        let mut plan = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| self.classify(e))?;
+        SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
-            .with_allow_statements(false);
-        let mut df = ctx
-            .sql_with_options(sql, options)
-            .await
+            .with_allow_statements(false)
+            .verify_plan(&plan)
             .map_err(|e| self.classify(e))?;
         if !params.is_empty() {
             let values: Vec<(String, ScalarValue)> = params.into_iter().collect();
-            df = df.with_param_values(values).map_err(|e| self.classify(e))?;
+            plan = plan
+                .with_param_values(values)
+                .map_err(|e| self.classify(e))?;
         }
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let (mut state, plan) = df.into_parts();
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let plan = state.optimize(&plan).map_err(|e| self.classify(e))?;
         // A query that reads few rows runs in one partition: planning and running the
         // repartitioning and merging of a parallel plan costs more than it saves there.
         if rows_to_scan(&plan) <= self.config.single_partition_rows {
             state.config_mut().options_mut().execution.target_partitions = 1;
         }
+        state
+            .config_mut()
+            .set_extension(Arc::new(OrderedColumns::of(&plan)));
         // A runtime of the query's own for its memory pool. Setting it on the task context
         // rather than on the session spares rebuilding the session (which registers every
         // function anew) for each query.

@@ -428,3 +428,63 @@ async fn small_scans_are_planned_in_one_partition_and_large_ones_in_several() {
         assert!(plan.contains("RepartitionExec"), "{plan}");
     }
 }
+
+#[tokio::test]
+async fn files_declare_their_order_only_to_queries_that_order_or_group_by_its_first_column() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    let files = f.buffer.lake().table_files("db", "cpu");
+    let first = files[0].sort_key[0].clone();
+    let declared = |plan: &str| plan.contains("output_ordering=");
+    for q in [
+        format!("SELECT * FROM cpu ORDER BY {first}, time"),
+        format!("SELECT {first}, max(usage) FROM cpu GROUP BY {first}"),
+        format!("SELECT DISTINCT ON ({first}) * FROM cpu ORDER BY {first}, time DESC"),
+    ] {
+        let plan = f.sql("db", &format!("EXPLAIN {q}")).await.unwrap();
+        assert!(declared(&plan), "{q}: {plan}");
+    }
+    for q in [
+        "SELECT * FROM cpu WHERE usage > 15 ORDER BY time",
+        "SELECT * FROM cpu",
+    ] {
+        let plan = f.sql("db", &format!("EXPLAIN {q}")).await.unwrap();
+        assert!(!declared(&plan), "{q}: {plan}");
+    }
+    // either way the answer is the same
+    assert_eq!(
+        f.sql("db", "SELECT host, usage FROM cpu ORDER BY time, host")
+            .await
+            .unwrap(),
+        "+------+-------+\n\
+         | host | usage |\n\
+         +------+-------+\n\
+         | a    | 10.0  |\n\
+         | b    | 20.0  |\n\
+         | a    | 30.0  |\n\
+         +------+-------+\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_in_different_databases_at_once_each_see_their_own_system_tables() {
+    let f = Arc::new(fixture(QueryConfig::default()).await);
+    f.write("one", "a v=1 1").await;
+    f.write("two", "b v=1 1\nc v=1 1").await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    let q = "SELECT count(*) AS n FROM system.parquet_files";
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let (db, n) = if i % 2 == 0 { ("one", 1) } else { ("two", 2) };
+                (f.sql(db, q).await.unwrap(), n)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (out, n) = t.await.unwrap();
+        assert!(out.contains(&format!("| {n} |")), "{out}");
+    }
+}
