@@ -57,6 +57,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_LINE_BYTES", default_value = "1MiB", value_parser = parse_size)]
     pub max_line_bytes: usize,
 
+    /// Most labels (`__name__` included) of one remote-write series; a series with more is
+    /// rejected alone.
+    #[arg(long, env = "SLUICE_MAX_LABELS_PER_SERIES", default_value_t = 64)]
+    pub max_labels_per_series: usize,
+
+    /// Longest remote-write label name, in bytes.
+    #[arg(long, env = "SLUICE_MAX_LABEL_NAME_BYTES", default_value_t = 256)]
+    pub max_label_name_bytes: usize,
+
+    /// Longest remote-write label value, in bytes.
+    #[arg(long, env = "SLUICE_MAX_LABEL_VALUE_BYTES", default_value_t = 4096)]
+    pub max_label_value_bytes: usize,
+
     /// Most columns (tags, fields and time) in one table.
     #[arg(long, env = "SLUICE_MAX_COLUMNS_PER_TABLE", default_value_t = 500)]
     pub max_columns_per_table: usize,

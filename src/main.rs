@@ -60,6 +60,11 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         default_db: args.default_db,
         max_request_bytes: args.max_request_bytes,
         max_line_bytes: args.max_line_bytes,
+        remote_write_limits: sluice_ingest::remote_write::Limits {
+            max_labels_per_series: args.max_labels_per_series,
+            max_label_name_bytes: args.max_label_name_bytes,
+            max_label_value_bytes: args.max_label_value_bytes,
+        },
         limits: Limits {
             max_columns_per_table: args.max_columns_per_table,
             max_tables_per_database: args.max_tables_per_database,

@@ -6,6 +6,7 @@
 //! I/O and no locks.
 
 pub mod line_protocol;
+pub mod remote_write;
 pub mod write;
 
 pub use write::{DecodeError, Field, FieldType, FieldValue, Point, Sym, Symbols, Tag, WriteBatch};

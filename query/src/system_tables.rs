@@ -2,6 +2,8 @@
 //!
 //! - `system.parquet_files`: the live Parquet files (one row each) with their table, object
 //!   store path, size, row count and time range, as the catalog lists them.
+//! - `system.metric_metadata`: what Prometheus remote write said of each metric family
+//!   (`metric`, `type`, `help`, `unit`).
 
 use std::sync::Arc;
 
@@ -31,7 +33,16 @@ impl SystemSchema {
     }
 }
 
-const TABLES: &[&str] = &["parquet_files"];
+const TABLES: &[&str] = &["parquet_files", "metric_metadata"];
+
+fn metric_metadata_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("help", DataType::Utf8, false),
+        Field::new("unit", DataType::Utf8, false),
+    ]))
+}
 
 fn parquet_files_schema() -> SchemaRef {
     let time = DataType::Timestamp(TimeUnit::Nanosecond, None);
@@ -80,6 +91,30 @@ impl SystemSchema {
     }
 }
 
+impl SystemSchema {
+    fn metric_metadata(&self) -> Result<RecordBatch> {
+        let catalog = self.buffer.catalog();
+        let entries: Vec<_> = catalog
+            .database(&self.db)
+            .map(|d| d.metric_metadata.iter().collect())
+            .unwrap_or_default();
+        let column = |get: fn(&sluice_storage::MetricMetadata) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|(_, m)| get(m)),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|(name, _)| name.as_ref()),
+            )),
+            column(|m| &m.metric_type),
+            column(|m| &m.help),
+            column(|m| &m.unit),
+        ];
+        Ok(RecordBatch::try_new(metric_metadata_schema(), columns)?)
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
@@ -87,16 +122,15 @@ impl SchemaProvider for SystemSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match name {
-            "parquet_files" => {
-                let batch = self.parquet_files()?;
-                Ok(Some(Arc::new(MemTable::try_new(
-                    batch.schema(),
-                    vec![vec![batch]],
-                )?)))
-            }
-            _ => Ok(None),
-        }
+        let batch = match name {
+            "parquet_files" => self.parquet_files()?,
+            "metric_metadata" => self.metric_metadata()?,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

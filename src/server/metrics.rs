@@ -13,6 +13,7 @@ pub const ENDPOINTS: &[&str] = &[
     "/api/v3/write_lp",
     "/api/v2/write",
     "/write",
+    "/api/v1/write",
     "/api/v3/query_sql",
     "/api/v3/persist",
     "/api/v3/compact",
@@ -23,7 +24,15 @@ pub const ENDPOINTS: &[&str] = &[
 ];
 
 /// The write endpoints, which also count lines and values.
-pub const WRITE_ENDPOINTS: &[&str] = &["/api/v3/write_lp", "/api/v2/write", "/write"];
+pub const WRITE_ENDPOINTS: &[&str] = &[
+    "/api/v3/write_lp",
+    "/api/v2/write",
+    "/write",
+    "/api/v1/write",
+];
+
+/// What remote write received and did not store, by kind (see [`ServerMetrics::not_stored`]).
+pub const NOT_STORED: &[&str] = &["stale_marker", "histogram", "exemplar"];
 
 /// Per-endpoint request metrics.
 #[derive(Default)]
@@ -37,6 +46,8 @@ struct EndpointMetrics {
 /// What the server counts.
 pub struct ServerMetrics {
     endpoints: BTreeMap<&'static str, EndpointMetrics>,
+    /// Remote write samples not stored, in [`NOT_STORED`]'s order.
+    not_stored: [Counter; 3],
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
@@ -47,6 +58,7 @@ impl Default for ServerMetrics {
                 .iter()
                 .map(|e| (*e, EndpointMetrics::default()))
                 .collect(),
+            not_stored: Default::default(),
             responses: Mutex::new(BTreeMap::new()),
         }
     }
@@ -74,6 +86,18 @@ impl ServerMetrics {
         m.lines_accepted.add(accepted as u64);
         m.lines_rejected.add(rejected as u64);
         m.values_accepted.add(values as u64);
+    }
+
+    /// Records what a remote write request carried that Sluice does not store: stale
+    /// markers, native histogram samples and exemplars.
+    pub fn not_stored(&self, stale_markers: usize, histograms: usize, exemplars: usize) {
+        for (c, n) in self
+            .not_stored
+            .iter()
+            .zip([stale_markers, histograms, exemplars])
+        {
+            c.add(n as u64);
+        }
     }
 
     /// Everything in Prometheus text format.
@@ -129,6 +153,20 @@ impl ServerMetrics {
                     get(&self.endpoints[name])
                 );
             }
+        }
+        header(
+            &mut out,
+            "sluice_remote_write_not_stored_total",
+            "counter",
+            "Remote write samples received and not stored: stale markers (a series ended), \
+             native histograms and exemplars (not supported yet).",
+        );
+        for (kind, c) in NOT_STORED.iter().zip(&self.not_stored) {
+            let _ = writeln!(
+                out,
+                "sluice_remote_write_not_stored_total{{kind=\"{kind}\"}} {}",
+                c.get()
+            );
         }
         buffer.metrics().render(
             &mut out,

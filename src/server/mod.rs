@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod metrics;
 pub mod query;
+pub mod remote_write;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ pub struct ServerConfig {
     pub default_db: String,
     pub max_request_bytes: usize,
     pub max_line_bytes: usize,
+    pub remote_write_limits: sluice_ingest::remote_write::Limits,
     pub limits: Limits,
     pub auto_create_databases: bool,
     pub buffer_memory_limit: usize,
@@ -64,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/write_lp", post(write::write_v3))
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))
+        .route("/api/v1/write", post(remote_write::write))
         .route(
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),

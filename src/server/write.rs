@@ -235,7 +235,7 @@ async fn ingest(
     Err(err)
 }
 
-fn write_error(e: WriteError) -> ApiError {
+pub(super) fn write_error(e: WriteError) -> ApiError {
     let status = match &e {
         WriteError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
         WriteError::InvalidDatabaseName(_) => StatusCode::BAD_REQUEST,

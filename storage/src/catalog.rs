@@ -184,6 +184,21 @@ impl TableSchema {
 pub struct DatabaseSchema {
     pub name: Arc<str>,
     pub tables: BTreeMap<Arc<str>, Arc<TableSchema>>,
+    /// What Prometheus says of its metrics (type, help, unit), by metric family name. A
+    /// family may name no table (a histogram's samples are in `<name>_bucket`, `_sum` and
+    /// `_count`), or name one before any sample arrives.
+    pub metric_metadata: BTreeMap<Arc<str>, MetricMetadata>,
+}
+
+/// The metadata of one metric family, as remote write sends it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetricMetadata {
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
+    /// `unknown`.
+    #[serde(rename = "type")]
+    pub metric_type: String,
+    pub help: String,
+    pub unit: String,
 }
 
 /// One consistent state of the whole catalog.

@@ -13,7 +13,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use sluice_ingest::FieldType;
 
-use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
+use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, TableSchema};
 use crate::persisted_files::{LakeState, ParquetFile, PendingDelete};
 
 /// Where the catalog lives in the object store.
@@ -38,6 +38,9 @@ struct CatalogDoc {
 struct DatabaseDoc {
     name: String,
     tables: Vec<TableDoc>,
+    /// Prometheus metric metadata, by metric family name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metric_metadata: BTreeMap<String, MetricMetadata>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,6 +117,11 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
         databases.push(DatabaseDoc {
             name: db_name.to_string(),
             tables,
+            metric_metadata: db
+                .metric_metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         });
     }
     let doc = CatalogDoc {
@@ -185,6 +193,11 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
             Arc::new(DatabaseSchema {
                 name: db_name,
                 tables,
+                metric_metadata: db
+                    .metric_metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v))
+                    .collect(),
             }),
         );
     }
@@ -207,6 +220,14 @@ mod tests {
             Arc::new(DatabaseSchema {
                 name: "db".into(),
                 tables: BTreeMap::from([("cpu".into(), Arc::new(t))]),
+                metric_metadata: BTreeMap::from([(
+                    "http_requests".into(),
+                    MetricMetadata {
+                        metric_type: "counter".into(),
+                        help: "Requests served.".into(),
+                        unit: String::new(),
+                    },
+                )]),
             }),
         );
         let mut lake = LakeState {
@@ -239,6 +260,10 @@ mod tests {
         assert!(l2.is_persisted("db", "cpu", 490_896, 4));
         assert!(!l2.is_persisted("db", "cpu", 490_896, 5));
         assert_eq!(l2.next_file_id, 9);
+        assert_eq!(
+            c2.database("db").unwrap().metric_metadata,
+            catalog.database("db").unwrap().metric_metadata
+        );
         assert!(decode(b"{").unwrap_err().contains("not valid"));
     }
 }

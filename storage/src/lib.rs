@@ -23,7 +23,9 @@ pub mod validator;
 pub mod wal;
 pub mod write_buffer;
 
-pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, TableSchema};
+pub use catalog::{
+    Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, TableSchema,
+};
 pub use compactor::{CompactionError, CompactionSummary};
 pub use persisted_files::{LakeState, ParquetFile};
 pub use persister::{PersistError, PersistSummary};

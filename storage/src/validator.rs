@@ -187,7 +187,7 @@ pub fn validate(
         let db_entry = next.databases.entry(db.into()).or_insert_with(|| {
             Arc::new(DatabaseSchema {
                 name: db.into(),
-                tables: Default::default(),
+                ..Default::default()
             })
         });
         let db_schema = Arc::make_mut(db_entry);

@@ -28,7 +28,9 @@ use parking_lot::{Mutex, RwLock};
 use sluice_ingest::{Sym, WriteBatch};
 use tokio::sync::oneshot;
 
-use crate::catalog::{Catalog, CatalogSnapshot, validate_database_name};
+use crate::catalog::{
+    Catalog, CatalogSnapshot, DatabaseSchema, MetricMetadata, validate_database_name,
+};
 use crate::catalog_file;
 use crate::metrics::StorageMetrics;
 use crate::persisted_files::{DBS_PREFIX, LakeState};
@@ -393,6 +395,54 @@ impl WriteBuffer {
             Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
             Err(_) => Err(WriteError::ShuttingDown),
         }
+    }
+
+    /// Records Prometheus metric metadata for database `db` (creating it, as a write would,
+    /// when the server creates databases on first write). Metadata is kept in the catalog and
+    /// written to the object store with it at the next persist; it is not in the WAL, so a
+    /// crash before then forgets changes to it, which senders repeat (Prometheus every minute).
+    pub fn set_metric_metadata(
+        &self,
+        db: &str,
+        metadata: &[sluice_ingest::remote_write::MetricMetadata],
+    ) -> Result<(), WriteError> {
+        validate_database_name(db).map_err(WriteError::InvalidDatabaseName)?;
+        let _serialized = self.write_lock.lock();
+        let snapshot = self.shared.catalog.snapshot();
+        let existing = snapshot.database(db);
+        if existing.is_none() && !self.config.auto_create_databases {
+            return Err(WriteError::DatabaseNotFound(db.to_string()));
+        }
+        let changed = metadata.iter().any(|m| {
+            existing
+                .and_then(|d| d.metric_metadata.get(m.table.as_str()))
+                .is_none_or(|old| {
+                    old.metric_type != m.metric_type || old.help != m.help || old.unit != m.unit
+                })
+        });
+        if !changed {
+            return Ok(());
+        }
+        let mut next = (*snapshot).clone();
+        let entry = next.databases.entry(db.into()).or_insert_with(|| {
+            Arc::new(DatabaseSchema {
+                name: db.into(),
+                ..Default::default()
+            })
+        });
+        let db_schema = Arc::make_mut(entry);
+        for m in metadata {
+            db_schema.metric_metadata.insert(
+                m.table.as_str().into(),
+                MetricMetadata {
+                    metric_type: m.metric_type.to_string(),
+                    help: m.help.clone(),
+                    unit: m.unit.clone(),
+                },
+            );
+        }
+        self.shared.catalog.replace(next);
+        Ok(())
     }
 
     /// Closes the current WAL segment and freezes the live partitions `rule` picks, between

@@ -166,6 +166,18 @@ impl Server {
         (status, r.text().await.expect("body"))
     }
 
+    /// GETs `path_and_query`; returns the status and the body text.
+    pub async fn get(&self, path_and_query: &str) -> (StatusCode, String) {
+        let r = self
+            .client
+            .get(self.at(path_and_query))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        (status, r.text().await.expect("body"))
+    }
+
     /// Writes line protocol to `/api/v3/write_lp?db=<db>` and asserts a 204.
     pub async fn write_lp(&self, db: &str, lp: &str) {
         let (status, body) = self

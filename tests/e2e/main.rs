@@ -11,4 +11,5 @@ mod cli;
 mod durability;
 mod persistence;
 mod query;
+mod remote_write;
 mod write;

@@ -1,0 +1,625 @@
+//! Prometheus remote write 1.0 and 2.0 -> [`WriteBatch`].
+//!
+//! A series becomes points of table `__name__`, with its other labels as tags and one field
+//! `value` (Float64) per sample, at the sample's millisecond time. The request is read in place:
+//! label names and values are slices of the decompressed body, interned once per series into
+//! the batch's symbols, and every sample of the series shares that series' tag range, so
+//! decoding allocates per request and per distinct string, never per sample.
+//!
+//! What is not stored is counted, never dropped silently: stale markers (the NaN Prometheus
+//! writes when a series disappears; other NaNs are stored), native histograms and exemplars.
+//! A series that breaks a rule (no `__name__`, a repeated or invalid label name, a limit) is
+//! reported with its position and labels, and the request's other series are kept. Bytes that
+//! are not a well-formed message refuse the whole request.
+//!
+//! The messages are those of `proto/prometheus/remote_write_v{1,2}.proto`; `sluice_proto` has
+//! them as prost types, which the tests decode with independently.
+
+use std::fmt::Write as _;
+
+use crate::write::{FieldValue, Sym, WriteBatch};
+
+/// The bits of the NaN Prometheus writes as a stale marker.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The label that names the table.
+pub const NAME_LABEL: &str = "__name__";
+
+/// The `Content-Type` of a remote write 2.0 request.
+pub const V2_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+/// The field every sample is stored in.
+pub const VALUE_FIELD: &str = "value";
+
+/// Which message a request carries, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `prometheus.WriteRequest` (remote write 1.0).
+    V1,
+    /// `io.prometheus.write.v2.Request` (remote write 2.0).
+    V2,
+}
+
+impl Version {
+    /// The version a `Content-Type` asks for: `application/x-protobuf` with no `proto`
+    /// parameter (or none at all) is 1.0, as the 2.0 specification says. `None` for anything
+    /// else.
+    pub fn from_content_type(content_type: Option<&str>) -> Option<Version> {
+        let Some(ct) = content_type else {
+            return Some(Version::V1);
+        };
+        let mut parts = ct.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if !media.eq_ignore_ascii_case("application/x-protobuf") {
+            return None;
+        }
+        let mut version = Version::V1;
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            if k.trim().eq_ignore_ascii_case("proto") {
+                version = match v.trim().trim_matches('"') {
+                    "prometheus.WriteRequest" => Version::V1,
+                    "io.prometheus.write.v2.Request" => Version::V2,
+                    _ => return None,
+                };
+            }
+        }
+        Some(version)
+    }
+}
+
+/// Limits on what one series may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Labels per series, `__name__` included.
+    pub max_labels_per_series: usize,
+    /// Bytes of a label name.
+    pub max_label_name_bytes: usize,
+    /// Bytes of a label value.
+    pub max_label_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_labels_per_series: 64,
+            max_label_name_bytes: 256,
+            max_label_value_bytes: 4096,
+        }
+    }
+}
+
+/// The metadata of one metric (table): from a 1.0 request's `metadata` or a 2.0 series'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricMetadata {
+    pub table: String,
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
+    /// `unknown`.
+    pub metric_type: &'static str,
+    pub help: String,
+    pub unit: String,
+}
+
+/// A series that was not stored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesError {
+    /// 1-based position of the series in the request.
+    pub series: u32,
+    /// Its labels, as `{a="b", ...}`, for the error message.
+    pub labels: String,
+    pub message: String,
+}
+
+/// A decoded request.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The points to store: a point's `line` is its series' 1-based position.
+    pub batch: WriteBatch,
+    pub series: usize,
+    /// Float samples in the request, stale markers included.
+    pub samples: usize,
+    /// Stale markers, not stored.
+    pub stale_markers: usize,
+    /// Native histogram samples, not stored.
+    pub histograms: usize,
+    /// Exemplars, not stored.
+    pub exemplars: usize,
+    /// Metadata, at most one per table (the last one sent).
+    pub metadata: Vec<MetricMetadata>,
+    pub errors: Vec<SeriesError>,
+}
+
+/// Why a request could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// Decompresses a snappy block-format body (what Prometheus sends, `Content-Encoding:
+/// snappy`), refusing one that would be larger than `limit` bytes before allocating for it.
+pub fn decompress_snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, RequestError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| {
+        RequestError(format!(
+            "the body is not snappy block format (Content-Encoding: snappy): {e}"
+        ))
+    })?;
+    if len > limit {
+        return Err(RequestError(format!(
+            "the decompressed body would be {len} bytes, more than the limit of {limit}; send \
+             smaller requests (remote_write queue_config max_samples_per_send)"
+        )));
+    }
+    snap::raw::Decoder::new().decompress_vec(body).map_err(|e| {
+        RequestError(format!(
+            "the body is not snappy block format (Content-Encoding: snappy): {e}"
+        ))
+    })
+}
+
+/// Decodes a decompressed request body of `version`.
+pub fn decode(body: &[u8], version: Version, limits: &Limits) -> Result<Decoded, RequestError> {
+    let mut d = Decoder {
+        out: Decoded::default(),
+        limits,
+        value: Sym(0),
+        labels: Vec::new(),
+        refs: Vec::new(),
+    };
+    d.value = d.out.batch.symbols.intern(VALUE_FIELD);
+    match version {
+        Version::V1 => d.request_v1(body),
+        Version::V2 => d.request_v2(body),
+    }
+    .map_err(|e| RequestError(format!("malformed {version:?} remote write request: {e}")))?;
+    Ok(d.out)
+}
+
+struct Decoder<'l, 'b> {
+    out: Decoded,
+    limits: &'l Limits,
+    value: Sym,
+    /// The labels of the series being read, reused from series to series.
+    labels: Vec<(&'b str, &'b str)>,
+    /// A 2.0 series' label references, reused likewise.
+    refs: Vec<u64>,
+}
+
+impl<'b> Decoder<'_, 'b> {
+    fn request_v1(&mut self, body: &'b [u8]) -> Result<(), WireError> {
+        let mut r = Reader::new(body);
+        while let Some((field, wire)) = r.key()? {
+            match (field, wire) {
+                (1, WireType::Len) => {
+                    let series = r.bytes()?;
+                    self.series_v1(series)?;
+                }
+                (3, WireType::Len) => {
+                    let m = r.bytes()?;
+                    self.metadata_v1(m)?;
+                }
+                _ => r.skip(wire)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn series_v1(&mut self, buf: &'b [u8]) -> Result<(), WireError> {
+        self.out.series += 1;
+        let series = self.out.series as u32;
+        self.labels.clear();
+        let mut r = Reader::new(buf);
+        while let Some((field, wire)) = r.key()? {
+            match (field, wire) {
+                (1, WireType::Len) => {
+                    let mut l = Reader::new(r.bytes()?);
+                    let (mut name, mut value) = ("", "");
+                    while let Some((f, w)) = l.key()? {
+                        match (f, w) {
+                            (1, WireType::Len) => name = l.str()?,
+                            (2, WireType::Len) => value = l.str()?,
+                            _ => l.skip(w)?,
+                        }
+                    }
+                    self.labels.push((name, value));
+                }
+                (3, WireType::Len) => {
+                    r.bytes()?;
+                    self.out.exemplars += 1;
+                }
+                (4, WireType::Len) => {
+                    r.bytes()?;
+                    self.out.histograms += 1;
+                }
+                _ => r.skip(wire)?,
+            }
+        }
+        let tags = self.series_tags(series);
+        self.samples(buf, tags, series)
+    }
+
+    fn metadata_v1(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let mut r = Reader::new(buf);
+        let (mut kind, mut name, mut help, mut unit) = (0, "", "", "");
+        while let Some((field, wire)) = r.key()? {
+            match (field, wire) {
+                (1, WireType::Varint) => kind = r.varint()?,
+                (2, WireType::Len) => name = r.str()?,
+                (4, WireType::Len) => help = r.str()?,
+                (5, WireType::Len) => unit = r.str()?,
+                _ => r.skip(wire)?,
+            }
+        }
+        if !name.is_empty() {
+            self.add_metadata(name, kind, help, unit);
+        }
+        Ok(())
+    }
+
+    fn request_v2(&mut self, body: &'b [u8]) -> Result<(), WireError> {
+        // the symbols first, wherever they are in the message
+        let mut symbols: Vec<&'b str> = Vec::new();
+        let mut r = Reader::new(body);
+        while let Some((field, wire)) = r.key()? {
+            if (field, wire) == (4, WireType::Len) {
+                symbols.push(r.str()?);
+            } else {
+                r.skip(wire)?;
+            }
+        }
+        let mut r = Reader::new(body);
+        while let Some((field, wire)) = r.key()? {
+            if (field, wire) == (5, WireType::Len) {
+                let series = r.bytes()?;
+                self.series_v2(series, &symbols)?;
+            } else {
+                r.skip(wire)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn series_v2(&mut self, buf: &'b [u8], symbols: &[&'b str]) -> Result<(), WireError> {
+        self.out.series += 1;
+        let series = self.out.series as u32;
+        let symbol = |i: u64| -> Result<&'b str, WireError> {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| symbols.get(i).copied())
+                .ok_or(WireError::SymbolOutOfRange(i, symbols.len()))
+        };
+        self.labels.clear();
+        let mut refs = std::mem::take(&mut self.refs);
+        refs.clear();
+        let mut metadata = None;
+        let mut r = Reader::new(buf);
+        while let Some((field, wire)) = r.key()? {
+            match (field, wire) {
+                (1, WireType::Len) => {
+                    let mut packed = Reader::new(r.bytes()?);
+                    while !packed.done() {
+                        refs.push(packed.varint()?);
+                    }
+                }
+                (1, WireType::Varint) => refs.push(r.varint()?),
+                (3, WireType::Len) => {
+                    r.bytes()?;
+                    self.out.histograms += 1;
+                }
+                (4, WireType::Len) => {
+                    r.bytes()?;
+                    self.out.exemplars += 1;
+                }
+                (5, WireType::Len) => {
+                    let mut m = Reader::new(r.bytes()?);
+                    let (mut kind, mut help, mut unit) = (0, 0, 0);
+                    while let Some((f, w)) = m.key()? {
+                        match (f, w) {
+                            (1, WireType::Varint) => kind = m.varint()?,
+                            (3, WireType::Varint) => help = m.varint()?,
+                            (4, WireType::Varint) => unit = m.varint()?,
+                            _ => m.skip(w)?,
+                        }
+                    }
+                    metadata = Some((kind, symbol(help)?, symbol(unit)?));
+                }
+                _ => r.skip(wire)?,
+            }
+        }
+        if !refs.len().is_multiple_of(2) {
+            return Err(WireError::OddLabelRefs(series));
+        }
+        for pair in refs.chunks_exact(2) {
+            self.labels.push((symbol(pair[0])?, symbol(pair[1])?));
+        }
+        self.refs = refs;
+        if let Some((kind, help, unit)) = metadata
+            && (kind != 0 || !help.is_empty() || !unit.is_empty())
+            && let Some(&(_, name)) = self.labels.iter().find(|(n, _)| *n == NAME_LABEL)
+        {
+            self.add_metadata(name, kind, help, unit);
+        }
+        let tags = self.series_tags(series);
+        self.samples(buf, tags, series)
+    }
+
+    /// Adds the samples (field 2, in 1.0 and 2.0 alike) of series number `series`, whose
+    /// labels were read and checked first: a second pass, since a sender may put samples
+    /// before labels.
+    fn samples(
+        &mut self,
+        buf: &[u8],
+        tags: Option<(Sym, (u32, u32))>,
+        series: u32,
+    ) -> Result<(), WireError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, wire)) = r.key()? {
+            if (field, wire) == (2, WireType::Len) {
+                let sample = sample(r.bytes()?)?;
+                self.push_sample(tags, sample, series);
+            } else {
+                r.skip(wire)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the labels of the series just read and interns them as its table and tags;
+    /// `None` (with the error recorded) when the series breaks a rule.
+    fn series_tags(&mut self, series: u32) -> Option<(Sym, (u32, u32))> {
+        if let Err(message) = self.check_labels() {
+            let mut labels = String::from("{");
+            for (i, (n, v)) in self.labels.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(labels, "{sep}{n}={v:?}");
+            }
+            labels.push('}');
+            self.out.errors.push(SeriesError {
+                series,
+                labels,
+                message,
+            });
+            return None;
+        }
+        let batch = &mut self.out.batch;
+        let mut table = None;
+        let start = batch.begin_tags();
+        for &(name, value) in &self.labels {
+            if name == NAME_LABEL {
+                table = Some(batch.symbols.intern(value));
+            } else if !value.is_empty() {
+                // an empty value is the label's absence, in Prometheus
+                let (k, v) = (batch.symbols.intern(name), batch.symbols.intern(value));
+                batch.push_tag(k, v);
+            }
+        }
+        Some((table?, batch.end_tags(start)))
+    }
+
+    fn check_labels(&self) -> Result<(), String> {
+        let limits = self.limits;
+        if self.labels.len() > limits.max_labels_per_series {
+            return Err(format!(
+                "{} labels, more than the limit of {} per series \
+                 (--max-labels-per-series)",
+                self.labels.len(),
+                limits.max_labels_per_series
+            ));
+        }
+        let mut name = None;
+        for (i, &(n, v)) in self.labels.iter().enumerate() {
+            if n == NAME_LABEL {
+                name = Some(v);
+            }
+            if n.is_empty() {
+                return Err("a label has an empty name".to_string());
+            }
+            if n.len() > limits.max_label_name_bytes {
+                return Err(format!(
+                    "label name {n:?} is {} bytes, more than the limit of {} \
+                     (--max-label-name-bytes)",
+                    n.len(),
+                    limits.max_label_name_bytes
+                ));
+            }
+            if v.len() > limits.max_label_value_bytes {
+                return Err(format!(
+                    "the value of label {n:?} is {} bytes, more than the limit of {} \
+                     (--max-label-value-bytes)",
+                    v.len(),
+                    limits.max_label_value_bytes
+                ));
+            }
+            if n != NAME_LABEL && n.starts_with("__") {
+                // reserved for Prometheus' own use; its relabelling removes such labels
+                // before remote write, so one that arrives is a sender's mistake
+                return Err(format!(
+                    "label name {n:?} starts with \"__\", which Prometheus reserves"
+                ));
+            }
+            if n == VALUE_FIELD || n == "time" {
+                return Err(format!(
+                    "label name {n:?} is a column Sluice uses for the sample; rename the \
+                     label (relabel_configs)"
+                ));
+            }
+            if self.labels[..i].iter().any(|&(m, _)| m == n) {
+                return Err(format!("label {n:?} appears more than once"));
+            }
+        }
+        match name {
+            None => Err(format!("the series has no {NAME_LABEL} label")),
+            Some("") => Err(format!("the series' {NAME_LABEL} label is empty")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn push_sample(&mut self, tags: Option<(Sym, (u32, u32))>, (value, ms): (f64, i64), line: u32) {
+        self.out.samples += 1;
+        if value.to_bits() == STALE_NAN_BITS {
+            self.out.stale_markers += 1;
+            return;
+        }
+        let Some((table, tags)) = tags else {
+            return;
+        };
+        let Some(time) = ms.checked_mul(1_000_000) else {
+            self.out.errors.push(SeriesError {
+                series: line,
+                labels: self.out.batch.str(table).to_string(),
+                message: format!("timestamp {ms} ms is outside the range Sluice stores"),
+            });
+            return;
+        };
+        let batch = &mut self.out.batch;
+        let fields = batch.begin_fields();
+        batch.push_field(self.value, FieldValue::F64(value));
+        batch.push_point(table, tags, fields, time, line);
+    }
+
+    fn add_metadata(&mut self, table: &str, kind: u64, help: &str, unit: &str) {
+        let metric_type = match kind {
+            1 => "counter",
+            2 => "gauge",
+            3 => "histogram",
+            4 => "gaugehistogram",
+            5 => "summary",
+            6 => "info",
+            7 => "stateset",
+            _ => "unknown",
+        };
+        let m = MetricMetadata {
+            table: table.to_string(),
+            metric_type,
+            help: help.to_string(),
+            unit: unit.to_string(),
+        };
+        match self.out.metadata.iter_mut().find(|x| x.table == table) {
+            Some(x) => *x = m,
+            None => self.out.metadata.push(m),
+        }
+    }
+}
+
+fn sample(buf: &[u8]) -> Result<(f64, i64), WireError> {
+    let mut r = Reader::new(buf);
+    let (mut value, mut ms) = (0.0, 0);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, WireType::Fixed64) => value = f64::from_bits(r.fixed64()?),
+            (2, WireType::Varint) => ms = r.varint()? as i64,
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok((value, ms))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WireType {
+    Varint,
+    Fixed64,
+    Len,
+    Fixed32,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WireError {
+    #[error("the message ends in the middle of a field at byte {0}")]
+    Truncated(usize),
+    #[error("a varint longer than 10 bytes at byte {0}")]
+    LongVarint(usize),
+    #[error("unsupported wire type {0} at byte {1}")]
+    WireType(u64, usize),
+    #[error("a string that is not UTF-8 at byte {0}")]
+    NotUtf8(usize),
+    #[error("symbol reference {0} is past the end of the {1} symbols")]
+    SymbolOutOfRange(u64, usize),
+    #[error("series {0} has an odd number of label references")]
+    OddLabelRefs(u32),
+}
+
+/// A protobuf reader over one message's bytes.
+struct Reader<'b> {
+    buf: &'b [u8],
+    pos: usize,
+}
+
+impl<'b> Reader<'b> {
+    fn new(buf: &'b [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(WireError::Truncated(self.pos));
+            };
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(WireError::LongVarint(self.pos))
+    }
+
+    /// The next field's number and wire type, or `None` at the end of the message.
+    fn key(&mut self) -> Result<Option<(u64, WireType)>, WireError> {
+        if self.done() {
+            return Ok(None);
+        }
+        let at = self.pos;
+        let key = self.varint()?;
+        let wire = match key & 7 {
+            0 => WireType::Varint,
+            1 => WireType::Fixed64,
+            2 => WireType::Len,
+            5 => WireType::Fixed32,
+            w => return Err(WireError::WireType(w, at)),
+        };
+        Ok(Some((key >> 3, wire)))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'b [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(WireError::Truncated(self.pos))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn bytes(&mut self) -> Result<&'b [u8], WireError> {
+        let n = self.varint()?;
+        self.take(usize::try_from(n).map_err(|_| WireError::Truncated(self.pos))?)
+    }
+
+    fn str(&mut self) -> Result<&'b str, WireError> {
+        let at = self.pos;
+        std::str::from_utf8(self.bytes()?).map_err(|_| WireError::NotUtf8(at))
+    }
+
+    fn fixed64(&mut self) -> Result<u64, WireError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn skip(&mut self, wire: WireType) -> Result<(), WireError> {
+        match wire {
+            WireType::Varint => self.varint().map(drop),
+            WireType::Fixed64 => self.take(8).map(drop),
+            WireType::Len => self.bytes().map(drop),
+            WireType::Fixed32 => self.take(4).map(drop),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

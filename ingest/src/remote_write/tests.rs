@@ -1,0 +1,362 @@
+use super::*;
+use prost::Message;
+use sluice_proto::prometheus::{Histogram, Sample, v1, v2};
+
+fn fixture_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/prometheus")
+}
+
+/// `(name, value)` pairs, sorted, of a decoded point: its table as `__name__` and its tags.
+fn point_labels(batch: &WriteBatch, p: &crate::Point) -> Vec<(String, String)> {
+    let mut out = vec![(NAME_LABEL.to_string(), batch.str(p.table).to_string())];
+    out.extend(
+        batch
+            .tags_of(p)
+            .iter()
+            .map(|t| (batch.str(t.key).to_string(), batch.str(t.value).to_string())),
+    );
+    out.sort();
+    out
+}
+
+fn point_value(batch: &WriteBatch, p: &crate::Point) -> f64 {
+    match batch.fields_of(p) {
+        [f] if batch.str(f.key) == VALUE_FIELD => match f.value {
+            FieldValue::F64(v) => v,
+            other => panic!("value is {other:?}"),
+        },
+        other => panic!("fields {other:?}"),
+    }
+}
+
+#[test]
+fn prometheus_2_42_captures_decode_like_prost_does() {
+    let mut files: Vec<_> = std::fs::read_dir(fixture_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut metadata_seen = 0;
+    for path in files {
+        let headers = std::fs::read_to_string(path.with_extension("headers.json")).unwrap();
+        assert!(
+            headers.contains(r#""Content-Encoding": "snappy""#),
+            "{headers}"
+        );
+        let ct = headers
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(r#""Content-Type": ""#))
+            .map(|v| v.trim_end_matches(['"', ',']))
+            .unwrap();
+        let version = Version::from_content_type(Some(ct)).unwrap();
+        assert_eq!(version, Version::V1, "{path:?}");
+        let raw = decompress_snappy(&std::fs::read(&path).unwrap(), 1 << 26).unwrap();
+
+        let expected = v1::WriteRequest::decode(&raw[..]).unwrap();
+        let got = decode(&raw, version, &Limits::default()).unwrap();
+        assert!(got.errors.is_empty(), "{path:?}: {:?}", got.errors);
+        assert_eq!(got.series, expected.timeseries.len(), "{path:?}");
+        let samples: usize = expected.timeseries.iter().map(|s| s.samples.len()).sum();
+        assert_eq!(got.samples, samples, "{path:?}");
+        let stale = expected
+            .timeseries
+            .iter()
+            .flat_map(|s| &s.samples)
+            .filter(|s| s.value.to_bits() == STALE_NAN_BITS)
+            .count();
+        assert_eq!(got.stale_markers, stale);
+        assert_eq!(got.batch.len(), samples - stale);
+        // every stored point, in order, against prost's reading of the same bytes
+        let mut points = got.batch.points().iter();
+        for (i, s) in expected.timeseries.iter().enumerate() {
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .filter(|l| !l.value.is_empty())
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            labels.sort();
+            for sample in s
+                .samples
+                .iter()
+                .filter(|x| x.value.to_bits() != STALE_NAN_BITS)
+            {
+                let p = points.next().unwrap();
+                assert_eq!(p.line as usize, i + 1);
+                assert_eq!(point_labels(&got.batch, p), labels);
+                assert_eq!(p.time, sample.timestamp * 1_000_000);
+                let v = point_value(&got.batch, p);
+                assert!(v == sample.value || (v.is_nan() && sample.value.is_nan()));
+            }
+        }
+        assert!(points.next().is_none());
+        let families: std::collections::HashSet<&str> = expected
+            .metadata
+            .iter()
+            .map(|m| m.metric_family_name.as_str())
+            .collect();
+        assert_eq!(got.metadata.len(), families.len(), "{path:?}");
+        for m in &expected.metadata {
+            let mine = got
+                .metadata
+                .iter()
+                .find(|x| x.table == m.metric_family_name)
+                .unwrap();
+            let last = expected
+                .metadata
+                .iter()
+                .rfind(|x| x.metric_family_name == m.metric_family_name)
+                .unwrap();
+            assert_eq!(mine.help, last.help);
+            assert_eq!(mine.unit, last.unit);
+        }
+        metadata_seen += got.metadata.len();
+        assert_eq!(got.histograms, 0);
+    }
+    assert!(metadata_seen > 0, "the captures carry metadata requests");
+}
+
+fn label(name: &str, value: &str) -> v1::Label {
+    v1::Label {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn series(labels: Vec<v1::Label>, samples: &[(f64, i64)]) -> v1::TimeSeries {
+    v1::TimeSeries {
+        labels,
+        samples: samples
+            .iter()
+            .map(|&(value, timestamp)| Sample { value, timestamp })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn stale_markers_are_counted_not_stored_and_other_nans_are_stored() {
+    let req = v1::WriteRequest {
+        timeseries: vec![series(
+            vec![label("__name__", "up"), label("job", "a")],
+            &[
+                (1.0, 1000),
+                (f64::from_bits(STALE_NAN_BITS), 2000),
+                (f64::NAN, 3000),
+            ],
+        )],
+        metadata: vec![],
+    };
+    let got = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    assert_eq!((got.samples, got.stale_markers, got.batch.len()), (3, 1, 2));
+    let p = got.batch.points()[1];
+    assert_eq!(p.time, 3_000_000_000);
+    assert!(point_value(&got.batch, &p).is_nan());
+}
+
+#[test]
+fn bad_series_are_reported_and_the_others_kept() {
+    let good = || {
+        series(
+            vec![label("__name__", "up"), label("job", "a")],
+            &[(1.0, 1)],
+        )
+    };
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            good(),
+            series(vec![label("job", "a")], &[(1.0, 1)]),
+            series(
+                vec![
+                    label("__name__", "up"),
+                    label("job", "a"),
+                    label("job", "b"),
+                ],
+                &[(1.0, 1)],
+            ),
+            series(vec![label("__name__", "up"), label("", "x")], &[(1.0, 1)]),
+            series(
+                vec![label("__name__", "up"), label("job", &"x".repeat(5000))],
+                &[(1.0, 1)],
+            ),
+            good(),
+        ],
+        metadata: vec![],
+    };
+    let got = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    assert_eq!(got.batch.len(), 2);
+    let lines: Vec<u32> = got.batch.points().iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![1, 6]);
+    let errors: Vec<(u32, &str)> = got
+        .errors
+        .iter()
+        .map(|e| (e.series, e.message.as_str()))
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert_eq!(errors[0], (2, "the series has no __name__ label"));
+    assert_eq!(errors[1], (3, "label \"job\" appears more than once"));
+    assert_eq!(errors[2], (4, "a label has an empty name"));
+    assert!(
+        errors[3].1.contains("--max-label-value-bytes"),
+        "{errors:?}"
+    );
+    assert!(
+        got.errors[1].labels.contains(r#"job="b""#),
+        "{:?}",
+        got.errors[1]
+    );
+
+    let few = Limits {
+        max_labels_per_series: 1,
+        ..Limits::default()
+    };
+    let got = decode(&req.encode_to_vec(), Version::V1, &few).unwrap();
+    assert_eq!(got.batch.len(), 0);
+    assert!(got.errors[0].message.contains("--max-labels-per-series"));
+}
+
+#[test]
+fn malformed_bodies_refuse_the_request() {
+    let req = v1::WriteRequest {
+        timeseries: vec![series(vec![label("__name__", "up")], &[(1.0, 1)])],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let cut = &req[..req.len() - 3];
+    let e = decode(cut, Version::V1, &Limits::default()).unwrap_err();
+    assert!(e.0.contains("malformed V1 remote write request"), "{e}");
+    assert!(decode(&[0x0f], Version::V1, &Limits::default()).is_err());
+    let e = decompress_snappy(b"\xff\xff\xff\xff\xffnot snappy", 1 << 20).unwrap_err();
+    assert!(e.0.contains("snappy"), "{e}");
+    let big = snap::raw::Encoder::new()
+        .compress_vec(&vec![0u8; 2000])
+        .unwrap();
+    let e = decompress_snappy(&big, 1000).unwrap_err();
+    assert!(e.0.contains("more than the limit of 1000"), "{e}");
+}
+
+#[test]
+fn content_types_choose_the_version() {
+    use Version::*;
+    for (ct, v) in [
+        (None, Some(V1)),
+        (Some("application/x-protobuf"), Some(V1)),
+        (
+            Some("application/x-protobuf;proto=prometheus.WriteRequest"),
+            Some(V1),
+        ),
+        (Some(v2::CONTENT_TYPE), Some(V2)),
+        (
+            Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"),
+            Some(V2),
+        ),
+        (
+            Some("application/x-protobuf;proto=io.prometheus.write.v3.Request"),
+            None,
+        ),
+        (Some("application/json"), None),
+        (Some("text/plain"), None),
+    ] {
+        assert_eq!(Version::from_content_type(ct), v, "{ct:?}");
+    }
+}
+
+#[test]
+fn remote_write_2_requests_built_from_the_official_proto() {
+    // symbols: "", then names and values and metadata strings
+    let symbols: Vec<String> = [
+        "",
+        "__name__",
+        "http_requests_total",
+        "job",
+        "api",
+        "code",
+        "200",
+        "Requests served.",
+        "requests",
+        "trace_id",
+        "abc",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let req = v2::Request {
+        symbols,
+        timeseries: vec![
+            v2::TimeSeries {
+                labels_refs: vec![1, 2, 5, 6, 3, 4],
+                samples: vec![
+                    Sample {
+                        value: 10.0,
+                        timestamp: 1_700_000_000_000,
+                    },
+                    Sample {
+                        value: 12.0,
+                        timestamp: 1_700_000_015_000,
+                    },
+                ],
+                exemplars: vec![v2::Exemplar {
+                    labels_refs: vec![9, 10],
+                    value: 1.0,
+                    timestamp: 1_700_000_000_000,
+                }],
+                metadata: Some(v2::Metadata {
+                    r#type: v2::MetricType::Counter as i32,
+                    help_ref: 7,
+                    unit_ref: 8,
+                }),
+                created_timestamp: 1_699_000_000_000,
+                ..Default::default()
+            },
+            v2::TimeSeries {
+                labels_refs: vec![1, 2, 3, 4],
+                histograms: vec![Histogram {
+                    count_int: Some(3),
+                    sum: 1.5,
+                    timestamp: 1_700_000_000_000,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    };
+    let got = decode(&req.encode_to_vec(), Version::V2, &Limits::default()).unwrap();
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+    assert_eq!(
+        (got.series, got.samples, got.histograms, got.exemplars),
+        (2, 2, 1, 1)
+    );
+    assert_eq!(got.batch.len(), 2);
+    let p = got.batch.points()[1];
+    assert_eq!(
+        point_labels(&got.batch, &p),
+        vec![
+            ("__name__".to_string(), "http_requests_total".to_string()),
+            ("code".to_string(), "200".to_string()),
+            ("job".to_string(), "api".to_string()),
+        ]
+    );
+    assert_eq!(p.time, 1_700_000_015_000 * 1_000_000);
+    assert_eq!(point_value(&got.batch, &p), 12.0);
+    assert_eq!(
+        got.metadata,
+        vec![MetricMetadata {
+            table: "http_requests_total".into(),
+            metric_type: "counter",
+            help: "Requests served.".into(),
+            unit: "requests".into(),
+        }]
+    );
+
+    // a reference past the symbols is a malformed request
+    let mut bad = req.clone();
+    bad.timeseries[0].labels_refs[1] = 99;
+    let e = decode(&bad.encode_to_vec(), Version::V2, &Limits::default()).unwrap_err();
+    assert!(e.0.contains("symbol reference 99"), "{e}");
+    // a 2.0 body read as 1.0 has no series (its fields are reserved there), and the reverse
+    // finds no symbols
+    let as_v1 = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    assert_eq!((as_v1.series, as_v1.batch.len()), (0, 0));
+}
