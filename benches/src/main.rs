@@ -1,9 +1,9 @@
 //! `sluice-load`: the end-to-end load benchmark.
 //!
 //! Generates the TSBS cpu-only shaped data set (see [`sluice_bench::tsbs`]), posts it as
-//! line-protocol bodies over several concurrent keep-alive connections to a running server
-//! (Sluice, or VictoriaMetrics / InfluxDB for comparison), and prints rows/s, field values/s
-//! and the server's peak RSS. Bodies are generated before the clock starts, so the figures
+//! line-protocol bodies (or Prometheus remote write requests, `--protocol remote-write`) over
+//! several concurrent keep-alive connections to a running server (Sluice, or VictoriaMetrics /
+//! InfluxDB for comparison), and prints rows/s, field values/s and the server's peak RSS. Bodies are generated before the clock starts, so the figures
 //! measure the server, not the generator. Optionally it then times a query.
 //!
 //! See `benches/README.md` for the commands that produced the recorded figures.
@@ -24,6 +24,15 @@ enum Target {
     VictoriaMetrics,
     /// InfluxDB 1.x: `POST /write?db=<db>&precision=ns`
     Influxdb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// InfluxDB line protocol, to the target's line-protocol endpoint.
+    LineProtocol,
+    /// Prometheus remote write 1.0 (snappy protobuf) to `/api/v1/write`: each field a metric
+    /// `cpu_<field>`, the ten tags as labels, one sample per series entry.
+    RemoteWrite,
 }
 
 /// Posts TSBS cpu-only line protocol to a server and reports throughput and server memory.
@@ -54,6 +63,17 @@ struct Args {
     /// Lines per request body.
     #[arg(long, default_value_t = 5_000)]
     lines_per_body: usize,
+    /// What to send.
+    #[arg(long, value_enum, default_value = "line-protocol")]
+    protocol: Protocol,
+    /// Samples per remote write request (Prometheus' `max_samples_per_send`; 2,000 is its
+    /// default since 2.48, 500 before).
+    #[arg(long, default_value_t = 2_000)]
+    samples_per_request: usize,
+    /// Consecutive samples of one series in each remote write series entry (Prometheus sends
+    /// 1; agents that batch per series, or a backfill, send more).
+    #[arg(long, default_value_t = 1)]
+    samples_per_series: usize,
     /// PID of the server process, to report its peak RSS (VmHWM from /proc).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -103,12 +123,18 @@ async fn post(
     client: &reqwest::Client,
     url: &str,
     body: Bytes,
+    protocol: Protocol,
     retries: &AtomicUsize,
 ) -> Result<(), String> {
     loop {
-        let response = client
-            .post(url)
-            .body(body.clone())
+        let mut request = client.post(url).body(body.clone());
+        if protocol == Protocol::RemoteWrite {
+            request = request
+                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| format!("POST {url}: {e}"))?;
@@ -233,10 +259,12 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
     let path = args
         .write_path
         .clone()
-        .unwrap_or_else(|| match args.target {
-            Target::Sluice => format!("/api/v3/write_lp?db={}&precision=ns", args.db),
-            Target::VictoriaMetrics => format!("/write?db={}", args.db),
-            Target::Influxdb => format!("/write?db={}&precision=ns", args.db),
+        .unwrap_or_else(|| match (args.protocol, args.target) {
+            (Protocol::RemoteWrite, Target::Sluice) => format!("/api/v1/write?db={}", args.db),
+            (Protocol::RemoteWrite, _) => "/api/v1/write".to_string(),
+            (_, Target::Sluice) => format!("/api/v3/write_lp?db={}&precision=ns", args.db),
+            (_, Target::VictoriaMetrics) => format!("/write?db={}", args.db),
+            (_, Target::Influxdb) => format!("/write?db={}&precision=ns", args.db),
         });
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
     eprintln!(
@@ -246,12 +274,21 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         spec.rows(),
         spec.values()
     );
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        tsbs::bodies(spec, args.lines_per_body)
+    let bodies: Vec<Bytes> = match args.protocol {
+        Protocol::LineProtocol => tsbs::bodies(spec, args.lines_per_body)
             .into_iter()
             .map(Bytes::from)
             .collect(),
-    );
+        Protocol::RemoteWrite => {
+            let mut encoder = snap::raw::Encoder::new();
+            tsbs::remote_write_requests(spec, args.samples_per_request, args.samples_per_series)
+                .into_iter()
+                .map(|r| encoder.compress_vec(&r).map(Bytes::from))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let bodies = Arc::new(bodies);
     let bytes: usize = bodies.iter().map(|b| b.len()).sum();
     let next = Arc::new(AtomicUsize::new(0));
     let retries = Arc::new(AtomicUsize::new(0));
@@ -271,13 +308,14 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
             retries.clone(),
         );
         let url = url.to_string();
+        let protocol = args.protocol;
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else {
                     return Ok::<(), String>(());
                 };
-                post(&client, &url, body.clone(), &retries).await?;
+                post(&client, &url, body.clone(), protocol, &retries).await?;
             }
         }));
     }
@@ -299,6 +337,9 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
     println!("elapsed:           {elapsed:.2} s");
     println!("rows/s:            {:.0}", spec.rows() as f64 / elapsed);
     println!("field values/s:    {:.0}", spec.values() as f64 / elapsed);
+    if args.protocol == Protocol::RemoteWrite {
+        println!("samples/s:         {:.0}", spec.values() as f64 / elapsed);
+    }
     println!("MB/s:              {:.1}", bytes as f64 / 1e6 / elapsed);
     println!("retries (429/503): {}", retries.load(Ordering::Relaxed));
     if let Some(pid) = args.server_pid {
@@ -314,16 +355,23 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
     let client = client.clone();
     let values = spec.values() as f64;
     if args.verify {
-        let out = sql(&client, args, "SELECT count(*) AS n FROM cpu").await?;
+        let table = match args.protocol {
+            Protocol::LineProtocol => "cpu",
+            Protocol::RemoteWrite => "cpu_usage_user",
+        };
+        let out = sql(&client, args, &format!("SELECT count(*) AS n FROM {table}")).await?;
         let n: usize = out
             .lines()
             .nth(1)
             .and_then(|l| l.trim().parse().ok())
             .ok_or_else(|| format!("unexpected count answer: {out}"))?;
         if n != spec.rows() {
-            return Err(format!("verify: {n} rows in cpu, expected {}", spec.rows()));
+            return Err(format!(
+                "verify: {n} rows in {table}, expected {}",
+                spec.rows()
+            ));
         }
-        println!("verified:          {n} rows in cpu");
+        println!("verified:          {n} rows in {table}");
     }
     let report_disk = |when: &str| {
         if let Some(dir) = &args.data_dir {

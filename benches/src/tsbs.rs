@@ -96,55 +96,181 @@ impl Rng {
     }
 }
 
-/// A host's static tags, as the series-key part of a line (`cpu,hostname=...`).
-fn series_key(i: usize, rng: &mut Rng) -> String {
+/// The names of a host's ten tags, in TSBS order.
+pub const TAGS: [&str; 10] = [
+    "hostname",
+    "region",
+    "datacenter",
+    "rack",
+    "os",
+    "arch",
+    "team",
+    "service",
+    "service_version",
+    "service_environment",
+];
+
+/// A host's tag values, in [`TAGS`] order.
+fn host_tags(i: usize, rng: &mut Rng) -> [String; 10] {
     let (region, dcs) = REGIONS[rng.below(REGIONS.len() as u64) as usize];
-    format!(
-        "cpu,hostname=host_{i},region={region},datacenter={},rack={},os={},arch={},team={},\
-         service={},service_version={},service_environment={}",
-        dcs[rng.below(3) as usize],
-        rng.below(100),
-        OSES[rng.below(OSES.len() as u64) as usize],
-        ARCHES[rng.below(ARCHES.len() as u64) as usize],
-        TEAMS[rng.below(TEAMS.len() as u64) as usize],
-        rng.below(20),
-        rng.below(2),
-        ENVIRONMENTS[rng.below(ENVIRONMENTS.len() as u64) as usize],
-    )
+    [
+        format!("host_{i}"),
+        region.to_string(),
+        dcs[rng.below(3) as usize].to_string(),
+        rng.below(100).to_string(),
+        OSES[rng.below(OSES.len() as u64) as usize].to_string(),
+        ARCHES[rng.below(ARCHES.len() as u64) as usize].to_string(),
+        TEAMS[rng.below(TEAMS.len() as u64) as usize].to_string(),
+        rng.below(20).to_string(),
+        rng.below(2).to_string(),
+        ENVIRONMENTS[rng.below(ENVIRONMENTS.len() as u64) as usize].to_string(),
+    ]
+}
+
+/// Calls `each(host, tags, values, time_nanos)` for every point of the data set, time-major.
+fn points(spec: Spec, mut each: impl FnMut(usize, &[String; 10], &[i64; 10], i64)) {
+    let mut rng = Rng(42);
+    let tags: Vec<[String; 10]> = (0..spec.hosts).map(|i| host_tags(i, &mut rng)).collect();
+    let mut state: Vec<[i64; 10]> = (0..spec.hosts)
+        .map(|_| std::array::from_fn(|_| rng.below(101) as i64))
+        .collect();
+    for step in 0..spec.steps {
+        let time = START_NANOS + (spec.first_step + step) as i64 * INTERVAL_SECS * 1_000_000_000;
+        for (host, values) in state.iter_mut().enumerate() {
+            for v in values.iter_mut() {
+                *v = (*v + rng.below(11) as i64 - 5).clamp(0, 100);
+            }
+            each(host, &tags[host], values, time);
+        }
+    }
 }
 
 /// Streams the data set as line-protocol bodies of at most `lines_per_body` lines each,
 /// calling `each` with every body. Timestamps are nanoseconds.
 pub fn generate(spec: Spec, lines_per_body: usize, mut each: impl FnMut(&str)) {
-    let mut rng = Rng(42);
-    let keys: Vec<String> = (0..spec.hosts).map(|i| series_key(i, &mut rng)).collect();
-    let mut state: Vec<[i64; 10]> = (0..spec.hosts)
-        .map(|_| std::array::from_fn(|_| rng.below(101) as i64))
-        .collect();
+    let mut keys: Vec<String> = Vec::new();
     let mut body = String::with_capacity(lines_per_body * 320);
     let mut lines = 0;
-    for step in 0..spec.steps {
-        let time = START_NANOS + (spec.first_step + step) as i64 * INTERVAL_SECS * 1_000_000_000;
-        for (host, key) in keys.iter().enumerate() {
-            body.push_str(key);
-            for (f, name) in FIELDS.iter().enumerate() {
-                let v = &mut state[host][f];
-                *v = (*v + rng.below(11) as i64 - 5).clamp(0, 100);
-                let sep = if f == 0 { ' ' } else { ',' };
-                let _ = write!(body, "{sep}{name}={v}i");
+    points(spec, |host, tags, values, time| {
+        if keys.len() <= host {
+            let mut key = String::from("cpu");
+            for (name, value) in TAGS.iter().zip(tags) {
+                let _ = write!(key, ",{name}={value}");
             }
-            let _ = writeln!(body, " {time}");
-            lines += 1;
-            if lines == lines_per_body {
-                each(&body);
-                body.clear();
-                lines = 0;
-            }
+            keys.push(key);
         }
-    }
+        body.push_str(&keys[host]);
+        for (f, (name, v)) in FIELDS.iter().zip(values).enumerate() {
+            let sep = if f == 0 { ' ' } else { ',' };
+            let _ = write!(body, "{sep}{name}={v}i");
+        }
+        let _ = writeln!(body, " {time}");
+        lines += 1;
+        if lines == lines_per_body {
+            each(&body);
+            body.clear();
+            lines = 0;
+        }
+    });
     if !body.is_empty() {
         each(&body);
     }
+}
+
+/// The data set as Prometheus remote write 1.0 requests (uncompressed protobuf): each field a
+/// metric `cpu_<field>` with the ten tags as labels (sorted by name, as Prometheus sorts them).
+/// Each `TimeSeries` entry carries `samples_per_series` consecutive samples of one series in
+/// time order (Prometheus itself sends one: each scraped sample its own entry); entries go
+/// series after series, then on to the next samples; at most `samples_per_request` samples a
+/// request (rounded to whole entries).
+pub fn remote_write_requests(
+    spec: Spec,
+    samples_per_request: usize,
+    samples_per_series: usize,
+) -> Vec<Vec<u8>> {
+    let per_series = samples_per_series.max(1);
+    // the encoded labels of each (host, field) series, built once
+    let mut labels: Vec<[Vec<u8>; 10]> = Vec::new();
+    // samples waiting to be sent, per (host, field)
+    let mut pending: Vec<[Vec<(f64, i64)>; 10]> = Vec::new();
+    let mut out = Vec::new();
+    let mut body = Vec::with_capacity(samples_per_request * 400);
+    let mut samples = 0;
+    let mut calls = 0usize;
+    let mut flush = |labels: &[[Vec<u8>; 10]], pending: &mut [[Vec<(f64, i64)>; 10]]| {
+        for (host, fields) in pending.iter_mut().enumerate() {
+            for (f, series) in fields.iter_mut().enumerate() {
+                if series.is_empty() {
+                    continue;
+                }
+                let mut entry = labels[host][f].clone();
+                for &(v, ms) in series.iter() {
+                    let mut sample = Vec::with_capacity(16);
+                    sample.push(0x09); // field 1, fixed64: the value
+                    sample.extend_from_slice(&v.to_bits().to_le_bytes());
+                    sample.push(0x10); // field 2, varint: the time in ms
+                    proto_varint(&mut sample, ms as u64);
+                    proto_bytes(&mut entry, 2, &sample);
+                }
+                proto_bytes(&mut body, 1, &entry);
+                samples += series.len();
+                series.clear();
+                if samples >= samples_per_request {
+                    out.push(std::mem::take(&mut body));
+                    samples = 0;
+                }
+            }
+        }
+    };
+    points(spec, |host, tags, values, time| {
+        if labels.len() <= host {
+            labels.push(std::array::from_fn(|f| {
+                let mut pairs: Vec<(&str, String)> = TAGS
+                    .iter()
+                    .zip(tags)
+                    .map(|(n, v)| (*n, v.clone()))
+                    .collect();
+                pairs.push(("__name__", format!("cpu_{}", FIELDS[f])));
+                pairs.sort();
+                let mut encoded = Vec::new();
+                for (name, value) in pairs {
+                    let mut label = Vec::new();
+                    proto_bytes(&mut label, 1, name.as_bytes());
+                    proto_bytes(&mut label, 2, value.as_bytes());
+                    proto_bytes(&mut encoded, 1, &label);
+                }
+                encoded
+            }));
+            pending.push(Default::default());
+        }
+        for (f, v) in values.iter().enumerate() {
+            pending[host][f].push((*v as f64, time / 1_000_000));
+        }
+        calls += 1;
+        let step = calls / spec.hosts;
+        if calls % spec.hosts == 0 && (step % per_series == 0 || step == spec.steps) {
+            flush(&labels, &mut pending);
+        }
+    });
+    if !body.is_empty() {
+        out.push(body);
+    }
+    out
+}
+
+fn proto_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field (wire type 2).
+fn proto_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    proto_varint(out, u64::from(field << 3 | 2));
+    proto_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
 }
 
 /// A TSBS query, in Sluice's SQL and in InfluxQL (for InfluxDB 1.x).
@@ -245,5 +371,69 @@ mod tests {
         assert!(lines[3].ends_with(&format!(" {}", START_NANOS + 10_000_000_000)));
         // deterministic
         assert_eq!(super::bodies(spec, 5), bodies);
+    }
+
+    #[test]
+    fn remote_write_requests_carry_the_same_points_as_line_protocol() {
+        use prost::Message;
+        use sluice_proto::prometheus::v1::WriteRequest;
+        let spec = Spec {
+            hosts: 3,
+            steps: 4,
+            first_step: 0,
+        };
+        let requests = remote_write_requests(spec, 7, 1);
+        assert_eq!(requests.len(), spec.values().div_ceil(7));
+        let series: Vec<_> = requests
+            .iter()
+            .flat_map(|r| WriteRequest::decode(&r[..]).unwrap().timeseries)
+            .collect();
+        assert_eq!(series.len(), spec.values());
+        let lines: Vec<String> = bodies(spec, 100)
+            .concat()
+            .lines()
+            .map(String::from)
+            .collect();
+        // the first line's ten fields are the first ten series, at its time
+        let first = &lines[0];
+        for (f, ts) in series[..10].iter().enumerate() {
+            let name = &ts.labels[0];
+            assert_eq!(
+                (name.name.as_str(), name.value.as_str()),
+                ("__name__", format!("cpu_{}", FIELDS[f]).as_str())
+            );
+            let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted);
+            assert_eq!(ts.labels.len(), 11);
+            let host = ts.labels.iter().find(|l| l.name == "hostname").unwrap();
+            assert_eq!(host.value, "host_0");
+            let [sample] = &ts.samples[..] else {
+                panic!("{ts:?}")
+            };
+            assert_eq!(sample.timestamp * 1_000_000, START_NANOS);
+            assert!(
+                first.contains(&format!("{}={}i", FIELDS[f], sample.value)),
+                "{first} {sample:?}"
+            );
+        }
+        // grouped per series: the same samples, each entry holding consecutive ones
+        let grouped: Vec<_> = remote_write_requests(spec, 7, 3)
+            .iter()
+            .flat_map(|r| WriteRequest::decode(&r[..]).unwrap().timeseries)
+            .collect();
+        assert_eq!(
+            grouped.iter().map(|s| s.samples.len()).sum::<usize>(),
+            spec.values()
+        );
+        assert_eq!(grouped[0].labels, series[0].labels);
+        assert_eq!(grouped[0].samples.len(), 3);
+        let times: Vec<i64> = grouped[0].samples.iter().map(|s| s.timestamp).collect();
+        assert_eq!(
+            times,
+            [0, 10_000, 20_000].map(|d| START_NANOS / 1_000_000 + d)
+        );
+        assert_eq!(grouped[0].samples[0], series[0].samples[0]);
     }
 }

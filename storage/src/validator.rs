@@ -116,13 +116,19 @@ pub fn validate(
         return None;
     }
     let mut table_count = existing_db.map_or(0, |d| d.tables.len());
-    let mut tables: HashMap<Sym, TableState> = HashMap::new();
+    let mut tables: HashMap<Sym, TableState, foldhash::fast::FixedState> = HashMap::default();
     let mut keep = Vec::with_capacity(batch.len());
     let mut rejected = Vec::new();
     let mut new_cols: Vec<(Sym, ColumnKind)> = Vec::new();
     let n_syms = batch.symbols.len();
 
+    // The table and tag range of the last point that passed: a point of the same series
+    // (decoders share one tag range among a series' points) needs only its fields checked.
+    let mut last_passed: Option<(Sym, std::ops::Range<usize>)> = None;
     for point in batch.points() {
+        let same_series = last_passed
+            .as_ref()
+            .is_some_and(|(t, r)| *t == point.table && *r == point.tag_range());
         let state = tables.entry(point.table).or_insert_with(|| {
             let name = batch.str(point.table);
             TableState {
@@ -133,7 +139,7 @@ pub fn validate(
             }
         });
         new_cols.clear();
-        let result = check_point(state, batch, point, &mut new_cols).and_then(|()| {
+        let result = check_point(state, batch, point, !same_series, &mut new_cols).and_then(|()| {
             let existing = state.schema.as_ref().map_or(1, |s| s.columns().len());
             if existing + new_cols.len() > limits.max_columns_per_table {
                 return Err(format!(
@@ -169,8 +175,10 @@ pub fn validate(
                     state.changed = true;
                 }
                 keep.push(true);
+                last_passed = Some((point.table, point.tag_range()));
             }
             Err(message) => {
+                last_passed = None;
                 keep.push(false);
                 rejected.push(Rejection {
                     line: point.line,
@@ -204,13 +212,20 @@ pub fn validate(
     })
 }
 
+/// Checks `point`'s tags (unless `check_tags` is false: the same tags passed just before) and
+/// fields against `state`'s table, listing the columns it would add in `new_cols`.
 fn check_point(
     state: &mut TableState,
     batch: &WriteBatch,
     point: &sluice_ingest::Point,
+    check_tags: bool,
     new_cols: &mut Vec<(Sym, ColumnKind)>,
 ) -> Result<(), String> {
-    let tags = batch.tags_of(point);
+    let tags = if check_tags {
+        batch.tags_of(point)
+    } else {
+        &[]
+    };
     for (i, tag) in tags.iter().enumerate() {
         let name = batch.str(tag.key);
         if name == TIME_COLUMN {
@@ -242,16 +257,19 @@ fn check_point(
     }
     let tag_cols = new_cols.len();
     for field in batch.fields_of(point) {
-        let name = batch.str(field.key);
         let wrote = field.value.field_type();
-        if name == TIME_COLUMN {
+        let column = state.column(batch, field.key);
+        // an existing field column is never `time`: only new names need the check
+        if !matches!(column.map(|id| state.kind(id)), Some(ColumnKind::Field(_)))
+            && batch.str(field.key) == TIME_COLUMN
+        {
             return Err(format!(
                 "field 'time' in table '{}': 'time' is reserved for the timestamp; rename the \
                  field",
                 state.name
             ));
         }
-        let kind = match state.column(batch, field.key) {
+        let kind = match column {
             Some(id) => Some(state.kind(id)),
             None => new_cols
                 .iter()
@@ -262,6 +280,7 @@ fn check_point(
             None => new_cols.push((field.key, ColumnKind::Field(wrote))),
             Some(ColumnKind::Field(t)) if t == wrote => {}
             Some(ColumnKind::Field(t)) => {
+                let name = batch.str(field.key);
                 let earlier = if new_cols[tag_cols..].iter().any(|(s, _)| *s == field.key) {
                     "earlier in this point"
                 } else {
@@ -277,6 +296,7 @@ fn check_point(
                 ));
             }
             Some(other) => {
+                let name = batch.str(field.key);
                 return Err(format!(
                     "column '{name}' of table '{}' is {}; it cannot also be a field",
                     state.name,
