@@ -248,7 +248,9 @@ pub fn remote_write_requests(
         }
         calls += 1;
         let step = calls / spec.hosts;
-        if calls % spec.hosts == 0 && (step % per_series == 0 || step == spec.steps) {
+        if calls.is_multiple_of(spec.hosts)
+            && (step.is_multiple_of(per_series) || step == spec.steps)
+        {
             flush(&labels, &mut pending);
         }
     });
