@@ -17,6 +17,8 @@
 
 use std::fmt::Write as _;
 
+use hashbrown::HashTable;
+
 use crate::write::{FieldValue, Sym, WriteBatch};
 
 /// The bits of the NaN Prometheus writes as a stale marker.
@@ -165,6 +167,12 @@ pub fn decode(body: &[u8], version: Version, limits: &Limits) -> Result<Decoded,
         value: Sym(0),
         labels: Vec::new(),
         refs: Vec::new(),
+        pairs: HashTable::new(),
+        pair_list: Vec::new(),
+        series_seen: HashTable::new(),
+        series_list: Vec::new(),
+        hasher: foldhash::fast::FixedState::default(),
+        symbol_syms: Vec::new(),
     };
     d.value = d.out.batch.symbols.intern(VALUE_FIELD);
     match version {
@@ -180,9 +188,32 @@ struct Decoder<'l, 'b> {
     limits: &'l Limits,
     value: Sym,
     /// The labels of the series being read, reused from series to series.
-    labels: Vec<(&'b str, &'b str)>,
+    labels: Vec<Label<'b>>,
     /// A 2.0 series' label references, reused likewise.
     refs: Vec<u64>,
+    /// 1.0: every distinct label message of the request (its bytes), read and interned once:
+    /// series repeat the same label pairs, so most labels are one hash and one compare.
+    pairs: HashTable<u32>,
+    pair_list: Vec<(&'b [u8], Label<'b>)>,
+    /// 1.0: every distinct series of the request (the bytes of its labels) with its table and
+    /// tag range, or `None` if it broke a rule (reported at its first entry).
+    series_seen: HashTable<u32>,
+    series_list: Vec<(&'b [u8], SeriesTags)>,
+    hasher: foldhash::fast::FixedState,
+    /// 2.0: the symbol each entry of the request's symbols table interns to, once used.
+    symbol_syms: Vec<Option<Sym>>,
+}
+
+/// A series' table and tag range in the batch; `None` for a series that broke a rule.
+type SeriesTags = Option<(Sym, (u32, u32))>;
+
+/// One label of a series, with its name and value interned in the batch.
+#[derive(Debug, Clone, Copy)]
+struct Label<'b> {
+    name: &'b str,
+    value: &'b str,
+    key: Sym,
+    val: Sym,
 }
 
 impl<'b> Decoder<'_, 'b> {
@@ -207,35 +238,100 @@ impl<'b> Decoder<'_, 'b> {
     fn series_v1(&mut self, buf: &'b [u8]) -> Result<(), WireError> {
         self.out.series += 1;
         let series = self.out.series as u32;
-        self.labels.clear();
+        // Senders write a series' labels first; those bytes then name the series, and a
+        // series seen earlier in the request reuses its table and tags (storage resolves a
+        // tag range once per batch).
+        let mut prefix_end = 0;
+        let mut labels_after_prefix = false;
+        let mut other_seen = false;
         let mut r = Reader::new(buf);
         while let Some((field, wire)) = r.key()? {
             match (field, wire) {
                 (1, WireType::Len) => {
-                    let mut l = Reader::new(r.bytes()?);
-                    let (mut name, mut value) = ("", "");
-                    while let Some((f, w)) = l.key()? {
-                        match (f, w) {
-                            (1, WireType::Len) => name = l.str()?,
-                            (2, WireType::Len) => value = l.str()?,
-                            _ => l.skip(w)?,
-                        }
+                    r.bytes()?;
+                    if other_seen {
+                        labels_after_prefix = true;
+                    } else {
+                        prefix_end = r.pos;
                     }
-                    self.labels.push((name, value));
                 }
                 (3, WireType::Len) => {
                     r.bytes()?;
                     self.out.exemplars += 1;
+                    other_seen = true;
                 }
                 (4, WireType::Len) => {
                     r.bytes()?;
                     self.out.histograms += 1;
+                    other_seen = true;
                 }
-                _ => r.skip(wire)?,
+                _ => {
+                    r.skip(wire)?;
+                    other_seen = true;
+                }
+            }
+        }
+        let key = (!labels_after_prefix && prefix_end > 0).then(|| &buf[..prefix_end]);
+        let hash = key.map(|k| std::hash::BuildHasher::hash_one(&self.hasher, k));
+        if let (Some(k), Some(h)) = (key, hash) {
+            let list = &self.series_list;
+            if let Some(&i) = self.series_seen.find(h, |&i| list[i as usize].0 == k) {
+                let tags = list[i as usize].1;
+                return self.samples(buf, tags, series);
+            }
+        }
+        self.labels.clear();
+        let mut r = Reader::new(buf);
+        while let Some((field, wire)) = r.key()? {
+            if (field, wire) == (1, WireType::Len) {
+                let label = self.label_v1(r.bytes()?)?;
+                self.labels.push(label);
+            } else {
+                r.skip(wire)?;
             }
         }
         let tags = self.series_tags(series);
+        if let (Some(k), Some(h)) = (key, hash) {
+            let i = self.series_list.len() as u32;
+            self.series_list.push((k, tags));
+            let (list, hasher) = (&self.series_list, &self.hasher);
+            self.series_seen.insert_unique(h, i, |&j| {
+                std::hash::BuildHasher::hash_one(hasher, list[j as usize].0)
+            });
+        }
         self.samples(buf, tags, series)
+    }
+
+    /// The label in the Label message `raw`, from the request's pairs if seen before.
+    fn label_v1(&mut self, raw: &'b [u8]) -> Result<Label<'b>, WireError> {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(raw);
+        let list = &self.pair_list;
+        if let Some(&i) = self.pairs.find(hash, |&i| list[i as usize].0 == raw) {
+            return Ok(list[i as usize].1);
+        }
+        let mut l = Reader::new(raw);
+        let (mut name, mut value) = ("", "");
+        while let Some((f, w)) = l.key()? {
+            match (f, w) {
+                (1, WireType::Len) => name = l.str()?,
+                (2, WireType::Len) => value = l.str()?,
+                _ => l.skip(w)?,
+            }
+        }
+        let symbols = &mut self.out.batch.symbols;
+        let label = Label {
+            name,
+            value,
+            key: symbols.intern(name),
+            val: symbols.intern(value),
+        };
+        let i = self.pair_list.len() as u32;
+        self.pair_list.push((raw, label));
+        let (list, hasher) = (&self.pair_list, &self.hasher);
+        self.pairs
+            .insert_unique(hash, i, |&j| hasher.hash_one(list[j as usize].0));
+        Ok(label)
     }
 
     fn metadata_v1(&mut self, buf: &[u8]) -> Result<(), WireError> {
@@ -329,13 +425,29 @@ impl<'b> Decoder<'_, 'b> {
         if !refs.len().is_multiple_of(2) {
             return Err(WireError::OddLabelRefs(series));
         }
+        self.symbol_syms.resize(symbols.len(), None);
         for pair in refs.chunks_exact(2) {
-            self.labels.push((symbol(pair[0])?, symbol(pair[1])?));
+            let (name, value) = (symbol(pair[0])?, symbol(pair[1])?);
+            let mut sym = |i: u64, s: &str| {
+                let slot = &mut self.symbol_syms[i as usize];
+                *slot.get_or_insert_with(|| self.out.batch.symbols.intern(s))
+            };
+            let (key, val) = (sym(pair[0], name), sym(pair[1], value));
+            self.labels.push(Label {
+                name,
+                value,
+                key,
+                val,
+            });
         }
         self.refs = refs;
         if let Some((kind, help, unit)) = metadata
             && (kind != 0 || !help.is_empty() || !unit.is_empty())
-            && let Some(&(_, name)) = self.labels.iter().find(|(n, _)| *n == NAME_LABEL)
+            && let Some(name) = self
+                .labels
+                .iter()
+                .find(|l| l.name == NAME_LABEL)
+                .map(|l| l.value)
         {
             self.add_metadata(name, kind, help, unit);
         }
@@ -346,12 +458,7 @@ impl<'b> Decoder<'_, 'b> {
     /// Adds the samples (field 2, in 1.0 and 2.0 alike) of series number `series`, whose
     /// labels were read and checked first: a second pass, since a sender may put samples
     /// before labels.
-    fn samples(
-        &mut self,
-        buf: &[u8],
-        tags: Option<(Sym, (u32, u32))>,
-        series: u32,
-    ) -> Result<(), WireError> {
+    fn samples(&mut self, buf: &[u8], tags: SeriesTags, series: u32) -> Result<(), WireError> {
         let mut r = Reader::new(buf);
         while let Some((field, wire)) = r.key()? {
             if (field, wire) == (2, WireType::Len) {
@@ -366,12 +473,12 @@ impl<'b> Decoder<'_, 'b> {
 
     /// Checks the labels of the series just read and interns them as its table and tags;
     /// `None` (with the error recorded) when the series breaks a rule.
-    fn series_tags(&mut self, series: u32) -> Option<(Sym, (u32, u32))> {
+    fn series_tags(&mut self, series: u32) -> SeriesTags {
         if let Err(message) = self.check_labels() {
             let mut labels = String::from("{");
-            for (i, (n, v)) in self.labels.iter().enumerate() {
+            for (i, l) in self.labels.iter().enumerate() {
                 let sep = if i == 0 { "" } else { ", " };
-                let _ = write!(labels, "{sep}{n}={v:?}");
+                let _ = write!(labels, "{sep}{}={:?}", l.name, l.value);
             }
             labels.push('}');
             self.out.errors.push(SeriesError {
@@ -384,13 +491,12 @@ impl<'b> Decoder<'_, 'b> {
         let batch = &mut self.out.batch;
         let mut table = None;
         let start = batch.begin_tags();
-        for &(name, value) in &self.labels {
-            if name == NAME_LABEL {
-                table = Some(batch.symbols.intern(value));
-            } else if !value.is_empty() {
+        for l in &self.labels {
+            if l.name == NAME_LABEL {
+                table = Some(l.val);
+            } else if !l.value.is_empty() {
                 // an empty value is the label's absence, in Prometheus
-                let (k, v) = (batch.symbols.intern(name), batch.symbols.intern(value));
-                batch.push_tag(k, v);
+                batch.push_tag(l.key, l.val);
             }
         }
         Some((table?, batch.end_tags(start)))
@@ -407,7 +513,13 @@ impl<'b> Decoder<'_, 'b> {
             ));
         }
         let mut name = None;
-        for (i, &(n, v)) in self.labels.iter().enumerate() {
+        for (
+            i,
+            &Label {
+                name: n, value: v, ..
+            },
+        ) in self.labels.iter().enumerate()
+        {
             if n == NAME_LABEL {
                 name = Some(v);
             }
@@ -443,7 +555,7 @@ impl<'b> Decoder<'_, 'b> {
                      label (relabel_configs)"
                 ));
             }
-            if self.labels[..i].iter().any(|&(m, _)| m == n) {
+            if self.labels[..i].iter().any(|m| m.key == self.labels[i].key) {
                 return Err(format!("label {n:?} appears more than once"));
             }
         }
@@ -454,7 +566,7 @@ impl<'b> Decoder<'_, 'b> {
         }
     }
 
-    fn push_sample(&mut self, tags: Option<(Sym, (u32, u32))>, (value, ms): (f64, i64), line: u32) {
+    fn push_sample(&mut self, tags: SeriesTags, (value, ms): (f64, i64), line: u32) {
         self.out.samples += 1;
         if value.to_bits() == STALE_NAN_BITS {
             self.out.stale_markers += 1;

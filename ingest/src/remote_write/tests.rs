@@ -360,3 +360,35 @@ fn remote_write_2_requests_built_from_the_official_proto() {
     let as_v1 = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
     assert_eq!((as_v1.series, as_v1.batch.len()), (0, 0));
 }
+
+#[test]
+fn a_series_repeated_in_a_request_shares_its_tags_and_its_verdict() {
+    let up = || vec![label("__name__", "up"), label("job", "a")];
+    let bad = || vec![label("job", "nameless")];
+    let req = v1::WriteRequest {
+        timeseries: vec![
+            series(up(), &[(1.0, 1000)]),
+            series(bad(), &[(1.0, 1000)]),
+            series(
+                vec![label("__name__", "up"), label("job", "b")],
+                &[(2.0, 1000)],
+            ),
+            series(up(), &[(3.0, 2000)]),
+            series(bad(), &[(1.0, 2000)]),
+        ],
+        metadata: vec![],
+    };
+    let got = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    let points = got.batch.points();
+    assert_eq!(points.len(), 3);
+    assert_eq!(points[0].tag_range(), points[2].tag_range());
+    assert_ne!(points[0].tag_range(), points[1].tag_range());
+    assert_eq!(
+        point_labels(&got.batch, &points[2]),
+        point_labels(&got.batch, &points[0])
+    );
+    assert_eq!(points[2].line, 4);
+    // the nameless series is reported at its first entry; its second is not stored either
+    assert_eq!(got.errors.len(), 1, "{:?}", got.errors);
+    assert_eq!(got.errors[0].series, 2);
+}
