@@ -244,9 +244,19 @@ impl<'b> Decoder<'_, 'b> {
         let mut prefix_end = 0;
         let mut labels_after_prefix = false;
         let mut other_seen = false;
+        let mut first_sample = None;
         let mut r = Reader::new(buf);
-        while let Some((field, wire)) = r.key()? {
+        loop {
+            let at = r.pos;
+            let Some((field, wire)) = r.key()? else {
+                break;
+            };
             match (field, wire) {
+                (2, WireType::Len) => {
+                    first_sample.get_or_insert(at);
+                    r.bytes()?;
+                    other_seen = true;
+                }
                 (1, WireType::Len) => {
                     r.bytes()?;
                     if other_seen {
@@ -277,7 +287,7 @@ impl<'b> Decoder<'_, 'b> {
             let list = &self.series_list;
             if let Some(&i) = self.series_seen.find(h, |&i| list[i as usize].0 == k) {
                 let tags = list[i as usize].1;
-                return self.samples(buf, tags, series);
+                return self.samples(buf, first_sample, tags, series);
             }
         }
         self.labels.clear();
@@ -299,7 +309,7 @@ impl<'b> Decoder<'_, 'b> {
                 std::hash::BuildHasher::hash_one(hasher, list[j as usize].0)
             });
         }
-        self.samples(buf, tags, series)
+        self.samples(buf, first_sample, tags, series)
     }
 
     /// The label in the Label message `raw`, from the request's pairs if seen before.
@@ -388,9 +398,18 @@ impl<'b> Decoder<'_, 'b> {
         let mut refs = std::mem::take(&mut self.refs);
         refs.clear();
         let mut metadata = None;
+        let mut first_sample = None;
         let mut r = Reader::new(buf);
-        while let Some((field, wire)) = r.key()? {
+        loop {
+            let at = r.pos;
+            let Some((field, wire)) = r.key()? else {
+                break;
+            };
             match (field, wire) {
+                (2, WireType::Len) => {
+                    first_sample.get_or_insert(at);
+                    r.bytes()?;
+                }
                 (1, WireType::Len) => {
                     let mut packed = Reader::new(r.bytes()?);
                     while !packed.done() {
@@ -452,14 +471,24 @@ impl<'b> Decoder<'_, 'b> {
             self.add_metadata(name, kind, help, unit);
         }
         let tags = self.series_tags(series);
-        self.samples(buf, tags, series)
+        self.samples(buf, first_sample, tags, series)
     }
 
     /// Adds the samples (field 2, in 1.0 and 2.0 alike) of series number `series`, whose
     /// labels were read and checked first: a second pass, since a sender may put samples
-    /// before labels.
-    fn samples(&mut self, buf: &[u8], tags: SeriesTags, series: u32) -> Result<(), WireError> {
-        let mut r = Reader::new(buf);
+    /// before labels, starting at the first sample's field (`first_sample`, found by the
+    /// first pass).
+    fn samples(
+        &mut self,
+        buf: &[u8],
+        first_sample: Option<usize>,
+        tags: SeriesTags,
+        series: u32,
+    ) -> Result<(), WireError> {
+        let Some(first) = first_sample else {
+            return Ok(());
+        };
+        let mut r = Reader::new(&buf[first..]);
         while let Some((field, wire)) = r.key()? {
             if (field, wire) == (2, WireType::Len) {
                 let sample = sample(r.bytes()?)?;

@@ -392,3 +392,31 @@ fn a_series_repeated_in_a_request_shares_its_tags_and_its_verdict() {
     assert_eq!(got.errors.len(), 1, "{:?}", got.errors);
     assert_eq!(got.errors[0].series, 2);
 }
+
+#[test]
+fn samples_written_before_labels_are_read() {
+    // a series entry with its sample first, then its labels (prost writes fields in number
+    // order, so this one is put together by hand)
+    let field = |n: u8, bytes: Vec<u8>| {
+        let mut out = vec![n << 3 | 2, bytes.len() as u8];
+        out.extend(bytes);
+        out
+    };
+    let mut entry = field(
+        2,
+        Sample {
+            value: 7.0,
+            timestamp: 5000,
+        }
+        .encode_to_vec(),
+    );
+    entry.extend(field(1, label("__name__", "up").encode_to_vec()));
+    entry.extend(field(1, label("job", "a").encode_to_vec()));
+    let body = [field(1, entry.clone()), field(1, entry)].concat();
+    let got = decode(&body, Version::V1, &Limits::default()).unwrap();
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+    assert_eq!(got.batch.len(), 2);
+    let p = got.batch.points()[1];
+    assert_eq!(point_labels(&got.batch, &p)[1], ("job".into(), "a".into()));
+    assert_eq!((p.time, point_value(&got.batch, &p)), (5_000_000_000, 7.0));
+}
