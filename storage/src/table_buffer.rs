@@ -533,6 +533,10 @@ impl TableBuffer {
         };
         // Points of one series in one batch share a tag range: resolve each range once.
         let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::new();
+        // Tag values repeat across series (a region, a datacenter): look each batch symbol
+        // up in a column's dictionary once per batch.
+        let mut value_ids: HashMap<(usize, Sym), u32, foldhash::fast::FixedState> =
+            HashMap::default();
         let mut scratch: Vec<(u32, u32)> = Vec::new();
         let mut bytes = 0;
         let mut rows = 0;
@@ -547,8 +551,11 @@ impl TableBuffer {
                         if data.tag_values.len() <= col {
                             data.tag_values.resize_with(col + 1, TagValues::default);
                         }
-                        let value = data.tag_values[col].values.intern(batch.str(tag.value));
-                        scratch.push((col as u32, value.0));
+                        let values = &mut data.tag_values[col].values;
+                        let value = *value_ids
+                            .entry((col, tag.value))
+                            .or_insert_with(|| values.intern(batch.str(tag.value)).0);
+                        scratch.push((col as u32, value));
                     }
                     scratch.sort_unstable();
                     let known = data.series_tags.len();
