@@ -122,13 +122,15 @@ pub fn validate(
     let mut new_cols: Vec<(Sym, ColumnKind)> = Vec::new();
     let n_syms = batch.symbols.len();
 
-    // The table and tag range of the last point that passed: a point of the same series
+    // The tables and tag ranges of points that passed: a later point of the same series
     // (decoders share one tag range among a series' points) needs only its fields checked.
-    let mut last_passed: Option<(Sym, std::ops::Range<usize>)> = None;
+    let mut passed: hashbrown::HashSet<(Sym, usize, usize), foldhash::fast::FixedState> =
+        Default::default();
+    let mut last_passed: Option<(Sym, usize, usize)> = None;
     for point in batch.points() {
-        let same_series = last_passed
-            .as_ref()
-            .is_some_and(|(t, r)| *t == point.table && *r == point.tag_range());
+        let range = point.tag_range();
+        let series = (point.table, range.start, range.end);
+        let same_series = last_passed == Some(series) || passed.contains(&series);
         let state = tables.entry(point.table).or_insert_with(|| {
             let name = batch.str(point.table);
             TableState {
@@ -175,10 +177,12 @@ pub fn validate(
                     state.changed = true;
                 }
                 keep.push(true);
-                last_passed = Some((point.table, point.tag_range()));
+                if last_passed != Some(series) {
+                    passed.insert(series);
+                    last_passed = Some(series);
+                }
             }
             Err(message) => {
-                last_passed = None;
                 keep.push(false);
                 rejected.push(Rejection {
                     line: point.line,
