@@ -5,6 +5,7 @@
 //! knowing which format they came in. The functions here are pure: bytes in, values out, no
 //! I/O and no locks.
 
+mod bytes_map;
 pub mod line_protocol;
 pub mod remote_write;
 pub mod write;

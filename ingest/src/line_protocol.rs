@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use hashbrown::HashTable;
+use crate::bytes_map::BytesMap;
 
 use crate::write::{FieldValue, Sym, WriteBatch};
 
@@ -219,18 +219,8 @@ struct Parser<'a> {
     errors: Vec<LineError>,
     lines: usize,
     scratch: String,
-    /// Raw series-key bytes (as offsets into `body`) -> (table, tag range) of the first line
-    /// that had them.
-    series: HashTable<SeriesEntry>,
-    hasher: foldhash::fast::FixedState,
-}
-
-#[derive(Clone, Copy)]
-struct SeriesEntry {
-    start: u32,
-    end: u32,
-    table: Sym,
-    tags: (u32, u32),
+    /// Raw series-key bytes -> (table, tag range) of the first line that had them.
+    series: BytesMap<'a, (Sym, (u32, u32))>,
 }
 
 /// Why a line failed, before it is attached to its line number.
@@ -246,8 +236,7 @@ impl<'a> Parser<'a> {
             errors: Vec::new(),
             lines: 0,
             scratch: String::new(),
-            series: HashTable::new(),
-            hasher: foldhash::fast::FixedState::default(),
+            series: BytesMap::default(),
         }
     }
 
@@ -306,7 +295,9 @@ impl<'a> Parser<'a> {
         let body = self.body;
         // Series key: measurement and tags, up to the first unescaped space.
         let key_end = scan_until(body, start, end, |c| c == b' ' || c == b'\t');
-        let cached = self.cached_series(start, key_end);
+        let key = &body[start..key_end];
+        let hash = self.series.hash(key);
+        let cached = self.series.get(hash, key);
         let (table, tags) = match cached {
             Some(hit) => hit,
             None => self.parse_series(start, key_end)?,
@@ -329,37 +320,9 @@ impl<'a> Parser<'a> {
             .push_point(table, tags, fields_start, time, line_number);
         // Only a line that parsed whole may be remembered: a failed line's tags are truncated.
         if cached.is_none() {
-            self.remember_series(start, key_end, (table, tags));
+            self.series.insert(hash, key, (table, tags));
         }
         Ok(())
-    }
-
-    fn cached_series(&self, start: usize, end: usize) -> Option<(Sym, (u32, u32))> {
-        use std::hash::BuildHasher;
-        let key = &self.body[start..end];
-        let hash = self.hasher.hash_one(key);
-        self.series
-            .find(hash, |e| {
-                &self.body[e.start as usize..e.end as usize] == key
-            })
-            .map(|e| (e.table, e.tags))
-    }
-
-    fn remember_series(&mut self, start: usize, end: usize, (table, tags): (Sym, (u32, u32))) {
-        use std::hash::BuildHasher;
-        let body = self.body;
-        let hasher = self.hasher;
-        let hash = hasher.hash_one(&body[start..end]);
-        self.series.insert_unique(
-            hash,
-            SeriesEntry {
-                start: start as u32,
-                end: end as u32,
-                table,
-                tags,
-            },
-            |e| hasher.hash_one(&body[e.start as usize..e.end as usize]),
-        );
     }
 
     /// Parses `measurement[,key=value...]` spanning exactly `start..end`.

@@ -17,8 +17,7 @@
 
 use std::fmt::Write as _;
 
-use hashbrown::HashTable;
-
+use crate::bytes_map::BytesMap;
 use crate::write::{FieldValue, Sym, WriteBatch};
 
 /// The bits of the NaN Prometheus writes as a stale marker.
@@ -167,11 +166,8 @@ pub fn decode(body: &[u8], version: Version, limits: &Limits) -> Result<Decoded,
         value: Sym(0),
         labels: Vec::new(),
         refs: Vec::new(),
-        pairs: HashTable::new(),
-        pair_list: Vec::new(),
-        series_seen: HashTable::new(),
-        series_list: Vec::new(),
-        hasher: foldhash::fast::FixedState::default(),
+        pairs: BytesMap::default(),
+        series_seen: BytesMap::default(),
         symbol_syms: Vec::new(),
     };
     d.value = d.out.batch.symbols.intern(VALUE_FIELD);
@@ -193,13 +189,10 @@ struct Decoder<'l, 'b> {
     refs: Vec<u64>,
     /// 1.0: every distinct label message of the request (its bytes), read and interned once:
     /// series repeat the same label pairs, so most labels are one hash and one compare.
-    pairs: HashTable<u32>,
-    pair_list: Vec<(&'b [u8], Label<'b>)>,
+    pairs: BytesMap<'b, Label<'b>>,
     /// 1.0: every distinct series of the request (the bytes of its labels) with its table and
     /// tag range, or `None` if it broke a rule (reported at its first entry).
-    series_seen: HashTable<u32>,
-    series_list: Vec<(&'b [u8], SeriesTags)>,
-    hasher: foldhash::fast::FixedState,
+    series_seen: BytesMap<'b, SeriesTags>,
     /// 2.0: the symbol each entry of the request's symbols table interns to, once used.
     symbol_syms: Vec<Option<Sym>>,
 }
@@ -281,14 +274,14 @@ impl<'b> Decoder<'_, 'b> {
                 }
             }
         }
-        let key = (!labels_after_prefix && prefix_end > 0).then(|| &buf[..prefix_end]);
-        let hash = key.map(|k| std::hash::BuildHasher::hash_one(&self.hasher, k));
-        if let (Some(k), Some(h)) = (key, hash) {
-            let list = &self.series_list;
-            if let Some(&i) = self.series_seen.find(h, |&i| list[i as usize].0 == k) {
-                let tags = list[i as usize].1;
-                return self.samples(buf, first_sample, tags, series);
-            }
+        let key = (!labels_after_prefix && prefix_end > 0).then(|| {
+            let k = &buf[..prefix_end];
+            (self.series_seen.hash(k), k)
+        });
+        if let Some((h, k)) = key
+            && let Some(tags) = self.series_seen.get(h, k)
+        {
+            return self.samples(buf, first_sample, tags, series);
         }
         self.labels.clear();
         let mut r = Reader::new(buf);
@@ -301,24 +294,17 @@ impl<'b> Decoder<'_, 'b> {
             }
         }
         let tags = self.series_tags(series);
-        if let (Some(k), Some(h)) = (key, hash) {
-            let i = self.series_list.len() as u32;
-            self.series_list.push((k, tags));
-            let (list, hasher) = (&self.series_list, &self.hasher);
-            self.series_seen.insert_unique(h, i, |&j| {
-                std::hash::BuildHasher::hash_one(hasher, list[j as usize].0)
-            });
+        if let Some((h, k)) = key {
+            self.series_seen.insert(h, k, tags);
         }
         self.samples(buf, first_sample, tags, series)
     }
 
     /// The label in the Label message `raw`, from the request's pairs if seen before.
     fn label_v1(&mut self, raw: &'b [u8]) -> Result<Label<'b>, WireError> {
-        use std::hash::BuildHasher;
-        let hash = self.hasher.hash_one(raw);
-        let list = &self.pair_list;
-        if let Some(&i) = self.pairs.find(hash, |&i| list[i as usize].0 == raw) {
-            return Ok(list[i as usize].1);
+        let hash = self.pairs.hash(raw);
+        if let Some(label) = self.pairs.get(hash, raw) {
+            return Ok(label);
         }
         let mut l = Reader::new(raw);
         let (mut name, mut value) = ("", "");
@@ -336,11 +322,7 @@ impl<'b> Decoder<'_, 'b> {
             key: symbols.intern(name),
             val: symbols.intern(value),
         };
-        let i = self.pair_list.len() as u32;
-        self.pair_list.push((raw, label));
-        let (list, hasher) = (&self.pair_list, &self.hasher);
-        self.pairs
-            .insert_unique(hash, i, |&j| hasher.hash_one(list[j as usize].0));
+        self.pairs.insert(hash, raw, label);
         Ok(label)
     }
 

@@ -50,45 +50,33 @@ pub async fn write(
         )
         .into_response();
     };
-    let mut written = Written::default();
-    let response = match ingest(&state, version, &params, &headers, body, &mut written).await {
+    let mut samples_written = 0;
+    let mut response = match ingest(
+        &state,
+        version,
+        &params,
+        &headers,
+        body,
+        &mut samples_written,
+    )
+    .await
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     };
     if version == Version::V2 {
-        written.add_headers(response)
-    } else {
-        response
-    }
-}
-
-/// The counts a 2.0 answer reports.
-#[derive(Default)]
-struct Written {
-    samples: usize,
-    histograms: usize,
-    exemplars: usize,
-}
-
-impl Written {
-    fn add_headers(&self, mut response: Response) -> Response {
+        // Sluice stores no histograms or exemplars yet: it wrote none of them
         for (name, n) in [
-            ("x-prometheus-remote-write-samples-written", self.samples),
-            (
-                "x-prometheus-remote-write-histograms-written",
-                self.histograms,
-            ),
-            (
-                "x-prometheus-remote-write-exemplars-written",
-                self.exemplars,
-            ),
+            ("x-prometheus-remote-write-samples-written", samples_written),
+            ("x-prometheus-remote-write-histograms-written", 0),
+            ("x-prometheus-remote-write-exemplars-written", 0),
         ] {
             response
                 .headers_mut()
                 .insert(HeaderName::from_static(name), HeaderValue::from(n));
         }
-        response
     }
+    response
 }
 
 async fn ingest(
@@ -97,7 +85,7 @@ async fn ingest(
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
-    written: &mut Written,
+    samples_written: &mut usize,
 ) -> Result<(), ApiError> {
     let encoding = body::content_encoding(headers);
     if encoding != "snappy" {
@@ -167,7 +155,7 @@ async fn ingest(
             message: r.message,
         }));
     }
-    written.samples = accepted;
+    *samples_written = accepted;
     let rejected = samples - stale_markers - accepted;
     state.metrics.write(PATH, accepted, rejected, accepted);
     if errors.is_empty() {
