@@ -6,15 +6,18 @@
 //! the same catalog and the same merged rows that were visible before it.
 //!
 //! One thread owns the WAL (group commit): it takes every write queued since its last fsync,
-//! appends them with one `write`, applies them to the buffer (so a write is queryable by the
-//! time it is acknowledged), fsyncs once, and only then acknowledges them. `no_sync` writes
-//! are acknowledged right after they are applied, before the fsync.
+//! appends them with one `write`, hands them to the apply thread in that order, fsyncs once,
+//! and then tells their writers they are durable. The apply thread appends each write to the
+//! table buffers while the WAL thread waits for the disk, so the two overlap. A write is
+//! acknowledged once it is both durable and applied (queryable); a `no_sync` write once it is
+//! appended and applied, before the fsync.
 //!
-//! The same thread freezes partitions for the persister (`persister.rs`): it closes the
-//! current WAL segment and takes the chosen partitions out of the live buffer in one step
-//! between two groups, so that a frozen partition holds exactly the rows of its hour logged in
-//! that segment or earlier ones, and no later row. That is what lets the catalog record
-//! "partition P is persisted through segment S" and replay skip exactly those rows.
+//! Freezing partitions for the persister (`persister.rs`) takes both threads: the WAL thread
+//! closes the current WAL segment between two groups, and the apply thread, having applied
+//! every write logged before that, takes the chosen partitions out of the live buffer before
+//! it applies any write logged after. So a frozen partition holds exactly the rows of its hour
+//! logged in that segment or earlier ones, and no later row. That is what lets the catalog
+//! record "partition P is persisted through segment S" and replay skip exactly those rows.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -163,7 +166,29 @@ struct WalOp {
     db: Arc<str>,
     batch: WriteBatch,
     no_sync: bool,
-    reply: oneshot::Sender<Result<(), String>>,
+    /// Answered once the write is durable (for `no_sync`, once it is appended), or failed.
+    logged: oneshot::Sender<Result<(), String>>,
+    /// Answered once the write is in the table buffers.
+    applied: oneshot::Sender<()>,
+}
+
+/// What the WAL thread hands the apply thread, in log order.
+enum ApplyMsg {
+    Apply {
+        db: Arc<str>,
+        batch: WriteBatch,
+        /// The WAL segment the write is logged in.
+        segment: u64,
+        applied: oneshot::Sender<()>,
+    },
+    Freeze {
+        rule: FreezeRule,
+        /// The segment just closed, through which every write applied so far is logged.
+        through_segment: u64,
+        /// The segment writes are logged in from now on.
+        next_segment: u64,
+        reply: oneshot::Sender<Result<Frozen, String>>,
+    },
 }
 
 /// Database name -> table name -> that table's buffered rows.
@@ -222,7 +247,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: StorageMetrics,
     /// Live files and WAL bookkeeping, as last written to the catalog on the object store.
     pub(crate) lake: RwLock<Arc<LakeState>>,
-    /// The WAL segment being written.
+    /// The WAL segment of the last write applied to the buffer: writes logged but not yet
+    /// applied are in this segment or later ones.
     pub(crate) current_segment: AtomicU64,
     /// The id the next Parquet file gets (persist and compaction both take from it).
     pub(crate) next_file_id: AtomicU64,
@@ -237,7 +263,8 @@ pub struct WriteBuffer {
     pub(crate) lake_lock: tokio::sync::Mutex<()>,
     /// Serialises validation and WAL hand-off; see the module documentation.
     write_lock: Mutex<Option<mpsc::Sender<WalMsg>>>,
-    wal_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The WAL thread, then the apply thread: joined in that order at shutdown.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 const RECORD_VERSION: u8 = 1;
@@ -303,11 +330,17 @@ impl WriteBuffer {
         shared
             .current_segment
             .store(writer.sequence(), Ordering::Relaxed);
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let apply_thread = std::thread::Builder::new()
+            .name("sluice-apply".into())
+            .spawn(move || apply_loop(thread_shared, apply_rx))
+            .map_err(OpenError::Thread)?;
         let (tx, rx) = mpsc::channel();
         let thread_shared = shared.clone();
-        let handle = std::thread::Builder::new()
+        let wal_thread = std::thread::Builder::new()
             .name("sluice-wal".into())
-            .spawn(move || wal_loop(thread_shared, writer, rx))
+            .spawn(move || wal_loop(thread_shared, writer, rx, apply_tx))
             .map_err(OpenError::Thread)?;
         Ok((
             WriteBuffer {
@@ -316,7 +349,7 @@ impl WriteBuffer {
                 storage,
                 lake_lock: tokio::sync::Mutex::new(()),
                 write_lock: Mutex::new(Some(tx)),
-                wal_thread: Mutex::new(Some(handle)),
+                threads: Mutex::new(vec![wal_thread, apply_thread]),
             },
             summary,
         ))
@@ -377,24 +410,28 @@ impl WriteBuffer {
             }
             let db: Arc<str> = db.into();
             let payload = encode_record(&db, &batch);
-            let (tx, rx) = oneshot::channel();
+            let (logged, logged_rx) = oneshot::channel();
+            let (applied, applied_rx) = oneshot::channel();
             sender
                 .send(WalMsg::Write(WalOp {
                     payload,
                     db,
                     batch,
                     no_sync: opts.no_sync,
-                    reply: tx,
+                    logged,
+                    applied,
                 }))
                 .map_err(|_| WriteError::ShuttingDown)?;
-            (rx, outcome)
+            (logged_rx, applied_rx, outcome)
         };
-        let (rx, outcome) = reply;
-        match rx.await {
-            Ok(Ok(())) => Ok(outcome),
-            Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
-            Err(_) => Err(WriteError::ShuttingDown),
+        let (logged_rx, applied_rx, outcome) = reply;
+        match logged_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(WriteError::WalFailed(reason)),
+            Err(_) => return Err(WriteError::ShuttingDown),
         }
+        applied_rx.await.map_err(|_| WriteError::ShuttingDown)?;
+        Ok(outcome)
     }
 
     /// Records Prometheus metric metadata for database `db` (creating it, as a write would,
@@ -535,11 +572,12 @@ impl WriteBuffer {
         &self.shared.metrics
     }
 
-    /// Stops taking writes, lets the WAL thread make every queued write durable, and waits for
-    /// it. Writes after this fail with [`WriteError::ShuttingDown`].
+    /// Stops taking writes, lets the WAL and apply threads make every queued write durable and
+    /// applied, and waits for them. Writes after this fail with [`WriteError::ShuttingDown`].
     pub fn shutdown(&self) {
         drop(self.write_lock.lock().take());
-        if let Some(handle) = self.wal_thread.lock().take() {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for handle in threads {
             let _ = handle.join();
         }
     }
@@ -766,10 +804,14 @@ fn replay(
     Ok(())
 }
 
-fn wal_loop(shared: Arc<Shared>, mut wal: WalWriter, rx: mpsc::Receiver<WalMsg>) {
+fn wal_loop(
+    shared: Arc<Shared>,
+    mut wal: WalWriter,
+    rx: mpsc::Receiver<WalMsg>,
+    apply: mpsc::Sender<ApplyMsg>,
+) {
     let mut ops: Vec<WalOp> = Vec::new();
     let mut freezes = Vec::new();
-    let mut next_freeze_seq = 0u64;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -782,21 +824,30 @@ fn wal_loop(shared: Arc<Shared>, mut wal: WalWriter, rx: mpsc::Receiver<WalMsg>)
             }
         }
         if !ops.is_empty() {
-            commit_group(&shared, &mut wal, &mut ops);
+            commit_group(&shared, &mut wal, &mut ops, &apply);
         }
         // Freezes go after the writes queued with them: those were acknowledged-to-be, so a
         // freeze asked for after a write was acknowledged always includes it.
         for (rule, reply) in freezes.drain(..) {
-            let result = match shared.failed.lock().clone() {
-                Some(reason) => Err(reason),
-                None => wal.rotate().map_err(|e| e.to_string()).map(|closed| {
-                    shared
-                        .current_segment
-                        .store(wal.sequence(), Ordering::Relaxed);
-                    shared.freeze(rule, closed, &mut next_freeze_seq)
-                }),
-            };
-            let _ = reply.send(result);
+            if let Some(reason) = shared.failed.lock().clone() {
+                let _ = reply.send(Err(reason));
+                continue;
+            }
+            match wal.rotate() {
+                Ok(through_segment) => {
+                    let msg = ApplyMsg::Freeze {
+                        rule,
+                        through_segment,
+                        next_segment: wal.sequence(),
+                        reply,
+                    };
+                    // a closed channel drops the reply: the freeze fails as shutting down
+                    let _ = apply.send(msg);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
         }
     }
     if let Err(e) = wal.sync() {
@@ -804,11 +855,17 @@ fn wal_loop(shared: Arc<Shared>, mut wal: WalWriter, rx: mpsc::Receiver<WalMsg>)
     }
 }
 
-/// Appends, applies and fsyncs one group of writes, then answers them.
-fn commit_group(shared: &Shared, wal: &mut WalWriter, ops: &mut Vec<WalOp>) {
+/// Appends one group of writes, hands them to the apply thread, fsyncs, then tells their
+/// writers they are durable.
+fn commit_group(
+    shared: &Shared,
+    wal: &mut WalWriter,
+    ops: &mut Vec<WalOp>,
+    apply: &mpsc::Sender<ApplyMsg>,
+) {
     if let Some(reason) = shared.failed.lock().clone() {
         for op in ops.drain(..) {
-            let _ = op.reply.send(Err(reason.clone()));
+            let _ = op.logged.send(Err(reason.clone()));
         }
         return;
     }
@@ -818,17 +875,23 @@ fn commit_group(shared: &Shared, wal: &mut WalWriter, ops: &mut Vec<WalOp>) {
         return;
     }
     let segment = wal.sequence();
-    shared.current_segment.store(segment, Ordering::Relaxed);
     let bytes: usize = ops.iter().map(|op| op.payload.len() + 8).sum();
     shared.metrics.wal_bytes.add(bytes as u64);
     shared.metrics.wal_records.add(ops.len() as u64);
     let mut waiting = Vec::with_capacity(ops.len());
     for op in ops.drain(..) {
-        shared.apply(&op.db, &op.batch, segment);
+        // a closed channel (the apply thread is gone) drops `applied`: the writer is told the
+        // server is shutting down
+        let _ = apply.send(ApplyMsg::Apply {
+            db: op.db,
+            batch: op.batch,
+            segment,
+            applied: op.applied,
+        });
         if op.no_sync {
-            let _ = op.reply.send(Ok(()));
+            let _ = op.logged.send(Ok(()));
         } else {
-            waiting.push(op.reply);
+            waiting.push(op.logged);
         }
     }
     let started = Instant::now();
@@ -852,11 +915,42 @@ fn commit_group(shared: &Shared, wal: &mut WalWriter, ops: &mut Vec<WalOp>) {
     }
 }
 
+/// Applies logged writes to the table buffers, and freezes partitions, in log order.
+fn apply_loop(shared: Arc<Shared>, rx: mpsc::Receiver<ApplyMsg>) {
+    let mut next_freeze_seq = 0u64;
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ApplyMsg::Apply {
+                db,
+                batch,
+                segment,
+                applied,
+            } => {
+                shared.apply(&db, &batch, segment);
+                shared.current_segment.store(segment, Ordering::Relaxed);
+                let _ = applied.send(());
+            }
+            ApplyMsg::Freeze {
+                rule,
+                through_segment,
+                next_segment,
+                reply,
+            } => {
+                let frozen = shared.freeze(rule, through_segment, &mut next_freeze_seq);
+                shared
+                    .current_segment
+                    .store(next_segment, Ordering::Relaxed);
+                let _ = reply.send(Ok(frozen));
+            }
+        }
+    }
+}
+
 fn fail(shared: &Shared, ops: &mut Vec<WalOp>, reason: String) {
     tracing::error!("WAL append failed, refusing further writes: {reason}");
     *shared.failed.lock() = Some(reason.clone());
     for op in ops.drain(..) {
-        let _ = op.reply.send(Err(reason.clone()));
+        let _ = op.logged.send(Err(reason.clone()));
     }
 }
 

@@ -15,7 +15,10 @@ use crate::common::Server;
 const V1: &str = "application/x-protobuf";
 
 fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheus")
+    // at run time: a test binary built from another clone sharing CARGO_TARGET_DIR keeps
+    // working
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join("tests/fixtures/prometheus")
 }
 
 fn snappy(data: &[u8]) -> Vec<u8> {

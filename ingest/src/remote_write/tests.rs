@@ -3,7 +3,10 @@ use prost::Message;
 use sluice_proto::prometheus::{Histogram, Sample, v1, v2};
 
 fn fixture_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/prometheus")
+    // at run time: a test binary built from another clone sharing CARGO_TARGET_DIR keeps
+    // working
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&dir).join("../tests/fixtures/prometheus")
 }
 
 /// `(name, value)` pairs, sorted, of a decoded point: its table as `__name__` and its tags.
