@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_bench::tsbs::{self, Spec};
-use sluice_ingest::remote_write::{self, Limits as LabelLimits, Version};
+use sluice_ingest::remote_write::{self, Limits as LabelLimits, SeriesCache, Version};
 use sluice_storage::validator::validate;
 use sluice_storage::{CatalogSnapshot, Limits, TableBuffer};
 
@@ -25,9 +25,15 @@ fn bench(c: &mut Criterion) {
                 .iter()
                 .map(|r| encoder.compress_vec(r).expect("snappy"))
                 .collect();
+        // one series cache for every request, as a server thread keeps it: after the first
+        // pass over the bodies, every series comes from it (the steady state of a Prometheus
+        // that sends the same series each scrape)
+        let cache = std::cell::RefCell::new(SeriesCache::default());
         let decode = |body: &[u8]| {
             let raw = remote_write::decompress_snappy(body, 1 << 26).expect("snappy");
-            remote_write::decode(&raw, Version::V1, &LabelLimits::default()).expect("decodes")
+            let limits = LabelLimits::default();
+            remote_write::decode(&raw, Version::V1, &limits, &mut cache.borrow_mut())
+                .expect("decodes")
         };
         // the catalog after the first write, as it is for every later one
         let first = decode(&bodies[0]);

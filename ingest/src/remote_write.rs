@@ -20,6 +20,9 @@ use std::fmt::Write as _;
 use crate::bytes_map::BytesMap;
 use crate::write::{FieldValue, Sym, WriteBatch};
 
+mod series_cache;
+pub use series_cache::{DEFAULT_MAX_BYTES as DEFAULT_SERIES_CACHE_BYTES, SeriesCache};
+
 /// The bits of the NaN Prometheus writes as a stale marker.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
@@ -72,7 +75,7 @@ impl Version {
 }
 
 /// Limits on what one series may carry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Labels per series, `__name__` included.
     pub max_labels_per_series: usize,
@@ -158,8 +161,16 @@ pub fn decompress_snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, RequestEr
     })
 }
 
-/// Decodes a decompressed request body of `version`.
-pub fn decode(body: &[u8], version: Version, limits: &Limits) -> Result<Decoded, RequestError> {
+/// Decodes a decompressed request body of `version`. `cache` holds the series of earlier
+/// requests (1.0 only), and learns this one's: pass the same one from request to request, one
+/// per concurrent decode.
+pub fn decode(
+    body: &[u8],
+    version: Version,
+    limits: &Limits,
+    cache: &mut SeriesCache,
+) -> Result<Decoded, RequestError> {
+    cache.begin(limits);
     let mut d = Decoder {
         out: Decoded::default(),
         limits,
@@ -167,7 +178,8 @@ pub fn decode(body: &[u8], version: Version, limits: &Limits) -> Result<Decoded,
         labels: Vec::new(),
         refs: Vec::new(),
         pairs: BytesMap::default(),
-        series_seen: BytesMap::default(),
+        cache,
+        bad_series: BytesMap::default(),
         symbol_syms: Vec::new(),
     };
     d.value = d.out.batch.symbols.intern(VALUE_FIELD);
@@ -190,9 +202,12 @@ struct Decoder<'l, 'b> {
     /// 1.0: every distinct label message of the request (its bytes), read and interned once:
     /// series repeat the same label pairs, so most labels are one hash and one compare.
     pairs: BytesMap<'b, Label<'b>>,
-    /// 1.0: every distinct series of the request (the bytes of its labels) with its table and
-    /// tag range, or `None` if it broke a rule (reported at its first entry).
-    series_seen: BytesMap<'b, SeriesTags>,
+    /// 1.0: the series of this and earlier requests that passed the checks, by the bytes of
+    /// their labels, with their table and tag range in this batch.
+    cache: &'l mut SeriesCache,
+    /// 1.0: the series of this request that broke a rule (reported at their first entry), by
+    /// the bytes of their labels.
+    bad_series: BytesMap<'b, ()>,
     /// 2.0: the symbol each entry of the request's symbols table interns to, once used.
     symbol_syms: Vec<Option<Sym>>,
 }
@@ -276,12 +291,15 @@ impl<'b> Decoder<'_, 'b> {
         }
         let key = (!labels_after_prefix && prefix_end > 0).then(|| {
             let k = &buf[..prefix_end];
-            (self.series_seen.hash(k), k)
+            (self.cache.hash(k), k)
         });
-        if let Some((h, k)) = key
-            && let Some(tags) = self.series_seen.get(h, k)
-        {
-            return self.samples(buf, first_sample, tags, series);
+        if let Some((h, k)) = key {
+            if let Some(tags) = self.cache.find(h, k, &mut self.out.batch) {
+                return self.samples(buf, first_sample, Some(tags), series);
+            }
+            if self.bad_series.get(self.bad_series.hash(k), k).is_some() {
+                return self.samples(buf, first_sample, None, series);
+            }
         }
         self.labels.clear();
         let mut r = Reader::new(buf);
@@ -295,7 +313,13 @@ impl<'b> Decoder<'_, 'b> {
         }
         let tags = self.series_tags(series);
         if let Some((h, k)) = key {
-            self.series_seen.insert(h, k, tags);
+            match tags {
+                Some(resolved) => {
+                    let labels = self.labels.iter().map(|l| (l.name, l.value, l.key, l.val));
+                    self.cache.insert(h, k, labels, resolved);
+                }
+                None => self.bad_series.insert(self.bad_series.hash(k), k, ()),
+            }
         }
         self.samples(buf, first_sample, tags, series)
     }

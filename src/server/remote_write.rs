@@ -111,8 +111,15 @@ async fn ingest(
         };
         ApiError::new(status, e.0)
     })?;
-    let decoded = remote_write::decode(&message, version, &state.config.remote_write_limits)
-        .map_err(|e| ApiError::bad_request(e.0))?;
+    let mut cache = state.series_caches.lock().pop().unwrap_or_default();
+    let decoded = remote_write::decode(
+        &message,
+        version,
+        &state.config.remote_write_limits,
+        &mut cache,
+    );
+    state.series_caches.lock().push(cache);
+    let decoded = decoded.map_err(|e| ApiError::bad_request(e.0))?;
     let Decoded {
         batch,
         series,

@@ -1,9 +1,12 @@
 //! The write path: validate against the catalog, log to the WAL, apply to the table buffers.
 //!
-//! Order is the invariant everything here protects. Validation and the hand-off to the WAL
-//! thread happen under one lock, so the catalog changes, the WAL records and the buffer
-//! appends all happen in the same order; replaying the WAL after a crash therefore rebuilds
-//! the same catalog and the same merged rows that were visible before it.
+//! Order is the invariant everything here protects. Catalog changes and the hand-off to the
+//! WAL thread happen under one lock, and a write is handed off only if the catalog is still
+//! the one it was validated against (most writes are validated and encoded before taking the
+//! lock, and checked again under it only when the catalog moved), so the catalog changes, the
+//! WAL records and the buffer appends all happen in the same order; replaying the WAL after a
+//! crash therefore rebuilds the same catalog and the same merged rows that were visible
+//! before it.
 //!
 //! One thread owns the WAL (group commit): it takes every write queued since its last fsync,
 //! appends them with one `write`, hands them to the apply thread in that order, fsyncs once,
@@ -267,7 +270,9 @@ pub struct WriteBuffer {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-const RECORD_VERSION: u8 = 1;
+/// WAL record format: 2 encodes the batch with varints and deltas ([`WriteBatch::encode`]);
+/// replay still reads 1, the fixed-width encoding of the first builds.
+const RECORD_VERSION: u8 = 2;
 /// Most writes taken into one group commit.
 const MAX_GROUP: usize = 4096;
 
@@ -374,48 +379,63 @@ impl WriteBuffer {
                 limit: self.config.buffer_memory_limit,
             });
         }
+        // Validation and encoding happen outside the lock, so that concurrent writes do them in
+        // parallel; under the lock a write is only handed to the WAL thread, provided the
+        // catalog is still the one it was checked against. A write that changes the catalog,
+        // or that another write's catalog change overtook, is checked again under the lock.
+        let checked_against = self.shared.catalog.snapshot();
+        let first = validate(
+            &checked_against,
+            db,
+            &batch,
+            &self.config.limits,
+            self.config.auto_create_databases,
+        )
+        .ok_or_else(|| WriteError::DatabaseNotFound(db.to_string()))?;
+        let mut outcome = WriteOutcome::default();
+        let mut first = Some(first);
+        let mut payload = None;
+        if first.as_ref().is_some_and(|v| v.catalog.is_none()) {
+            let v = first.take().expect("checked");
+            if !self.keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
+                return Ok(outcome);
+            }
+            payload = Some(encode_record(db, &batch));
+        }
         let reply = {
             let sender = self.write_lock.lock();
             let Some(sender) = sender.as_ref() else {
                 return Err(WriteError::ShuttingDown);
             };
-            let snapshot = self.shared.catalog.snapshot();
-            let validated = validate(
-                &snapshot,
-                db,
-                &batch,
-                &self.config.limits,
-                self.config.auto_create_databases,
-            )
-            .ok_or_else(|| WriteError::DatabaseNotFound(db.to_string()))?;
-            let mut outcome = WriteOutcome {
-                rejected: validated.rejected,
-                ..WriteOutcome::default()
-            };
-            if !opts.accept_partial && !outcome.rejected.is_empty() {
-                outcome.all_refused = true;
-                return Ok(outcome);
+            let current = self.shared.catalog.snapshot();
+            let unchanged = Arc::ptr_eq(&current, &checked_against);
+            if payload.is_none() || !unchanged {
+                let v = match first.take() {
+                    Some(v) if unchanged => v,
+                    _ => validate(
+                        &current,
+                        db,
+                        &batch,
+                        &self.config.limits,
+                        self.config.auto_create_databases,
+                    )
+                    .ok_or_else(|| WriteError::DatabaseNotFound(db.to_string()))?,
+                };
+                let refused = !opts.accept_partial && !v.rejected.is_empty();
+                if !refused && let Some(next) = v.catalog {
+                    self.shared.catalog.replace(next);
+                }
+                if !self.keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
+                    return Ok(outcome);
+                }
+                payload = Some(encode_record(db, &batch));
             }
-            if let Some(next) = validated.catalog {
-                self.shared.catalog.replace(next);
-            }
-            if !outcome.rejected.is_empty() {
-                let keep = validated.keep;
-                batch.retain_points(|i| keep[i]);
-            }
-            outcome.accepted_points = batch.len();
-            outcome.accepted_values = batch.field_value_count();
-            if batch.is_empty() {
-                return Ok(outcome);
-            }
-            let db: Arc<str> = db.into();
-            let payload = encode_record(&db, &batch);
             let (logged, logged_rx) = oneshot::channel();
             let (applied, applied_rx) = oneshot::channel();
             sender
                 .send(WalMsg::Write(WalOp {
-                    payload,
-                    db,
+                    payload: payload.expect("encoded above"),
+                    db: db.into(),
                     batch,
                     no_sync: opts.no_sync,
                     logged,
@@ -432,6 +452,31 @@ impl WriteBuffer {
         }
         applied_rx.await.map_err(|_| WriteError::ShuttingDown)?;
         Ok(outcome)
+    }
+
+    /// Drops the points validation rejected from `batch`, adding the rejections to `outcome`
+    /// and counting what is left. False when nothing is left to log: the batch was empty, or
+    /// partial writes are refused and some point was rejected (then `outcome.all_refused`).
+    fn keep_accepted(
+        &self,
+        batch: &mut WriteBatch,
+        keep: Vec<bool>,
+        rejected: Vec<Rejection>,
+        outcome: &mut WriteOutcome,
+        opts: WriteOptions,
+    ) -> bool {
+        if !rejected.is_empty() {
+            outcome.rejected.extend(rejected);
+            if !opts.accept_partial {
+                outcome.all_refused = true;
+                (outcome.accepted_points, outcome.accepted_values) = (0, 0);
+                return false;
+            }
+            batch.retain_points(|i| keep[i]);
+        }
+        outcome.accepted_points = batch.len();
+        outcome.accepted_values = batch.field_value_count();
+        !batch.is_empty()
     }
 
     /// Records Prometheus metric metadata for database `db` (creating it, as a write would,
@@ -726,7 +771,7 @@ async fn delete_orphan_files(
 }
 
 fn encode_record(db: &str, batch: &WriteBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + batch.symbols.data_len() + batch.len() * 64);
+    let mut out = Vec::with_capacity(64 + batch.symbols.data_len() + batch.len() * 32);
     out.push(RECORD_VERSION);
     out.extend_from_slice(&(db.len() as u16).to_le_bytes());
     out.extend_from_slice(db.as_bytes());
@@ -736,13 +781,20 @@ fn encode_record(db: &str, batch: &WriteBatch) -> Vec<u8> {
 
 fn decode_record(payload: &[u8]) -> Option<(Arc<str>, WriteBatch)> {
     let (&version, rest) = payload.split_first()?;
-    if version != RECORD_VERSION || rest.len() < 2 {
-        tracing::error!(version, "WAL record of an unknown version skipped");
+    let decode = match version {
+        1 => WriteBatch::decode_fixed,
+        RECORD_VERSION => WriteBatch::decode,
+        _ => {
+            tracing::error!(version, "WAL record of an unknown version skipped");
+            return None;
+        }
+    };
+    if rest.len() < 2 {
         return None;
     }
     let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
     let db = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
-    match WriteBatch::decode(&rest[2 + len..]) {
+    match decode(&rest[2 + len..]) {
         Ok(batch) => Some((db.into(), batch)),
         Err(e) => {
             tracing::error!("WAL record skipped: {e}");

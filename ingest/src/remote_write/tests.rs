@@ -9,6 +9,11 @@ fn fixture_dir() -> std::path::PathBuf {
     std::path::Path::new(&dir).join("../tests/fixtures/prometheus")
 }
 
+/// Decodes with a cache of its own, as a server's first request is.
+fn decode_fresh(body: &[u8], version: Version, limits: &Limits) -> Result<Decoded, RequestError> {
+    decode(body, version, limits, &mut SeriesCache::default())
+}
+
 /// `(name, value)` pairs, sorted, of a decoded point: its table as `__name__` and its tags.
 fn point_labels(batch: &WriteBatch, p: &crate::Point) -> Vec<(String, String)> {
     let mut out = vec![(NAME_LABEL.to_string(), batch.str(p.table).to_string())];
@@ -42,6 +47,7 @@ fn prometheus_2_42_captures_decode_like_prost_does() {
     files.sort();
     assert!(files.len() >= 3, "{files:?}");
     let mut metadata_seen = 0;
+    let mut carried = SeriesCache::default();
     for path in files {
         let headers = std::fs::read_to_string(path.with_extension("headers.json")).unwrap();
         assert!(
@@ -58,67 +64,76 @@ fn prometheus_2_42_captures_decode_like_prost_does() {
         let raw = decompress_snappy(&std::fs::read(&path).unwrap(), 1 << 26).unwrap();
 
         let expected = v1::WriteRequest::decode(&raw[..]).unwrap();
-        let got = decode(&raw, version, &Limits::default()).unwrap();
-        assert!(got.errors.is_empty(), "{path:?}: {:?}", got.errors);
-        assert_eq!(got.series, expected.timeseries.len(), "{path:?}");
-        let samples: usize = expected.timeseries.iter().map(|s| s.samples.len()).sum();
-        assert_eq!(got.samples, samples, "{path:?}");
-        let stale = expected
-            .timeseries
-            .iter()
-            .flat_map(|s| &s.samples)
-            .filter(|s| s.value.to_bits() == STALE_NAN_BITS)
-            .count();
-        assert_eq!(got.stale_markers, stale);
-        assert_eq!(got.batch.len(), samples - stale);
-        // every stored point, in order, against prost's reading of the same bytes
-        let mut points = got.batch.points().iter();
-        for (i, s) in expected.timeseries.iter().enumerate() {
-            let mut labels: Vec<(String, String)> = s
-                .labels
+        // the captures are consecutive requests of one Prometheus: decoded with a cache of
+        // their own, then with one carried from capture to capture (twice, so that every
+        // series of the second reading comes from the cache)
+        let fresh = decode_fresh(&raw, version, &Limits::default()).unwrap();
+        let first = decode(&raw, version, &Limits::default(), &mut carried).unwrap();
+        let second = decode(&raw, version, &Limits::default(), &mut carried).unwrap();
+        for got in [&fresh, &first, &second] {
+            assert!(got.errors.is_empty(), "{path:?}: {:?}", got.errors);
+            assert_eq!(got.series, expected.timeseries.len(), "{path:?}");
+            let samples: usize = expected.timeseries.iter().map(|s| s.samples.len()).sum();
+            assert_eq!(got.samples, samples, "{path:?}");
+            let stale = expected
+                .timeseries
                 .iter()
-                .filter(|l| !l.value.is_empty())
-                .map(|l| (l.name.clone(), l.value.clone()))
+                .flat_map(|s| &s.samples)
+                .filter(|s| s.value.to_bits() == STALE_NAN_BITS)
+                .count();
+            assert_eq!(got.stale_markers, stale);
+            assert_eq!(got.batch.len(), samples - stale);
+            // every stored point, in order, against prost's reading of the same bytes
+            let mut points = got.batch.points().iter();
+            for (i, s) in expected.timeseries.iter().enumerate() {
+                let mut labels: Vec<(String, String)> = s
+                    .labels
+                    .iter()
+                    .filter(|l| !l.value.is_empty())
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                labels.sort();
+                for sample in s
+                    .samples
+                    .iter()
+                    .filter(|x| x.value.to_bits() != STALE_NAN_BITS)
+                {
+                    let p = points.next().unwrap();
+                    assert_eq!(p.line as usize, i + 1);
+                    assert_eq!(point_labels(&got.batch, p), labels);
+                    assert_eq!(p.time, sample.timestamp * 1_000_000);
+                    let v = point_value(&got.batch, p);
+                    assert!(v == sample.value || (v.is_nan() && sample.value.is_nan()));
+                }
+            }
+            assert!(points.next().is_none());
+            let families: std::collections::HashSet<&str> = expected
+                .metadata
+                .iter()
+                .map(|m| m.metric_family_name.as_str())
                 .collect();
-            labels.sort();
-            for sample in s
-                .samples
-                .iter()
-                .filter(|x| x.value.to_bits() != STALE_NAN_BITS)
-            {
-                let p = points.next().unwrap();
-                assert_eq!(p.line as usize, i + 1);
-                assert_eq!(point_labels(&got.batch, p), labels);
-                assert_eq!(p.time, sample.timestamp * 1_000_000);
-                let v = point_value(&got.batch, p);
-                assert!(v == sample.value || (v.is_nan() && sample.value.is_nan()));
+            assert_eq!(got.metadata.len(), families.len(), "{path:?}");
+            for m in &expected.metadata {
+                let mine = got
+                    .metadata
+                    .iter()
+                    .find(|x| x.table == m.metric_family_name)
+                    .unwrap();
+                let last = expected
+                    .metadata
+                    .iter()
+                    .rfind(|x| x.metric_family_name == m.metric_family_name)
+                    .unwrap();
+                assert_eq!(mine.help, last.help);
+                assert_eq!(mine.unit, last.unit);
             }
         }
-        assert!(points.next().is_none());
-        let families: std::collections::HashSet<&str> = expected
-            .metadata
-            .iter()
-            .map(|m| m.metric_family_name.as_str())
-            .collect();
-        assert_eq!(got.metadata.len(), families.len(), "{path:?}");
-        for m in &expected.metadata {
-            let mine = got
-                .metadata
-                .iter()
-                .find(|x| x.table == m.metric_family_name)
-                .unwrap();
-            let last = expected
-                .metadata
-                .iter()
-                .rfind(|x| x.metric_family_name == m.metric_family_name)
-                .unwrap();
-            assert_eq!(mine.help, last.help);
-            assert_eq!(mine.unit, last.unit);
-        }
+        let got = second;
         metadata_seen += got.metadata.len();
         assert_eq!(got.histograms, 0);
     }
     assert!(metadata_seen > 0, "the captures carry metadata requests");
+    assert!(!carried.is_empty());
 }
 
 fn label(name: &str, value: &str) -> v1::Label {
@@ -152,7 +167,7 @@ fn stale_markers_are_counted_not_stored_and_other_nans_are_stored() {
         )],
         metadata: vec![],
     };
-    let got = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    let got = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
     assert_eq!((got.samples, got.stale_markers, got.batch.len()), (3, 1, 2));
     let p = got.batch.points()[1];
     assert_eq!(p.time, 3_000_000_000);
@@ -188,7 +203,7 @@ fn bad_series_are_reported_and_the_others_kept() {
         ],
         metadata: vec![],
     };
-    let got = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    let got = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
     assert_eq!(got.batch.len(), 2);
     let lines: Vec<u32> = got.batch.points().iter().map(|p| p.line).collect();
     assert_eq!(lines, vec![1, 6]);
@@ -215,7 +230,7 @@ fn bad_series_are_reported_and_the_others_kept() {
         max_labels_per_series: 1,
         ..Limits::default()
     };
-    let got = decode(&req.encode_to_vec(), Version::V1, &few).unwrap();
+    let got = decode_fresh(&req.encode_to_vec(), Version::V1, &few).unwrap();
     assert_eq!(got.batch.len(), 0);
     assert!(got.errors[0].message.contains("--max-labels-per-series"));
 }
@@ -228,9 +243,9 @@ fn malformed_bodies_refuse_the_request() {
     }
     .encode_to_vec();
     let cut = &req[..req.len() - 3];
-    let e = decode(cut, Version::V1, &Limits::default()).unwrap_err();
+    let e = decode_fresh(cut, Version::V1, &Limits::default()).unwrap_err();
     assert!(e.0.contains("malformed V1 remote write request"), "{e}");
-    assert!(decode(&[0x0f], Version::V1, &Limits::default()).is_err());
+    assert!(decode_fresh(&[0x0f], Version::V1, &Limits::default()).is_err());
     let e = decompress_snappy(b"\xff\xff\xff\xff\xffnot snappy", 1 << 20).unwrap_err();
     assert!(e.0.contains("snappy"), "{e}");
     let big = snap::raw::Encoder::new()
@@ -325,7 +340,7 @@ fn remote_write_2_requests_built_from_the_official_proto() {
             },
         ],
     };
-    let got = decode(&req.encode_to_vec(), Version::V2, &Limits::default()).unwrap();
+    let got = decode_fresh(&req.encode_to_vec(), Version::V2, &Limits::default()).unwrap();
     assert!(got.errors.is_empty(), "{:?}", got.errors);
     assert_eq!(
         (got.series, got.samples, got.histograms, got.exemplars),
@@ -356,11 +371,11 @@ fn remote_write_2_requests_built_from_the_official_proto() {
     // a reference past the symbols is a malformed request
     let mut bad = req.clone();
     bad.timeseries[0].labels_refs[1] = 99;
-    let e = decode(&bad.encode_to_vec(), Version::V2, &Limits::default()).unwrap_err();
+    let e = decode_fresh(&bad.encode_to_vec(), Version::V2, &Limits::default()).unwrap_err();
     assert!(e.0.contains("symbol reference 99"), "{e}");
     // a 2.0 body read as 1.0 has no series (its fields are reserved there), and the reverse
     // finds no symbols
-    let as_v1 = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    let as_v1 = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
     assert_eq!((as_v1.series, as_v1.batch.len()), (0, 0));
 }
 
@@ -381,7 +396,7 @@ fn a_series_repeated_in_a_request_shares_its_tags_and_its_verdict() {
         ],
         metadata: vec![],
     };
-    let got = decode(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    let got = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
     let points = got.batch.points();
     assert_eq!(points.len(), 3);
     assert_eq!(points[0].tag_range(), points[2].tag_range());
@@ -416,10 +431,79 @@ fn samples_written_before_labels_are_read() {
     entry.extend(field(1, label("__name__", "up").encode_to_vec()));
     entry.extend(field(1, label("job", "a").encode_to_vec()));
     let body = [field(1, entry.clone()), field(1, entry)].concat();
-    let got = decode(&body, Version::V1, &Limits::default()).unwrap();
+    let got = decode_fresh(&body, Version::V1, &Limits::default()).unwrap();
     assert!(got.errors.is_empty(), "{:?}", got.errors);
     assert_eq!(got.batch.len(), 2);
     let p = got.batch.points()[1];
     assert_eq!(point_labels(&got.batch, &p)[1], ("job".into(), "a".into()));
     assert_eq!((p.time, point_value(&got.batch, &p)), (5_000_000_000, 7.0));
+}
+
+#[test]
+fn the_series_cache_carries_checked_series_across_requests() {
+    let up = |job: &str| vec![label("__name__", "up"), label("job", job), label("az", "")];
+    let nameless = || vec![label("job", "nameless")];
+    let request = |jobs: &[&str], t: i64| {
+        let mut timeseries: Vec<_> = jobs.iter().map(|j| series(up(j), &[(1.0, t)])).collect();
+        timeseries.insert(1, series(nameless(), &[(1.0, t)]));
+        v1::WriteRequest {
+            timeseries,
+            metadata: vec![],
+        }
+        .encode_to_vec()
+    };
+    let labels_of = |d: &Decoded| -> Vec<Vec<(String, String)>> {
+        d.batch
+            .points()
+            .iter()
+            .map(|p| point_labels(&d.batch, p))
+            .collect()
+    };
+    let limits = Limits::default();
+    let mut cache = SeriesCache::default();
+    let first = decode(
+        &request(&["a", "b"], 1000),
+        Version::V1,
+        &limits,
+        &mut cache,
+    )
+    .unwrap();
+    assert_eq!(cache.len(), 2, "the nameless series is not kept");
+    // the second request repeats "b" (from the cache) and adds "c"; its batch is its own
+    let body = request(&["b", "c", "b"], 2000);
+    let second = decode(&body, Version::V1, &limits, &mut cache).unwrap();
+    assert_eq!(cache.len(), 3);
+    assert_eq!(
+        labels_of(&second),
+        labels_of(&decode_fresh(&body, Version::V1, &limits).unwrap())
+    );
+    assert_eq!(labels_of(&second)[0], labels_of(&first)[1]);
+    let points = second.batch.points();
+    assert_eq!(points[0].tag_range(), points[2].tag_range());
+    assert_eq!(second.batch.str(points[1].table), "up");
+    // a bad series is reported in every request that sends it
+    for d in [&first, &second] {
+        assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+        assert_eq!(d.errors[0].series, 2);
+        assert!(
+            d.errors[0].message.contains("no __name__"),
+            "{:?}",
+            d.errors
+        );
+    }
+    // stricter limits are checked against series the cache holds
+    let strict = Limits {
+        max_label_value_bytes: 0,
+        ..limits
+    };
+    let third = decode(&body, Version::V1, &strict, &mut cache).unwrap();
+    assert_eq!(third.batch.len(), 0);
+    assert_eq!(third.errors.len(), 3, "{:?}", third.errors);
+    // a cache over its budget is emptied and relearned, and decodes the same
+    let mut tiny = SeriesCache::new(1);
+    for _ in 0..3 {
+        let d = decode(&body, Version::V1, &limits, &mut tiny).unwrap();
+        assert_eq!(labels_of(&d), labels_of(&second));
+        assert_eq!(tiny.len(), 2);
+    }
 }

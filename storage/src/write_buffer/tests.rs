@@ -191,6 +191,51 @@ async fn concurrent_writes_are_all_durable() {
     assert_eq!(rows(&wb, "db", "m"), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_that_disagree_on_a_columns_type_store_only_one_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path()).await;
+    let wb = Arc::new(wb);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let wb = wb.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0;
+            for i in 0..25 {
+                // half the writers say v is an integer, half a float; each also adds a column
+                // of its own, so the catalog keeps changing under the others
+                let v = if t % 2 == 0 {
+                    format!("{i}i")
+                } else {
+                    format!("{i}.5")
+                };
+                let out = wb
+                    .write(
+                        "db",
+                        batch(&format!("m,writer={t} v={v},f{t}_{i}=1 {i}")),
+                        WriteOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+                accepted += out.accepted_points;
+                assert_eq!(out.accepted_points + out.rejected.len(), 1);
+            }
+            accepted
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap();
+    }
+    assert_eq!(accepted, 100, "the writers of the type that came first");
+    assert_eq!(rows(&wb, "db", "m"), accepted);
+    let shown = show(&wb, "db", "m");
+    drop(wb);
+    let (wb, summary) = open(dir.path()).await;
+    assert_eq!(summary.points, accepted);
+    assert_eq!(show(&wb, "db", "m"), shown);
+}
+
 #[tokio::test]
 async fn full_buffer_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,5 +307,37 @@ async fn start_up_deletes_parquet_files_the_catalog_does_not_list_and_keeps_the_
     assert!(
         wb.table_buffer("db", "m").is_none(),
         "the row is in the file, not replayed"
+    );
+}
+
+#[tokio::test]
+async fn wal_records_of_the_first_fixed_width_format_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    // "m v=1.5 5" in database "db", as record format 1 wrote it
+    let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut record = vec![1, 2, 0];
+    record.extend_from_slice(b"db");
+    record.extend(u32s(&[2, 1, 2, 2])); // symbols: ends [1, 2], 2 bytes of data
+    record.extend_from_slice(b"mv");
+    record.extend(u32s(&[0, 1, 1])); // no tags; one field: key "v"
+    record.push(0);
+    record.extend_from_slice(&1.5f64.to_bits().to_le_bytes());
+    record.extend(u32s(&[1, 0])); // one point: table "m"
+    record.extend_from_slice(&5i64.to_le_bytes());
+    record.extend(u32s(&[1, 0, 0, 0, 1])); // line 1, tags 0..0, fields 0..1
+    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+    let mut wal = WalWriter::create(&dir.path().join("wal"), 1 << 20).unwrap();
+    wal.append([record.as_slice()]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (wb, summary) = open(dir.path()).await;
+    assert_eq!(
+        (summary.records, summary.points, summary.undecodable),
+        (1, 1, 0)
+    );
+    let shown = show(&wb, "db", "m");
+    assert!(
+        shown.contains("| 1970-01-01T00:00:00.000000005 | 1.5 |"),
+        "{shown}"
     );
 }
