@@ -714,18 +714,20 @@ impl<'b> Reader<'b> {
 
     #[inline(never)]
     fn varint_slow(&mut self) -> Result<u64, WireError> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
         let mut v = 0u64;
-        for i in 0..10 {
-            let Some(&b) = self.buf.get(self.pos) else {
-                return Err(WireError::Truncated(self.pos));
-            };
-            self.pos += 1;
+        for (i, &b) in rest.iter().take(10).enumerate() {
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
+                self.pos += i + 1;
                 return Ok(v);
             }
         }
-        Err(WireError::LongVarint(self.pos))
+        if rest.len() < 10 {
+            Err(WireError::Truncated(self.pos + rest.len()))
+        } else {
+            Err(WireError::LongVarint(self.pos + 10))
+        }
     }
 
     /// The next field's number and wire type, or `None` at the end of the message.

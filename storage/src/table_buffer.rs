@@ -532,74 +532,86 @@ impl TableBuffer {
             (*slot < UNRESOLVED - 1).then_some(*slot as usize)
         };
         // Points of one series in one batch share a tag range: resolve each range once.
-        let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::with_capacity(64);
         // Tag values repeat across series (a region, a datacenter): look each batch symbol
         // up in a column's dictionary once per batch.
         let mut value_ids: HashMap<(usize, Sym), u32, foldhash::fast::FixedState> =
             HashMap::default();
         let mut scratch: Vec<(u32, u32)> = Vec::new();
         let mut bytes = 0;
-        let mut rows = 0;
-        for point in points {
-            let range = point.tag_range();
-            let series = match series_of_tags.get(&(range.start, range.end)) {
-                Some(&s) => s,
-                None => {
-                    scratch.clear();
-                    for tag in batch.tags_of(point) {
-                        let Some(col) = column(tag.key) else { continue };
-                        if data.tag_values.len() <= col {
-                            data.tag_values.resize_with(col + 1, TagValues::default);
+        // first every point's series, then the rows, a run of points of one partition at a time
+        let points: Vec<(&Point, u32)> = points
+            .map(|point| {
+                let range = point.tag_range();
+                let series = match series_of_tags.get(&(range.start, range.end)) {
+                    Some(&s) => s,
+                    None => {
+                        scratch.clear();
+                        for tag in batch.tags_of(point) {
+                            let Some(col) = column(tag.key) else { continue };
+                            if data.tag_values.len() <= col {
+                                data.tag_values.resize_with(col + 1, TagValues::default);
+                            }
+                            let values = &mut data.tag_values[col].values;
+                            let value = *value_ids
+                                .entry((col, tag.value))
+                                .or_insert_with(|| values.intern(batch.str(tag.value)).0);
+                            scratch.push((col as u32, value));
                         }
-                        let values = &mut data.tag_values[col].values;
-                        let value = *value_ids
-                            .entry((col, tag.value))
-                            .or_insert_with(|| values.intern(batch.str(tag.value)).0);
-                        scratch.push((col as u32, value));
+                        scratch.sort_unstable();
+                        let known = data.series_tags.len();
+                        let s = data.series_id(&scratch);
+                        if data.series_tags.len() > known {
+                            bytes += 16 * scratch.len() + 32;
+                        }
+                        series_of_tags.insert((range.start, range.end), s);
+                        s
                     }
-                    scratch.sort_unstable();
-                    let known = data.series_tags.len();
-                    let s = data.series_id(&scratch);
-                    if data.series_tags.len() > known {
-                        bytes += 16 * scratch.len() + 32;
-                    }
-                    series_of_tags.insert((range.start, range.end), s);
-                    s
-                }
-            };
-            let partition = data
-                .partitions
-                .entry(point.time.div_euclid(PARTITION_NANOS))
-                .or_insert_with(|| Partition::new(segment));
-            let row = partition.rows();
-            // a point not newer than its series' newest may share its key with a buffered one
-            if point.time <= data.last.time[series as usize] {
-                partition.may_have_duplicates = true;
-            }
-            let newest = data.last.start_point(series, point.time);
-            partition.time.push(point.time);
-            partition.series.push(series);
-            partition.min_time = partition.min_time.min(point.time);
-            partition.max_time = partition.max_time.max(point.time);
-            let mut row_bytes = 12;
-            for field in batch.fields_of(point) {
-                let Some(col) = column(field.key) else {
-                    continue;
                 };
-                if partition.fields.len() <= col {
-                    partition.fields.resize_with(col + 1, || None);
-                }
-                let fc = partition.fields[col]
-                    .get_or_insert_with(|| FieldColumn::new(&field.value, row + 1));
-                row_bytes += fc.set(row, &field.value, &batch.symbols);
-                if newest {
-                    data.last.set(series, col, &field.value, &batch.symbols);
-                }
-            }
-            partition.bytes += row_bytes;
-            bytes += row_bytes;
-            rows += 1;
+                (point, series)
+            })
+            .collect();
+        let rows = points.len();
+        let TableData {
+            partitions, last, ..
+        } = data;
+        for run in points.chunk_by(|a, b| {
+            a.0.time.div_euclid(PARTITION_NANOS) == b.0.time.div_euclid(PARTITION_NANOS)
+        }) {
+            let partition = partitions
+                .entry(run[0].0.time.div_euclid(PARTITION_NANOS))
+                .or_insert_with(|| Partition::new(segment));
             partition.cache.get_mut().take();
+            for &(point, series) in run {
+                let row = partition.rows();
+                // a point not newer than its series' newest may share its key with a buffered
+                // one
+                if point.time <= last.time[series as usize] {
+                    partition.may_have_duplicates = true;
+                }
+                let newest = last.start_point(series, point.time);
+                partition.time.push(point.time);
+                partition.series.push(series);
+                partition.min_time = partition.min_time.min(point.time);
+                partition.max_time = partition.max_time.max(point.time);
+                let mut row_bytes = 12;
+                for field in batch.fields_of(point) {
+                    let Some(col) = column(field.key) else {
+                        continue;
+                    };
+                    if partition.fields.len() <= col {
+                        partition.fields.resize_with(col + 1, || None);
+                    }
+                    let fc = partition.fields[col]
+                        .get_or_insert_with(|| FieldColumn::new(&field.value, row + 1));
+                    row_bytes += fc.set(row, &field.value, &batch.symbols);
+                    if newest {
+                        last.set(series, col, &field.value, &batch.symbols);
+                    }
+                }
+                partition.bytes += row_bytes;
+                bytes += row_bytes;
+            }
         }
         data.rows += rows;
         data.bytes += bytes;

@@ -10,10 +10,11 @@
 //!
 //! One thread owns the WAL (group commit): it takes every write queued since its last fsync,
 //! appends them with one `write`, hands them to the apply thread in that order, fsyncs once,
-//! and then tells their writers they are durable. The apply thread appends each write to the
-//! table buffers while the WAL thread waits for the disk, so the two overlap. A write is
-//! acknowledged once it is both durable and applied (queryable); a `no_sync` write once it is
-//! appended and applied, before the fsync.
+//! and then tells the apply thread they are durable. The apply thread appends each write to
+//! the table buffers while the WAL thread waits for the disk, so the two overlap, and answers
+//! each writer once its write is both applied (queryable) and durable; a `no_sync` write once
+//! it is appended and applied, before the fsync. One answer per write, from one thread: each
+//! wake-up of a waiting request costs a context switch.
 //!
 //! Freezing partitions for the persister (`persister.rs`) takes both threads: the WAL thread
 //! closes the current WAL segment between two groups, and the apply thread, having applied
@@ -169,10 +170,8 @@ struct WalOp {
     db: Arc<str>,
     batch: WriteBatch,
     no_sync: bool,
-    /// Answered once the write is durable (for `no_sync`, once it is appended), or failed.
-    logged: oneshot::Sender<Result<(), String>>,
-    /// Answered once the write is in the table buffers.
-    applied: oneshot::Sender<()>,
+    /// Answered once the write is applied and durable (for `no_sync`, applied), or failed.
+    reply: oneshot::Sender<Result<(), String>>,
 }
 
 /// What the WAL thread hands the apply thread, in log order.
@@ -182,8 +181,12 @@ enum ApplyMsg {
         batch: WriteBatch,
         /// The WAL segment the write is logged in.
         segment: u64,
-        applied: oneshot::Sender<()>,
+        /// For the writer; `durable` says when (already for `no_sync`).
+        reply: oneshot::Sender<Result<(), String>>,
+        durable: bool,
     },
+    /// The fsync after every write handed over so far finished (or failed: the reason).
+    Synced(Result<(), String>),
     Freeze {
         rule: FreezeRule,
         /// The segment just closed, through which every write applied so far is logged.
@@ -430,28 +433,24 @@ impl WriteBuffer {
                 }
                 payload = Some(encode_record(db, &batch));
             }
-            let (logged, logged_rx) = oneshot::channel();
-            let (applied, applied_rx) = oneshot::channel();
+            let (reply, reply_rx) = oneshot::channel();
             sender
                 .send(WalMsg::Write(WalOp {
                     payload: payload.expect("encoded above"),
                     db: db.into(),
                     batch,
                     no_sync: opts.no_sync,
-                    logged,
-                    applied,
+                    reply,
                 }))
                 .map_err(|_| WriteError::ShuttingDown)?;
-            (logged_rx, applied_rx, outcome)
+            (reply_rx, outcome)
         };
-        let (logged_rx, applied_rx, outcome) = reply;
-        match logged_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(WriteError::WalFailed(reason)),
-            Err(_) => return Err(WriteError::ShuttingDown),
+        let (reply_rx, outcome) = reply;
+        match reply_rx.await {
+            Ok(Ok(())) => Ok(outcome),
+            Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
+            Err(_) => Err(WriteError::ShuttingDown),
         }
-        applied_rx.await.map_err(|_| WriteError::ShuttingDown)?;
-        Ok(outcome)
     }
 
     /// Drops the points validation rejected from `batch`, adding the rejections to `outcome`
@@ -656,13 +655,14 @@ impl Shared {
         };
         // group point positions by table, keeping their order
         let mut by_table: Vec<(Sym, Vec<u32>)> = Vec::new();
-        let mut slot: HashMap<Sym, usize> = HashMap::new();
+        let mut slot_of_sym = vec![u32::MAX; batch.symbols.len()];
         for (i, p) in batch.points().iter().enumerate() {
-            let s = *slot.entry(p.table).or_insert_with(|| {
+            let slot = &mut slot_of_sym[p.table.index()];
+            if *slot == u32::MAX {
+                *slot = by_table.len() as u32;
                 by_table.push((p.table, Vec::new()));
-                by_table.len() - 1
-            });
-            by_table[s].1.push(i as u32);
+            }
+            by_table[*slot as usize].1.push(i as u32);
         }
         let points = batch.points();
         for (table, idx) in by_table {
@@ -917,7 +917,7 @@ fn commit_group(
 ) {
     if let Some(reason) = shared.failed.lock().clone() {
         for op in ops.drain(..) {
-            let _ = op.logged.send(Err(reason.clone()));
+            let _ = op.reply.send(Err(reason.clone()));
         }
         return;
     }
@@ -930,57 +930,63 @@ fn commit_group(
     let bytes: usize = ops.iter().map(|op| op.payload.len() + 8).sum();
     shared.metrics.wal_bytes.add(bytes as u64);
     shared.metrics.wal_records.add(ops.len() as u64);
-    let mut waiting = Vec::with_capacity(ops.len());
+    let mut waiting = 0;
     for op in ops.drain(..) {
-        // a closed channel (the apply thread is gone) drops `applied`: the writer is told the
+        waiting += usize::from(!op.no_sync);
+        // a closed channel (the apply thread is gone) drops the reply: the writer is told the
         // server is shutting down
         let _ = apply.send(ApplyMsg::Apply {
             db: op.db,
             batch: op.batch,
             segment,
-            applied: op.applied,
+            reply: op.reply,
+            durable: op.no_sync,
         });
-        if op.no_sync {
-            let _ = op.logged.send(Ok(()));
-        } else {
-            waiting.push(op.logged);
-        }
     }
     let started = Instant::now();
     let synced = wal.sync();
     shared.metrics.wal_fsync.observe(started.elapsed());
-    match synced {
+    let synced = match synced {
         Ok(()) => {
-            shared.metrics.wal_grouped_writes.add(waiting.len() as u64);
-            for reply in waiting {
-                let _ = reply.send(Ok(()));
-            }
+            shared.metrics.wal_grouped_writes.add(waiting as u64);
+            Ok(())
         }
         Err(e) => {
             let reason = e.to_string();
             tracing::error!("WAL fsync failed, refusing further writes: {reason}");
             *shared.failed.lock() = Some(reason.clone());
-            for reply in waiting {
-                let _ = reply.send(Err(reason.clone()));
-            }
+            Err(reason)
         }
-    }
+    };
+    let _ = apply.send(ApplyMsg::Synced(synced));
 }
 
 /// Applies logged writes to the table buffers, and freezes partitions, in log order.
 fn apply_loop(shared: Arc<Shared>, rx: mpsc::Receiver<ApplyMsg>) {
     let mut next_freeze_seq = 0u64;
+    // applied writes waiting for the fsync that covers them
+    let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     while let Ok(msg) = rx.recv() {
         match msg {
             ApplyMsg::Apply {
                 db,
                 batch,
                 segment,
-                applied,
+                reply,
+                durable,
             } => {
                 shared.apply(&db, &batch, segment);
                 shared.current_segment.store(segment, Ordering::Relaxed);
-                let _ = applied.send(());
+                if durable {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    waiting.push(reply);
+                }
+            }
+            ApplyMsg::Synced(result) => {
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(result.clone());
+                }
             }
             ApplyMsg::Freeze {
                 rule,
@@ -1002,7 +1008,7 @@ fn fail(shared: &Shared, ops: &mut Vec<WalOp>, reason: String) {
     tracing::error!("WAL append failed, refusing further writes: {reason}");
     *shared.failed.lock() = Some(reason.clone());
     for op in ops.drain(..) {
-        let _ = op.logged.send(Err(reason.clone()));
+        let _ = op.reply.send(Err(reason.clone()));
     }
 }
 
