@@ -112,6 +112,17 @@ struct Args {
     tsbs_runs: usize,
 }
 
+/// User plus system CPU time of process `pid` so far, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the command name (which may hold spaces) start at state, field 3
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture Sluice builds for
+    Some(ticks / 100.0)
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -298,6 +309,7 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         bytes as f64 / 1e6,
         args.connections
     );
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.connections {
@@ -323,6 +335,7 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         w.await.map_err(|e| e.to_string())??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = args.server_pid.and_then(cpu_seconds);
     println!("target:            {:?} {url}", args.target);
     println!(
         "data:              {} hosts x {} h = {} rows, {} field values, {:.1} MB in {} bodies",
@@ -346,6 +359,16 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         match peak_rss_mib(pid) {
             Some(mib) => println!("server peak RSS:   {mib:.0} MiB"),
             None => println!("server peak RSS:   unknown (cannot read /proc/{pid}/status)"),
+        }
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            // steadier than throughput on a machine whose speed drifts, and it counts the
+            // cores a server leaves idle as free
+            let cpu = after - before;
+            println!(
+                "server CPU:        {cpu:.2} s ({:.0} ns per field value, {:.2} cores)",
+                cpu * 1e9 / spec.values() as f64,
+                cpu / elapsed
+            );
         }
     }
     Ok(())

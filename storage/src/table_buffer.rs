@@ -252,6 +252,7 @@ impl FieldColumn {
     }
 
     /// Pads with nulls up to `len` rows.
+    #[inline]
     fn pad(&mut self, len: usize) {
         let n = len.saturating_sub(self.len());
         if n == 0 {
@@ -540,9 +541,14 @@ impl TableBuffer {
         let mut scratch: Vec<(u32, u32)> = Vec::new();
         let mut bytes = 0;
         // first every point's series, then the rows, a run of points of one partition at a time
+        let mut last_range = (usize::MAX, 0, 0);
         let points: Vec<(&Point, u32)> = points
             .map(|point| {
                 let range = point.tag_range();
+                if (range.start, range.end) == (last_range.0, last_range.1) {
+                    // the next point of the same series (the usual order of a batch)
+                    return (point, last_range.2);
+                }
                 let series = match series_of_tags.get(&(range.start, range.end)) {
                     Some(&s) => s,
                     None => {
@@ -568,6 +574,7 @@ impl TableBuffer {
                         s
                     }
                 };
+                last_range = (range.start, range.end, series);
                 (point, series)
             })
             .collect();
