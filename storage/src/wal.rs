@@ -7,20 +7,10 @@
 //!
 //! This module knows bytes and files, not what the records mean; the write buffer decides
 //! what to log and when to sync (group commit).
-//!
-//! Preallocation: a background thread writes zeros (and syncs them) a few MiB ahead of the
-//! records, so that the fdatasync after each group of writes has data to flush but no change
-//! of file size to journal: on ext4 that halves its latency, which every acknowledged write
-//! waits for. A writer that stops in order cuts its segment back to its records; after a
-//! crash, replay reads a record header of zeros as the end of the segment (no valid record
-//! has an empty payload) and cuts the zeros off.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
 
 const MAGIC: &[u8; 8] = b"SLUICEW1";
 const HEADER_LEN: usize = 8;
@@ -45,63 +35,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     }
 }
 
-/// Bytes of zeros written ahead of the records at a time.
-const PREALLOCATE_BYTES: u64 = 4 << 20;
-/// Room left for records between the end of the records and the zeros being written.
-const PREALLOCATE_GAP: u64 = 1 << 20;
-
 /// Appends records to the current segment and rolls to a new one past a size.
 pub struct WalWriter {
     dir: PathBuf,
-    file: Arc<File>,
+    file: File,
     path: PathBuf,
     sequence: u64,
     size: u64,
     segment_bytes: u64,
     scratch: Vec<u8>,
-    /// The current segment holds zeros (synced) up to here.
-    allocated: u64,
-    /// Where the zeros being written start: records must not reach it before they are done.
-    zeroing_from: Option<u64>,
-    zeroer: Option<Zeroer>,
-}
-
-/// The thread that writes zeros ahead of the records.
-struct Zeroer {
-    requests: mpsc::Sender<(Arc<File>, u64, u64)>,
-    /// The end of each region zeroed and synced (or an error), in request order.
-    done: mpsc::Receiver<io::Result<u64>>,
-    thread: JoinHandle<()>,
-}
-
-impl Zeroer {
-    fn start() -> io::Result<Zeroer> {
-        let (requests, rx) = mpsc::channel::<(Arc<File>, u64, u64)>();
-        let (tx, done) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("sluice-wal-zero".into())
-            .spawn(move || {
-                let zeros = vec![0u8; 1 << 20];
-                while let Ok((file, from, to)) = rx.recv() {
-                    let mut at = from;
-                    let mut result = Ok(());
-                    while at < to && result.is_ok() {
-                        let n = (to - at).min(zeros.len() as u64);
-                        result = file.write_all_at(&zeros[..n as usize], at);
-                        at += n;
-                    }
-                    let result = result.and_then(|()| file.sync_data()).map(|()| to);
-                    if tx.send(result).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Zeroer {
-            requests,
-            done,
-            thread,
-        })
-    }
 }
 
 impl WalWriter {
@@ -110,77 +52,15 @@ impl WalWriter {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let sequence = list_segments(dir)?.last().map_or(1, |(seq, _)| seq + 1);
         let (file, path) = new_segment(dir, sequence)?;
-        // without the zeroing thread the log works the same, only with slower fsyncs
-        let zeroer = Zeroer::start()
-            .inspect_err(|e| tracing::warn!("WAL preallocation thread did not start: {e}"))
-            .ok();
         Ok(WalWriter {
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file,
             path,
             sequence,
             size: HEADER_LEN as u64,
             segment_bytes,
             scratch: Vec::new(),
-            allocated: HEADER_LEN as u64,
-            zeroing_from: None,
-            zeroer,
         })
-    }
-
-    /// Takes note of zeroing that finished; with `wait`, waits for the one under way.
-    fn zeroing_done(&mut self, wait: bool) {
-        let (Some(zeroer), Some(_)) = (&self.zeroer, self.zeroing_from) else {
-            return;
-        };
-        let done = if wait {
-            zeroer.done.recv().ok()
-        } else {
-            zeroer.done.try_recv().ok()
-        };
-        match done {
-            Some(Ok(to)) => {
-                self.allocated = self.allocated.max(to);
-                self.zeroing_from = None;
-            }
-            Some(Err(e)) => {
-                // harmless for the records: they are written and synced all the same
-                tracing::warn!(path = %self.path.display(), "WAL preallocation failed: {e}");
-                self.zeroing_from = None;
-            }
-            None if wait => self.zeroing_from = None,
-            None => {}
-        }
-    }
-
-    /// Asks for zeros ahead of the records once fewer than half a region of them is left.
-    fn preallocate(&mut self) {
-        let Some(zeroer) = &self.zeroer else { return };
-        if self.zeroing_from.is_some()
-            || self.allocated.saturating_sub(self.size) >= PREALLOCATE_BYTES / 2
-        {
-            return;
-        }
-        let from = self.allocated.max(self.size + PREALLOCATE_GAP);
-        let to = (from + PREALLOCATE_BYTES).min(self.segment_bytes + PREALLOCATE_GAP);
-        if to >= from + PREALLOCATE_BYTES / 4
-            && zeroer.requests.send((self.file.clone(), from, to)).is_ok()
-        {
-            self.zeroing_from = Some(from);
-        }
-    }
-
-    /// Ends writing to the current segment: waits for its zeroing and cuts the zeros off, so
-    /// that a closed segment ends with its last record.
-    fn finish_segment(&mut self) {
-        self.zeroing_done(true);
-        if self.allocated > self.size
-            && let Err(e) = self.file.set_len(self.size)
-        {
-            // replay reads the zeros as the end of the segment and cuts them then
-            tracing::warn!(path = %self.path.display(), "could not cut a WAL segment's preallocated zeros: {e}");
-        }
-        self.allocated = self.size;
     }
 
     /// Frames `payloads` as records and writes them with one system call. They are durable
@@ -197,13 +77,10 @@ impl WalWriter {
                 .extend_from_slice(&crc32fast::hash(p).to_le_bytes());
             self.scratch.extend_from_slice(p);
         }
-        let end = self.size + self.scratch.len() as u64;
-        self.zeroing_done(self.zeroing_from.is_some_and(|from| end > from));
         self.file
-            .write_all_at(&self.scratch, self.size)
+            .write_all(&self.scratch)
             .map_err(io_err(&self.path))?;
-        self.size = end;
-        self.preallocate();
+        self.size += self.scratch.len() as u64;
         Ok(())
     }
 
@@ -218,12 +95,10 @@ impl WalWriter {
         self.sync()?;
         let closed = self.sequence;
         let (file, path) = new_segment(&self.dir, self.sequence + 1)?;
-        self.finish_segment();
         self.sequence += 1;
-        self.file = Arc::new(file);
+        self.file = file;
         self.path = path;
         self.size = HEADER_LEN as u64;
-        self.allocated = self.size;
         Ok(closed)
     }
 
@@ -238,16 +113,6 @@ impl WalWriter {
     }
 }
 
-impl Drop for WalWriter {
-    fn drop(&mut self) {
-        self.finish_segment();
-        if let Some(zeroer) = self.zeroer.take() {
-            drop(zeroer.requests);
-            let _ = zeroer.thread.join();
-        }
-    }
-}
-
 fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
     dir.join(format!("{sequence:020}.wal"))
 }
@@ -256,7 +121,7 @@ fn new_segment(dir: &Path, sequence: u64) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, sequence);
     let mut file = OpenOptions::new()
         .create_new(true)
-        .write(true)
+        .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
     file.write_all(MAGIC).map_err(io_err(&path))?;
@@ -337,11 +202,6 @@ pub fn replay(dir: &Path, mut each: impl FnMut(u64, &[u8])) -> Result<Vec<CutTai
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(io_err(&path))?;
         let (good, reason) = scan(&data, &mut |payload| each(seq, payload));
-        if reason.is_none() && good < data.len() {
-            // preallocated zeros after the last record: the writer stopped without cutting them
-            file.set_len(good as u64).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
-        }
         if let Some(reason) = reason {
             file.set_len(good as u64).map_err(io_err(&path))?;
             file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
@@ -358,7 +218,7 @@ pub fn replay(dir: &Path, mut each: impl FnMut(u64, &[u8])) -> Result<Vec<CutTai
 }
 
 /// Delivers the good records of one segment's bytes; returns where they end and, if the
-/// segment does not end there, why (nothing when only preallocated zeros follow them).
+/// segment does not end there, why.
 fn scan(data: &[u8], each: &mut impl FnMut(&[u8])) -> (usize, Option<String>) {
     if data.len() < HEADER_LEN || &data[..HEADER_LEN] != MAGIC {
         return (0, Some("segment header is missing or damaged".into()));
@@ -374,16 +234,6 @@ fn scan(data: &[u8], each: &mut impl FnMut(&[u8])) -> (usize, Option<String>) {
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if len == 0 && crc == 0 {
-            // no record is empty: this is where the preallocated zeros begin
-            if rest.iter().all(|&b| b == 0) {
-                return (pos, None);
-            }
-            return (
-                pos,
-                Some("a run of zeros followed by more data (a write torn by a crash)".into()),
-            );
-        }
         if len > MAX_RECORD_BYTES {
             return (pos, Some(format!("record length {len} is implausible")));
         }
@@ -518,66 +368,5 @@ mod tests {
         let (got, cuts) = read_all(dir.path());
         assert_eq!(got, vec![b"good".to_vec()]);
         assert!(cuts[0].reason.contains("implausible"));
-    }
-
-    #[test]
-    fn preallocated_zeros_are_the_end_of_a_segment_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::create(dir.path(), 64 << 20).unwrap();
-        let record = vec![7u8; 100_000];
-        for _ in 0..20 {
-            w.append([record.as_slice()]).unwrap();
-        }
-        w.sync().unwrap();
-        w.zeroing_done(true);
-        let seg = w.current_segment().to_path_buf();
-        let records_end = w.size;
-        assert!(w.allocated > records_end, "zeros were written ahead");
-        // a crash: the writer never cuts its zeros
-        std::mem::forget(w);
-        assert!(fs::metadata(&seg).unwrap().len() > records_end);
-        let (got, cuts) = read_all(dir.path());
-        assert_eq!(got.len(), 20);
-        assert!(got.iter().all(|r| *r == record));
-        assert!(cuts.is_empty(), "{cuts:?}");
-        assert_eq!(fs::metadata(&seg).unwrap().len(), records_end);
-    }
-
-    #[test]
-    fn a_stopped_writer_leaves_its_segments_ending_with_their_last_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::create(dir.path(), 64 << 20).unwrap();
-        let record = vec![1u8; 300_000];
-        for _ in 0..5 {
-            w.append([record.as_slice()]).unwrap();
-        }
-        w.rotate().unwrap();
-        w.append([b"last".as_slice()]).unwrap();
-        w.sync().unwrap();
-        drop(w);
-        let sizes: Vec<u64> = list_segments(dir.path())
-            .unwrap()
-            .iter()
-            .map(|(_, p)| fs::metadata(p).unwrap().len())
-            .collect();
-        assert_eq!(sizes, vec![8 + 5 * (8 + 300_000), 8 + 8 + 4]);
-    }
-
-    #[test]
-    fn zeros_followed_by_data_are_a_torn_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
-        w.append([b"good".as_slice()]).unwrap();
-        w.sync().unwrap();
-        let seg = w.current_segment().to_path_buf();
-        drop(w);
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&[0; 20]).unwrap();
-        f.write_all(b"later bytes").unwrap();
-        let (got, cuts) = read_all(dir.path());
-        assert_eq!(got, vec![b"good".to_vec()]);
-        assert_eq!(cuts.len(), 1);
-        assert!(cuts[0].reason.contains("zeros followed"), "{cuts:?}");
-        assert_eq!(cuts[0].bytes_cut, 31);
     }
 }
