@@ -143,22 +143,37 @@ pub struct RequestError(pub String);
 /// Decompresses a snappy block-format body (what Prometheus sends, `Content-Encoding:
 /// snappy`), refusing one that would be larger than `limit` bytes before allocating for it.
 pub fn decompress_snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, RequestError> {
-    let len = snap::raw::decompress_len(body).map_err(|e| {
+    let mut out = Vec::new();
+    decompress_snappy_into(body, limit, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress_snappy`] into `out` (replacing what it held), so that a caller can reuse one
+/// buffer from request to request instead of having fresh pages zeroed for each.
+pub fn decompress_snappy_into(
+    body: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), RequestError> {
+    let not_snappy = |e: snap::Error| {
         RequestError(format!(
             "the body is not snappy block format (Content-Encoding: snappy): {e}"
         ))
-    })?;
+    };
+    let len = snap::raw::decompress_len(body).map_err(not_snappy)?;
     if len > limit {
         return Err(RequestError(format!(
             "the decompressed body would be {len} bytes, more than the limit of {limit}; send \
              smaller requests (remote_write queue_config max_samples_per_send)"
         )));
     }
-    snap::raw::Decoder::new().decompress_vec(body).map_err(|e| {
-        RequestError(format!(
-            "the body is not snappy block format (Content-Encoding: snappy): {e}"
-        ))
-    })
+    out.clear();
+    out.resize(len, 0);
+    let n = snap::raw::Decoder::new()
+        .decompress(body, out)
+        .map_err(not_snappy)?;
+    out.truncate(n);
+    Ok(())
 }
 
 /// Decodes a decompressed request body of `version`. `cache` holds the series of earlier

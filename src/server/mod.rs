@@ -58,9 +58,9 @@ pub struct AppState {
     pub buffer: Arc<WriteBuffer>,
     pub query: QueryExecutor,
     pub metrics: ServerMetrics,
-    /// Remote write series caches, one per decode in progress at once (at most one per
+    /// Remote write decoders' state, one per decode in progress at once (at most one per
     /// runtime thread, since a decode does not yield).
-    pub series_caches: parking_lot::Mutex<Vec<sluice_ingest::remote_write::SeriesCache>>,
+    pub remote_write_scratch: parking_lot::Mutex<Vec<remote_write::Scratch>>,
 }
 
 /// The routes of the HTTP API.
@@ -168,7 +168,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         buffer: buffer.clone(),
         query,
         metrics: ServerMetrics::default(),
-        series_caches: Default::default(),
+        remote_write_scratch: Default::default(),
     });
     tracing::info!(address = %local, "Sluice is listening");
     // A line on stdout for whoever started us (tests bind port 0 and read it).

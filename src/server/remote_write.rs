@@ -103,23 +103,10 @@ async fn ingest(
     };
     let limit = state.config.max_request_bytes;
     let raw = body::read_raw(headers, body, limit).await?;
-    let message = remote_write::decompress_snappy(&raw, limit).map_err(|e| {
-        let status = if e.0.contains("more than the limit") {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::new(status, e.0)
-    })?;
-    let mut cache = state.series_caches.lock().pop().unwrap_or_default();
-    let decoded = remote_write::decode(
-        &message,
-        version,
-        &state.config.remote_write_limits,
-        &mut cache,
-    );
-    state.series_caches.lock().push(cache);
-    let decoded = decoded.map_err(|e| ApiError::bad_request(e.0))?;
+    let mut scratch = state.remote_write_scratch.lock().pop().unwrap_or_default();
+    let decoded = scratch.decode(&raw, limit, version, &state.config.remote_write_limits);
+    state.remote_write_scratch.lock().push(scratch);
+    let decoded = decoded?;
     let Decoded {
         batch,
         series,
@@ -189,4 +176,39 @@ async fn ingest(
         let _ = write!(message, "; and {} more", errors.len() - ERRORS_SHOWN);
     }
     Err(ApiError::bad_request(message))
+}
+
+/// What a decode keeps for the next one: the series cache, and the buffer the body is
+/// decompressed into (kept up to [`Scratch::KEEP_BYTES`]).
+#[derive(Default)]
+pub struct Scratch {
+    cache: remote_write::SeriesCache,
+    message: Vec<u8>,
+}
+
+impl Scratch {
+    const KEEP_BYTES: usize = 16 << 20;
+
+    fn decode(
+        &mut self,
+        raw: &[u8],
+        limit: usize,
+        version: Version,
+        limits: &remote_write::Limits,
+    ) -> Result<Decoded, ApiError> {
+        remote_write::decompress_snappy_into(raw, limit, &mut self.message).map_err(|e| {
+            let status = if e.0.contains("more than the limit") {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, e.0)
+        })?;
+        let decoded = remote_write::decode(&self.message, version, limits, &mut self.cache)
+            .map_err(|e| ApiError::bad_request(e.0));
+        if self.message.capacity() > Self::KEEP_BYTES {
+            self.message = Vec::new();
+        }
+        decoded
+    }
 }

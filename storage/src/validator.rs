@@ -231,32 +231,38 @@ fn check_point(
         &[]
     };
     for (i, tag) in tags.iter().enumerate() {
-        let name = batch.str(tag.key);
-        if name == TIME_COLUMN {
-            return Err(format!(
-                "tag 'time' in table '{}': 'time' is reserved for the timestamp; rename the tag",
-                state.name
-            ));
-        }
         if tags[..i].iter().any(|t| t.key == tag.key) {
             return Err(format!(
-                "tag '{name}' appears twice in this point of table '{}'; a series has one \
-                 value per tag",
+                "tag '{}' appears twice in this point of table '{}'; a series has one value \
+                 per tag",
+                batch.str(tag.key),
                 state.name
             ));
         }
+        // an existing tag column is never `time` (that column is the timestamp): only other
+        // names need the name checked
         match state.column(batch, tag.key) {
-            Some(id) => {
-                let kind = state.kind(id);
-                if kind != ColumnKind::Tag {
+            Some(id) if state.kind(id) == ColumnKind::Tag => {}
+            column => {
+                let name = batch.str(tag.key);
+                if name == TIME_COLUMN {
                     return Err(format!(
-                        "column '{name}' of table '{}' is {}; it cannot also be a tag",
-                        state.name,
-                        kind.describe()
+                        "tag 'time' in table '{}': 'time' is reserved for the timestamp; \
+                         rename the tag",
+                        state.name
                     ));
                 }
+                match column {
+                    Some(id) => {
+                        return Err(format!(
+                            "column '{name}' of table '{}' is {}; it cannot also be a tag",
+                            state.name,
+                            state.kind(id).describe()
+                        ));
+                    }
+                    None => new_cols.push((tag.key, ColumnKind::Tag)),
+                }
             }
-            None => new_cols.push((tag.key, ColumnKind::Tag)),
         }
     }
     let tag_cols = new_cols.len();
