@@ -4,7 +4,9 @@
 //! `value` (Float64) per sample, at the sample's millisecond time. The request is read in place:
 //! label names and values are slices of the decompressed body, interned once per series into
 //! the batch's symbols, and every sample of the series shares that series' tag range, so
-//! decoding allocates per request and per distinct string, never per sample.
+//! decoding allocates per request and per distinct string, never per sample. A 1.0 series seen
+//! in an earlier request comes from the caller's [`SeriesCache`] (its label bytes to its checked
+//! labels) without being parsed or checked again.
 //!
 //! What is not stored is counted, never dropped silently: stale markers (the NaN Prometheus
 //! writes when a series disappears; other NaNs are stored), native histograms and exemplars.
