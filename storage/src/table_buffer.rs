@@ -535,7 +535,9 @@ impl TableBuffer {
         // Points of one series in one batch share a tag range: resolve each range once.
         let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::with_capacity(64);
         // Tag values repeat across series (a region, a datacenter): look each batch symbol
-        // up in a column's dictionary once per batch.
+        // up in a column's dictionary once per batch. By symbol, (column, value id) for the
+        // first column it was a value of; the map for a symbol that is a value of several.
+        let mut value_of_sym = vec![(UNRESOLVED, 0u32); batch.symbols.len()];
         let mut value_ids: HashMap<(usize, Sym), u32, foldhash::fast::FixedState> =
             HashMap::default();
         let mut scratch: Vec<(u32, u32)> = Vec::new();
@@ -559,9 +561,16 @@ impl TableBuffer {
                                 data.tag_values.resize_with(col + 1, TagValues::default);
                             }
                             let values = &mut data.tag_values[col].values;
-                            let value = *value_ids
-                                .entry((col, tag.value))
-                                .or_insert_with(|| values.intern(batch.str(tag.value)).0);
+                            let mut intern = || values.intern(batch.str(tag.value)).0;
+                            let slot = &mut value_of_sym[tag.value.index()];
+                            let value = if slot.0 == col as u32 {
+                                slot.1
+                            } else if slot.0 == UNRESOLVED {
+                                *slot = (col as u32, intern());
+                                slot.1
+                            } else {
+                                *value_ids.entry((col, tag.value)).or_insert_with(intern)
+                            };
                             scratch.push((col as u32, value));
                         }
                         scratch.sort_unstable();

@@ -78,6 +78,27 @@ fn rows_come_back_with_tags_fields_and_time() {
 }
 
 #[test]
+fn one_string_as_the_value_of_two_tags_is_in_both_columns() {
+    let mut f = Fixture::new();
+    // "x" is one symbol of the batch, a value of two columns (and again in a second batch)
+    f.write("m,a=x,b=x v=1 1\nm,a=y,b=x v=2 2\nm,a=x,b=y v=3 3");
+    f.write("m,b=x,a=x v=4 4");
+    assert_eq!(
+        f.show("m"),
+        table(&[
+            "+---+---+-------------------------------+-----+",
+            "| a | b | time                          | v   |",
+            "+---+---+-------------------------------+-----+",
+            "| x | x | 1970-01-01T00:00:00.000000001 | 1.0 |",
+            "| y | x | 1970-01-01T00:00:00.000000002 | 2.0 |",
+            "| x | y | 1970-01-01T00:00:00.000000003 | 3.0 |",
+            "| x | x | 1970-01-01T00:00:00.000000004 | 4.0 |",
+            "+---+---+-------------------------------+-----+",
+        ])
+    );
+}
+
+#[test]
 fn same_tags_and_time_merge_fields() {
     let mut f = Fixture::new();
     f.write("m,host=a x=1,y=2 10\nm,host=b x=5 10");
