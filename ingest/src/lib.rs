@@ -7,6 +7,7 @@
 
 mod bytes_map;
 pub mod line_protocol;
+pub mod otlp;
 pub mod remote_write;
 pub mod write;
 

@@ -1,0 +1,7 @@
+//! OpenTelemetry OTLP metrics -> [`crate::WriteBatch`] (issue 5, in progress).
+//!
+//! [`names`] turns OTLP metric names, units and attribute keys into the table and tag names a
+//! Prometheus user expects, as the OpenTelemetry-to-Prometheus compatibility specification
+//! describes.
+
+pub mod names;
