@@ -2,6 +2,7 @@
 //!
 //! [`names`] turns OTLP metric names, units and attribute keys into the table and tag names a
 //! Prometheus user expects, as the OpenTelemetry-to-Prometheus compatibility specification
-//! describes.
+//! describes; [`map`] turns a decoded export request into points.
 
+pub mod map;
 pub mod names;
