@@ -70,6 +70,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_LABEL_VALUE_BYTES", default_value_t = 4096)]
     pub max_label_value_bytes: usize,
 
+    /// OTLP resource attributes to copy onto every series of their resource as tags
+    /// (comma-separated, e.g. `k8s.namespace.name,k8s.pod.name`); all of them are on
+    /// `target_info` in any case.
+    #[arg(
+        long,
+        env = "SLUICE_OTLP_PROMOTE_RESOURCE_ATTRIBUTES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub otlp_promote_resource_attributes: Vec<String>,
+
     /// Most columns (tags, fields and time) in one table.
     #[arg(long, env = "SLUICE_MAX_COLUMNS_PER_TABLE", default_value_t = 500)]
     pub max_columns_per_table: usize,

@@ -65,6 +65,14 @@ fn server_config(args: ServeArgs) -> ServerConfig {
             max_label_name_bytes: args.max_label_name_bytes,
             max_label_value_bytes: args.max_label_value_bytes,
         },
+        otlp: sluice_ingest::otlp::map::Options {
+            promote: args
+                .otlp_promote_resource_attributes
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
+        },
         limits: Limits {
             max_columns_per_table: args.max_columns_per_table,
             max_tables_per_database: args.max_tables_per_database,

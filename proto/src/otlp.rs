@@ -302,3 +302,13 @@ pub struct Exemplar {
     #[prost(bytes = "vec", tag = "5")]
     pub trace_id: Vec<u8>,
 }
+
+/// `google.rpc.Status`: the body of an OTLP/HTTP error response (and the gRPC status details).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Status {
+    /// A `google.rpc.Code`.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}

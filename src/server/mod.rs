@@ -7,6 +7,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod otlp;
 pub mod query;
 pub mod remote_write;
 pub mod write;
@@ -37,6 +38,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     pub max_line_bytes: usize,
     pub remote_write_limits: sluice_ingest::remote_write::Limits,
+    /// How OTLP metrics map to tables and tags.
+    pub otlp: sluice_ingest::otlp::map::Options,
     pub limits: Limits,
     pub auto_create_databases: bool,
     pub buffer_memory_limit: usize,
@@ -70,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))
         .route("/api/v1/write", post(remote_write::write))
+        .route("/v1/metrics", post(otlp::export))
         .route(
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),

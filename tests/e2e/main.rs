@@ -9,6 +9,7 @@ mod common;
 mod admin;
 mod cli;
 mod durability;
+mod otlp;
 mod persistence;
 mod query;
 mod remote_write;

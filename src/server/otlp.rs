@@ -1,0 +1,160 @@
+//! `POST /v1/metrics`: OpenTelemetry OTLP/HTTP metrics export, protobuf encoding.
+//!
+//! The answers follow the OTLP/HTTP specification: 200 with an `ExportMetricsServiceResponse`
+//! (its `partial_success` saying how many data points were not stored, and why); for errors a
+//! `google.rpc.Status` body: 400 for a body that is not an export request, 413 over the size
+//! limit, 415 for another content type or encoding, 503 with `Retry-After` when the buffer is
+//! full (which exporters retry). `Content-Encoding: gzip` is accepted. The database is the `db`
+//! query parameter, else the `X-Sluice-Database` header, else the default.
+//!
+//! Not yet (issue 5): OTLP/JSON (`application/json` is refused with 415 saying so) and
+//! OTLP/gRPC.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use sluice_ingest::otlp::map;
+use sluice_proto::otlp::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse, Status,
+};
+use sluice_storage::WriteOptions;
+
+use super::AppState;
+use super::body;
+use super::error::ApiError;
+use super::write::write_error;
+
+const PATH: &str = "/v1/metrics";
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// `POST /v1/metrics?db=`
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match ingest(&state, &params, &headers, body).await {
+        Ok(response) => protobuf(StatusCode::OK, response.encode_to_vec()),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn ingest(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ExportMetricsServiceResponse, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case(PROTOBUF) {
+        let hint = if media.eq_ignore_ascii_case("application/json") {
+            " (OTLP/JSON is not supported yet)"
+        } else {
+            ""
+        };
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type '{content_type}' is not accepted{hint}; send OTLP protobuf with \
+                 Content-Type: {PROTOBUF} (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)"
+            ),
+        ));
+    }
+    let db = params
+        .get("db")
+        .map(String::as_str)
+        .or_else(|| {
+            headers
+                .get("x-sluice-database")
+                .and_then(|v| v.to_str().ok())
+        })
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&state.config.default_db)
+        .to_string();
+    let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
+    let request = ExportMetricsServiceRequest::decode(&bytes[..]).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not an OTLP ExportMetricsServiceRequest in protobuf: {e}"
+        ))
+    })?;
+    let mapped = map::map(&request, &state.config.otlp);
+    let mut rejected = mapped.rejected_points;
+    let mut message = mapped.error_message();
+    let mut accepted = 0;
+    if !mapped.batch.is_empty() {
+        let outcome = state
+            .buffer
+            .write(&db, mapped.batch, WriteOptions::default())
+            .await
+            .map_err(write_error)?;
+        accepted = outcome.accepted_points;
+        if !outcome.rejected.is_empty() {
+            // rows, not data points: a histogram point is several rows
+            rejected += outcome.rejected.len() as u64;
+            let first = &outcome.rejected[0].message;
+            let more = outcome.rejected.len() - 1;
+            let sep = if message.is_empty() { "" } else { "; " };
+            message = format!("{message}{sep}{} row(s) refused: {first}", more + 1);
+            if more > 0 {
+                message.push_str(&format!(" (and {more} more)"));
+            }
+        }
+    }
+    state
+        .metrics
+        .write(PATH, accepted, rejected as usize, accepted);
+    if rejected > 0 {
+        tracing::debug!(db, rejected, "OTLP export partly stored: {message}");
+    }
+    Ok(ExportMetricsServiceResponse {
+        partial_success: (rejected > 0).then_some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: message,
+        }),
+    })
+}
+
+fn protobuf(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+    response
+}
+
+/// An error as OTLP/HTTP wants it: a `google.rpc.Status` body, `Retry-After` kept.
+fn error_response(e: ApiError) -> Response {
+    // google.rpc.Code
+    let code = match e.status {
+        StatusCode::BAD_REQUEST => 3, // INVALID_ARGUMENT
+        StatusCode::NOT_FOUND => 5,   // NOT_FOUND
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => 8, // RESOURCE_EXHAUSTED
+        StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+        _ => 13, // INTERNAL
+    };
+    if e.status.is_server_error() {
+        tracing::error!(status = %e.status, "{}", e.message);
+    }
+    let status = Status {
+        code,
+        message: e.message,
+    };
+    let mut response = protobuf(e.status, status.encode_to_vec());
+    if let Some(secs) = e.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
