@@ -164,3 +164,113 @@ async fn bad_exports_get_an_otlp_status_body() {
         assert_ne!(st.code, 0);
     }
 }
+
+/// The real OpenTelemetry Python SDK (the packages `.ci/run` installs) exporting over
+/// OTLP/HTTP protobuf, as an application would with `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
+#[tokio::test]
+async fn the_python_sdk_exports_to_sluice_over_http() {
+    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED the_python_sdk_exports...: set SLUICE_TEST_PYTHON to a Python with \
+             opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http (.ci/run does)"
+        );
+        return;
+    };
+    let s = Server::start();
+    let script = r#"
+import sys
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+exporter = OTLPMetricExporter(endpoint=sys.argv[1])
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+resource = Resource.create({"service.name": "checkout", "service.namespace": "shop",
+                            "service.instance.id": "py-1", "host.name": "h1"})
+provider = MeterProvider(resource=resource, metric_readers=[reader])
+meter = provider.get_meter("shop.orders", "2.0.1")
+orders = meter.create_counter("orders.placed", unit="{order}")
+orders.add(3, {"region": "eu"})
+orders.add(2, {"region": "us"})
+latency = meter.create_histogram("http.client.duration", unit="s")
+latency.record(0.2, {"peer": "db"})
+latency.record(0.7, {"peer": "db"})
+queue = meter.create_up_down_counter("queue.size", unit="{item}")
+queue.add(5)
+queue.add(-2)
+meter.create_observable_gauge("cpu.temperature", unit="Cel",
+                              callbacks=[lambda options: [Observation(61.5, {"core": "0"})]])
+ok = provider.force_flush()
+provider.shutdown()
+print("flushed" if ok else "flush failed")
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(s.at("/v1/metrics?db=py"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // force_flush exports once and shutdown once more: two collections of the same
+    // cumulative values, at two times
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "flushed",
+        "{stderr}"
+    );
+    // the SDK warns when an export was only partly stored
+    assert!(!stderr.contains("partial"), "{stderr}");
+
+    let rows = s
+        .sql(
+            "py",
+            "SELECT DISTINCT region, value, job, instance, otel_scope_name, otel_scope_version \
+             FROM orders_placed_total ORDER BY region",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        [
+            json!({"region": "eu", "value": 3.0, "job": "shop/checkout", "instance": "py-1",
+                   "otel_scope_name": "shop.orders", "otel_scope_version": "2.0.1"}),
+            json!({"region": "us", "value": 2.0, "job": "shop/checkout", "instance": "py-1",
+                   "otel_scope_name": "shop.orders", "otel_scope_version": "2.0.1"}),
+        ]
+    );
+    let rows = s
+        .sql(
+            "py",
+            "SELECT DISTINCT c.value AS count, s.value AS sum, b.value AS inf \
+             FROM http_client_duration_seconds_count c \
+             JOIN http_client_duration_seconds_sum s ON c.peer = s.peer \
+             JOIN http_client_duration_seconds_bucket b ON b.peer = c.peer AND b.le = '+Inf'",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        [json!({"count": 2.0, "sum": 0.8999999999999999, "inf": 2.0})]
+    );
+    let rows = s
+        .sql(
+            "py",
+            "SELECT count(DISTINCT time) AS exports FROM queue_size",
+        )
+        .await;
+    assert_eq!(rows, [json!({"exports": 2})]);
+    let rows = s.sql("py", "SELECT DISTINCT value FROM queue_size").await;
+    assert_eq!(rows, [json!({"value": 3.0})]);
+    let rows = s
+        .sql(
+            "py",
+            "SELECT DISTINCT core, value FROM cpu_temperature_celsius",
+        )
+        .await;
+    assert_eq!(rows, [json!({"core": "0", "value": 61.5})]);
+    let rows = s
+        .sql("py", "SELECT DISTINCT host_name FROM target_info")
+        .await;
+    assert_eq!(rows, [json!({"host_name": "h1"})]);
+}
