@@ -2,7 +2,9 @@
 //!
 //! [`names`] turns OTLP metric names, units and attribute keys into the table and tag names a
 //! Prometheus user expects, as the OpenTelemetry-to-Prometheus compatibility specification
-//! describes; [`map`] turns a decoded export request into points.
+//! describes; [`map`] turns a decoded export request into points; [`json`] reads the OTLP/JSON
+//! encoding into the same types as the protobuf one.
 
+pub mod json;
 pub mod map;
 pub mod names;

@@ -1,14 +1,15 @@
-//! `POST /v1/metrics`: OpenTelemetry OTLP/HTTP metrics export, protobuf encoding.
+//! `POST /v1/metrics`: OpenTelemetry OTLP/HTTP metrics export, protobuf
+//! (`application/x-protobuf`) or JSON (`application/json`) encoding.
 //!
-//! The answers follow the OTLP/HTTP specification: 200 with an `ExportMetricsServiceResponse`
-//! (its `partial_success` saying how many data points were not stored, and why); for errors a
-//! `google.rpc.Status` body: 400 for a body that is not an export request, 413 over the size
-//! limit, 415 for another content type or encoding, 503 with `Retry-After` when the buffer is
-//! full (which exporters retry). `Content-Encoding: gzip` is accepted. The database is the `db`
-//! query parameter, else the `X-Sluice-Database` header, else the default.
+//! The answers follow the OTLP/HTTP specification, in the request's encoding: 200 with an
+//! `ExportMetricsServiceResponse` (its `partial_success` saying how many data points were not
+//! stored, and why); for errors a `google.rpc.Status` body: 400 for a body that is not an
+//! export request, 413 over the size limit, 415 for another content type or encoding, 503 with
+//! `Retry-After` when the buffer is full (which exporters retry). `Content-Encoding: gzip` is
+//! accepted. The database is the `db` query parameter, else the `X-Sluice-Database` header,
+//! else the default.
 //!
-//! Not yet (issue 5): OTLP/JSON (`application/json` is refused with 415 saying so) and
-//! OTLP/gRPC.
+//! Not yet (issue 5): OTLP/gRPC.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
-use sluice_ingest::otlp::map;
+use serde_json::json;
+use sluice_ingest::otlp::{json, map};
 use sluice_proto::otlp::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse, Status,
 };
@@ -31,6 +33,42 @@ use super::write::write_error;
 
 const PATH: &str = "/v1/metrics";
 const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// The encoding of a request, and so of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Encoding, String> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case(PROTOBUF) {
+            Ok(Encoding::Protobuf)
+        } else if media.eq_ignore_ascii_case(JSON) {
+            Ok(Encoding::Json)
+        } else {
+            Err(format!(
+                "Content-Type '{content_type}' is not accepted; send OTLP with Content-Type: \
+                 {PROTOBUF} (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) or {JSON} \
+                 (http/json)"
+            ))
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+}
 
 /// `POST /v1/metrics?db=`
 pub async fn export(
@@ -39,37 +77,43 @@ pub async fn export(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match ingest(&state, &params, &headers, body).await {
-        Ok(response) => protobuf(StatusCode::OK, response.encode_to_vec()),
-        Err(e) => error_response(e),
+    let encoding = match Encoding::of(&headers) {
+        Ok(e) => e,
+        // the answer in protobuf, the encoding OTLP/HTTP requires every receiver to take
+        Err(message) => {
+            let e = ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+            return error_response(e, Encoding::Protobuf);
+        }
+    };
+    match ingest(&state, encoding, &params, &headers, body).await {
+        Ok(response) => {
+            let body = match encoding {
+                Encoding::Protobuf => response.encode_to_vec(),
+                Encoding::Json => {
+                    // protojson: lowerCamelCase, int64 as a string, an unset message left out
+                    let v = match &response.partial_success {
+                        Some(p) => json!({"partialSuccess": {
+                            "rejectedDataPoints": p.rejected_data_points.to_string(),
+                            "errorMessage": p.error_message,
+                        }}),
+                        None => json!({}),
+                    };
+                    v.to_string().into_bytes()
+                }
+            };
+            encoded(StatusCode::OK, encoding, body)
+        }
+        Err(e) => error_response(e, encoding),
     }
 }
 
 async fn ingest(
     state: &AppState,
+    encoding: Encoding,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<ExportMetricsServiceResponse, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case(PROTOBUF) {
-        let hint = if media.eq_ignore_ascii_case("application/json") {
-            " (OTLP/JSON is not supported yet)"
-        } else {
-            ""
-        };
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "Content-Type '{content_type}' is not accepted{hint}; send OTLP protobuf with \
-                 Content-Type: {PROTOBUF} (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)"
-            ),
-        ));
-    }
     let db = params
         .get("db")
         .map(String::as_str)
@@ -82,11 +126,18 @@ async fn ingest(
         .unwrap_or(&state.config.default_db)
         .to_string();
     let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
-    let request = ExportMetricsServiceRequest::decode(&bytes[..]).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body is not an OTLP ExportMetricsServiceRequest in protobuf: {e}"
-        ))
-    })?;
+    let request = match encoding {
+        Encoding::Protobuf => ExportMetricsServiceRequest::decode(&bytes[..]).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not an OTLP ExportMetricsServiceRequest in protobuf: {e}"
+            ))
+        })?,
+        Encoding::Json => json::decode(&bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is not an OTLP/JSON ExportMetricsServiceRequest: {e}"
+            ))
+        })?,
+    };
     let mapped = map::map(&request, &state.config.otlp);
     let mut rejected = mapped.rejected_points;
     let mut message = mapped.error_message();
@@ -124,16 +175,17 @@ async fn ingest(
     })
 }
 
-fn protobuf(status: StatusCode, body: Vec<u8>) -> Response {
+fn encoded(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
     response
 }
 
 /// An error as OTLP/HTTP wants it: a `google.rpc.Status` body, `Retry-After` kept.
-fn error_response(e: ApiError) -> Response {
+fn error_response(e: ApiError, encoding: Encoding) -> Response {
     // google.rpc.Code
     let code = match e.status {
         StatusCode::BAD_REQUEST => 3, // INVALID_ARGUMENT
@@ -146,11 +198,17 @@ fn error_response(e: ApiError) -> Response {
     if e.status.is_server_error() {
         tracing::error!(status = %e.status, "{}", e.message);
     }
-    let status = Status {
-        code,
-        message: e.message,
+    let body = match encoding {
+        Encoding::Protobuf => Status {
+            code,
+            message: e.message,
+        }
+        .encode_to_vec(),
+        Encoding::Json => json!({"code": code, "message": e.message})
+            .to_string()
+            .into_bytes(),
     };
-    let mut response = protobuf(e.status, status.encode_to_vec());
+    let mut response = encoded(e.status, encoding, body);
     if let Some(secs) = e.retry_after_secs {
         response
             .headers_mut()

@@ -11,11 +11,20 @@ use sluice_proto::otlp::{ExportMetricsServiceResponse, Status};
 use crate::common::Server;
 
 const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    std::fs::read(
+        std::path::Path::new(&dir)
+            .join("tests/fixtures/otlp")
+            .join(name),
+    )
+    .unwrap()
+}
 
 fn capture() -> Vec<u8> {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
-    std::fs::read(std::path::Path::new(&dir).join("tests/fixtures/otlp/python-sdk-metrics.pb"))
-        .unwrap()
+    fixture("python-sdk-metrics.pb")
 }
 
 /// POSTs `body` to `/v1/metrics<query>`; returns the status and the raw response body.
@@ -34,11 +43,13 @@ async fn export(
     }
     let r = r.send().await.unwrap();
     let status = r.status();
-    assert_eq!(
-        r.headers().get("content-type").unwrap(),
-        PROTOBUF,
-        "OTLP answers in protobuf"
-    );
+    // the answer is in the request's encoding (protobuf when that is not one OTLP has)
+    let asked = headers
+        .iter()
+        .find(|(k, _)| *k == "Content-Type")
+        .map_or("", |(_, v)| *v);
+    let want = if asked == JSON { JSON } else { PROTOBUF };
+    assert_eq!(r.headers().get("content-type").unwrap(), want);
     (status, r.bytes().await.unwrap().to_vec())
 }
 
@@ -133,12 +144,6 @@ async fn bad_exports_get_an_otlp_status_body() {
             "not an OTLP ExportMetricsServiceRequest",
         ),
         (
-            vec![("Content-Type", "application/json")],
-            b"{}".to_vec(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "OTLP/JSON is not supported yet",
-        ),
-        (
             vec![("Content-Type", "text/plain")],
             b"x".to_vec(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -162,6 +167,57 @@ async fn bad_exports_get_an_otlp_status_body() {
         let st = Status::decode(&body[..]).unwrap();
         assert!(st.message.contains(text), "{headers:?}: {st:?}");
         assert_ne!(st.code, 0);
+    }
+    // OTLP/JSON errors are JSON
+    let (status, body) = export(
+        &s,
+        "",
+        &[("Content-Type", JSON)],
+        br#"{"resourceMetrics": {}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], 3);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("'resourceMetrics' must be an array"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn the_json_capture_gives_the_same_rows_as_the_protobuf_one() {
+    let s = Server::start();
+    let (status, body) = export(
+        &s,
+        "?db=j",
+        &[("Content-Type", JSON)],
+        fixture("python-sdk-metrics.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["partialSuccess"]["rejectedDataPoints"], "1", "{v}");
+    let (status, _) = export(&s, "?db=p", &[("Content-Type", PROTOBUF)], capture()).await;
+    assert_eq!(status, StatusCode::OK);
+    for table in [
+        "http_server_requests_total",
+        "http_server_request_duration_seconds_bucket",
+        "http_server_active_requests",
+        "target_info",
+    ] {
+        let q = format!("SELECT * EXCLUDE (value), round(value, 9) AS value FROM {table}");
+        let sorted = |rows: Vec<serde_json::Value>| {
+            let mut rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+            rows.sort();
+            rows
+        };
+        let (j, p) = (sorted(s.sql("j", &q).await), sorted(s.sql("p", &q).await));
+        assert!(!j.is_empty(), "{table}");
+        assert_eq!(j, p, "{table}");
     }
 }
 
