@@ -33,6 +33,9 @@ enum Protocol {
     /// Prometheus remote write 1.0 (snappy protobuf) to `/api/v1/write`: each field a metric
     /// `cpu_<field>`, the ten tags as labels, one sample per series entry.
     RemoteWrite,
+    /// OTLP/HTTP protobuf to `/v1/metrics`: each field a gauge `cpu.<field>`, the hosts as
+    /// resources, `--samples-per-request` values a request.
+    Otlp,
 }
 
 /// Posts TSBS cpu-only line protocol to a server and reports throughput and server memory.
@@ -144,6 +147,9 @@ async fn post(
                 .header("Content-Type", "application/x-protobuf")
                 .header("Content-Encoding", "snappy")
                 .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+        }
+        if protocol == Protocol::Otlp {
+            request = request.header("Content-Type", "application/x-protobuf");
         }
         let response = request
             .send()
@@ -273,6 +279,8 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         .unwrap_or_else(|| match (args.protocol, args.target) {
             (Protocol::RemoteWrite, Target::Sluice) => format!("/api/v1/write?db={}", args.db),
             (Protocol::RemoteWrite, _) => "/api/v1/write".to_string(),
+            (Protocol::Otlp, Target::Sluice) => format!("/v1/metrics?db={}", args.db),
+            (Protocol::Otlp, _) => "/v1/metrics".to_string(),
             (_, Target::Sluice) => format!("/api/v3/write_lp?db={}&precision=ns", args.db),
             (_, Target::VictoriaMetrics) => format!("/write?db={}", args.db),
             (_, Target::Influxdb) => format!("/write?db={}&precision=ns", args.db),
@@ -287,6 +295,10 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
     );
     let bodies: Vec<Bytes> = match args.protocol {
         Protocol::LineProtocol => tsbs::bodies(spec, args.lines_per_body)
+            .into_iter()
+            .map(Bytes::from)
+            .collect(),
+        Protocol::Otlp => tsbs::otlp_requests(spec, args.samples_per_request)
             .into_iter()
             .map(Bytes::from)
             .collect(),
@@ -380,7 +392,7 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
     if args.verify {
         let table = match args.protocol {
             Protocol::LineProtocol => "cpu",
-            Protocol::RemoteWrite => "cpu_usage_user",
+            Protocol::RemoteWrite | Protocol::Otlp => "cpu_usage_user",
         };
         let out = sql(&client, args, &format!("SELECT count(*) AS n FROM {table}")).await?;
         let n: usize = out

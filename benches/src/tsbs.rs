@@ -260,6 +260,96 @@ pub fn remote_write_requests(
     out
 }
 
+/// The set as OTLP metrics export requests (protobuf), as a Collector batching many hosts
+/// sends them: each field a gauge `cpu.<field>`; per host a resource (`service.name` "tsbs",
+/// `service.instance.id` the hostname, and the host's region, datacenter, rack, os and arch)
+/// and the other five tags as point attributes. A request holds about `values_per_request`
+/// values: whole collection steps of every host, each host's gauges carrying one point per
+/// step.
+pub fn otlp_requests(spec: Spec, values_per_request: usize) -> Vec<Vec<u8>> {
+    use prost::Message;
+    use sluice_proto::otlp::{
+        AnyValue, ExportMetricsServiceRequest, Gauge, InstrumentationScope, KeyValue, Metric,
+        NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics,
+    };
+    let kv = |key: &str, value: &str| KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            string_value: Some(value.to_string()),
+            ..Default::default()
+        }),
+    };
+    let steps_per_request = (values_per_request / (spec.hosts * FIELDS.len())).max(1);
+    // per host: its resource, point attributes, and the points waiting, per field
+    let mut hosts: Vec<(Resource, Vec<KeyValue>, [Vec<NumberDataPoint>; 10])> = Vec::new();
+    let mut out = Vec::new();
+    let flush = |hosts: &mut Vec<(Resource, Vec<KeyValue>, [Vec<NumberDataPoint>; 10])>,
+                 out: &mut Vec<Vec<u8>>| {
+        let resource_metrics = hosts
+            .iter_mut()
+            .map(|(resource, _, points)| ResourceMetrics {
+                resource: Some(resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "tsbs".into(),
+                        ..Default::default()
+                    }),
+                    metrics: points
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(f, p)| Metric {
+                            name: format!("cpu.{}", FIELDS[f]),
+                            gauge: Some(Gauge {
+                                data_points: std::mem::take(p),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect();
+        out.push(ExportMetricsServiceRequest { resource_metrics }.encode_to_vec());
+    };
+    let mut calls = 0usize;
+    points(spec, |host, tags, values, time| {
+        if hosts.len() <= host {
+            let mut resource = vec![
+                kv("service.name", "tsbs"),
+                kv("service.instance.id", &tags[0]),
+            ];
+            resource.extend((1..6).map(|i| kv(TAGS[i], &tags[i])));
+            let attributes = (6..10).map(|i| kv(TAGS[i], &tags[i])).collect();
+            hosts.push((
+                Resource {
+                    attributes: resource,
+                    dropped_attributes_count: 0,
+                },
+                attributes,
+                Default::default(),
+            ));
+        }
+        let (_, attributes, pending) = &mut hosts[host];
+        for (f, v) in values.iter().enumerate() {
+            pending[f].push(NumberDataPoint {
+                attributes: attributes.clone(),
+                time_unix_nano: time as u64,
+                as_double: Some(*v as f64),
+                ..Default::default()
+            });
+        }
+        calls += 1;
+        let step = calls / spec.hosts;
+        if calls.is_multiple_of(spec.hosts)
+            && (step.is_multiple_of(steps_per_request) || step == spec.steps)
+        {
+            flush(&mut hosts, &mut out);
+        }
+    });
+    out
+}
+
 fn proto_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
