@@ -281,10 +281,10 @@ pub fn otlp_requests(spec: Spec, values_per_request: usize) -> Vec<Vec<u8>> {
     };
     let steps_per_request = (values_per_request / (spec.hosts * FIELDS.len())).max(1);
     // per host: its resource, point attributes, and the points waiting, per field
-    let mut hosts: Vec<(Resource, Vec<KeyValue>, [Vec<NumberDataPoint>; 10])> = Vec::new();
+    type Host = (Resource, Vec<KeyValue>, [Vec<NumberDataPoint>; 10]);
+    let mut hosts: Vec<Host> = Vec::new();
     let mut out = Vec::new();
-    let flush = |hosts: &mut Vec<(Resource, Vec<KeyValue>, [Vec<NumberDataPoint>; 10])>,
-                 out: &mut Vec<Vec<u8>>| {
+    let flush = |hosts: &mut Vec<Host>, out: &mut Vec<Vec<u8>>| {
         let resource_metrics = hosts
             .iter_mut()
             .map(|(resource, _, points)| ResourceMetrics {
