@@ -26,6 +26,8 @@ enum Target {
     Influxdb,
 }
 
+/// What to send; the names are the `--protocol` values.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Protocol {
     /// InfluxDB line protocol, to the target's line-protocol endpoint.
