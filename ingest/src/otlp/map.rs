@@ -16,6 +16,8 @@
 //! time. Points flagged "no recorded value" are the OTLP form of a stale marker: skipped, and
 //! not counted as rejected.
 
+use std::collections::HashMap;
+
 use sluice_proto::otlp::{
     AggregationTemporality, AnyValue, ExportMetricsServiceRequest, KeyValue, Metric,
 };
@@ -73,6 +75,8 @@ pub fn map(request: &ExportMetricsServiceRequest, options: &Options) -> Mapped {
         out: Mapped::default(),
         value: Sym(0),
         tags: Vec::new(),
+        syms: Vec::new(),
+        ranges: HashMap::new(),
     };
     m.value = m.out.batch.symbols.intern("value");
     for (i, rm) in request.resource_metrics.iter().enumerate() {
@@ -165,6 +169,11 @@ struct Mapper {
     value: Sym,
     /// Scratch: the tags of the point being added.
     tags: Vec<(String, String)>,
+    /// Scratch: the same, interned.
+    syms: Vec<(Sym, Sym)>,
+    /// The tag range of each distinct tag set so far: the metrics of one resource share
+    /// attribute sets, and storage checks and resolves each tag range of a batch once.
+    ranges: HashMap<Vec<(Sym, Sym)>, (u32, u32)>,
 }
 
 impl Mapper {
@@ -382,15 +391,25 @@ impl Mapper {
     fn point(&mut self, table: &str, tags: &[(String, String)], value: f64, time: i64, line: u32) {
         let batch = &mut self.out.batch;
         let table = batch.symbols.intern(table);
-        let start = batch.begin_tags();
+        self.syms.clear();
         for (k, v) in tags {
-            if v.is_empty() {
-                continue;
+            if !v.is_empty() {
+                self.syms
+                    .push((batch.symbols.intern(k), batch.symbols.intern(v)));
             }
-            let (k, v) = (batch.symbols.intern(k), batch.symbols.intern(v));
-            batch.push_tag(k, v);
         }
-        let tags = batch.end_tags(start);
+        let tags = match self.ranges.get(&self.syms) {
+            Some(&range) => range,
+            None => {
+                let start = batch.begin_tags();
+                for &(k, v) in &self.syms {
+                    batch.push_tag(k, v);
+                }
+                let range = batch.end_tags(start);
+                self.ranges.insert(self.syms.clone(), range);
+                range
+            }
+        };
         let fields = batch.begin_fields();
         batch.push_field(self.value, FieldValue::F64(value));
         batch.push_point(table, tags, fields, time, line);

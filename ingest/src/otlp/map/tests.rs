@@ -95,6 +95,19 @@ fn the_python_sdk_capture_maps_to_prometheus_style_tables() {
         }
     }
 
+    // rows of one attribute set share a tag range, in every table they are in
+    let b = &mapped.batch;
+    let ranges: std::collections::HashSet<_> = b.points().iter().map(|p| p.tag_range()).collect();
+    let tag_sets: std::collections::HashSet<Vec<_>> = b
+        .points()
+        .iter()
+        .map(|p| b.tags_of(p).iter().map(|t| (t.key, t.value)).collect())
+        .collect();
+    assert_eq!(ranges.len(), tag_sets.len());
+    // each counter row and the histogram _sum and _count rows of the same attributes: 18 sets
+    // of three rows
+    assert_eq!(ranges.len() + 36, b.len());
+
     let requests = &tables["http_server_requests_total"];
     assert_eq!(requests.len(), 18);
     assert_eq!(requests.iter().map(|r| r.1).sum::<f64>(), 200.0);
