@@ -23,7 +23,7 @@ use crate::bytes_map::BytesMap;
 use crate::write::{FieldValue, Sym, WriteBatch};
 
 mod series_cache;
-pub use series_cache::{DEFAULT_MAX_BYTES as DEFAULT_SERIES_CACHE_BYTES, SeriesCache};
+pub use series_cache::SeriesCache;
 
 /// The bits of the NaN Prometheus writes as a stale marker.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;

@@ -400,7 +400,7 @@ impl WriteBuffer {
         let mut payload = None;
         if first.as_ref().is_some_and(|v| v.catalog.is_none()) {
             let v = first.take().expect("checked");
-            if !self.keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
+            if !keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
                 return Ok(outcome);
             }
             payload = Some(encode_record(db, &batch));
@@ -428,7 +428,7 @@ impl WriteBuffer {
                 if !refused && let Some(next) = v.catalog {
                     self.shared.catalog.replace(next);
                 }
-                if !self.keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
+                if !keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
                     return Ok(outcome);
                 }
                 payload = Some(encode_record(db, &batch));
@@ -451,31 +451,6 @@ impl WriteBuffer {
             Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
             Err(_) => Err(WriteError::ShuttingDown),
         }
-    }
-
-    /// Drops the points validation rejected from `batch`, adding the rejections to `outcome`
-    /// and counting what is left. False when nothing is left to log: the batch was empty, or
-    /// partial writes are refused and some point was rejected (then `outcome.all_refused`).
-    fn keep_accepted(
-        &self,
-        batch: &mut WriteBatch,
-        keep: Vec<bool>,
-        rejected: Vec<Rejection>,
-        outcome: &mut WriteOutcome,
-        opts: WriteOptions,
-    ) -> bool {
-        if !rejected.is_empty() {
-            outcome.rejected.extend(rejected);
-            if !opts.accept_partial {
-                outcome.all_refused = true;
-                (outcome.accepted_points, outcome.accepted_values) = (0, 0);
-                return false;
-            }
-            batch.retain_points(|i| keep[i]);
-        }
-        outcome.accepted_points = batch.len();
-        outcome.accepted_values = batch.field_value_count();
-        !batch.is_empty()
     }
 
     /// Records Prometheus metric metadata for database `db` (creating it, as a write would,
@@ -743,6 +718,30 @@ impl Shared {
             .or_insert_with(|| Arc::new(TableBuffer::new()))
             .clone()
     }
+}
+
+/// Drops the points validation rejected from `batch`, adding the rejections to `outcome`
+/// and counting what is left. False when nothing is left to log: the batch was empty, or
+/// partial writes are refused and some point was rejected (then `outcome.all_refused`).
+fn keep_accepted(
+    batch: &mut WriteBatch,
+    keep: Vec<bool>,
+    rejected: Vec<Rejection>,
+    outcome: &mut WriteOutcome,
+    opts: WriteOptions,
+) -> bool {
+    if !rejected.is_empty() {
+        outcome.rejected.extend(rejected);
+        if !opts.accept_partial {
+            outcome.all_refused = true;
+            (outcome.accepted_points, outcome.accepted_values) = (0, 0);
+            return false;
+        }
+        batch.retain_points(|i| keep[i]);
+    }
+    outcome.accepted_points = batch.len();
+    outcome.accepted_values = batch.field_value_count();
+    !batch.is_empty()
 }
 
 /// Deletes the Parquet files under `dbs/` that `lake` neither lists nor holds for a delayed

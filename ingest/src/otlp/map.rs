@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use sluice_proto::otlp::{
     AggregationTemporality, AnyValue, ExportMetricsServiceRequest, KeyValue, Metric,
+    NumberDataPoint,
 };
 
 use super::names::{MetricKind, label_name, metric_name};
@@ -76,6 +77,7 @@ pub fn map(request: &ExportMetricsServiceRequest, options: &Options) -> Mapped {
         value: Sym(0),
         tags: Vec::new(),
         syms: Vec::new(),
+        key: Vec::new(),
         ranges: HashMap::new(),
     };
     m.value = m.out.batch.symbols.intern("value");
@@ -102,9 +104,12 @@ pub fn map(request: &ExportMetricsServiceRequest, options: &Options) -> Mapped {
         if let Some(time) = newest
             && !resource.info.is_empty()
         {
-            let mut tags = resource.identity.clone();
-            tags.extend(resource.info.iter().cloned());
-            m.point("target_info", &tags, 1.0, time, i as u32 + 1);
+            m.tags.clear();
+            m.tags.extend(resource.identity.iter().cloned());
+            m.tags.extend(resource.info.iter().cloned());
+            m.intern_tags();
+            let table = m.intern("target_info");
+            m.row(table, None, 1.0, time, i as u32 + 1);
         }
     }
     m.out
@@ -167,10 +172,12 @@ impl ResourceTags {
 struct Mapper {
     out: Mapped,
     value: Sym,
-    /// Scratch: the tags of the point being added.
+    /// Scratch: the tags of the data point being added.
     tags: Vec<(String, String)>,
-    /// Scratch: the same, interned.
+    /// Scratch: the same, interned (empty values left out), for all the point's rows.
     syms: Vec<(Sym, Sym)>,
+    /// Scratch: the tags of one row (`syms` and its `le` or `quantile`).
+    key: Vec<(Sym, Sym)>,
     /// The tag range of each distinct tag set so far: the metrics of one resource share
     /// attribute sets, and storage checks and resolves each tag range of a batch once.
     ranges: HashMap<Vec<(Sym, Sym)>, (u32, u32)>,
@@ -196,18 +203,7 @@ impl Mapper {
         };
         if let Some(g) = &metric.gauge {
             let name = metric_name(&metric.name, &metric.unit, MetricKind::Gauge);
-            for p in &g.data_points {
-                let value = p.as_double.or(p.as_int.map(|v| v as f64));
-                newest = newest.max(self.number(
-                    &name,
-                    scope,
-                    &p.attributes,
-                    value,
-                    p.time_unix_nano,
-                    p.flags,
-                    line,
-                ));
-            }
+            newest = self.numbers(&name, &g.data_points, scope, line);
         } else if let Some(s) = &metric.sum {
             if !cumulative(s.aggregation_temporality) {
                 self.out.reject(
@@ -222,18 +218,7 @@ impl Mapper {
                 MetricKind::UpDownSum
             };
             let name = metric_name(&metric.name, &metric.unit, kind);
-            for p in &s.data_points {
-                let value = p.as_double.or(p.as_int.map(|v| v as f64));
-                newest = newest.max(self.number(
-                    &name,
-                    scope,
-                    &p.attributes,
-                    value,
-                    p.time_unix_nano,
-                    p.flags,
-                    line,
-                ));
-            }
+            newest = self.numbers(&name, &s.data_points, scope, line);
         } else if let Some(h) = &metric.histogram {
             if !cumulative(h.aggregation_temporality) {
                 self.out.reject(
@@ -243,11 +228,9 @@ impl Mapper {
                 return None;
             }
             let name = metric_name(&metric.name, &metric.unit, MetricKind::Histogram);
-            let (bucket, sum, count) = (
-                format!("{name}_bucket"),
-                format!("{name}_sum"),
-                format!("{name}_count"),
-            );
+            let bucket = self.intern(&format!("{name}_bucket"));
+            let sum = self.intern(&format!("{name}_sum"));
+            let count = self.intern(&format!("{name}_count"));
             for p in &h.data_points {
                 let Some(time) = self.time(&metric.name, p.time_unix_nano, p.flags) else {
                     continue;
@@ -268,7 +251,6 @@ impl Mapper {
                     continue;
                 }
                 self.point_tags(scope, &p.attributes);
-                let base = self.tags.clone();
                 let mut cumulative_count = 0u64;
                 for (i, n) in p.bucket_counts.iter().enumerate() {
                     cumulative_count = cumulative_count.saturating_add(*n);
@@ -276,20 +258,17 @@ impl Mapper {
                         Some(b) => float_label(*b),
                         None => "+Inf".to_string(),
                     };
-                    let mut tags = base.clone();
-                    tags.push(("le".to_string(), le));
-                    self.point(&bucket, &tags, cumulative_count as f64, time, line);
+                    let le = Some(("le", le.as_str()));
+                    self.row(bucket, le, cumulative_count as f64, time, line);
                 }
                 if p.bucket_counts.is_empty() {
                     // no buckets: the +Inf bucket is the count
-                    let mut tags = base.clone();
-                    tags.push(("le".to_string(), "+Inf".to_string()));
-                    self.point(&bucket, &tags, p.count as f64, time, line);
+                    self.row(bucket, Some(("le", "+Inf")), p.count as f64, time, line);
                 }
                 if let Some(s) = p.sum {
-                    self.point(&sum, &base, s, time, line);
+                    self.row(sum, None, s, time, line);
                 }
-                self.point(&count, &base, p.count as f64, time, line);
+                self.row(count, None, p.count as f64, time, line);
                 newest = newest.max(Some(time));
             }
         } else if let Some(e) = &metric.exponential_histogram {
@@ -304,51 +283,53 @@ impl Mapper {
             );
         } else if let Some(s) = &metric.summary {
             let name = metric_name(&metric.name, &metric.unit, MetricKind::Summary);
-            let (sum, count) = (format!("{name}_sum"), format!("{name}_count"));
+            let sum = self.intern(&format!("{name}_sum"));
+            let count = self.intern(&format!("{name}_count"));
+            let name = self.intern(&name);
             for p in &s.data_points {
                 let Some(time) = self.time(&metric.name, p.time_unix_nano, p.flags) else {
                     continue;
                 };
                 self.point_tags(scope, &p.attributes);
-                let base = self.tags.clone();
                 for q in &p.quantile_values {
-                    let mut tags = base.clone();
-                    tags.push(("quantile".to_string(), float_label(q.quantile)));
-                    self.point(&name, &tags, q.value, time, line);
+                    let quantile = float_label(q.quantile);
+                    let quantile = Some(("quantile", quantile.as_str()));
+                    self.row(name, quantile, q.value, time, line);
                 }
-                self.point(&sum, &base, p.sum, time, line);
-                self.point(&count, &base, p.count as f64, time, line);
+                self.row(sum, None, p.sum, time, line);
+                self.row(count, None, p.count as f64, time, line);
                 newest = newest.max(Some(time));
             }
         }
         newest
     }
 
-    /// A gauge or sum point; returns its time if stored.
-    #[allow(clippy::too_many_arguments)]
-    fn number(
+    /// The points of a gauge or sum stored as table `table`; returns the newest time stored.
+    fn numbers(
         &mut self,
         table: &str,
+        points: &[NumberDataPoint],
         scope: &[(String, String)],
-        attributes: &[KeyValue],
-        value: Option<f64>,
-        time_unix_nano: u64,
-        flags: u32,
         line: u32,
     ) -> Option<i64> {
-        let time = self.time(table, time_unix_nano, flags)?;
-        let Some(value) = value else {
-            self.out.reject(
-                1,
-                format!("a data point of '{table}' has neither as_double nor as_int"),
-            );
-            return None;
-        };
-        self.point_tags(scope, attributes);
-        let tags = std::mem::take(&mut self.tags);
-        self.point(table, &tags, value, time, line);
-        self.tags = tags;
-        Some(time)
+        let table_sym = self.intern(table);
+        let mut newest = None;
+        for p in points {
+            let Some(time) = self.time(table, p.time_unix_nano, p.flags) else {
+                continue;
+            };
+            let Some(value) = p.as_double.or(p.as_int.map(|v| v as f64)) else {
+                self.out.reject(
+                    1,
+                    format!("a data point of '{table}' has neither as_double nor as_int"),
+                );
+                continue;
+            };
+            self.point_tags(scope, &p.attributes);
+            self.row(table_sym, None, value, time, line);
+            newest = newest.max(Some(time));
+        }
+        newest
     }
 
     /// The time of a point to store, or `None` (counted) for one not to.
@@ -369,8 +350,9 @@ impl Mapper {
         }
     }
 
-    /// Fills `self.tags` with `scope`'s tags and the point's attributes; attributes whose
-    /// names become the same label are joined with `;`, as the Collector's translator does.
+    /// Fills `self.tags` and `self.syms` with `scope`'s tags and the point's attributes;
+    /// attributes whose names become the same label are joined with `;`, as the Collector's
+    /// translator does.
     fn point_tags(&mut self, scope: &[(String, String)], attributes: &[KeyValue]) {
         self.tags.clear();
         self.tags.extend(scope.iter().cloned());
@@ -385,28 +367,42 @@ impl Mapper {
                 None => self.tags.push((name, value)),
             }
         }
+        self.intern_tags();
     }
 
-    /// Adds one row: table `table`, tags `tags` (empty values left out), field `value`.
-    fn point(&mut self, table: &str, tags: &[(String, String)], value: f64, time: i64, line: u32) {
-        let batch = &mut self.out.batch;
-        let table = batch.symbols.intern(table);
+    /// Interns `self.tags` into `self.syms`, leaving empty values out.
+    fn intern_tags(&mut self) {
+        let symbols = &mut self.out.batch.symbols;
         self.syms.clear();
-        for (k, v) in tags {
+        for (k, v) in &self.tags {
             if !v.is_empty() {
-                self.syms
-                    .push((batch.symbols.intern(k), batch.symbols.intern(v)));
+                self.syms.push((symbols.intern(k), symbols.intern(v)));
             }
         }
-        let tags = match self.ranges.get(&self.syms) {
+    }
+
+    fn intern(&mut self, s: &str) -> Sym {
+        self.out.batch.symbols.intern(s)
+    }
+
+    /// Adds one row: table `table`, the tags in `self.syms` and `extra`, field `value`.
+    fn row(&mut self, table: Sym, extra: Option<(&str, &str)>, value: f64, time: i64, line: u32) {
+        let batch = &mut self.out.batch;
+        self.key.clear();
+        self.key.extend_from_slice(&self.syms);
+        if let Some((k, v)) = extra {
+            self.key
+                .push((batch.symbols.intern(k), batch.symbols.intern(v)));
+        }
+        let tags = match self.ranges.get(&self.key) {
             Some(&range) => range,
             None => {
                 let start = batch.begin_tags();
-                for &(k, v) in &self.syms {
+                for &(k, v) in &self.key {
                     batch.push_tag(k, v);
                 }
                 let range = batch.end_tags(start);
-                self.ranges.insert(self.syms.clone(), range);
+                self.ranges.insert(self.key.clone(), range);
                 range
             }
         };

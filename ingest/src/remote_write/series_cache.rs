@@ -22,7 +22,7 @@ use super::Limits;
 use crate::write::{Sym, WriteBatch};
 
 /// Default byte budget of one cache: about 100,000 Prometheus-like series.
-pub const DEFAULT_MAX_BYTES: usize = 48 << 20;
+const DEFAULT_MAX_BYTES: usize = 48 << 20;
 
 /// Checked series of earlier requests, by their label bytes. See the module documentation.
 pub struct SeriesCache {
