@@ -81,6 +81,11 @@ pub struct ServeArgs {
     )]
     pub otlp_promote_resource_attributes: Vec<String>,
 
+    /// Also serve OTLP/gRPC on this address (e.g. `127.0.0.1:4317`, the OTLP/gRPC port),
+    /// besides the main one.
+    #[arg(long, env = "SLUICE_OTLP_GRPC_BIND")]
+    pub otlp_grpc_bind: Option<SocketAddr>,
+
     /// Most columns (tags, fields and time) in one table.
     #[arg(long, env = "SLUICE_MAX_COLUMNS_PER_TABLE", default_value_t = 500)]
     pub max_columns_per_table: usize,

@@ -56,6 +56,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         .unwrap_or_else(|| args.data_dir.join("wal"));
     ServerConfig {
         http_bind: args.http_bind,
+        otlp_grpc_bind: args.otlp_grpc_bind,
         wal_dir,
         default_db: args.default_db,
         max_request_bytes: args.max_request_bytes,

@@ -32,6 +32,8 @@ use self::metrics::ServerMetrics;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub http_bind: SocketAddr,
+    /// A second listener for OTLP/gRPC only (the main one serves it too).
+    pub otlp_grpc_bind: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub wal_dir: PathBuf,
     pub default_db: String,
@@ -66,14 +68,23 @@ pub struct AppState {
     pub remote_write_scratch: parking_lot::Mutex<Vec<remote_write::Scratch>>,
 }
 
+/// The routes of the `--otlp-grpc-bind` listener: OTLP/gRPC only.
+pub fn otlp_grpc_router(state: Arc<AppState>) -> Router {
+    finish(
+        Router::new().route(otlp::grpc::PATH, post(otlp::grpc::export)),
+        state,
+    )
+}
+
 /// The routes of the HTTP API.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/v3/write_lp", post(write::write_v3))
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))
         .route("/api/v1/write", post(remote_write::write))
         .route("/v1/metrics", post(otlp::export))
+        .route(otlp::grpc::PATH, post(otlp::grpc::export))
         .route(
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),
@@ -82,7 +93,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/compact", post(admin::compact))
         .route("/health", get(admin::health))
         .route("/ping", get(admin::ping).head(admin::ping))
-        .route("/metrics", get(admin::metrics))
+        .route("/metrics", get(admin::metrics));
+    finish(routes, state)
+}
+
+/// What every listener's routes share: the answer to unknown paths (gRPC ones included) and
+/// the request metrics.
+fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
+        .fallback(otlp::grpc::unknown_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             track_request,
@@ -167,6 +186,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let otlp_grpc_listener = match config.otlp_grpc_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--otlp-grpc-bind): {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
         config,
         buffer: buffer.clone(),
@@ -174,13 +201,43 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         metrics: ServerMetrics::default(),
         remote_write_scratch: Default::default(),
     });
+    let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
+    let stop_requested = move || {
+        let mut rx = serving_stopped.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let otlp_grpc = match otlp_grpc_listener {
+        Some(listener) => {
+            let local = listener
+                .local_addr()
+                .map_err(|e| format!("cannot read the listening address: {e}"))?;
+            tracing::info!(address = %local, "OTLP/gRPC is listening");
+            println!("Sluice OTLP/gRPC listening on http://{local}");
+            let server = axum::serve(listener, otlp_grpc_router(state.clone()))
+                .with_graceful_shutdown(stop_requested());
+            Some(tokio::spawn(server.into_future()))
+        }
+        None => None,
+    };
     tracing::info!(address = %local, "Sluice is listening");
-    // A line on stdout for whoever started us (tests bind port 0 and read it).
+    // A line on stdout for whoever started us (tests bind port 0 and read it); it comes last,
+    // once every listener is bound.
     println!("Sluice listening on http://{local}");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    let main = axum::serve(listener, router(state)).with_graceful_shutdown(stop_requested());
+    let main = tokio::spawn(main.into_future());
+    shutdown_signal().await;
+    let _ = stop_serving.send(true);
+    main.await
+        .map_err(|e| format!("server task failed: {e}"))?
         .map_err(|e| format!("server error: {e}"))?;
+    if let Some(otlp_grpc) = otlp_grpc {
+        otlp_grpc
+            .await
+            .map_err(|e| format!("OTLP/gRPC server task failed: {e}"))?
+            .map_err(|e| format!("OTLP/gRPC server error: {e}"))?;
+    }
     tracing::info!("stopped taking requests; syncing the write-ahead log");
     let _ = stop_background.send(true);
     let _ = persister.await;

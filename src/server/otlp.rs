@@ -9,7 +9,9 @@
 //! accepted. The database is the `db` query parameter, else the `X-Sluice-Database` header,
 //! else the default.
 //!
-//! Not yet (issue 5): OTLP/gRPC.
+//! OTLP/gRPC ([`grpc`]) maps and stores requests the same way ([`store`]).
+
+pub mod grpc;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,16 +109,10 @@ pub async fn export(
     }
 }
 
-async fn ingest(
-    state: &AppState,
-    encoding: Encoding,
-    params: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<ExportMetricsServiceResponse, ApiError> {
-    let db = params
-        .get("db")
-        .map(String::as_str)
+/// The database a request names: the `db` query parameter, else the `x-sluice-database`
+/// header (or gRPC metadata), else the default.
+fn database<'a>(state: &'a AppState, db_param: Option<&'a str>, headers: &'a HeaderMap) -> &'a str {
+    db_param
         .or_else(|| {
             headers
                 .get("x-sluice-database")
@@ -124,7 +120,16 @@ async fn ingest(
         })
         .filter(|d| !d.is_empty())
         .unwrap_or(&state.config.default_db)
-        .to_string();
+}
+
+async fn ingest(
+    state: &AppState,
+    encoding: Encoding,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ExportMetricsServiceResponse, ApiError> {
+    let db = database(state, params.get("db").map(String::as_str), headers);
     let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
     let request = match encoding {
         Encoding::Protobuf => ExportMetricsServiceRequest::decode(&bytes[..]).map_err(|e| {
@@ -138,14 +143,25 @@ async fn ingest(
             ))
         })?,
     };
-    let mapped = map::map(&request, &state.config.otlp);
+    store(state, PATH, db, &request).await
+}
+
+/// Maps `request` to rows and writes them to `db`; the answer says what was not stored.
+/// `endpoint` names the route in the server's metrics.
+async fn store(
+    state: &AppState,
+    endpoint: &'static str,
+    db: &str,
+    request: &ExportMetricsServiceRequest,
+) -> Result<ExportMetricsServiceResponse, ApiError> {
+    let mapped = map::map(request, &state.config.otlp);
     let mut rejected = mapped.rejected_points;
     let mut message = mapped.error_message();
     let mut accepted = 0;
     if !mapped.batch.is_empty() {
         let outcome = state
             .buffer
-            .write(&db, mapped.batch, WriteOptions::default())
+            .write(db, mapped.batch, WriteOptions::default())
             .await
             .map_err(write_error)?;
         accepted = outcome.accepted_points;
@@ -163,7 +179,7 @@ async fn ingest(
     }
     state
         .metrics
-        .write(PATH, accepted, rejected as usize, accepted);
+        .write(endpoint, accepted, rejected as usize, accepted);
     if rejected > 0 {
         tracing::debug!(db, rejected, "OTLP export partly stored: {message}");
     }
@@ -202,6 +218,7 @@ fn error_response(e: ApiError, encoding: Encoding) -> Response {
         Encoding::Protobuf => Status {
             code,
             message: e.message,
+            details: Vec::new(),
         }
         .encode_to_vec(),
         Encoding::Json => json!({"code": code, "message": e.message})

@@ -23,6 +23,8 @@ pub struct Server {
     data: Option<TempDir>,
     /// `http://127.0.0.1:<port>`
     pub url: String,
+    /// `http://127.0.0.1:<port>` of the `--otlp-grpc-bind` listener, when there is one.
+    pub otlp_grpc_url: Option<String>,
     pub client: reqwest::Client,
 }
 
@@ -72,18 +74,22 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
+            let mut otlp_grpc_url = None;
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("Sluice OTLP/gRPC listening on ") {
+                    otlp_grpc_url = Some(url.to_string());
+                }
                 if let Some(url) = line.strip_prefix("Sluice listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((url.to_string(), otlp_grpc_url));
                     break;
                 }
             }
             // keep draining so the server never blocks on a full pipe
             for _ in lines {}
         });
-        let url = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => url,
+        let (url, otlp_grpc_url) = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(urls) => urls,
             Err(_) => {
                 let _ = child.kill();
                 let log =
@@ -95,6 +101,7 @@ impl Server {
             child: Some(child),
             data: Some(dir),
             url,
+            otlp_grpc_url,
             client: reqwest::Client::new(),
         }
     }

@@ -10,6 +10,7 @@ mod admin;
 mod cli;
 mod durability;
 mod otlp;
+mod otlp_grpc;
 mod persistence;
 mod query;
 mod remote_write;

@@ -1,0 +1,191 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`.
+//!
+//! It is served on the main port (gRPC is HTTP/2, which the listener takes in clear text
+//! beside HTTP/1.1) and, with `--otlp-grpc-bind`, on a port of its own such as 4317.
+//! tonic frames the messages, takes gzip and answers the status; the request is mapped and
+//! stored as OTLP/HTTP stores it. The database is the `x-sluice-database` metadata, else the
+//! default.
+//!
+//! Statuses follow the OTLP specification's retry rules: `INVALID_ARGUMENT` for a message
+//! that is not an export request, `NOT_FOUND` for a database that does not exist (when writes
+//! do not create them), `UNAVAILABLE` with `RetryInfo` when the buffer is full (exporters
+//! retry it), `OUT_OF_RANGE` from tonic for a message over `--max-request-bytes`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Buf, Bytes};
+use prost::Message;
+use sluice_proto::otlp::{
+    Any, Duration, ExportMetricsServiceRequest, ExportMetricsServiceResponse, RetryInfo,
+};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
+
+use super::super::AppState;
+use super::super::error::ApiError;
+
+/// The route of the export method.
+pub const PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// `POST /opentelemetry.proto.collector.metrics.v1.MetricsService/Export` (gRPC).
+pub async fn export(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let limit = state.config.max_request_bytes;
+    let mut grpc = tonic::server::Grpc::new(ExportCodec)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit);
+    let mut response = grpc.unary(Export { state }, request).await;
+    // tonic's own answer to an oversize message names no flag: say which one
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|s| s == "11") {
+        let message = format!(
+            "the message is larger than {limit} bytes (--max-request-bytes); export smaller \
+             batches"
+        );
+        if let Ok(v) = message.parse() {
+            headers.insert("grpc-message", v);
+        }
+    }
+    response.map(axum::body::Body::new)
+}
+
+/// The answer to a gRPC call of a method Sluice does not serve: `UNIMPLEMENTED`, as gRPC
+/// clients expect, instead of an HTTP 404 they cannot read. Other requests get the 404.
+pub async fn unknown_method(request: Request) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"));
+    if is_grpc {
+        let status = Status::unimplemented(format!(
+            "Sluice does not serve the gRPC method {}",
+            request.uri().path()
+        ));
+        return status.into_http::<axum::body::Body>();
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+/// Calls of the export method.
+struct Export {
+    state: Arc<AppState>,
+}
+
+impl tonic::server::UnaryService<Bytes> for Export {
+    type Response = ExportMetricsServiceResponse;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let (metadata, _, message) = request.into_parts();
+            let headers = metadata.into_headers();
+            let db = super::database(&state, None, &headers);
+            let request = ExportMetricsServiceRequest::decode(message).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "the message is not an OTLP ExportMetricsServiceRequest: {e}"
+                ))
+            })?;
+            super::store(&state, PATH, db, &request)
+                .await
+                .map(tonic::Response::new)
+                .map_err(status)
+        })
+    }
+}
+
+/// An HTTP-style error as a gRPC status. A retry delay goes in `google.rpc.RetryInfo`, both
+/// in the status details and in the `google.rpc.retryinfo-bin` metadata the OpenTelemetry
+/// exporters read.
+fn status(e: ApiError) -> Status {
+    let code = match e.status {
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::OutOfRange,
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        _ => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::error!(status = %e.status, "{}", e.message);
+    }
+    let Some(secs) = e.retry_after_secs else {
+        return Status::new(code, e.message);
+    };
+    let retry_info = RetryInfo {
+        retry_delay: Some(Duration {
+            seconds: secs.into(),
+            nanos: 0,
+        }),
+    }
+    .encode_to_vec();
+    let details = sluice_proto::otlp::Status {
+        code: code as i32,
+        message: e.message.clone(),
+        details: vec![Any {
+            type_url: RetryInfo::TYPE_URL.to_string(),
+            value: retry_info.clone(),
+        }],
+    }
+    .encode_to_vec();
+    let mut metadata = MetadataMap::new();
+    metadata.insert_bin(
+        "google.rpc.retryinfo-bin",
+        MetadataValue::from_bytes(&retry_info),
+    );
+    Status::with_details_and_metadata(code, e.message, details.into(), metadata)
+}
+
+/// Takes the request message as bytes (decoded by Sluice, so both transports share one
+/// decoder) and writes the answer with prost.
+struct ExportCodec;
+
+impl Codec for ExportCodec {
+    type Encode = ExportMetricsServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ExportCodec;
+    type Decoder = ExportCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ExportCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ExportCodec
+    }
+}
+
+impl Encoder for ExportCodec {
+    type Item = ExportMetricsServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
+    }
+}
+
+impl Decoder for ExportCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
