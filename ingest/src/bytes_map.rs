@@ -35,6 +35,12 @@ impl<'b, V: Copy> BytesMap<'b, V> {
             .map(|&i| entries[i as usize].1)
     }
 
+    /// Empties the map, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.index.clear();
+        self.entries.clear();
+    }
+
     /// Adds `key` (not in the map yet), whose hash is `hash`.
     pub(crate) fn insert(&mut self, hash: u64, key: &'b [u8], value: V) {
         let i = self.entries.len() as u32;

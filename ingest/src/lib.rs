@@ -8,6 +8,7 @@
 mod bytes_map;
 pub mod line_protocol;
 pub mod otlp;
+mod protowire;
 pub mod remote_write;
 pub mod write;
 

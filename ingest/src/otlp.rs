@@ -1,9 +1,10 @@
-//! OpenTelemetry OTLP metrics -> [`crate::WriteBatch`] (issue 5, in progress).
+//! OpenTelemetry OTLP metrics -> [`crate::WriteBatch`].
 //!
 //! [`names`] turns OTLP metric names, units and attribute keys into the table and tag names a
 //! Prometheus user expects, as the OpenTelemetry-to-Prometheus compatibility specification
-//! describes; [`map`] turns a decoded export request into points; [`json`] reads the OTLP/JSON
-//! encoding into the same types as the protobuf one.
+//! describes; [`map`] turns an export request in protobuf into points, reading the bytes in
+//! place; [`json`] reads the OTLP/JSON encoding into the prost types, which [`map::map`]
+//! encodes and maps the same way.
 
 pub mod json;
 pub mod map;

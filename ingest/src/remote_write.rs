@@ -20,6 +20,7 @@
 use std::fmt::Write as _;
 
 use crate::bytes_map::BytesMap;
+use crate::protowire::{Reader, WireError, WireType};
 use crate::write::{FieldValue, Sym, WriteBatch};
 
 mod series_cache;
@@ -415,7 +416,12 @@ impl<'b> Decoder<'_, 'b> {
             usize::try_from(i)
                 .ok()
                 .and_then(|i| symbols.get(i).copied())
-                .ok_or(WireError::SymbolOutOfRange(i, symbols.len()))
+                .ok_or_else(|| {
+                    WireError::Invalid(format!(
+                        "symbol reference {i} is past the end of the {} symbols",
+                        symbols.len()
+                    ))
+                })
         };
         self.labels.clear();
         let mut refs = std::mem::take(&mut self.refs);
@@ -465,7 +471,9 @@ impl<'b> Decoder<'_, 'b> {
             }
         }
         if !refs.len().is_multiple_of(2) {
-            return Err(WireError::OddLabelRefs(series));
+            return Err(WireError::Invalid(format!(
+                "series {series} has an odd number of label references"
+            )));
         }
         self.symbol_syms.resize(symbols.len(), None);
         for pair in refs.chunks_exact(2) {
@@ -676,128 +684,6 @@ fn sample(buf: &[u8]) -> Result<(f64, i64), WireError> {
         }
     }
     Ok((value, ms))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WireType {
-    Varint,
-    Fixed64,
-    Len,
-    Fixed32,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum WireError {
-    #[error("the message ends in the middle of a field at byte {0}")]
-    Truncated(usize),
-    #[error("a varint longer than 10 bytes at byte {0}")]
-    LongVarint(usize),
-    #[error("unsupported wire type {0} at byte {1}")]
-    WireType(u64, usize),
-    #[error("a string that is not UTF-8 at byte {0}")]
-    NotUtf8(usize),
-    #[error("symbol reference {0} is past the end of the {1} symbols")]
-    SymbolOutOfRange(u64, usize),
-    #[error("series {0} has an odd number of label references")]
-    OddLabelRefs(u32),
-}
-
-/// A protobuf reader over one message's bytes.
-struct Reader<'b> {
-    buf: &'b [u8],
-    pos: usize,
-}
-
-impl<'b> Reader<'b> {
-    fn new(buf: &'b [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-
-    #[inline]
-    fn varint(&mut self) -> Result<u64, WireError> {
-        // keys, lengths and label references are nearly always one byte
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(b));
-        }
-        self.varint_slow()
-    }
-
-    #[inline(never)]
-    fn varint_slow(&mut self) -> Result<u64, WireError> {
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
-        let mut v = 0u64;
-        for (i, &b) in rest.iter().take(10).enumerate() {
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                self.pos += i + 1;
-                return Ok(v);
-            }
-        }
-        if rest.len() < 10 {
-            Err(WireError::Truncated(self.pos + rest.len()))
-        } else {
-            Err(WireError::LongVarint(self.pos + 10))
-        }
-    }
-
-    /// The next field's number and wire type, or `None` at the end of the message.
-    fn key(&mut self) -> Result<Option<(u64, WireType)>, WireError> {
-        if self.done() {
-            return Ok(None);
-        }
-        let at = self.pos;
-        let key = self.varint()?;
-        let wire = match key & 7 {
-            0 => WireType::Varint,
-            1 => WireType::Fixed64,
-            2 => WireType::Len,
-            5 => WireType::Fixed32,
-            w => return Err(WireError::WireType(w, at)),
-        };
-        Ok(Some((key >> 3, wire)))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'b [u8], WireError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(WireError::Truncated(self.pos))?;
-        let out = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn bytes(&mut self) -> Result<&'b [u8], WireError> {
-        let n = self.varint()?;
-        self.take(usize::try_from(n).map_err(|_| WireError::Truncated(self.pos))?)
-    }
-
-    fn str(&mut self) -> Result<&'b str, WireError> {
-        let at = self.pos;
-        std::str::from_utf8(self.bytes()?).map_err(|_| WireError::NotUtf8(at))
-    }
-
-    fn fixed64(&mut self) -> Result<u64, WireError> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    }
-
-    fn skip(&mut self, wire: WireType) -> Result<(), WireError> {
-        match wire {
-            WireType::Varint => self.varint().map(drop),
-            WireType::Fixed64 => self.take(8).map(drop),
-            WireType::Len => self.bytes().map(drop),
-            WireType::Fixed32 => self.take(4).map(drop),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ pub struct AppState {
     /// Remote write decoders' state, one per decode in progress at once (at most one per
     /// runtime thread, since a decode does not yield).
     pub remote_write_scratch: parking_lot::Mutex<Vec<remote_write::Scratch>>,
+    /// OTLP mapping caches, likewise.
+    pub otlp_caches: parking_lot::Mutex<Vec<sluice_ingest::otlp::map::Cache>>,
 }
 
 /// The routes of the `--otlp-grpc-bind` listener: OTLP/gRPC only.
@@ -200,6 +202,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         query,
         metrics: ServerMetrics::default(),
         remote_write_scratch: Default::default(),
+        otlp_caches: Default::default(),
     });
     let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
     let stop_requested = move || {

@@ -23,9 +23,7 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 use serde_json::json;
 use sluice_ingest::otlp::{json, map};
-use sluice_proto::otlp::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse, Status,
-};
+use sluice_proto::otlp::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse, Status};
 use sluice_storage::WriteOptions;
 
 use super::AppState;
@@ -131,30 +129,49 @@ async fn ingest(
 ) -> Result<ExportMetricsServiceResponse, ApiError> {
     let db = database(state, params.get("db").map(String::as_str), headers);
     let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
-    let request = match encoding {
-        Encoding::Protobuf => ExportMetricsServiceRequest::decode(&bytes[..]).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body is not an OTLP ExportMetricsServiceRequest in protobuf: {e}"
-            ))
-        })?,
-        Encoding::Json => json::decode(&bytes).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body is not an OTLP/JSON ExportMetricsServiceRequest: {e}"
-            ))
-        })?,
+    let mapped = match encoding {
+        Encoding::Protobuf => {
+            with_cache(state, |c| map::map_protobuf(&bytes, &state.config.otlp, c)).map_err(
+                |e| {
+                    ApiError::bad_request(format!(
+                        "the body is not an OTLP ExportMetricsServiceRequest in protobuf: {e}"
+                    ))
+                },
+            )?
+        }
+        Encoding::Json => {
+            let request = json::decode(&bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body is not an OTLP/JSON ExportMetricsServiceRequest: {e}"
+                ))
+            })?;
+            with_cache(state, |c| map::map(&request, &state.config.otlp, c)).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body is not an OTLP/JSON ExportMetricsServiceRequest: {e}"
+                ))
+            })?
+        }
     };
-    store(state, PATH, db, &request).await
+    store(state, PATH, db, mapped).await
 }
 
-/// Maps `request` to rows and writes them to `db`; the answer says what was not stored.
+/// Runs `f` with one of the server's mapping caches: one per mapping in progress at once (at
+/// most one per runtime thread, since a mapping does not yield).
+fn with_cache<T>(state: &AppState, f: impl FnOnce(&mut map::Cache) -> T) -> T {
+    let mut cache = state.otlp_caches.lock().pop().unwrap_or_default();
+    let out = f(&mut cache);
+    state.otlp_caches.lock().push(cache);
+    out
+}
+
+/// Writes the rows of a mapped request to `db`; the answer says what was not stored.
 /// `endpoint` names the route in the server's metrics.
 async fn store(
     state: &AppState,
     endpoint: &'static str,
     db: &str,
-    request: &ExportMetricsServiceRequest,
+    mapped: map::Mapped,
 ) -> Result<ExportMetricsServiceResponse, ApiError> {
-    let mapped = map::map(request, &state.config.otlp);
     let mut rejected = mapped.rejected_points;
     let mut message = mapped.error_message();
     let mut accepted = 0;

@@ -1,4 +1,5 @@
-//! An OTLP export request -> the points of a [`WriteBatch`], as DESIGN.md's mapping says:
+//! An OTLP export request (protobuf bytes, read in place) -> the points of a [`WriteBatch`],
+//! as DESIGN.md's mapping says:
 //!
 //! - gauges and sums: table `<name>` with field `value`; ints and doubles both as Float64;
 //! - explicit-bucket histograms: `<name>_bucket` (tag `le`, cumulative counts, ending at
@@ -16,14 +17,15 @@
 //! time. Points flagged "no recorded value" are the OTLP form of a stale marker: skipped, and
 //! not counted as rejected.
 
-use std::collections::HashMap;
-
+use prost::Message;
 use sluice_proto::otlp::{
-    AggregationTemporality, AnyValue, ExportMetricsServiceRequest, KeyValue, Metric,
-    NumberDataPoint,
+    AggregationTemporality, AnyValue, ExportMetricsServiceRequest, InstrumentationScope, KeyValue,
+    Resource,
 };
 
 use super::names::{MetricKind, label_name, metric_name};
+use crate::bytes_map::BytesMap;
+use crate::protowire::{Reader, WireError, WireType};
 use crate::write::{FieldValue, Sym, WriteBatch};
 
 /// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
@@ -70,49 +72,71 @@ impl Mapped {
     }
 }
 
-/// Maps `request`; see the module documentation.
-pub fn map(request: &ExportMetricsServiceRequest, options: &Options) -> Mapped {
-    let mut m = Mapper {
-        out: Mapped::default(),
-        value: Sym(0),
-        tags: Vec::new(),
-        syms: Vec::new(),
-        key: Vec::new(),
-        ranges: HashMap::new(),
-    };
-    m.value = m.out.batch.symbols.intern("value");
-    for (i, rm) in request.resource_metrics.iter().enumerate() {
-        let attributes = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let resource = ResourceTags::new(attributes, options);
-        let mut newest = None;
-        for sm in &rm.scope_metrics {
-            let mut scope = resource.tags.clone();
-            if let Some(s) = &sm.scope {
-                if !s.name.is_empty() {
-                    scope.push(("otel_scope_name".into(), s.name.clone()));
-                }
-                if !s.version.is_empty() {
-                    scope.push(("otel_scope_version".into(), s.version.clone()));
-                }
-            }
-            for metric in &sm.metrics {
-                if let Some(t) = m.metric(metric, &scope, i as u32 + 1) {
-                    newest = newest.max(Some(t));
-                }
-            }
-        }
-        if let Some(time) = newest
-            && !resource.info.is_empty()
-        {
-            m.tags.clear();
-            m.tags.extend(resource.identity.iter().cloned());
-            m.tags.extend(resource.info.iter().cloned());
-            m.intern_tags();
-            let table = m.intern("target_info");
-            m.row(table, None, 1.0, time, i as u32 + 1);
+/// Why a body is not an export request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MapError(pub String);
+
+/// Maps an export request in protobuf (`ExportMetricsServiceRequest`); see the module
+/// documentation. The bytes are read in place. Each resource-and-scope and each attribute set
+/// under it is resolved to tags once and kept in `cache` (see [`Cache`]); within a request a
+/// repeated attribute set costs one hash and one compare.
+pub fn map_protobuf(body: &[u8], options: &Options, cache: &mut Cache) -> Result<Mapped, MapError> {
+    cache.prepare(options);
+    let mut m = Mapper::new(body, options, cache);
+    m.request().map_err(|e| MapError(e.to_string()))?;
+    Ok(m.out)
+}
+
+/// Maps a decoded request (OTLP/JSON arrives this way): encoded, then read as
+/// [`map_protobuf`] reads a body, so that both encodings map alike.
+pub fn map(
+    request: &ExportMetricsServiceRequest,
+    options: &Options,
+    cache: &mut Cache,
+) -> Result<Mapped, MapError> {
+    map_protobuf(&request.encode_to_vec(), options, cache)
+}
+
+/// Bytes of keys and tags a [`Cache`] holds before it starts over.
+pub const CACHE_BUDGET: usize = 32 << 20;
+
+type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
+type BytesHashMap<V> = HashMap<Box<[u8]>, V>;
+
+/// What mapping keeps from one request to the next: the tags of each resource-and-scope it
+/// has seen, and of each attribute set under them, by their bytes. An SDK or a Collector sends
+/// the same resources and attribute sets in every export, so a request decodes and names only
+/// what is new. The server keeps one per mapping in progress at once. Past
+/// [`CACHE_BUDGET`] bytes, or when the options change, it starts over.
+#[derive(Default)]
+pub struct Cache {
+    /// Context key (resource and scope bytes, see `Mapper::context`) -> index in `contexts`.
+    index: BytesHashMap<u32>,
+    contexts: Vec<Context>,
+    bytes: usize,
+    promote: Vec<String>,
+}
+
+impl Cache {
+    /// Starts over if the cache is over budget or was filled under other options.
+    fn prepare(&mut self, options: &Options) {
+        if self.bytes > CACHE_BUDGET || self.promote != options.promote {
+            *self = Cache {
+                promote: options.promote.clone(),
+                ..Cache::default()
+            };
         }
     }
-    m.out
+}
+
+/// A resource and scope: the tags they give every series under them.
+struct Context {
+    resource: ResourceTags,
+    /// The resource's series tags, then `otel_scope_name` and `otel_scope_version`.
+    scope: Vec<(String, String)>,
+    /// Attribute bytes -> the tags of a data point with them (empty values left out).
+    sets: BytesHashMap<Box<[(String, String)]>>,
 }
 
 /// What a resource contributes to its series' tags.
@@ -169,11 +193,86 @@ impl ResourceTags {
     }
 }
 
-struct Mapper {
+/// A failure to read the request, with where it happened.
+#[derive(Debug, thiserror::Error)]
+#[error("in a {what} starting at byte {at} of the body: {source}")]
+struct ReadError {
+    what: &'static str,
+    at: usize,
+    source: WireError,
+}
+
+type R<T> = Result<T, ReadError>;
+
+/// Makes errors in message `what`, which starts at byte `at` of the body.
+fn at(what: &'static str, at: usize) -> impl Fn(WireError) -> ReadError {
+    move |source| ReadError { what, at, source }
+}
+
+/// Where the attributes of a data point are in its bytes.
+#[derive(Debug, Clone, Copy)]
+struct AttributeSpan {
+    start: usize,
+    end: usize,
+    /// No other field came between the attributes (so the span holds them all, and only them).
+    contiguous: bool,
+}
+
+impl AttributeSpan {
+    fn new() -> Self {
+        AttributeSpan {
+            start: 0,
+            end: 0,
+            contiguous: true,
+        }
+    }
+
+    /// Notes a field from `start` to `end`; `attribute` says whether it is one.
+    fn field(&mut self, attribute: bool, start: usize, end: usize) {
+        if attribute {
+            if self.end == 0 {
+                self.start = start;
+            } else if self.end != start {
+                self.contiguous = false;
+            }
+            self.end = end;
+        }
+    }
+}
+
+/// A data point's tags: a set resolved earlier in this scope, or the ones in `Mapper::syms`.
+#[derive(Debug, Clone, Copy)]
+enum TagSet {
+    Cached(u32),
+    Loaded,
+}
+
+/// A distinct attribute set of the current scope, resolved.
+struct ResolvedSet {
+    /// Its tags: a range of `Mapper::set_syms`.
+    syms: (u32, u32),
+    /// Its tag range in the batch, once a row without extra tags used it.
+    range: Option<(u32, u32)>,
+}
+
+/// Which of `Metric`'s `data` members a metric has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Sum,
+    Histogram,
+    ExponentialHistogram,
+    Summary,
+}
+
+struct Mapper<'b, 'o> {
+    body: &'b [u8],
+    options: &'o Options,
+    cache: &'o mut Cache,
+    /// The context (in `cache.contexts`) of the scope being mapped.
+    context: u32,
     out: Mapped,
     value: Sym,
-    /// Scratch: the tags of the data point being added.
-    tags: Vec<(String, String)>,
     /// Scratch: the same, interned (empty values left out), for all the point's rows.
     syms: Vec<(Sym, Sym)>,
     /// Scratch: the tags of one row (`syms` and its `le` or `quantile`).
@@ -181,19 +280,252 @@ struct Mapper {
     /// The tag range of each distinct tag set so far: the metrics of one resource share
     /// attribute sets, and storage checks and resolves each tag range of a batch once.
     ranges: HashMap<Vec<(Sym, Sym)>, (u32, u32)>,
+    /// The attribute sets of the current scope, by their bytes: an index into `sets`.
+    seen: BytesMap<'b, u32>,
+    sets: Vec<ResolvedSet>,
+    set_syms: Vec<(Sym, Sym)>,
+    /// Table names of (metric name, unit, kind) in this request.
+    tables: HashMap<(&'b str, &'b str, MetricKind), Sym>,
+    /// Scratch, one per level, so that walking the request allocates once.
+    resource_bufs: Vec<&'b [u8]>,
+    scope_bufs: Vec<&'b [u8]>,
+    scope_parts: Vec<&'b [u8]>,
+    context_key: Vec<u8>,
+    metric_bufs: Vec<&'b [u8]>,
+    data_bufs: Vec<&'b [u8]>,
+    counts: Vec<u64>,
+    bounds: Vec<f64>,
+    quantiles: Vec<(f64, f64)>,
 }
 
-impl Mapper {
-    /// Adds the points of `metric`; returns the newest time stored.
-    fn metric(&mut self, metric: &Metric, scope: &[(String, String)], line: u32) -> Option<i64> {
+impl<'b, 'o> Mapper<'b, 'o> {
+    fn new(body: &'b [u8], options: &'o Options, cache: &'o mut Cache) -> Self {
+        let mut out = Mapped::default();
+        let value = out.batch.symbols.intern("value");
+        Mapper {
+            body,
+            options,
+            cache,
+            context: 0,
+            out,
+            value,
+            syms: Vec::new(),
+            key: Vec::new(),
+            ranges: HashMap::default(),
+            seen: BytesMap::default(),
+            sets: Vec::new(),
+            set_syms: Vec::new(),
+            tables: HashMap::default(),
+            resource_bufs: Vec::new(),
+            scope_bufs: Vec::new(),
+            scope_parts: Vec::new(),
+            context_key: Vec::new(),
+            metric_bufs: Vec::new(),
+            data_bufs: Vec::new(),
+            counts: Vec::new(),
+            bounds: Vec::new(),
+            quantiles: Vec::new(),
+        }
+    }
+
+    /// Where `buf`, a slice of the body, starts in it.
+    fn offset(&self, buf: &[u8]) -> usize {
+        buf.as_ptr() as usize - self.body.as_ptr() as usize
+    }
+
+    fn request(&mut self) -> R<()> {
+        let (mut r, err) = (Reader::new(self.body), at("ExportMetricsServiceRequest", 0));
+        let mut line = 0u32;
+        while let Some((field, wire)) = r.key().map_err(&err)? {
+            if field == 1 {
+                let rm = len(&mut r, wire).map_err(&err)?;
+                line += 1;
+                self.resource_metrics(rm, line)?;
+            } else {
+                r.skip(wire).map_err(&err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One `ResourceMetrics`; `line` counts them from 1 (the "line" of its rows' errors).
+    fn resource_metrics(&mut self, buf: &'b [u8], line: u32) -> R<()> {
+        let (mut r, err) = (Reader::new(buf), at("ResourceMetrics", self.offset(buf)));
+        let mut resources = std::mem::take(&mut self.resource_bufs);
+        let mut scopes = std::mem::take(&mut self.scope_bufs);
+        resources.clear();
+        scopes.clear();
+        while let Some((field, wire)) = r.key().map_err(&err)? {
+            match field {
+                1 => resources.push(len(&mut r, wire).map_err(&err)?),
+                2 => scopes.push(len(&mut r, wire).map_err(&err)?),
+                _ => r.skip(wire).map_err(&err)?,
+            }
+        }
+        // (on an error the scratch vectors are dropped with the mapper)
         let mut newest = None;
-        let cumulative = |t: i32| t == AggregationTemporality::Cumulative as i32;
+        let mut context = None;
+        for &sm in &scopes {
+            let (t, c) = self.scope_metrics(sm, &resources, line)?;
+            newest = newest.max(t);
+            context = Some(c);
+        }
+        self.resource_bufs = resources;
+        self.scope_bufs = scopes;
+        let (Some(time), Some(context)) = (newest, context) else {
+            return Ok(());
+        };
+        let resource = &self.cache.contexts[context as usize].resource;
+        if !resource.info.is_empty() {
+            let symbols = &mut self.out.batch.symbols;
+            self.syms.clear();
+            for (k, v) in resource.identity.iter().chain(&resource.info) {
+                if !v.is_empty() {
+                    self.syms.push((symbols.intern(k), symbols.intern(v)));
+                }
+            }
+            let table = self.intern("target_info");
+            let range = self.tag_range(None);
+            self.push_row(table, range, 1.0, time, line);
+        }
+        Ok(())
+    }
+
+    /// One `ScopeMetrics` of the resource in `resources` (the bytes of each occurrence of the
+    /// field, nearly always one); returns the newest time stored and the scope's context.
+    fn scope_metrics(
+        &mut self,
+        buf: &'b [u8],
+        resources: &[&'b [u8]],
+        line: u32,
+    ) -> R<(Option<i64>, u32)> {
+        let (mut r, err) = (Reader::new(buf), at("ScopeMetrics", self.offset(buf)));
+        let mut metrics = std::mem::take(&mut self.metric_bufs);
+        metrics.clear();
+        let mut key = std::mem::take(&mut self.context_key);
+        key.clear();
+        for b in resources {
+            key.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            key.extend_from_slice(b);
+        }
+        key.extend_from_slice(&u32::MAX.to_le_bytes());
+        let mut scopes = std::mem::take(&mut self.scope_parts);
+        scopes.clear();
+        while let Some((field, wire)) = r.key().map_err(&err)? {
+            match field {
+                1 => {
+                    let b = len(&mut r, wire).map_err(&err)?;
+                    key.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    key.extend_from_slice(b);
+                    scopes.push(b);
+                }
+                2 => metrics.push(len(&mut r, wire).map_err(&err)?),
+                _ => r.skip(wire).map_err(&err)?,
+            }
+        }
+        self.context = match self.cache.index.get(&key[..]) {
+            Some(&c) => c,
+            None => {
+                let context = new_context(resources, &scopes, self.options)
+                    .map_err(at("ScopeMetrics", self.offset(buf)))?;
+                let c = self.cache.contexts.len() as u32;
+                self.cache.bytes += key.len() + tags_bytes(&context.scope) * 2;
+                self.cache.contexts.push(context);
+                self.cache.index.insert(key[..].into(), c);
+                c
+            }
+        };
+        self.context_key = key;
+        self.scope_parts = scopes;
+        // attribute sets are resolved per scope: the same bytes here mean the same tags
+        self.seen.clear();
+        self.sets.clear();
+        self.set_syms.clear();
+        let mut newest = None;
+        for &m in &metrics {
+            newest = newest.max(self.metric(m, line)?);
+        }
+        self.metric_bufs = metrics;
+        Ok((newest, self.context))
+    }
+
+    /// One `Metric`; returns the newest time stored.
+    fn metric(&mut self, buf: &'b [u8], line: u32) -> R<Option<i64>> {
+        let (mut r, err) = (Reader::new(buf), at("Metric", self.offset(buf)));
+        let (mut name, mut unit): (&'b str, &'b str) = ("", "");
+        let mut kind = None;
+        let mut data = std::mem::take(&mut self.data_bufs);
+        data.clear();
+        while let Some((field, wire)) = r.key().map_err(&err)? {
+            let k = match field {
+                1 => {
+                    name = string(&mut r, wire).map_err(&err)?;
+                    continue;
+                }
+                3 => {
+                    unit = string(&mut r, wire).map_err(&err)?;
+                    continue;
+                }
+                5 => Kind::Gauge,
+                7 => Kind::Sum,
+                9 => Kind::Histogram,
+                10 => Kind::ExponentialHistogram,
+                11 => Kind::Summary,
+                _ => {
+                    r.skip(wire).map_err(&err)?;
+                    continue;
+                }
+            };
+            // `oneof data`: a later member replaces an earlier one; the same one merges
+            if kind != Some(k) {
+                data.clear();
+                kind = Some(k);
+            }
+            data.push(len(&mut r, wire).map_err(&err)?);
+        }
+        let newest = match kind {
+            Some(kind) => self.metric_data(name, unit, kind, &data, line)?,
+            None => None,
+        };
+        self.data_bufs = data;
+        Ok(newest)
+    }
+
+    fn metric_data(
+        &mut self,
+        name: &'b str,
+        unit: &'b str,
+        kind: Kind,
+        data: &[&'b [u8]],
+        line: u32,
+    ) -> R<Option<i64>> {
+        // temporality (field 2) and monotonicity (field 3) come after the points (field 1) in
+        // the usual field order, so they are read first
+        let (mut temporality, mut monotonic, mut points) = (0, false, 0usize);
+        for &d in data
+            .iter()
+            .filter(|_| !matches!(kind, Kind::Gauge | Kind::Summary))
+        {
+            let (mut r, err) = (Reader::new(d), at("metric data", self.offset(d)));
+            while let Some((field, wire)) = r.key().map_err(&err)? {
+                match (field, wire) {
+                    (1, _) => {
+                        points += 1;
+                        r.skip(wire).map_err(&err)?;
+                    }
+                    (2, WireType::Varint) => temporality = r.varint().map_err(&err)? as i32,
+                    (3, WireType::Varint) if kind == Kind::Sum => {
+                        monotonic = r.varint().map_err(&err)? != 0;
+                    }
+                    _ => r.skip(wire).map_err(&err)?,
+                }
+            }
+        }
         let not_cumulative = |t: i32| {
             format!(
-                "metric '{}' has {} temporality; Prometheus series are cumulative: configure \
+                "metric '{name}' has {} temporality; Prometheus series are cumulative: configure \
                  the exporter for cumulative temporality \
                  (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative)",
-                metric.name,
                 if t == AggregationTemporality::Delta as i32 {
                     "delta"
                 } else {
@@ -201,135 +533,235 @@ impl Mapper {
                 }
             )
         };
-        if let Some(g) = &metric.gauge {
-            let name = metric_name(&metric.name, &metric.unit, MetricKind::Gauge);
-            newest = self.numbers(&name, &g.data_points, scope, line);
-        } else if let Some(s) = &metric.sum {
-            if !cumulative(s.aggregation_temporality) {
-                self.out.reject(
-                    s.data_points.len(),
-                    not_cumulative(s.aggregation_temporality),
-                );
-                return None;
+        let cumulative = temporality == AggregationTemporality::Cumulative as i32;
+        match kind {
+            Kind::Gauge => {
+                let table = self.table(name, unit, MetricKind::Gauge);
+                self.numbers(name, table, data, line)
             }
-            let kind = if s.is_monotonic {
-                MetricKind::Counter
-            } else {
-                MetricKind::UpDownSum
+            Kind::Sum if !cumulative => {
+                self.out.reject(points, not_cumulative(temporality));
+                Ok(None)
+            }
+            Kind::Sum => {
+                let kind = if monotonic {
+                    MetricKind::Counter
+                } else {
+                    MetricKind::UpDownSum
+                };
+                let table = self.table(name, unit, kind);
+                self.numbers(name, table, data, line)
+            }
+            Kind::Histogram if !cumulative => {
+                self.out.reject(points, not_cumulative(temporality));
+                Ok(None)
+            }
+            Kind::Histogram => self.histogram(name, unit, data, line),
+            Kind::ExponentialHistogram => {
+                self.out.reject(
+                    points,
+                    format!(
+                        "metric '{name}' is an exponential histogram, which Sluice does not store \
+                         yet (it would be a Prometheus native histogram); configure the SDK's \
+                         view for explicit buckets"
+                    ),
+                );
+                Ok(None)
+            }
+            Kind::Summary => self.summary(name, unit, data, line),
+        }
+    }
+
+    /// The table of metric `name`, in `unit`, of `kind`.
+    fn table(&mut self, name: &'b str, unit: &'b str, kind: MetricKind) -> Sym {
+        if let Some(&t) = self.tables.get(&(name, unit, kind)) {
+            return t;
+        }
+        let t = self
+            .out
+            .batch
+            .symbols
+            .intern(&metric_name(name, unit, kind));
+        self.tables.insert((name, unit, kind), t);
+        t
+    }
+
+    /// The points of gauge or sum `metric`, stored as table `table`; returns the newest time
+    /// stored.
+    fn numbers(
+        &mut self,
+        metric: &str,
+        table: Sym,
+        data: &[&'b [u8]],
+        line: u32,
+    ) -> R<Option<i64>> {
+        let mut newest = None;
+        for &d in data {
+            let (mut r, err) = (Reader::new(d), at("metric data", self.offset(d)));
+            while let Some((field, wire)) = r.key().map_err(&err)? {
+                if field != 1 {
+                    r.skip(wire).map_err(&err)?;
+                    continue;
+                }
+                let p = len(&mut r, wire).map_err(&err)?;
+                if let Some(t) = self.number_point(metric, table, p, line)? {
+                    newest = newest.max(Some(t));
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// One `NumberDataPoint`; returns its time if it was stored.
+    fn number_point(
+        &mut self,
+        metric: &str,
+        table: Sym,
+        buf: &'b [u8],
+        line: u32,
+    ) -> R<Option<i64>> {
+        let (mut r, err) = (Reader::new(buf), at("NumberDataPoint", self.offset(buf)));
+        let (mut time, mut flags, mut value) = (0u64, 0u32, None);
+        let mut attributes = AttributeSpan::new();
+        loop {
+            let start = r.pos;
+            let Some((field, wire)) = r.key().map_err(&err)? else {
+                break;
             };
-            let name = metric_name(&metric.name, &metric.unit, kind);
-            newest = self.numbers(&name, &s.data_points, scope, line);
-        } else if let Some(h) = &metric.histogram {
-            if !cumulative(h.aggregation_temporality) {
-                self.out.reject(
-                    h.data_points.len(),
-                    not_cumulative(h.aggregation_temporality),
-                );
-                return None;
+            match (field, wire) {
+                (3, WireType::Fixed64) => time = r.fixed64().map_err(&err)?,
+                (4, WireType::Fixed64) => value = Some(f64::from_bits(r.fixed64().map_err(&err)?)),
+                (6, WireType::Fixed64) => value = Some(r.fixed64().map_err(&err)? as i64 as f64),
+                (8, WireType::Varint) => flags = r.varint().map_err(&err)? as u32,
+                _ => r.skip(wire).map_err(&err)?,
             }
-            let name = metric_name(&metric.name, &metric.unit, MetricKind::Histogram);
-            let bucket = self.intern(&format!("{name}_bucket"));
-            let sum = self.intern(&format!("{name}_sum"));
-            let count = self.intern(&format!("{name}_count"));
-            for p in &h.data_points {
-                let Some(time) = self.time(&metric.name, p.time_unix_nano, p.flags) else {
+            attributes.field(field == 7, start, r.pos);
+        }
+        let Some(time) = self.time(metric, time, flags) else {
+            return Ok(None);
+        };
+        let Some(value) = value else {
+            self.out.reject(
+                1,
+                format!("a data point of '{metric}' has neither as_double nor as_int"),
+            );
+            return Ok(None);
+        };
+        let set = self.tag_set(buf, 7, attributes)?;
+        let range = self.plain_range(set);
+        self.push_row(table, range, value, time, line);
+        Ok(Some(time))
+    }
+
+    /// The points of an explicit-bucket histogram; returns the newest time stored.
+    fn histogram(
+        &mut self,
+        name: &str,
+        unit: &str,
+        data: &[&'b [u8]],
+        line: u32,
+    ) -> R<Option<i64>> {
+        let base = metric_name(name, unit, MetricKind::Histogram);
+        let bucket = self.intern(&format!("{base}_bucket"));
+        let sum_table = self.intern(&format!("{base}_sum"));
+        let count_table = self.intern(&format!("{base}_count"));
+        let mut newest = None;
+        let mut counts = std::mem::take(&mut self.counts);
+        let mut bounds = std::mem::take(&mut self.bounds);
+        for &d in data {
+            let (mut r, err) = (Reader::new(d), at("Histogram", self.offset(d)));
+            while let Some((field, wire)) = r.key().map_err(&err)? {
+                if field != 1 {
+                    r.skip(wire).map_err(&err)?;
+                    continue;
+                }
+                let p = len(&mut r, wire).map_err(&err)?;
+                counts.clear();
+                bounds.clear();
+                let point = read_histogram_point(p, &mut counts, &mut bounds)
+                    .map_err(at("HistogramDataPoint", self.offset(p)))?;
+                let Some(time) = self.time(name, point.time, point.flags) else {
                     continue;
                 };
-                if !p.bucket_counts.is_empty()
-                    && p.bucket_counts.len() != p.explicit_bounds.len() + 1
-                {
+                if !counts.is_empty() && counts.len() != bounds.len() + 1 {
                     self.out.reject(
                         1,
                         format!(
-                            "histogram '{}' has {} bucket counts for {} bounds (it needs one \
-                             more count than bounds)",
-                            metric.name,
-                            p.bucket_counts.len(),
-                            p.explicit_bounds.len()
+                            "histogram '{name}' has {} bucket counts for {} bounds (it needs \
+                             one more count than bounds)",
+                            counts.len(),
+                            bounds.len()
                         ),
                     );
                     continue;
                 }
-                self.point_tags(scope, &p.attributes);
+                let set = self.tag_set(p, 9, point.attributes)?;
+                self.load(set);
                 let mut cumulative_count = 0u64;
-                for (i, n) in p.bucket_counts.iter().enumerate() {
+                for (i, n) in counts.iter().enumerate() {
                     cumulative_count = cumulative_count.saturating_add(*n);
-                    let le = match p.explicit_bounds.get(i) {
+                    let le = match bounds.get(i) {
                         Some(b) => float_label(*b),
                         None => "+Inf".to_string(),
                     };
-                    let le = Some(("le", le.as_str()));
-                    self.row(bucket, le, cumulative_count as f64, time, line);
+                    let range = self.tag_range(Some(("le", le.as_str())));
+                    self.push_row(bucket, range, cumulative_count as f64, time, line);
                 }
-                if p.bucket_counts.is_empty() {
+                if counts.is_empty() {
                     // no buckets: the +Inf bucket is the count
-                    self.row(bucket, Some(("le", "+Inf")), p.count as f64, time, line);
+                    let range = self.tag_range(Some(("le", "+Inf")));
+                    self.push_row(bucket, range, point.count as f64, time, line);
                 }
-                if let Some(s) = p.sum {
-                    self.row(sum, None, s, time, line);
+                let range = self.plain_range(set);
+                if let Some(s) = point.sum {
+                    self.push_row(sum_table, range, s, time, line);
                 }
-                self.row(count, None, p.count as f64, time, line);
-                newest = newest.max(Some(time));
-            }
-        } else if let Some(e) = &metric.exponential_histogram {
-            self.out.reject(
-                e.data_points.len(),
-                format!(
-                    "metric '{}' is an exponential histogram, which Sluice does not store yet (it \
-                     would be a Prometheus native histogram); configure the SDK's view for \
-                     explicit buckets",
-                    metric.name
-                ),
-            );
-        } else if let Some(s) = &metric.summary {
-            let name = metric_name(&metric.name, &metric.unit, MetricKind::Summary);
-            let sum = self.intern(&format!("{name}_sum"));
-            let count = self.intern(&format!("{name}_count"));
-            let name = self.intern(&name);
-            for p in &s.data_points {
-                let Some(time) = self.time(&metric.name, p.time_unix_nano, p.flags) else {
-                    continue;
-                };
-                self.point_tags(scope, &p.attributes);
-                for q in &p.quantile_values {
-                    let quantile = float_label(q.quantile);
-                    let quantile = Some(("quantile", quantile.as_str()));
-                    self.row(name, quantile, q.value, time, line);
-                }
-                self.row(sum, None, p.sum, time, line);
-                self.row(count, None, p.count as f64, time, line);
+                self.push_row(count_table, range, point.count as f64, time, line);
                 newest = newest.max(Some(time));
             }
         }
-        newest
+        self.counts = counts;
+        self.bounds = bounds;
+        Ok(newest)
     }
 
-    /// The points of a gauge or sum stored as table `table`; returns the newest time stored.
-    fn numbers(
-        &mut self,
-        table: &str,
-        points: &[NumberDataPoint],
-        scope: &[(String, String)],
-        line: u32,
-    ) -> Option<i64> {
-        let table_sym = self.intern(table);
+    /// The points of a summary; returns the newest time stored.
+    fn summary(&mut self, name: &str, unit: &str, data: &[&'b [u8]], line: u32) -> R<Option<i64>> {
+        let base = metric_name(name, unit, MetricKind::Summary);
+        let sum_table = self.intern(&format!("{base}_sum"));
+        let count_table = self.intern(&format!("{base}_count"));
+        let table = self.intern(&base);
         let mut newest = None;
-        for p in points {
-            let Some(time) = self.time(table, p.time_unix_nano, p.flags) else {
-                continue;
-            };
-            let Some(value) = p.as_double.or(p.as_int.map(|v| v as f64)) else {
-                self.out.reject(
-                    1,
-                    format!("a data point of '{table}' has neither as_double nor as_int"),
-                );
-                continue;
-            };
-            self.point_tags(scope, &p.attributes);
-            self.row(table_sym, None, value, time, line);
-            newest = newest.max(Some(time));
+        let mut quantiles = std::mem::take(&mut self.quantiles);
+        for &d in data {
+            let (mut r, err) = (Reader::new(d), at("Summary", self.offset(d)));
+            while let Some((field, wire)) = r.key().map_err(&err)? {
+                if field != 1 {
+                    r.skip(wire).map_err(&err)?;
+                    continue;
+                }
+                let p = len(&mut r, wire).map_err(&err)?;
+                quantiles.clear();
+                let point = read_summary_point(p, &mut quantiles)
+                    .map_err(at("SummaryDataPoint", self.offset(p)))?;
+                let Some(time) = self.time(name, point.time, point.flags) else {
+                    continue;
+                };
+                let set = self.tag_set(p, 7, point.attributes)?;
+                self.load(set);
+                for &(q, v) in &quantiles {
+                    let quantile = float_label(q);
+                    let range = self.tag_range(Some(("quantile", quantile.as_str())));
+                    self.push_row(table, range, v, time, line);
+                }
+                let range = self.plain_range(set);
+                self.push_row(sum_table, range, point.sum.unwrap_or(0.0), time, line);
+                self.push_row(count_table, range, point.count as f64, time, line);
+                newest = newest.max(Some(time));
+            }
         }
-        newest
+        self.quantiles = quantiles;
+        Ok(newest)
     }
 
     /// The time of a point to store, or `None` (counted) for one not to.
@@ -350,34 +782,82 @@ impl Mapper {
         }
     }
 
-    /// Fills `self.tags` and `self.syms` with `scope`'s tags and the point's attributes;
-    /// attributes whose names become the same label are joined with `;`, as the Collector's
-    /// translator does.
-    fn point_tags(&mut self, scope: &[(String, String)], attributes: &[KeyValue]) {
-        self.tags.clear();
-        self.tags.extend(scope.iter().cloned());
-        for a in attributes {
-            let name = label_name(&a.key);
-            let value = value_string(a.value.as_ref());
-            match self.tags.iter_mut().find(|(k, _)| *k == name) {
-                Some((_, v)) => {
-                    v.push(';');
-                    v.push_str(&value);
-                }
-                None => self.tags.push((name, value)),
-            }
+    /// The tags of the data point `point`, whose attributes are field `field` at `span`: the
+    /// set resolved for the same attribute bytes earlier in this scope, or now (from the
+    /// cache, or decoded).
+    fn tag_set(&mut self, point: &'b [u8], field: u64, span: AttributeSpan) -> R<TagSet> {
+        if !span.contiguous {
+            // the attributes are split by other fields: resolved without the caches
+            let attributes = self.attributes(point, field)?;
+            let scope = &self.cache.contexts[self.context as usize].scope;
+            let tags = point_tags(scope, &attributes);
+            intern_tags(&mut self.out.batch, &mut self.syms, &tags);
+            return Ok(TagSet::Loaded);
         }
-        self.intern_tags();
+        let bytes = &point[span.start..span.end];
+        let hash = self.seen.hash(bytes);
+        if let Some(i) = self.seen.get(hash, bytes) {
+            return Ok(TagSet::Cached(i));
+        }
+        let context = self.context as usize;
+        if !self.cache.contexts[context].sets.contains_key(bytes) {
+            let attributes = self.attributes(bytes, field)?;
+            let tags = point_tags(&self.cache.contexts[context].scope, &attributes);
+            self.cache.bytes += bytes.len() + tags_bytes(&tags);
+            let tags = tags.into_boxed_slice();
+            self.cache.contexts[context].sets.insert(bytes.into(), tags);
+        }
+        let tags = &self.cache.contexts[context].sets[bytes];
+        intern_tags(&mut self.out.batch, &mut self.syms, tags);
+        let start = self.set_syms.len() as u32;
+        self.set_syms.extend_from_slice(&self.syms);
+        let i = self.sets.len() as u32;
+        self.sets.push(ResolvedSet {
+            syms: (start, self.set_syms.len() as u32),
+            range: None,
+        });
+        self.seen.insert(hash, bytes, i);
+        Ok(TagSet::Cached(i))
     }
 
-    /// Interns `self.tags` into `self.syms`, leaving empty values out.
-    fn intern_tags(&mut self) {
-        let symbols = &mut self.out.batch.symbols;
-        self.syms.clear();
-        for (k, v) in &self.tags {
-            if !v.is_empty() {
-                self.syms.push((symbols.intern(k), symbols.intern(v)));
+    /// The attributes (field `field`) of the message in `buf`, decoded.
+    fn attributes(&self, buf: &'b [u8], field: u64) -> R<Vec<KeyValue>> {
+        let (mut r, err) = (Reader::new(buf), at("attributes", self.offset(buf)));
+        let mut out = Vec::new();
+        while let Some((f, wire)) = r.key().map_err(&err)? {
+            if f == field {
+                let b = len(&mut r, wire).map_err(&err)?;
+                out.push(KeyValue::decode(b).map_err(|e| err(invalid(e)))?);
+            } else {
+                r.skip(wire).map_err(&err)?;
             }
+        }
+        Ok(out)
+    }
+
+    /// Puts the tags of `set` in `self.syms`.
+    fn load(&mut self, set: TagSet) {
+        if let TagSet::Cached(i) = set {
+            let (start, end) = self.sets[i as usize].syms;
+            self.syms.clear();
+            self.syms
+                .extend_from_slice(&self.set_syms[start as usize..end as usize]);
+        }
+    }
+
+    /// The tag range of `set` with no extra tag.
+    fn plain_range(&mut self, set: TagSet) -> (u32, u32) {
+        match set {
+            TagSet::Cached(i) => {
+                if let Some(range) = self.sets[i as usize].range {
+                    return range;
+                }
+                self.load(set);
+                let range = self.tag_range(None);
+                self.sets[i as usize].range = Some(range);
+                range
+            }
+            TagSet::Loaded => self.tag_range(None),
         }
     }
 
@@ -385,8 +865,9 @@ impl Mapper {
         self.out.batch.symbols.intern(s)
     }
 
-    /// Adds one row: table `table`, the tags in `self.syms` and `extra`, field `value`.
-    fn row(&mut self, table: Sym, extra: Option<(&str, &str)>, value: f64, time: i64, line: u32) {
+    /// The tag range of the tags in `self.syms` and `extra`, added to the batch the first
+    /// time the request has them.
+    fn tag_range(&mut self, extra: Option<(&str, &str)>) -> (u32, u32) {
         let batch = &mut self.out.batch;
         self.key.clear();
         self.key.extend_from_slice(&self.syms);
@@ -394,7 +875,7 @@ impl Mapper {
             self.key
                 .push((batch.symbols.intern(k), batch.symbols.intern(v)));
         }
-        let tags = match self.ranges.get(&self.key) {
+        match self.ranges.get(&self.key) {
             Some(&range) => range,
             None => {
                 let start = batch.begin_tags();
@@ -405,11 +886,214 @@ impl Mapper {
                 self.ranges.insert(self.key.clone(), range);
                 range
             }
-        };
+        }
+    }
+
+    /// Adds one row: table `table`, the tags `tags`, field `value`.
+    fn push_row(&mut self, table: Sym, tags: (u32, u32), value: f64, time: i64, line: u32) {
+        let batch = &mut self.out.batch;
         let fields = batch.begin_fields();
         batch.push_field(self.value, FieldValue::F64(value));
         batch.push_point(table, tags, fields, time, line);
     }
+}
+
+/// The fields of a `HistogramDataPoint` Sluice stores (its counts and bounds go to the
+/// vectors given).
+struct HistogramPoint {
+    attributes: AttributeSpan,
+    time: u64,
+    count: u64,
+    sum: Option<f64>,
+    flags: u32,
+}
+
+fn read_histogram_point(
+    buf: &[u8],
+    counts: &mut Vec<u64>,
+    bounds: &mut Vec<f64>,
+) -> Result<HistogramPoint, WireError> {
+    let mut r = Reader::new(buf);
+    let mut p = HistogramPoint {
+        attributes: AttributeSpan::new(),
+        time: 0,
+        count: 0,
+        sum: None,
+        flags: 0,
+    };
+    loop {
+        let start = r.pos;
+        let Some((field, wire)) = r.key()? else {
+            break;
+        };
+        match (field, wire) {
+            (3, WireType::Fixed64) => p.time = r.fixed64()?,
+            (4, WireType::Fixed64) => p.count = r.fixed64()?,
+            (5, WireType::Fixed64) => p.sum = Some(f64::from_bits(r.fixed64()?)),
+            // repeated fixed64 and double: packed, or (as older writers do) one by one
+            (6, WireType::Len) => fixed64s(r.bytes()?, |v| counts.push(v))?,
+            (6, WireType::Fixed64) => counts.push(r.fixed64()?),
+            (7, WireType::Len) => fixed64s(r.bytes()?, |v| bounds.push(f64::from_bits(v)))?,
+            (7, WireType::Fixed64) => bounds.push(f64::from_bits(r.fixed64()?)),
+            (10, WireType::Varint) => p.flags = r.varint()? as u32,
+            _ => r.skip(wire)?,
+        }
+        p.attributes.field(field == 9, start, r.pos);
+    }
+    Ok(p)
+}
+
+/// The fields of a `SummaryDataPoint` Sluice stores (its quantiles go to the vector given).
+struct SummaryPoint {
+    attributes: AttributeSpan,
+    time: u64,
+    count: u64,
+    sum: Option<f64>,
+    flags: u32,
+}
+
+fn read_summary_point(
+    buf: &[u8],
+    quantiles: &mut Vec<(f64, f64)>,
+) -> Result<SummaryPoint, WireError> {
+    let mut r = Reader::new(buf);
+    let mut p = SummaryPoint {
+        attributes: AttributeSpan::new(),
+        time: 0,
+        count: 0,
+        sum: None,
+        flags: 0,
+    };
+    loop {
+        let start = r.pos;
+        let Some((field, wire)) = r.key()? else {
+            break;
+        };
+        match (field, wire) {
+            (3, WireType::Fixed64) => p.time = r.fixed64()?,
+            (4, WireType::Fixed64) => p.count = r.fixed64()?,
+            (5, WireType::Fixed64) => p.sum = Some(f64::from_bits(r.fixed64()?)),
+            (6, WireType::Len) => {
+                let mut q = Reader::new(r.bytes()?);
+                let (mut quantile, mut value) = (0.0, 0.0);
+                while let Some((f, w)) = q.key()? {
+                    match (f, w) {
+                        (1, WireType::Fixed64) => quantile = f64::from_bits(q.fixed64()?),
+                        (2, WireType::Fixed64) => value = f64::from_bits(q.fixed64()?),
+                        _ => q.skip(w)?,
+                    }
+                }
+                quantiles.push((quantile, value));
+            }
+            (8, WireType::Varint) => p.flags = r.varint()? as u32,
+            _ => r.skip(wire)?,
+        }
+        p.attributes.field(field == 7, start, r.pos);
+    }
+    Ok(p)
+}
+
+/// The tags of a data point: `scope`'s and its attributes', empty values left out.
+/// Attributes whose names become the same label are joined with `;`, as the Collector's
+/// translator does.
+fn point_tags(scope: &[(String, String)], attributes: &[KeyValue]) -> Vec<(String, String)> {
+    let mut tags = scope.to_vec();
+    for a in attributes {
+        let name = label_name(&a.key);
+        let value = value_string(a.value.as_ref());
+        match tags.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => {
+                v.push(';');
+                v.push_str(&value);
+            }
+            None => tags.push((name, value)),
+        }
+    }
+    tags.retain(|(_, v)| !v.is_empty());
+    tags
+}
+
+/// Interns `tags` in `batch` into `syms`.
+fn intern_tags(batch: &mut WriteBatch, syms: &mut Vec<(Sym, Sym)>, tags: &[(String, String)]) {
+    syms.clear();
+    for (k, v) in tags {
+        syms.push((batch.symbols.intern(k), batch.symbols.intern(v)));
+    }
+}
+
+/// About the bytes `tags` hold.
+fn tags_bytes(tags: &[(String, String)]) -> usize {
+    tags.iter()
+        .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
+        .sum()
+}
+
+/// Resolves a resource and a scope, given the bytes of each occurrence of
+/// `ResourceMetrics.resource` and of `ScopeMetrics.scope` (nearly always one each).
+fn new_context(
+    resources: &[&[u8]],
+    scopes: &[&[u8]],
+    options: &Options,
+) -> Result<Context, WireError> {
+    let mut resource = Resource::default();
+    for b in resources {
+        resource.merge(*b).map_err(invalid)?;
+    }
+    let mut scope = InstrumentationScope::default();
+    for b in scopes {
+        scope.merge(*b).map_err(invalid)?;
+    }
+    let resource = ResourceTags::new(&resource.attributes, options);
+    let mut scope_tags = resource.tags.clone();
+    if !scope.name.is_empty() {
+        scope_tags.push(("otel_scope_name".into(), scope.name));
+    }
+    if !scope.version.is_empty() {
+        scope_tags.push(("otel_scope_version".into(), scope.version));
+    }
+    Ok(Context {
+        resource,
+        scope: scope_tags,
+        sets: BytesHashMap::default(),
+    })
+}
+
+/// Reads a length-delimited field (a message, string or bytes).
+fn len<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b [u8], WireError> {
+    if wire != WireType::Len {
+        return Err(WireError::Invalid(format!(
+            "a message field has wire type {wire:?}, not length-delimited"
+        )));
+    }
+    r.bytes()
+}
+
+fn string<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b str, WireError> {
+    if wire != WireType::Len {
+        return Err(WireError::Invalid(format!(
+            "a string field has wire type {wire:?}, not length-delimited"
+        )));
+    }
+    r.str()
+}
+
+/// Calls `f` with each 8-byte little-endian value of a packed field.
+fn fixed64s(bytes: &[u8], mut f: impl FnMut(u64)) -> Result<(), WireError> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(WireError::Invalid(format!(
+            "a packed fixed64 field of {} bytes (not a multiple of 8)",
+            bytes.len()
+        )));
+    }
+    for c in bytes.chunks_exact(8) {
+        f(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    Ok(())
+}
+
+/// prost's error for a message decoded in place.
+fn invalid(e: prost::DecodeError) -> WireError {
+    WireError::Invalid(e.to_string())
 }
 
 /// An attribute value as a tag value: strings as they are, numbers and booleans as text,

@@ -13,7 +13,7 @@
 //!   digit gets `key_` in front.
 
 /// What kind of metric a name is for: the suffixes depend on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricKind {
     Gauge,
     /// A monotonic sum with cumulative temporality: a Prometheus counter.

@@ -20,9 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes};
 use prost::Message;
-use sluice_proto::otlp::{
-    Any, Duration, ExportMetricsServiceRequest, ExportMetricsServiceResponse, RetryInfo,
-};
+use sluice_proto::otlp::{Any, Duration, ExportMetricsServiceResponse, RetryInfo};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -97,12 +95,15 @@ impl tonic::server::UnaryService<Bytes> for Export {
             let (metadata, _, message) = request.into_parts();
             let headers = metadata.into_headers();
             let db = super::database(&state, None, &headers);
-            let request = ExportMetricsServiceRequest::decode(message).map_err(|e| {
+            let mapped = super::with_cache(&state, |c| {
+                sluice_ingest::otlp::map::map_protobuf(&message, &state.config.otlp, c)
+            })
+            .map_err(|e| {
                 Status::invalid_argument(format!(
                     "the message is not an OTLP ExportMetricsServiceRequest: {e}"
                 ))
             })?;
-            super::store(&state, PATH, db, &request)
+            super::store(&state, PATH, db, mapped)
                 .await
                 .map(tonic::Response::new)
                 .map_err(status)

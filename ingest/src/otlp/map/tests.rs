@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use sluice_proto::otlp::{
-    ExportMetricsServiceRequest, Gauge, InstrumentationScope, Metric, NumberDataPoint, Resource,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, ValueAtQuantile,
+    ExportMetricsServiceRequest, Gauge, HistogramDataPoint, InstrumentationScope, Metric,
+    NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    ValueAtQuantile,
 };
 
 use super::*;
@@ -52,7 +53,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 
 #[test]
 fn the_python_sdk_capture_maps_to_prometheus_style_tables() {
-    let mapped = map(&fixture(), &Options::default());
+    let mapped = map(&fixture(), &Options::default(), &mut Cache::default()).unwrap();
     let tables = rows(&mapped);
     let names: Vec<&str> = tables.keys().map(String::as_str).collect();
     assert_eq!(
@@ -264,7 +265,7 @@ fn ints_and_doubles_share_value_and_what_prometheus_cannot_hold_is_counted() {
     let options = Options {
         promote: vec!["k8s.pod.name".into()],
     };
-    let mapped = map(&request(metrics), &options);
+    let mapped = map(&request(metrics), &options, &mut Cache::default()).unwrap();
     let tables = rows(&mapped);
     let depth = &tables["queue_depth"];
     assert_eq!(depth.iter().map(|r| r.1).collect::<Vec<_>>(), [3.0, 2.5]);
@@ -281,7 +282,7 @@ fn ints_and_doubles_share_value_and_what_prometheus_cannot_hold_is_counted() {
         "{message}"
     );
     assert!(
-        message.contains("1 data point(s): a data point of 'queue_depth' has no time"),
+        message.contains("1 data point(s): a data point of 'queue.depth' has no time"),
         "{message}"
     );
     assert!(!tables.contains_key("jobs_done_total"));
@@ -295,4 +296,214 @@ fn ints_and_doubles_share_value_and_what_prometheus_cannot_hold_is_counted() {
     assert_eq!(tables["rpc_latency_milliseconds_count"][0].1, 4.0);
     // the promoted attribute is also on target_info, with what is left
     assert_eq!(tables["target_info"][0].0["k8s_pod_name"], "api-7");
+}
+
+/// Protobuf written by hand, to put fields where prost would not.
+mod wire {
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// Field `field` holding the bytes `b` (a message, string or packed values).
+    pub fn len(field: u64, b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(&mut out, field << 3 | 2);
+        varint(&mut out, b.len() as u64);
+        out.extend_from_slice(b);
+        out
+    }
+
+    pub fn fixed64(field: u64, v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(&mut out, field << 3 | 1);
+        out.extend_from_slice(&v.to_le_bytes());
+        out
+    }
+
+    pub fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.concat()
+    }
+}
+
+/// The rows of `body` mapped with a fresh cache and default options.
+fn rows_of(body: &[u8]) -> BTreeMap<String, Vec<Row>> {
+    rows(&map_protobuf(body, &Options::default(), &mut Cache::default()).unwrap())
+}
+
+#[test]
+fn fields_in_any_order_map_as_in_the_usual_order() {
+    let attrs = [kv("a", "1"), kv("b", "2")];
+    let canonical = request(vec![Metric {
+        name: "m".into(),
+        unit: "s".into(),
+        gauge: Some(Gauge {
+            data_points: vec![number(attrs.to_vec(), 5, None, Some(1.5))],
+        }),
+        ..Default::default()
+    }]);
+    let want = rows_of(&canonical.encode_to_vec());
+    assert_eq!(want["m_seconds"].len(), 1);
+
+    // the point: one attribute, the time, the value, then the other attribute (so the
+    // attributes are not one run of bytes)
+    let point = wire::cat(&[
+        wire::len(7, &attrs[0].encode_to_vec()),
+        wire::fixed64(3, 5),
+        wire::fixed64(4, 1.5f64.to_bits()),
+        wire::len(7, &attrs[1].encode_to_vec()),
+    ]);
+    // the metric: its data before its name and unit
+    let metric = wire::cat(&[
+        wire::len(5, &wire::len(1, &point)),
+        wire::len(3, b"s"),
+        wire::len(1, b"m"),
+    ]);
+    let rm = &canonical.resource_metrics[0];
+    let scope = rm.scope_metrics[0].scope.as_ref().unwrap().encode_to_vec();
+    // the scope metrics: the metric before the scope; the resource metrics: the scope
+    // metrics before the resource
+    let scope_metrics = wire::cat(&[wire::len(2, &metric), wire::len(1, &scope)]);
+    let resource = rm.resource.as_ref().unwrap().encode_to_vec();
+    let resource_metrics = wire::cat(&[wire::len(2, &scope_metrics), wire::len(1, &resource)]);
+    let body = wire::len(1, &resource_metrics);
+    assert_ne!(body, canonical.encode_to_vec());
+    assert_eq!(rows_of(&body), want);
+
+    // a later member of `oneof data` replaces an earlier one
+    let sum = Sum {
+        data_points: vec![number(attrs.to_vec(), 5, Some(2), None)],
+        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        is_monotonic: true,
+    };
+    let metric = wire::cat(&[
+        wire::len(1, b"m"),
+        wire::len(5, &wire::len(1, &point)),
+        wire::len(7, &sum.encode_to_vec()),
+    ]);
+    let scope_metrics = wire::cat(&[wire::len(1, &scope), wire::len(2, &metric)]);
+    let resource_metrics = wire::cat(&[wire::len(1, &resource), wire::len(2, &scope_metrics)]);
+    let tables = rows_of(&wire::len(1, &resource_metrics));
+    assert_eq!(
+        tables.keys().collect::<Vec<_>>(),
+        ["m_total", "target_info"]
+    );
+    assert_eq!(tables["m_total"][0].1, 2.0);
+}
+
+#[test]
+fn histogram_counts_packed_or_one_by_one_map_alike() {
+    let point = HistogramDataPoint {
+        attributes: vec![kv("peer", "db")],
+        time_unix_nano: 7,
+        count: 3,
+        sum: Some(0.9),
+        bucket_counts: vec![1, 2, 0],
+        explicit_bounds: vec![0.1, 0.5],
+        ..Default::default()
+    };
+    let histogram = |point: Vec<u8>| {
+        let metric = wire::cat(&[
+            wire::len(1, b"lat"),
+            wire::len(3, b"s"),
+            wire::len(
+                9,
+                &wire::cat(&[
+                    wire::len(1, &point),
+                    vec![2 << 3, AggregationTemporality::Cumulative as u8],
+                ]),
+            ),
+        ]);
+        let scope_metrics = wire::len(2, &metric);
+        wire::len(1, &wire::len(2, &scope_metrics))
+    };
+    let packed = rows_of(&histogram(point.encode_to_vec()));
+    let one_by_one = wire::cat(&[
+        wire::len(9, &point.attributes[0].encode_to_vec()),
+        wire::fixed64(3, 7),
+        wire::fixed64(4, 3),
+        wire::fixed64(5, 0.9f64.to_bits()),
+        wire::fixed64(6, 1),
+        wire::fixed64(6, 2),
+        wire::fixed64(6, 0),
+        wire::fixed64(7, 0.1f64.to_bits()),
+        wire::fixed64(7, 0.5f64.to_bits()),
+    ]);
+    assert_eq!(rows_of(&histogram(one_by_one)), packed);
+    let buckets: Vec<(&str, f64)> = packed["lat_seconds_bucket"]
+        .iter()
+        .map(|r| (r.0["le"].as_str(), r.1))
+        .collect();
+    assert_eq!(buckets, [("0.1", 1.0), ("0.5", 3.0), ("+Inf", 3.0)]);
+}
+
+#[test]
+fn the_cache_keeps_resources_apart_and_restarts_when_the_options_change() {
+    let mut cache = Cache::default();
+    let options = Options::default();
+    // two resources whose points have the same attribute bytes
+    let mut req = request(vec![Metric {
+        name: "g".into(),
+        gauge: Some(Gauge {
+            data_points: vec![number(vec![kv("k", "v")], 9, Some(1), None)],
+        }),
+        ..Default::default()
+    }]);
+    let mut other = req.resource_metrics[0].clone();
+    other.resource.as_mut().unwrap().attributes[0] = kv("service.name", "web");
+    req.resource_metrics.push(other);
+    let body = req.encode_to_vec();
+    let first = rows(&map_protobuf(&body, &options, &mut cache).unwrap());
+    let jobs: Vec<&str> = first["g"].iter().map(|r| r.0["job"].as_str()).collect();
+    assert_eq!(jobs, ["api", "web"]);
+    // the second time from the cache, with the same rows
+    let again = rows(&map_protobuf(&body, &options, &mut cache).unwrap());
+    assert_eq!(again, first);
+    // other options: the cached tags would be wrong, so the cache starts over
+    let promote = Options {
+        promote: vec!["k8s.pod.name".into()],
+    };
+    let promoted = rows(&map_protobuf(&body, &promote, &mut cache).unwrap());
+    assert_eq!(promoted["g"][0].0["k8s_pod_name"], "api-7");
+}
+
+#[test]
+fn a_broken_body_is_an_error_that_says_where() {
+    let body = request(vec![Metric {
+        name: "g".into(),
+        gauge: Some(Gauge {
+            data_points: vec![number(vec![kv("k", "v")], 9, Some(1), None)],
+        }),
+        ..Default::default()
+    }])
+    .encode_to_vec();
+    // cut inside the data point; every enclosing length now runs past the end
+    let cut = &body[..body.len() - 3];
+    let e = map_protobuf(cut, &Options::default(), &mut Cache::default()).unwrap_err();
+    assert!(e.0.contains("ExportMetricsServiceRequest"), "{e}");
+    assert!(e.0.contains("ends in the middle of a field"), "{e}");
+    // a point whose time has the wrong wire type: skipped as an unknown field would be,
+    // so the point has no time and is counted, not stored
+    let point = wire::cat(&[wire::len(3, b"12345678"), wire::fixed64(4, 1f64.to_bits())]);
+    let metric = wire::cat(&[wire::len(1, b"g"), wire::len(5, &wire::len(1, &point))]);
+    let body = wire::len(1, &wire::len(2, &wire::len(2, &metric)));
+    let m = map_protobuf(&body, &Options::default(), &mut Cache::default()).unwrap();
+    assert_eq!(m.rejected_points, 1);
+    assert!(
+        m.error_message().contains("has no time"),
+        "{}",
+        m.error_message()
+    );
+    // a string that is not UTF-8
+    let metric = wire::cat(&[
+        wire::len(1, b"\xff\xfe"),
+        wire::len(5, &wire::len(1, &point)),
+    ]);
+    let body = wire::len(1, &wire::len(2, &wire::len(2, &metric)));
+    let e = map_protobuf(&body, &Options::default(), &mut Cache::default()).unwrap_err();
+    assert!(e.0.contains("in a Metric starting at byte"), "{e}");
+    assert!(e.0.contains("not UTF-8"), "{e}");
 }
