@@ -72,7 +72,8 @@ struct Args {
     #[arg(long, value_enum, default_value = "line-protocol")]
     protocol: Protocol,
     /// Samples per remote write request (Prometheus' `max_samples_per_send`; 2,000 is its
-    /// default since 2.48, 500 before).
+    /// default since 2.48, 500 before), or field values per OTLP request (about: whole
+    /// collection steps of every host; the Collector's batch processor sends 8,192 points).
     #[arg(long, default_value_t = 2_000)]
     samples_per_request: usize,
     /// Consecutive samples of one series in each remote write series entry (Prometheus sends
