@@ -23,7 +23,8 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn capture() -> Vec<u8> {
+/// The OpenTelemetry Python SDK capture, in protobuf.
+pub(crate) fn capture() -> Vec<u8> {
     fixture("python-sdk-metrics.pb")
 }
 

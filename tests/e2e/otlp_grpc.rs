@@ -16,14 +16,9 @@ use sluice_proto::otlp::{
 };
 
 use crate::common::Server;
+use crate::otlp::capture;
 
 const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
-
-fn capture() -> Vec<u8> {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
-    std::fs::read(std::path::Path::new(&dir).join("tests/fixtures/otlp/python-sdk-metrics.pb"))
-        .unwrap()
-}
 
 /// An export of one gauge point, `g` = 1 at 1 s after the epoch.
 fn one_gauge_point() -> ExportMetricsServiceRequest {

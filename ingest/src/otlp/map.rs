@@ -502,10 +502,9 @@ impl<'b, 'o> Mapper<'b, 'o> {
         // temporality (field 2) and monotonicity (field 3) come after the points (field 1) in
         // the usual field order, so they are read first
         let (mut temporality, mut monotonic, mut points) = (0, false, 0usize);
-        for &d in data
-            .iter()
-            .filter(|_| !matches!(kind, Kind::Gauge | Kind::Summary))
-        {
+        // (gauges and summaries have neither: their data is read once, below)
+        let settings = !matches!(kind, Kind::Gauge | Kind::Summary);
+        for &d in data.iter().filter(|_| settings) {
             let (mut r, err) = (Reader::new(d), at("metric data", self.offset(d)));
             while let Some((field, wire)) = r.key().map_err(&err)? {
                 match (field, wire) {
@@ -898,9 +897,9 @@ impl<'b, 'o> Mapper<'b, 'o> {
     }
 }
 
-/// The fields of a `HistogramDataPoint` Sluice stores (its counts and bounds go to the
-/// vectors given).
-struct HistogramPoint {
+/// The fields Sluice stores of a `HistogramDataPoint` or `SummaryDataPoint` besides their
+/// buckets or quantiles (which go to the vectors given to the readers).
+struct AggregatePoint {
     attributes: AttributeSpan,
     time: u64,
     count: u64,
@@ -908,19 +907,25 @@ struct HistogramPoint {
     flags: u32,
 }
 
+impl AggregatePoint {
+    fn new() -> Self {
+        AggregatePoint {
+            attributes: AttributeSpan::new(),
+            time: 0,
+            count: 0,
+            sum: None,
+            flags: 0,
+        }
+    }
+}
+
 fn read_histogram_point(
     buf: &[u8],
     counts: &mut Vec<u64>,
     bounds: &mut Vec<f64>,
-) -> Result<HistogramPoint, WireError> {
+) -> Result<AggregatePoint, WireError> {
     let mut r = Reader::new(buf);
-    let mut p = HistogramPoint {
-        attributes: AttributeSpan::new(),
-        time: 0,
-        count: 0,
-        sum: None,
-        flags: 0,
-    };
+    let mut p = AggregatePoint::new();
     loop {
         let start = r.pos;
         let Some((field, wire)) = r.key()? else {
@@ -943,27 +948,12 @@ fn read_histogram_point(
     Ok(p)
 }
 
-/// The fields of a `SummaryDataPoint` Sluice stores (its quantiles go to the vector given).
-struct SummaryPoint {
-    attributes: AttributeSpan,
-    time: u64,
-    count: u64,
-    sum: Option<f64>,
-    flags: u32,
-}
-
 fn read_summary_point(
     buf: &[u8],
     quantiles: &mut Vec<(f64, f64)>,
-) -> Result<SummaryPoint, WireError> {
+) -> Result<AggregatePoint, WireError> {
     let mut r = Reader::new(buf);
-    let mut p = SummaryPoint {
-        attributes: AttributeSpan::new(),
-        time: 0,
-        count: 0,
-        sum: None,
-        flags: 0,
-    };
+    let mut p = AggregatePoint::new();
     loop {
         let start = r.pos;
         let Some((field, wire)) = r.key()? else {
