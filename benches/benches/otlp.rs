@@ -4,7 +4,8 @@
 //! `parse_and_buffer` (line protocol) and `remote_write`, without the HTTP and WAL work of the
 //! end-to-end benchmark (`sluice-load --protocol otlp`).
 //!
-//! Run: `cargo bench -p sluice-bench --bench otlp`
+//! Run: `cargo bench -p sluice-bench --bench otlp` (groups `tsbs_otlp_2000` and
+//! `tsbs_otlp_8192`: requests of 2,000 and 8,192 values).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -15,11 +16,18 @@ use sluice_ingest::otlp::map::{self, Options};
 use sluice_storage::validator::validate;
 use sluice_storage::{CatalogSnapshot, Limits, TableBuffer};
 
-const VALUES_PER_REQUEST: usize = 2_000;
+/// Values per request: the load benchmark's default, and the Collector's batch size.
+const VALUES_PER_REQUEST: [usize; 2] = [2_000, 8_192];
 
 fn bench(c: &mut Criterion) {
+    for values_per_request in VALUES_PER_REQUEST {
+        bench_requests(c, values_per_request);
+    }
+}
+
+fn bench_requests(c: &mut Criterion, values_per_request: usize) {
     let spec = Spec::hours(100, 1);
-    let bodies = tsbs::otlp_requests(spec, VALUES_PER_REQUEST);
+    let bodies = tsbs::otlp_requests(spec, values_per_request);
     let options = Options::default();
     // one cache for every request, as a server thread keeps it: after the first pass over
     // the bodies, every resource and attribute set comes from it (the steady state of an SDK
@@ -39,7 +47,7 @@ fn bench(c: &mut Criterion) {
     .and_then(|v| v.catalog)
     .expect("first write creates the tables");
 
-    let mut group = c.benchmark_group("tsbs_otlp");
+    let mut group = c.benchmark_group(format!("tsbs_otlp_{values_per_request}"));
     group.throughput(Throughput::Elements(spec.values() as u64));
     group.sample_size(10);
     group.bench_function("decode", |b| {

@@ -37,6 +37,7 @@ impl<'b> Reader<'b> {
         Reader { buf, pos: 0 }
     }
 
+    #[inline]
     pub(crate) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
@@ -72,6 +73,7 @@ impl<'b> Reader<'b> {
     }
 
     /// The next field's number and wire type, or `None` at the end of the message.
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<Option<(u64, WireType)>, WireError> {
         if self.done() {
             return Ok(None);
@@ -88,6 +90,7 @@ impl<'b> Reader<'b> {
         Ok(Some((key >> 3, wire)))
     }
 
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<&'b [u8], WireError> {
         let end = self
             .pos
@@ -99,6 +102,7 @@ impl<'b> Reader<'b> {
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self) -> Result<&'b [u8], WireError> {
         let n = self.varint()?;
         self.take(usize::try_from(n).map_err(|_| WireError::Truncated(self.pos))?)
@@ -109,11 +113,13 @@ impl<'b> Reader<'b> {
         std::str::from_utf8(self.bytes()?).map_err(|_| WireError::NotUtf8(at))
     }
 
+    #[inline]
     pub(crate) fn fixed64(&mut self) -> Result<u64, WireError> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 
+    #[inline]
     pub(crate) fn skip(&mut self, wire: WireType) -> Result<(), WireError> {
         match wire {
             WireType::Varint => self.varint().map(drop),

@@ -427,21 +427,40 @@ impl Partition {
 
     /// Row indices grouped by primary key (series, time), keys in (series, time) order and
     /// rows within a key in arrival order.
-    fn key_groups(&self) -> Vec<Vec<u32>> {
-        let mut order: Vec<u32> = (0..self.rows() as u32).collect();
-        order.sort_by_key(|&r| (self.series[r as usize], self.time[r as usize], r));
-        let mut groups: Vec<Vec<u32>> = Vec::new();
-        let mut last = None;
-        for r in order {
-            let key = (self.series[r as usize], self.time[r as usize]);
-            if last == Some(key) {
-                groups.last_mut().expect("a group exists").push(r);
-            } else {
-                groups.push(vec![r]);
-                last = Some(key);
+    fn key_groups(&self) -> KeyGroups {
+        let mut keyed: Vec<(u32, i64, u32)> = (0..self.rows())
+            .map(|r| (self.series[r], self.time[r], r as u32))
+            .collect();
+        // the row number makes every key distinct: an unstable sort keeps arrival order
+        keyed.sort_unstable();
+        let mut ends = Vec::new();
+        for i in 1..keyed.len() {
+            if (keyed[i].0, keyed[i].1) != (keyed[i - 1].0, keyed[i - 1].1) {
+                ends.push(i as u32);
             }
         }
-        groups
+        ends.push(keyed.len() as u32);
+        KeyGroups {
+            rows: keyed.into_iter().map(|(_, _, r)| r).collect(),
+            ends,
+        }
+    }
+}
+
+/// Rows grouped by primary key: `rows` in key order, each group ending at the next of `ends`.
+struct KeyGroups {
+    rows: Vec<u32>,
+    ends: Vec<u32>,
+}
+
+impl KeyGroups {
+    fn iter(&self) -> impl Iterator<Item = &[u32]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let group = &self.rows[start..end as usize];
+            start = end as usize;
+            group
+        })
     }
 }
 
@@ -591,11 +610,26 @@ impl TableBuffer {
         let TableData {
             partitions, last, ..
         } = data;
-        for run in points.chunk_by(|a, b| {
-            a.0.time.div_euclid(PARTITION_NANOS) == b.0.time.div_euclid(PARTITION_NANOS)
-        }) {
+        // (a run ends at the first point outside its partition's hour: a compare per point
+        // instead of a division)
+        let mut rest = &points[..];
+        while let Some(&(first, _)) = rest.first() {
+            let key = first.time.div_euclid(PARTITION_NANOS);
+            // (no bounds for the hours at the ends of time, whose bounds do not fit an i64)
+            let bounds = key
+                .checked_mul(PARTITION_NANOS)
+                .and_then(|start| Some((start, start.checked_add(PARTITION_NANOS)?)));
+            let len = rest
+                .iter()
+                .position(|(p, _)| match bounds {
+                    Some((start, end)) => p.time < start || p.time >= end,
+                    None => p.time.div_euclid(PARTITION_NANOS) != key,
+                })
+                .unwrap_or(rest.len());
+            let (run, after) = rest.split_at(len);
+            rest = after;
             let partition = partitions
-                .entry(run[0].0.time.div_euclid(PARTITION_NANOS))
+                .entry(key)
                 .or_insert_with(|| Partition::new(segment));
             partition.cache.get_mut().take();
             for &(point, series) in run {

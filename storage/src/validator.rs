@@ -7,7 +7,6 @@
 //! naming the table, the column and both types. Nothing here touches the live catalog: the
 //! caller installs [`Validated::catalog`] only if it goes on with the write.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_ingest::{FieldValue, Sym, WriteBatch};
@@ -116,7 +115,9 @@ pub fn validate(
         return None;
     }
     let mut table_count = existing_db.map_or(0, |d| d.tables.len());
-    let mut tables: HashMap<Sym, TableState, foldhash::fast::FixedState> = HashMap::default();
+    // the tables of the batch, and by table symbol the position of its state (or u32::MAX)
+    let mut tables: Vec<TableState> = Vec::new();
+    let mut table_of_sym: Vec<u32> = vec![u32::MAX; batch.symbols.len()];
     let mut keep = Vec::with_capacity(batch.len());
     let mut rejected = Vec::new();
     let mut new_cols: Vec<(Sym, ColumnKind)> = Vec::new();
@@ -131,15 +132,18 @@ pub fn validate(
         let range = point.tag_range();
         let series = (point.table, range.start, range.end);
         let same_series = last_passed == Some(series) || passed.contains(&series);
-        let state = tables.entry(point.table).or_insert_with(|| {
+        let slot = &mut table_of_sym[point.table.index()];
+        if *slot == u32::MAX {
+            *slot = tables.len() as u32;
             let name = batch.str(point.table);
-            TableState {
+            tables.push(TableState {
                 name: name.into(),
                 schema: existing_db.and_then(|d| d.tables.get(name)).cloned(),
                 changed: false,
                 col_of_sym: vec![UNRESOLVED; n_syms],
-            }
-        });
+            });
+        }
+        let state = &mut tables[*slot as usize];
         new_cols.clear();
         let result = check_point(state, batch, point, !same_series, &mut new_cols).and_then(|()| {
             let existing = state.schema.as_ref().map_or(1, |s| s.columns().len());
@@ -193,7 +197,7 @@ pub fn validate(
     }
 
     let any_accepted = keep.iter().any(|k| *k);
-    let changed = tables.values().any(|t| t.changed);
+    let changed = tables.iter().any(|t| t.changed);
     let catalog = (any_accepted && (changed || existing_db.is_none())).then(|| {
         let mut next = catalog.clone();
         let db_entry = next.databases.entry(db.into()).or_insert_with(|| {
@@ -203,7 +207,7 @@ pub fn validate(
             })
         });
         let db_schema = Arc::make_mut(db_entry);
-        for t in tables.into_values().filter(|t| t.changed) {
+        for t in tables.into_iter().filter(|t| t.changed) {
             let schema = t.schema.expect("changed table has a schema");
             db_schema.tables.insert(t.name, schema);
         }

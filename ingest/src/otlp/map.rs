@@ -282,6 +282,9 @@ struct Mapper<'b, 'o> {
     ranges: HashMap<Vec<(Sym, Sym)>, (u32, u32)>,
     /// The attribute sets of the current scope, by their bytes: an index into `sets`.
     seen: BytesMap<'b, u32>,
+    /// The attribute bytes of the last data point and their index in `sets`: the points of
+    /// a series often follow one another, and comparing costs less than hashing.
+    last_set: Option<(&'b [u8], u32)>,
     sets: Vec<ResolvedSet>,
     set_syms: Vec<(Sym, Sym)>,
     /// Table names of (metric name, unit, kind) in this request.
@@ -313,6 +316,7 @@ impl<'b, 'o> Mapper<'b, 'o> {
             key: Vec::new(),
             ranges: HashMap::default(),
             seen: BytesMap::default(),
+            last_set: None,
             sets: Vec::new(),
             set_syms: Vec::new(),
             tables: HashMap::default(),
@@ -439,6 +443,7 @@ impl<'b, 'o> Mapper<'b, 'o> {
         self.scope_parts = scopes;
         // attribute sets are resolved per scope: the same bytes here mean the same tags
         self.seen.clear();
+        self.last_set = None;
         self.sets.clear();
         self.set_syms.clear();
         let mut newest = None;
@@ -624,6 +629,26 @@ impl<'b, 'o> Mapper<'b, 'o> {
         let mut attributes = AttributeSpan::new();
         loop {
             let start = r.pos;
+            // The usual fields by their one-byte keys first: this loop runs for every value.
+            match buf.get(start..) {
+                Some([key @ (0x11 | 0x19 | 0x21 | 0x31), v @ ..]) if v.len() >= 8 => {
+                    let v = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+                    match key {
+                        0x19 => time = v,
+                        0x21 => value = Some(f64::from_bits(v)),
+                        0x31 => value = Some(v as i64 as f64),
+                        _ => {} // start_time_unix_nano
+                    }
+                    r.pos += 9;
+                    continue;
+                }
+                Some([0x3a, len, rest @ ..]) if *len < 0x80 && rest.len() >= usize::from(*len) => {
+                    r.pos += 2 + usize::from(*len);
+                    attributes.field(true, start, r.pos);
+                    continue;
+                }
+                _ => {}
+            }
             let Some((field, wire)) = r.key().map_err(&err)? else {
                 break;
             };
@@ -794,8 +819,14 @@ impl<'b, 'o> Mapper<'b, 'o> {
             return Ok(TagSet::Loaded);
         }
         let bytes = &point[span.start..span.end];
+        if let Some((last, i)) = self.last_set
+            && last == bytes
+        {
+            return Ok(TagSet::Cached(i));
+        }
         let hash = self.seen.hash(bytes);
         if let Some(i) = self.seen.get(hash, bytes) {
+            self.last_set = Some((bytes, i));
             return Ok(TagSet::Cached(i));
         }
         let context = self.context as usize;
@@ -816,6 +847,7 @@ impl<'b, 'o> Mapper<'b, 'o> {
             range: None,
         });
         self.seen.insert(hash, bytes, i);
+        self.last_set = Some((bytes, i));
         Ok(TagSet::Cached(i))
     }
 

@@ -374,3 +374,53 @@ fn files_fill_in_series_and_older_fields_but_never_replace_newer_rows() {
         ])
     );
 }
+
+/// Points go to the partition of their hour wherever they fall, including the first and last
+/// hours of time, whose bounds do not fit an i64, and runs that leave an hour and come back.
+#[test]
+fn points_land_in_their_hours_partitions_at_the_ends_of_time_too() {
+    let mut f = Fixture::new();
+    let hour = PARTITION_NANOS;
+    let times = [
+        i64::MIN,
+        i64::MIN + 1,
+        -1,
+        0,
+        hour - 1,
+        hour,
+        1,
+        i64::MAX - 1,
+        i64::MAX,
+        2 * hour + 5,
+    ];
+    let lines: Vec<String> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("m,h=a v={i} {t}"))
+        .collect();
+    f.write(&lines.join("\n"));
+    let scan = f.scan("m", TimeRange::ALL);
+    let mut got: Vec<(i64, i64, i64)> = scan
+        .chunks
+        .iter()
+        .map(|c| (c.partition, c.min_time, c.max_time))
+        .collect();
+    got.sort();
+    let mut want: Vec<(i64, i64, i64)> = Vec::new();
+    for &t in &times {
+        let key = t.div_euclid(hour);
+        match want.iter_mut().find(|w| w.0 == key) {
+            Some(w) => (w.1, w.2) = (w.1.min(t), w.2.max(t)),
+            None => want.push((key, t, t)),
+        }
+    }
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        scan.chunks
+            .iter()
+            .map(|c| c.batch.num_rows())
+            .sum::<usize>(),
+        times.len()
+    );
+}
