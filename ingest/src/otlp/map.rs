@@ -114,11 +114,36 @@ pub struct Cache {
     /// Context key (resource and scope bytes, see `Mapper::context`) -> index in `contexts`.
     index: BytesHashMap<u32>,
     contexts: Vec<Context>,
+    /// Every tag key and value the cached tags use, once: tags are held as positions here, so
+    /// that a request interns each distinct string once however many sets share it (the
+    /// label names, a region, a service name).
+    strings: Vec<Box<str>>,
+    string_ids: HashMap<Box<str>, u32>,
     bytes: usize,
     promote: Vec<String>,
 }
 
 impl Cache {
+    /// The position of `s` in `strings`, added if new.
+    fn string_id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.bytes += 2 * s.len() + 48;
+        self.strings.push(s.into());
+        self.string_ids.insert(s.into(), id);
+        id
+    }
+
+    /// `tags` as positions in `strings`.
+    fn tag_ids(&mut self, tags: &[(String, String)]) -> Box<[(u32, u32)]> {
+        self.bytes += 8 * tags.len();
+        tags.iter()
+            .map(|(k, v)| (self.string_id(k), self.string_id(v)))
+            .collect()
+    }
+
     /// Starts over if the cache is over budget or was filled under other options.
     fn prepare(&mut self, options: &Options) {
         if self.bytes > CACHE_BUDGET || self.promote != options.promote {
@@ -135,8 +160,12 @@ struct Context {
     resource: ResourceTags,
     /// The resource's series tags, then `otel_scope_name` and `otel_scope_version`.
     scope: Vec<(String, String)>,
-    /// Attribute bytes -> the tags of a data point with them (empty values left out).
-    sets: BytesHashMap<Box<[(String, String)]>>,
+    /// The tags of the resource's `target_info` row (empty values left out), as positions in
+    /// `Cache::strings`.
+    info: Box<[(u32, u32)]>,
+    /// Attribute bytes -> the tags of a data point with them (empty values left out), as
+    /// positions in `Cache::strings`.
+    sets: BytesHashMap<Box<[(u32, u32)]>>,
 }
 
 /// What a resource contributes to its series' tags.
@@ -275,6 +304,9 @@ struct Mapper<'b, 'o> {
     value: Sym,
     /// Scratch: the same, interned (empty values left out), for all the point's rows.
     syms: Vec<(Sym, Sym)>,
+    /// By position in `Cache::strings`, its symbol in this request's batch (`u32::MAX` until
+    /// the request uses it).
+    batch_syms: Vec<u32>,
     /// Scratch: the tags of one row (`syms` and its `le` or `quantile`).
     key: Vec<(Sym, Sym)>,
     /// The tag range of each distinct tag set so far: the metrics of one resource share
@@ -289,6 +321,11 @@ struct Mapper<'b, 'o> {
     set_syms: Vec<(Sym, Sym)>,
     /// Table names of (metric name, unit, kind) in this request.
     tables: HashMap<(&'b str, &'b str, MetricKind), Sym>,
+    /// By a metric's position in its scope, the table of the metric last seen there: every
+    /// resource of an SDK or Collector lists the same metrics in the same order.
+    table_at: Vec<Option<(&'b str, &'b str, MetricKind, Sym)>>,
+    /// The position in its scope of the metric being mapped.
+    metric_position: usize,
     /// Scratch, one per level, so that walking the request allocates once.
     resource_bufs: Vec<&'b [u8]>,
     scope_bufs: Vec<&'b [u8]>,
@@ -313,6 +350,7 @@ impl<'b, 'o> Mapper<'b, 'o> {
             out,
             value,
             syms: Vec::new(),
+            batch_syms: Vec::new(),
             key: Vec::new(),
             ranges: HashMap::default(),
             seen: BytesMap::default(),
@@ -320,6 +358,8 @@ impl<'b, 'o> Mapper<'b, 'o> {
             sets: Vec::new(),
             set_syms: Vec::new(),
             tables: HashMap::default(),
+            table_at: Vec::new(),
+            metric_position: 0,
             resource_bufs: Vec::new(),
             scope_bufs: Vec::new(),
             scope_parts: Vec::new(),
@@ -379,15 +419,12 @@ impl<'b, 'o> Mapper<'b, 'o> {
         let (Some(time), Some(context)) = (newest, context) else {
             return Ok(());
         };
-        let resource = &self.cache.contexts[context as usize].resource;
-        if !resource.info.is_empty() {
-            let symbols = &mut self.out.batch.symbols;
-            self.syms.clear();
-            for (k, v) in resource.identity.iter().chain(&resource.info) {
-                if !v.is_empty() {
-                    self.syms.push((symbols.intern(k), symbols.intern(v)));
-                }
-            }
+        if !self.cache.contexts[context as usize]
+            .resource
+            .info
+            .is_empty()
+        {
+            self.load_ids(|cache| &cache.contexts[context as usize].info);
             let table = self.intern("target_info");
             let range = self.tag_range(None);
             self.push_row(table, range, 1.0, time, line);
@@ -430,8 +467,17 @@ impl<'b, 'o> Mapper<'b, 'o> {
         self.context = match self.cache.index.get(&key[..]) {
             Some(&c) => c,
             None => {
-                let context = new_context(resources, &scopes, self.options)
+                let mut context = new_context(resources, &scopes, self.options)
                     .map_err(at("ScopeMetrics", self.offset(buf)))?;
+                let resource = &context.resource;
+                let info: Vec<(String, String)> = resource
+                    .identity
+                    .iter()
+                    .chain(&resource.info)
+                    .filter(|(_, v)| !v.is_empty())
+                    .cloned()
+                    .collect();
+                context.info = self.cache.tag_ids(&info);
                 let c = self.cache.contexts.len() as u32;
                 self.cache.bytes += key.len() + tags_bytes(&context.scope) * 2;
                 self.cache.contexts.push(context);
@@ -447,7 +493,8 @@ impl<'b, 'o> Mapper<'b, 'o> {
         self.sets.clear();
         self.set_syms.clear();
         let mut newest = None;
-        for &m in &metrics {
+        for (position, &m) in metrics.iter().enumerate() {
+            self.metric_position = position;
             newest = newest.max(self.metric(m, line)?);
         }
         self.metric_bufs = metrics;
@@ -578,15 +625,30 @@ impl<'b, 'o> Mapper<'b, 'o> {
 
     /// The table of metric `name`, in `unit`, of `kind`.
     fn table(&mut self, name: &'b str, unit: &'b str, kind: MetricKind) -> Sym {
-        if let Some(&t) = self.tables.get(&(name, unit, kind)) {
-            return t;
+        let position = self.metric_position;
+        if let Some(Some((n, u, k, t))) = self.table_at.get(position)
+            && *k == kind
+            && same_short(n.as_bytes(), name.as_bytes())
+            && same_short(u.as_bytes(), unit.as_bytes())
+        {
+            return *t;
         }
-        let t = self
-            .out
-            .batch
-            .symbols
-            .intern(&metric_name(name, unit, kind));
-        self.tables.insert((name, unit, kind), t);
+        let t = match self.tables.get(&(name, unit, kind)) {
+            Some(&t) => t,
+            None => {
+                let t = self
+                    .out
+                    .batch
+                    .symbols
+                    .intern(&metric_name(name, unit, kind));
+                self.tables.insert((name, unit, kind), t);
+                t
+            }
+        };
+        if self.table_at.len() <= position {
+            self.table_at.resize(position + 1, None);
+        }
+        self.table_at[position] = Some((name, unit, kind, t));
         t
     }
 
@@ -833,12 +895,11 @@ impl<'b, 'o> Mapper<'b, 'o> {
         if !self.cache.contexts[context].sets.contains_key(bytes) {
             let attributes = self.attributes(bytes, field)?;
             let tags = point_tags(&self.cache.contexts[context].scope, &attributes);
-            self.cache.bytes += bytes.len() + tags_bytes(&tags);
-            let tags = tags.into_boxed_slice();
+            self.cache.bytes += bytes.len();
+            let tags = self.cache.tag_ids(&tags);
             self.cache.contexts[context].sets.insert(bytes.into(), tags);
         }
-        let tags = &self.cache.contexts[context].sets[bytes];
-        intern_tags(&mut self.out.batch, &mut self.syms, tags);
+        self.load_ids(|cache| &cache.contexts[context].sets[bytes]);
         let start = self.set_syms.len() as u32;
         self.set_syms.extend_from_slice(&self.syms);
         let i = self.sets.len() as u32;
@@ -849,6 +910,31 @@ impl<'b, 'o> Mapper<'b, 'o> {
         self.seen.insert(hash, bytes, i);
         self.last_set = Some((bytes, i));
         Ok(TagSet::Cached(i))
+    }
+
+    /// Puts the tags `ids` picks from the cache (positions in `Cache::strings`) in
+    /// `self.syms`, interning each string in the batch the first time the request uses it.
+    fn load_ids(&mut self, ids: impl FnOnce(&Cache) -> &[(u32, u32)]) {
+        let Mapper {
+            cache,
+            out,
+            syms,
+            batch_syms,
+            ..
+        } = self;
+        let ids = ids(cache);
+        if batch_syms.len() < cache.strings.len() {
+            batch_syms.resize(cache.strings.len(), u32::MAX);
+        }
+        let mut sym = |id: u32| {
+            let slot = &mut batch_syms[id as usize];
+            if *slot == u32::MAX {
+                *slot = out.batch.symbols.intern(&cache.strings[id as usize]).0;
+            }
+            Sym(*slot)
+        };
+        syms.clear();
+        syms.extend(ids.iter().map(|&(k, v)| (sym(k), sym(v))));
     }
 
     /// The attributes (field `field`) of the message in `buf`, decoded.
@@ -1076,8 +1162,26 @@ fn new_context(
     Ok(Context {
         resource,
         scope: scope_tags,
+        info: Box::default(),
         sets: BytesHashMap::default(),
     })
+}
+
+/// Whether `a` and `b` are equal, for the short strings of names and units: up to 16 bytes in
+/// two word compares, without a call to `memcmp` (which costs more than the compare there).
+#[inline]
+fn same_short(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    match n {
+        0 => true,
+        1..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
 }
 
 /// Reads a length-delimited field (a message, string or bytes).

@@ -507,3 +507,31 @@ fn a_broken_body_is_an_error_that_says_where() {
     assert!(e.0.contains("in a Metric starting at byte"), "{e}");
     assert!(e.0.contains("not UTF-8"), "{e}");
 }
+
+#[test]
+fn short_names_compare_equal_only_when_equal() {
+    let words = [
+        "",
+        "a",
+        "b",
+        "ab",
+        "ba",
+        "cpu.usage",
+        "cpu.usagf",
+        "cpu.usage_user",
+        "cpu.usage_usex",
+        "xpu.usage_user",
+        "cpu.usage_nicely",
+        "cpu.usage_nicelz",
+        "cpu.usage_user_and_more",
+    ];
+    for a in words {
+        for b in words {
+            assert_eq!(
+                super::same_short(a.as_bytes(), b.as_bytes()),
+                a == b,
+                "{a:?} {b:?}"
+            );
+        }
+    }
+}
