@@ -12,4 +12,6 @@ mod protowire;
 pub mod remote_write;
 pub mod write;
 
-pub use write::{DecodeError, Field, FieldType, FieldValue, Point, Sym, Symbols, Tag, WriteBatch};
+pub use write::{
+    DecodeError, Field, FieldType, FieldValue, Point, Sym, Symbols, Tag, TagSetId, WriteBatch,
+};

@@ -221,6 +221,24 @@ pub struct WriteBatch {
     points: Vec<Point>,
     tags: Vec<Tag>,
     fields: Vec<Field>,
+    /// Tag ranges a decoder knows by a [`TagSetId`], by range (ascending).
+    tag_set_ids: Vec<((u32, u32), TagSetId)>,
+}
+
+/// A name for a tag set (its keys and values) that holds across requests: two ranges with
+/// one id have the same tags, in any batch of the server's life. Decoders that keep tag sets
+/// between requests (OTLP's mapping cache) give them one, so that storage can find the
+/// series of a repeat set without reading its tags. Ids come from [`TagSetId::next`] and are
+/// never reused; a set may have several (one per cache that resolved it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TagSetId(pub u64);
+
+impl TagSetId {
+    /// A new id, distinct from every other one this process made.
+    pub fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        TagSetId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl WriteBatch {
@@ -281,6 +299,26 @@ impl WriteBatch {
     /// Closes the tag range opened at `start`, returning it for [`WriteBatch::push_point`].
     pub fn end_tags(&self, start: u32) -> (u32, u32) {
         (start, self.tags.len() as u32)
+    }
+
+    /// Names the tag range `range` (from [`WriteBatch::end_tags`]) by `id`, whose tags it
+    /// must hold. A range keeps its first id; ids are not written to the WAL.
+    pub fn set_tag_set_id(&mut self, range: (u32, u32), id: TagSetId) {
+        match self.tag_set_ids.last() {
+            Some(&(last, _)) if last >= range => {
+                if let Err(at) = self.tag_set_ids.binary_search_by_key(&range, |e| e.0) {
+                    self.tag_set_ids.insert(at, (range, id));
+                }
+            }
+            _ => self.tag_set_ids.push((range, id)),
+        }
+    }
+
+    /// The id the decoder gave the tag range `range`, if any.
+    pub fn tag_set_id(&self, range: Range<usize>) -> Option<TagSetId> {
+        let key = (range.start as u32, range.end as u32);
+        let i = self.tag_set_ids.binary_search_by_key(&key, |e| e.0).ok()?;
+        Some(self.tag_set_ids[i].1)
     }
 
     /// Drops tags added since `start` (a line that failed to parse).
@@ -499,6 +537,7 @@ impl WriteBatch {
             points,
             tags,
             fields,
+            tag_set_ids: Vec::new(),
         })
     }
 
@@ -640,6 +679,7 @@ impl WriteBatch {
             points,
             tags,
             fields,
+            tag_set_ids: Vec::new(),
         })
     }
 }

@@ -25,7 +25,7 @@ use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::Int32Type;
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
-use sluice_ingest::{FieldValue, Point, Sym, Symbols, WriteBatch};
+use sluice_ingest::{FieldValue, Point, Sym, Symbols, TagSetId, WriteBatch};
 
 use crate::catalog::{ColumnKind, TableSchema};
 use crate::last_rows::{LastRows, OwnedValue};
@@ -122,6 +122,11 @@ struct TableData {
     /// Tag values per tag column id.
     tag_values: Vec<TagValues>,
     series: HashMap<Arc<[(u32, u32)]>, u32>,
+    /// Series ids by the [`TagSetId`] a decoder gave their tags: a repeat set costs one
+    /// lookup, not a dictionary lookup per tag and a hash of the tag set. Valid because a
+    /// series id, once given, always means the same tags; emptied when it grows past
+    /// [`TableData::trim_series_of_set`]'s bound (ids of caches that started over linger).
+    series_of_set: HashMap<TagSetId, u32, foldhash::fast::FixedState>,
     /// Per series id: its (tag column id, value id) pairs, sorted by column id.
     series_tags: Vec<Arc<[(u32, u32)]>>,
     /// Per series id: its newest row, among every point seen since start-up and, once
@@ -135,6 +140,13 @@ struct TableData {
 }
 
 impl TableData {
+    /// Keeps `series_of_set` within a few entries per series.
+    fn trim_series_of_set(&mut self) {
+        if self.series_of_set.len() > 4 * self.series_tags.len() + 4096 {
+            self.series_of_set.clear();
+        }
+    }
+
     /// The id of the series with tag set `key` ((tag column id, value id) pairs sorted by
     /// column id), added if new.
     fn series_id(&mut self, key: &[(u32, u32)]) -> u32 {
@@ -379,7 +391,10 @@ impl Partition {
         }
         let rows = self.rows();
         // For merged partitions: the rows of each primary key, in arrival order.
-        let groups = self.may_have_duplicates.then(|| self.key_groups());
+        let groups = self
+            .may_have_duplicates
+            .then(|| self.key_groups())
+            .flatten();
         let first_of_group: Option<UInt32Array> = groups
             .as_ref()
             .map(|g| g.iter().map(|rows| rows[0]).collect());
@@ -426,8 +441,17 @@ impl Partition {
     }
 
     /// Row indices grouped by primary key (series, time), keys in (series, time) order and
-    /// rows within a key in arrival order.
-    fn key_groups(&self) -> KeyGroups {
+    /// rows within a key in arrival order; `None` if no two rows share a key. (Rows that
+    /// arrive out of order, as writes over several connections do, make a partition one that
+    /// may hold duplicates; most such partitions hold none, and finding that out by hashing
+    /// costs less than the sort.)
+    fn key_groups(&self) -> Option<KeyGroups> {
+        let mut seen: hashbrown::HashSet<(u32, i64), foldhash::fast::FixedState> =
+            hashbrown::HashSet::with_capacity_and_hasher(self.rows(), Default::default());
+        if (0..self.rows()).all(|r| seen.insert((self.series[r], self.time[r]))) {
+            return None;
+        }
+        drop(seen);
         let mut keyed: Vec<(u32, i64, u32)> = (0..self.rows())
             .map(|r| (self.series[r], self.time[r], r as u32))
             .collect();
@@ -440,10 +464,10 @@ impl Partition {
             }
         }
         ends.push(keyed.len() as u32);
-        KeyGroups {
+        Some(KeyGroups {
             rows: keyed.into_iter().map(|(_, _, r)| r).collect(),
             ends,
-        }
+        })
     }
 }
 
@@ -570,8 +594,13 @@ impl TableBuffer {
                     // the next point of the same series (the usual order of a batch)
                     return (point, last_range.2);
                 }
+                let set_id = || batch.tag_set_id(range.clone());
                 let series = match series_of_tags.get(&(range.start, range.end)) {
                     Some(&s) => s,
+                    None if let Some(&s) = set_id().and_then(|id| data.series_of_set.get(&id)) => {
+                        series_of_tags.insert((range.start, range.end), s);
+                        s
+                    }
                     None => {
                         scratch.clear();
                         for tag in batch.tags_of(point) {
@@ -599,6 +628,10 @@ impl TableBuffer {
                             bytes += 16 * scratch.len() + 32;
                         }
                         series_of_tags.insert((range.start, range.end), s);
+                        if let Some(id) = set_id() {
+                            data.trim_series_of_set();
+                            data.series_of_set.insert(id, s);
+                        }
                         s
                     }
                 };

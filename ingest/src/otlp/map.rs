@@ -26,7 +26,7 @@ use sluice_proto::otlp::{
 use super::names::{MetricKind, label_name, metric_name};
 use crate::bytes_map::BytesMap;
 use crate::protowire::{Reader, WireError, WireType};
-use crate::write::{FieldValue, Sym, WriteBatch};
+use crate::write::{FieldValue, Sym, TagSetId, WriteBatch};
 
 /// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
 const NO_RECORDED_VALUE: u32 = 1;
@@ -161,11 +161,11 @@ struct Context {
     /// The resource's series tags, then `otel_scope_name` and `otel_scope_version`.
     scope: Vec<(String, String)>,
     /// The tags of the resource's `target_info` row (empty values left out), as positions in
-    /// `Cache::strings`.
-    info: Box<[(u32, u32)]>,
+    /// `Cache::strings`, and their id.
+    info: (Box<[(u32, u32)]>, TagSetId),
     /// Attribute bytes -> the tags of a data point with them (empty values left out), as
-    /// positions in `Cache::strings`.
-    sets: BytesHashMap<Box<[(u32, u32)]>>,
+    /// positions in `Cache::strings`, and their id.
+    sets: BytesHashMap<(Box<[(u32, u32)]>, TagSetId)>,
 }
 
 /// What a resource contributes to its series' tags.
@@ -282,6 +282,8 @@ struct ResolvedSet {
     syms: (u32, u32),
     /// Its tag range in the batch, once a row without extra tags used it.
     range: Option<(u32, u32)>,
+    /// Its id across requests (see [`TagSetId`]).
+    id: TagSetId,
 }
 
 /// Which of `Metric`'s `data` members a metric has.
@@ -424,9 +426,11 @@ impl<'b, 'o> Mapper<'b, 'o> {
             .info
             .is_empty()
         {
-            self.load_ids(|cache| &cache.contexts[context as usize].info);
+            self.load_ids(|cache| &cache.contexts[context as usize].info.0);
             let table = self.intern("target_info");
             let range = self.tag_range(None);
+            let id = self.cache.contexts[context as usize].info.1;
+            self.out.batch.set_tag_set_id(range, id);
             self.push_row(table, range, 1.0, time, line);
         }
         Ok(())
@@ -477,7 +481,7 @@ impl<'b, 'o> Mapper<'b, 'o> {
                     .filter(|(_, v)| !v.is_empty())
                     .cloned()
                     .collect();
-                context.info = self.cache.tag_ids(&info);
+                context.info = (self.cache.tag_ids(&info), TagSetId::next());
                 let c = self.cache.contexts.len() as u32;
                 self.cache.bytes += key.len() + tags_bytes(&context.scope) * 2;
                 self.cache.contexts.push(context);
@@ -897,15 +901,20 @@ impl<'b, 'o> Mapper<'b, 'o> {
             let tags = point_tags(&self.cache.contexts[context].scope, &attributes);
             self.cache.bytes += bytes.len();
             let tags = self.cache.tag_ids(&tags);
-            self.cache.contexts[context].sets.insert(bytes.into(), tags);
+            let id = TagSetId::next();
+            self.cache.contexts[context]
+                .sets
+                .insert(bytes.into(), (tags, id));
         }
-        self.load_ids(|cache| &cache.contexts[context].sets[bytes]);
+        self.load_ids(|cache| &cache.contexts[context].sets[bytes].0);
+        let id = self.cache.contexts[context].sets[bytes].1;
         let start = self.set_syms.len() as u32;
         self.set_syms.extend_from_slice(&self.syms);
         let i = self.sets.len() as u32;
         self.sets.push(ResolvedSet {
             syms: (start, self.set_syms.len() as u32),
             range: None,
+            id,
         });
         self.seen.insert(hash, bytes, i);
         self.last_set = Some((bytes, i));
@@ -972,6 +981,8 @@ impl<'b, 'o> Mapper<'b, 'o> {
                 self.load(set);
                 let range = self.tag_range(None);
                 self.sets[i as usize].range = Some(range);
+                let id = self.sets[i as usize].id;
+                self.out.batch.set_tag_set_id(range, id);
                 range
             }
             TagSet::Loaded => self.tag_range(None),
@@ -1162,7 +1173,7 @@ fn new_context(
     Ok(Context {
         resource,
         scope: scope_tags,
-        info: Box::default(),
+        info: (Box::default(), TagSetId::next()),
         sets: BytesHashMap::default(),
     })
 }

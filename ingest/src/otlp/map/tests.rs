@@ -535,3 +535,43 @@ fn short_names_compare_equal_only_when_equal() {
         }
     }
 }
+
+/// Each plain tag range (a data point's attribute set, a `target_info` row) carries the id of
+/// its cached set: the same id for the same set in the next request mapped with the cache,
+/// different ids for different sets, and new ones once the cache starts over.
+#[test]
+fn tag_set_ids_name_cached_sets_across_requests() {
+    let body = fixture().encode_to_vec();
+    let ids = |m: &Mapped| -> BTreeMap<Vec<(String, String)>, u64> {
+        let b = &m.batch;
+        let mut out = BTreeMap::new();
+        for p in b.points() {
+            let tags: Vec<(String, String)> = b
+                .tags_of(p)
+                .iter()
+                .map(|t| (b.str(t.key).to_string(), b.str(t.value).to_string()))
+                .collect();
+            let id = b.tag_set_id(p.tag_range());
+            if tags.iter().any(|(k, _)| k == "le" || k == "quantile") {
+                assert_eq!(id, None, "bucket and quantile rows have extra tags: no id");
+                continue;
+            }
+            let id = id.expect("a plain range has an id").0;
+            assert_eq!(*out.entry(tags).or_insert(id), id, "one id per tag set");
+        }
+        out
+    };
+    let mut cache = Cache::default();
+    let first = ids(&map_protobuf(&body, &Options::default(), &mut cache).unwrap());
+    let second = ids(&map_protobuf(&body, &Options::default(), &mut cache).unwrap());
+    assert!(first.len() > 2, "{first:?}");
+    assert_eq!(first, second);
+    let distinct: std::collections::BTreeSet<u64> = first.values().copied().collect();
+    assert_eq!(distinct.len(), first.len());
+    let other = Options {
+        promote: vec!["service.name".into()],
+        ..Options::default()
+    };
+    let third = ids(&map_protobuf(&body, &other, &mut cache).unwrap());
+    assert!(third.values().all(|id| !distinct.contains(id)));
+}
