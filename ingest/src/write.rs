@@ -431,13 +431,28 @@ impl WriteBatch {
         put_varint(out, self.points.len() as u64);
         let (mut time, mut line, mut tags, mut fields) = (0i64, 0u32, 0u32, 0u32);
         for p in &self.points {
-            put_varint(out, u64::from(p.table.0));
-            put_varint(out, zigzag(p.time.wrapping_sub(time)));
-            put_varint(out, zigzag(i64::from(p.line) - i64::from(line)));
-            put_varint(out, zigzag(i64::from(p.tags.0) - i64::from(tags)));
-            put_varint(out, u64::from(p.tags.1 - p.tags.0));
-            put_varint(out, zigzag(i64::from(p.fields.0) - i64::from(fields)));
-            put_varint(out, u64::from(p.fields.1 - p.fields.0));
+            // seven varints, at most 70 bytes, gathered on the stack and copied at once
+            let mut buf = [0u8; 70];
+            let mut n = 0;
+            for v in [
+                u64::from(p.table.0),
+                zigzag(p.time.wrapping_sub(time)),
+                zigzag(i64::from(p.line) - i64::from(line)),
+                zigzag(i64::from(p.tags.0) - i64::from(tags)),
+                u64::from(p.tags.1 - p.tags.0),
+                zigzag(i64::from(p.fields.0) - i64::from(fields)),
+                u64::from(p.fields.1 - p.fields.0),
+            ] {
+                let mut v = v;
+                while v >= 0x80 {
+                    buf[n] = v as u8 | 0x80;
+                    v >>= 7;
+                    n += 1;
+                }
+                buf[n] = v as u8;
+                n += 1;
+            }
+            out.extend_from_slice(&buf[..n]);
             (time, line, tags, fields) = (p.time, p.line, p.tags.0, p.fields.1);
         }
     }

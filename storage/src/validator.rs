@@ -128,9 +128,30 @@ pub fn validate(
     let mut passed: hashbrown::HashSet<(Sym, usize, usize), foldhash::fast::FixedState> =
         Default::default();
     let mut last_passed: Option<(Sym, usize, usize)> = None;
+    // The last point that passed, if it was of the last series that passed: a point of the
+    // same series with the same field names and types passes too (what it would add, that
+    // point added), without the checks. Metric rows, one value each, come in such runs.
+    let mut last_point: Option<&sluice_ingest::Point> = None;
+    let same_fields = |a: &sluice_ingest::Point, b: &sluice_ingest::Point| {
+        let (fa, fb) = (batch.fields_of(a), batch.fields_of(b));
+        fa.len() == fb.len()
+            && fa
+                .iter()
+                .zip(fb)
+                .all(|(x, y)| x.key == y.key && x.value.field_type() == y.value.field_type())
+    };
     for point in batch.points() {
         let range = point.tag_range();
         let series = (point.table, range.start, range.end);
+        if let Some(last) = last_point
+            && last.table == point.table
+            && last.tag_range() == range
+            && same_fields(last, point)
+        {
+            keep.push(true);
+            continue;
+        }
+        last_point = None;
         let same_series = last_passed == Some(series) || passed.contains(&series);
         let slot = &mut table_of_sym[point.table.index()];
         if *slot == u32::MAX {
@@ -185,6 +206,7 @@ pub fn validate(
                     passed.insert(series);
                     last_passed = Some(series);
                 }
+                last_point = Some(point);
             }
             Err(message) => {
                 keep.push(false);
@@ -416,6 +438,21 @@ mod tests {
             "{m:?}"
         );
         assert!(m[1].1.contains("cannot also be a tag"), "{m:?}");
+    }
+
+    #[test]
+    fn a_run_of_one_series_is_checked_where_its_fields_change() {
+        let v = run(
+            &CatalogSnapshot::default(),
+            "m,h=a v=1 1\nm,h=a v=2 2\nm,h=a v=3i 3\nm,h=a v=4 4\nm,h=a v=5,h=1 5\nm,h=a v=6 6",
+            Limits::default(),
+        );
+        assert_eq!(v.keep, vec![true, true, false, true, false, true]);
+        let m = messages(&v);
+        assert_eq!(m[0].0, 3);
+        assert!(m[0].1.contains("integer"), "{m:?}");
+        assert_eq!(m[1].0, 5);
+        assert!(m[1].1.contains("cannot also be a field"), "{m:?}");
     }
 
     #[test]
