@@ -280,6 +280,21 @@ impl FieldColumn {
         }
     }
 
+    /// Appends `values` as rows `start..`, padding with nulls up to `start`; false (and
+    /// nothing changed) unless this is a float column with no row at or past `start`.
+    fn append_f64s(&mut self, start: usize, values: &[f64]) -> bool {
+        if self.len() > start || !matches!(self.data, FieldData::F64(_)) {
+            return false;
+        }
+        self.pad(start);
+        let FieldData::F64(v) = &mut self.data else {
+            unreachable!("checked above")
+        };
+        v.extend_from_slice(values);
+        self.valid.append_n(values.len(), true);
+        true
+    }
+
     /// Sets row `row`, which is either the last row (a field repeated in one point: the
     /// later value wins) or the next one. Returns the bytes added.
     fn set(&mut self, row: usize, value: &FieldValue, symbols: &Symbols) -> usize {
@@ -645,6 +660,7 @@ impl TableBuffer {
         } = data;
         // (a run ends at the first point outside its partition's hour: a compare per point
         // instead of a division)
+        let mut values: Vec<f64> = Vec::new();
         let mut rest = &points[..];
         while let Some(&(first, _)) = rest.first() {
             let key = first.time.div_euclid(PARTITION_NANOS);
@@ -665,6 +681,50 @@ impl TableBuffer {
                 .entry(key)
                 .or_insert_with(|| Partition::new(segment));
             partition.cache.get_mut().take();
+            // A run of rows with one float field each (metric rows: OTLP, remote write): the
+            // values are gathered first and appended to their column at once.
+            values.clear();
+            let mut single = None;
+            for &(point, _) in run {
+                match batch.fields_of(point) {
+                    [f] if single.is_none_or(|k| k == f.key)
+                        && let FieldValue::F64(v) = f.value =>
+                    {
+                        single = Some(f.key);
+                        values.push(v);
+                    }
+                    _ => {
+                        single = None;
+                        break;
+                    }
+                }
+            }
+            if let Some(col) = single.and_then(&mut column) {
+                let start = partition.rows();
+                if partition.fields.len() <= col {
+                    partition.fields.resize_with(col + 1, || None);
+                }
+                let fc = partition.fields[col].get_or_insert_with(|| {
+                    FieldColumn::new(&FieldValue::F64(0.0), start + run.len())
+                });
+                if fc.append_f64s(start, &values) {
+                    for (&(point, series), &v) in run.iter().zip(&values) {
+                        if point.time <= last.time[series as usize] {
+                            partition.may_have_duplicates = true;
+                        }
+                        if last.start_point(series, point.time) {
+                            last.set(series, col, &FieldValue::F64(v), &batch.symbols);
+                        }
+                        partition.time.push(point.time);
+                        partition.series.push(series);
+                        partition.min_time = partition.min_time.min(point.time);
+                        partition.max_time = partition.max_time.max(point.time);
+                    }
+                    partition.bytes += 20 * run.len();
+                    bytes += 20 * run.len();
+                    continue;
+                }
+            }
             for &(point, series) in run {
                 let row = partition.rows();
                 // a point not newer than its series' newest may share its key with a buffered
