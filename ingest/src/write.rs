@@ -443,14 +443,7 @@ impl WriteBatch {
                 zigzag(i64::from(p.fields.0) - i64::from(fields)),
                 u64::from(p.fields.1 - p.fields.0),
             ] {
-                let mut v = v;
-                while v >= 0x80 {
-                    buf[n] = v as u8 | 0x80;
-                    v >>= 7;
-                    n += 1;
-                }
-                buf[n] = v as u8;
-                n += 1;
+                n += write_varint(&mut buf[n..], v);
             }
             out.extend_from_slice(&buf[..n]);
             (time, line, tags, fields) = (p.time, p.line, p.tags.0, p.fields.1);
@@ -709,12 +702,24 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 10];
+    let n = write_varint(&mut buf, v);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// Writes `v` as a varint at the start of `buf` (which has room for ten bytes); returns the
+/// bytes written.
+#[inline]
+fn write_varint(buf: &mut [u8], mut v: u64) -> usize {
+    let mut n = 0;
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        buf[n] = v as u8 | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    buf[n] = v as u8;
+    n + 1
 }
 
 /// `v` as an integer when it is one that converts back to exactly `v` (not -0.0) and whose

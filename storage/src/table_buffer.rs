@@ -396,6 +396,36 @@ impl Partition {
         self.time.len()
     }
 
+    /// Appends a row's key (series, time), noting whether the partition may now hold two
+    /// rows of one key; returns whether the row is its series' newest ([`LastRows`]).
+    #[inline]
+    fn push_key(&mut self, last: &mut LastRows, series: u32, time: i64) -> bool {
+        // a point not newer than its series' newest may share its key with a buffered one
+        if time <= last.time[series as usize] {
+            self.may_have_duplicates = true;
+        }
+        self.time.push(time);
+        self.series.push(series);
+        self.min_time = self.min_time.min(time);
+        self.max_time = self.max_time.max(time);
+        last.start_point(series, time)
+    }
+
+    /// Field column `col`, created for values like `value` (with room for `capacity` rows)
+    /// if the partition has none yet.
+    #[inline]
+    fn field_column(
+        &mut self,
+        col: usize,
+        value: &FieldValue,
+        capacity: usize,
+    ) -> &mut FieldColumn {
+        if self.fields.len() <= col {
+            self.fields.resize_with(col + 1, || None);
+        }
+        self.fields[col].get_or_insert_with(|| FieldColumn::new(value, capacity))
+    }
+
     /// Builds the partition's rows as one batch in `schema`'s Arrow layout, merging rows of
     /// one primary key.
     fn to_batch(&self, schema: &TableSchema, data: &mut TagLookup<'_>) -> RecordBatch {
@@ -701,24 +731,12 @@ impl TableBuffer {
             }
             if let Some(col) = single.and_then(&mut column) {
                 let start = partition.rows();
-                if partition.fields.len() <= col {
-                    partition.fields.resize_with(col + 1, || None);
-                }
-                let fc = partition.fields[col].get_or_insert_with(|| {
-                    FieldColumn::new(&FieldValue::F64(0.0), start + run.len())
-                });
+                let fc = partition.field_column(col, &FieldValue::F64(0.0), start + run.len());
                 if fc.append_f64s(start, &values) {
                     for (&(point, series), &v) in run.iter().zip(&values) {
-                        if point.time <= last.time[series as usize] {
-                            partition.may_have_duplicates = true;
-                        }
-                        if last.start_point(series, point.time) {
+                        if partition.push_key(last, series, point.time) {
                             last.set(series, col, &FieldValue::F64(v), &batch.symbols);
                         }
-                        partition.time.push(point.time);
-                        partition.series.push(series);
-                        partition.min_time = partition.min_time.min(point.time);
-                        partition.max_time = partition.max_time.max(point.time);
                     }
                     partition.bytes += 20 * run.len();
                     bytes += 20 * run.len();
@@ -727,26 +745,13 @@ impl TableBuffer {
             }
             for &(point, series) in run {
                 let row = partition.rows();
-                // a point not newer than its series' newest may share its key with a buffered
-                // one
-                if point.time <= last.time[series as usize] {
-                    partition.may_have_duplicates = true;
-                }
-                let newest = last.start_point(series, point.time);
-                partition.time.push(point.time);
-                partition.series.push(series);
-                partition.min_time = partition.min_time.min(point.time);
-                partition.max_time = partition.max_time.max(point.time);
+                let newest = partition.push_key(last, series, point.time);
                 let mut row_bytes = 12;
                 for field in batch.fields_of(point) {
                     let Some(col) = column(field.key) else {
                         continue;
                     };
-                    if partition.fields.len() <= col {
-                        partition.fields.resize_with(col + 1, || None);
-                    }
-                    let fc = partition.fields[col]
-                        .get_or_insert_with(|| FieldColumn::new(&field.value, row + 1));
+                    let fc = partition.field_column(col, &field.value, row + 1);
                     row_bytes += fc.set(row, &field.value, &batch.symbols);
                     if newest {
                         last.set(series, col, &field.value, &batch.symbols);
