@@ -1,6 +1,7 @@
 //! OTLP decode-and-buffer throughput on the TSBS set as an OpenTelemetry SDK sends it (each
 //! field a gauge, see `tsbs::otlp_requests`), on one core: mapping the protobuf to a batch,
-//! validation and the table-buffer append, per field value. The same split as
+//! validation and the table-buffer append, per field value; and, apart, the encoding of each
+//! request's batch for its WAL record (`encode`, before compression). The same split as
 //! `parse_and_buffer` (line protocol) and `remote_write`, without the HTTP and WAL work of the
 //! end-to-end benchmark (`sluice-load --protocol otlp`).
 //!
@@ -54,6 +55,18 @@ fn bench_requests(c: &mut Criterion, values_per_request: usize) {
         b.iter(|| {
             for body in &bodies {
                 black_box(decode(body).batch.len());
+            }
+        })
+    });
+    // the WAL record of each request's batch (before compression)
+    let batches: Vec<_> = bodies.iter().map(|b| decode(b).batch).collect();
+    group.bench_function("encode", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            for batch in &batches {
+                out.clear();
+                batch.encode(&mut out);
+                black_box(out.len());
             }
         })
     });

@@ -7,6 +7,7 @@ use std::io::Read;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
+use futures::StreamExt;
 
 use super::error::ApiError;
 
@@ -52,6 +53,11 @@ pub fn content_encoding(headers: &HeaderMap) -> String {
 }
 
 /// Reads `body` as it is on the wire, at most `limit` bytes.
+///
+/// A body that arrives in one piece is returned as it is; a longer one is copied, piece by
+/// piece as it arrives, into one buffer of the size `Content-Length` declares. Each piece goes
+/// back to the connection as soon as it is copied, so the connection reuses its read buffer
+/// instead of allocating fresh memory for the next piece.
 pub async fn read_raw(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -62,30 +68,39 @@ pub async fn read_raw(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
             ),
         )
     };
-    if let Some(len) = headers
+    let unreadable =
+        |e: axum::Error| ApiError::bad_request(format!("could not read the request body: {e}"));
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            too_large()
+    let mut pieces = body.into_data_stream();
+    let Some(first) = pieces.next().await.transpose().map_err(unreadable)? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = pieces.next().await.transpose().map_err(unreadable)? else {
+        return if first.len() > limit {
+            Err(too_large())
         } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
+            Ok(first)
+        };
+    };
+    let expected = declared.map_or(0, |len| len as usize);
+    let mut out = Vec::with_capacity(expected.max(first.len() + second.len()).min(limit));
+    for piece in [first, second] {
+        if out.len() + piece.len() > limit {
+            return Err(too_large());
         }
-    })
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("length limit exceeded") {
-            return true;
-        }
-        source = s.source();
+        out.extend_from_slice(&piece);
     }
-    false
+    while let Some(piece) = pieces.next().await.transpose().map_err(unreadable)? {
+        if out.len() + piece.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(Bytes::from(out))
 }

@@ -5,11 +5,20 @@
 //! only ever appended to by the process that created it; a restart opens a new one, so a
 //! torn tail left by a crash is never written after.
 //!
+//! Space is zero-filled ahead of the records, a few megabytes at a time, as PostgreSQL fills
+//! its WAL files (`wal_init_zero`). Writing into space the file already has changes no
+//! metadata, so the fsync after each group is a data flush alone; an fsync after growing the
+//! file must also commit the filesystem's journal, which on ext4 waits for the journal thread
+//! and took 2.6 ms instead of 0.15 ms on a busy 2-core machine. A segment closed in order is
+//! cut back to its records; after a crash, zeros follow the last record, and a record length
+//! of zero (no record is empty) marks the end.
+//!
 //! This module knows bytes and files, not what the records mean; the write buffer decides
 //! what to log and when to sync (group commit).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"SLUICEW1";
@@ -17,6 +26,8 @@ const HEADER_LEN: usize = 8;
 /// A record larger than this is treated as corruption when reading: no valid write comes
 /// close (request bodies are limited far below it).
 const MAX_RECORD_BYTES: u32 = 1 << 30;
+/// How far ahead of the records a segment is zero-filled (at most to the segment size).
+const ZERO_AHEAD: u64 = 8 << 20;
 
 /// Errors of the write-ahead log.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +52,10 @@ pub struct WalWriter {
     file: File,
     path: PathBuf,
     sequence: u64,
+    /// Where the next record goes: the end of the records.
     size: u64,
+    /// The file's length: zeros from `size` to here.
+    zeroed: u64,
     segment_bytes: u64,
     scratch: Vec<u8>,
 }
@@ -58,6 +72,7 @@ impl WalWriter {
             path,
             sequence,
             size: HEADER_LEN as u64,
+            zeroed: HEADER_LEN as u64,
             segment_bytes,
             scratch: Vec::new(),
         })
@@ -77,10 +92,28 @@ impl WalWriter {
                 .extend_from_slice(&crc32fast::hash(p).to_le_bytes());
             self.scratch.extend_from_slice(p);
         }
+        let end = self.size + self.scratch.len() as u64;
+        if end > self.zeroed {
+            let to = end.max((self.zeroed + ZERO_AHEAD).min(self.segment_bytes));
+            self.zero_fill(to)?;
+        }
         self.file
-            .write_all(&self.scratch)
+            .write_all_at(&self.scratch, self.size)
             .map_err(io_err(&self.path))?;
-        self.size += self.scratch.len() as u64;
+        self.size = end;
+        Ok(())
+    }
+
+    /// Grows the file with zeros to `to` bytes.
+    fn zero_fill(&mut self, to: u64) -> Result<()> {
+        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        while self.zeroed < to {
+            let n = (to - self.zeroed).min(ZEROS.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROS[..n], self.zeroed)
+                .map_err(io_err(&self.path))?;
+            self.zeroed += n as u64;
+        }
         Ok(())
     }
 
@@ -92,14 +125,25 @@ impl WalWriter {
     /// Makes the current segment durable and starts the next one. Returns the number of the
     /// segment just closed: every record appended so far is in it or an earlier one.
     pub fn rotate(&mut self) -> Result<u64> {
-        self.sync()?;
+        self.finish()?;
         let closed = self.sequence;
         let (file, path) = new_segment(&self.dir, self.sequence + 1)?;
         self.sequence += 1;
         self.file = file;
         self.path = path;
         self.size = HEADER_LEN as u64;
+        self.zeroed = HEADER_LEN as u64;
         Ok(closed)
+    }
+
+    /// Makes everything appended so far durable and cuts the segment's zero-filled space off:
+    /// at shutdown, the segment ends with its last record.
+    pub fn finish(&mut self) -> Result<()> {
+        if self.zeroed > self.size {
+            self.file.set_len(self.size).map_err(io_err(&self.path))?;
+            self.zeroed = self.size;
+        }
+        self.file.sync_all().map_err(io_err(&self.path))
     }
 
     /// The segment being written.
@@ -119,9 +163,10 @@ fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
 
 fn new_segment(dir: &Path, sequence: u64) -> Result<(File, PathBuf)> {
     let path = segment_path(dir, sequence);
+    // (not in append mode: records are written at their offset, into zero-filled space)
     let mut file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(io_err(&path))?;
     file.write_all(MAGIC).map_err(io_err(&path))?;
@@ -190,7 +235,8 @@ pub fn delete_before(dir: &Path, keep_from: u64) -> Result<usize> {
 /// Reads every record of every segment in `dir`, oldest first, calling `each` with the
 /// segment's number and the payload. A segment whose tail is torn or corrupt (short record,
 /// bad checksum, bad magic) is truncated to its last good record and reported; records before
-/// it are all delivered.
+/// it are all delivered. Zeros after the last record (space filled ahead of a crash) are the
+/// segment's end, not damage.
 pub fn replay(dir: &Path, mut each: impl FnMut(u64, &[u8])) -> Result<Vec<CutTail>> {
     let mut cuts = Vec::new();
     for (seq, path) in list_segments(dir)? {
@@ -234,6 +280,13 @@ fn scan(data: &[u8], each: &mut impl FnMut(&[u8])) -> (usize, Option<String>) {
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len == 0 {
+            // no record is empty: zero-filled space the records did not reach
+            if rest.iter().all(|&b| b == 0) {
+                return (pos, None);
+            }
+            return (pos, Some("an empty record, with data after it".into()));
+        }
         if len > MAX_RECORD_BYTES {
             return (pos, Some(format!("record length {len} is implausible")));
         }
@@ -318,7 +371,7 @@ mod tests {
         let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
         w.append([b"one".as_slice(), b"two".as_slice(), b"three".as_slice()])
             .unwrap();
-        w.sync().unwrap();
+        w.finish().unwrap();
         let seg = w.current_segment().to_path_buf();
         drop(w);
         let full = fs::metadata(&seg).unwrap().len();
@@ -341,7 +394,7 @@ mod tests {
         let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
         w.append([b"good".as_slice(), b"flipped".as_slice()])
             .unwrap();
-        w.sync().unwrap();
+        w.finish().unwrap();
         let seg = w.current_segment().to_path_buf();
         drop(w);
         let mut bytes = fs::read(&seg).unwrap();
@@ -359,7 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
         w.append([b"good".as_slice()]).unwrap();
-        w.sync().unwrap();
+        w.finish().unwrap();
         let seg = w.current_segment().to_path_buf();
         drop(w);
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
@@ -368,5 +421,70 @@ mod tests {
         let (got, cuts) = read_all(dir.path());
         assert_eq!(got, vec![b"good".to_vec()]);
         assert!(cuts[0].reason.contains("implausible"));
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_the_end_of_a_crashed_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"one".as_slice(), b"two".as_slice()]).unwrap();
+        w.sync().unwrap();
+        let seg = w.current_segment().to_path_buf();
+        let records_end = HEADER_LEN as u64 + 2 * 8 + 6;
+        // a crash: the writer goes away without finishing its segment
+        drop(w);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            1 << 20,
+            "zero-filled ahead"
+        );
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert!(cuts.is_empty(), "{cuts:?}");
+        // a record torn by the crash, zeros after it: cut at its start
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[9, 0, 0, 0, 1, 2, 3, 4, b'p', b'a'], records_end)
+            .unwrap();
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got.len(), 2);
+        assert_eq!(cuts.len(), 1);
+        assert_eq!(cuts[0].offset, records_end);
+        assert_eq!(cuts[0].reason, "record checksum mismatch");
+        // zeros in the header with data after them are damage, not the end
+        let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
+        w.append([b"x".as_slice()]).unwrap();
+        w.sync().unwrap();
+        let seg = w.current_segment().to_path_buf();
+        drop(w);
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(b"junk", 4096).unwrap();
+        let (got, cuts) = read_all(dir.path());
+        assert_eq!(got.last().unwrap(), b"x");
+        assert!(cuts[0].reason.contains("empty record"), "{cuts:?}");
+    }
+
+    #[test]
+    fn finished_segments_end_with_their_last_record_and_large_records_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 64 << 20).unwrap();
+        let large = vec![7u8; (ZERO_AHEAD + 100) as usize];
+        w.append([b"small".as_slice()]).unwrap();
+        w.append([large.as_slice()]).unwrap();
+        let first = w.current_segment().to_path_buf();
+        assert_eq!(w.rotate().unwrap(), 1);
+        assert_eq!(
+            fs::metadata(&first).unwrap().len(),
+            HEADER_LEN as u64 + 8 + 5 + 8 + large.len() as u64
+        );
+        w.append([b"after".as_slice()]).unwrap();
+        let second = w.current_segment().to_path_buf();
+        w.finish().unwrap();
+        assert_eq!(
+            fs::metadata(&second).unwrap().len(),
+            HEADER_LEN as u64 + 8 + 5
+        );
+        let (got, cuts) = read_all(dir.path());
+        assert!(cuts.is_empty());
+        assert_eq!(got, vec![b"small".to_vec(), large, b"after".to_vec()]);
     }
 }

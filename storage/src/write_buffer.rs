@@ -938,7 +938,7 @@ fn wal_loop(
             }
         }
     }
-    if let Err(e) = wal.sync() {
+    if let Err(e) = wal.finish() {
         tracing::error!("final WAL fsync at shutdown failed: {e}");
     }
 }
