@@ -640,12 +640,12 @@ impl TableBuffer {
                     return (point, last_range.2);
                 }
                 let set_id = || batch.tag_set_id(range.clone());
-                let series = match series_of_tags.get(&(range.start, range.end)) {
-                    Some(&s) => s,
-                    None if let Some(&s) = set_id().and_then(|id| data.series_of_set.get(&id)) => {
-                        series_of_tags.insert((range.start, range.end), s);
-                        s
-                    }
+                // (a range with a known id needs no entry in `series_of_tags`)
+                let known = set_id().and_then(|id| data.series_of_set.get(&id).copied());
+                let series = match known
+                    .or_else(|| series_of_tags.get(&(range.start, range.end)).copied())
+                {
+                    Some(s) => s,
                     None => {
                         scratch.clear();
                         for tag in batch.tags_of(point) {
@@ -733,10 +733,22 @@ impl TableBuffer {
                 let start = partition.rows();
                 let fc = partition.field_column(col, &FieldValue::F64(0.0), start + run.len());
                 if fc.append_f64s(start, &values) {
+                    // A series' newest value is set once per run of its rows, not per row: of
+                    // the rows that were its newest when they came, the last one's value stays.
+                    let mut newest: Option<(u32, f64)> = None;
                     for (&(point, series), &v) in run.iter().zip(&values) {
-                        if partition.push_key(last, series, point.time) {
-                            last.set(series, col, &FieldValue::F64(v), &batch.symbols);
+                        if let Some((s, value)) = newest
+                            && s != series
+                        {
+                            last.set(s, col, &FieldValue::F64(value), &batch.symbols);
+                            newest = None;
                         }
+                        if partition.push_key(last, series, point.time) {
+                            newest = Some((series, v));
+                        }
+                    }
+                    if let Some((s, value)) = newest {
+                        last.set(s, col, &FieldValue::F64(value), &batch.symbols);
                     }
                     partition.bytes += 20 * run.len();
                     bytes += 20 * run.len();

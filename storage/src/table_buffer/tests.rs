@@ -266,6 +266,17 @@ fn newest_row_per_series_follows_merges_and_ignores_older_points() {
 
 #[test]
 fn newest_rows_equal_the_newest_rows_of_a_scan_for_shuffled_writes() {
+    newest_rows_match_the_scan(false);
+}
+
+#[test]
+fn newest_rows_of_one_float_field_runs_equal_the_newest_rows_of_a_scan() {
+    // writes of one float field a line take the run append, which sets a series' newest
+    // value once per run of its rows
+    newest_rows_match_the_scan(true);
+}
+
+fn newest_rows_match_the_scan(one_float_field: bool) {
     // A differential check: random writes (out of order, repeated keys, partial fields, all
     // field types), then the newest rows must be what the deduplicated scan says.
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -276,31 +287,45 @@ fn newest_rows_equal_the_newest_rows_of_a_scan_for_shuffled_writes() {
         state % n
     };
     let mut f = Fixture::new();
-    for _ in 0..40 {
+    for write in 0..40 {
         let mut lines = Vec::new();
+        let mut host = next(5);
         for _ in 0..25 {
-            let host = next(5);
+            // (a series' points often come in runs)
+            if next(2) == 0 {
+                host = next(5);
+            }
             let mut fields = Vec::new();
-            if next(2) == 0 {
+            if one_float_field {
                 fields.push(format!("f={}", next(100)));
-            }
-            if next(2) == 0 {
-                fields.push(format!("i={}i", next(100)));
-            }
-            if next(3) == 0 {
-                fields.push(format!("s=\"v{}\"", next(9)));
-            }
-            if next(3) == 0 {
-                fields.push(format!("b={}", next(2) == 0));
-            }
-            if fields.is_empty() {
-                fields.push("u=1u".to_string());
+            } else {
+                if next(2) == 0 {
+                    fields.push(format!("f={}", next(100)));
+                }
+                if next(2) == 0 {
+                    fields.push(format!("i={}i", next(100)));
+                }
+                if next(3) == 0 {
+                    fields.push(format!("s=\"v{}\"", next(9)));
+                }
+                if next(3) == 0 {
+                    fields.push(format!("b={}", next(2) == 0));
+                }
+                if fields.is_empty() {
+                    fields.push("u=1u".to_string());
+                }
             }
             let region = if host == 4 { "" } else { ",region=r" };
-            lines.push(format!(
-                "m,host=h{host}{region} {} {}",
-                fields.join(","),
+            // (runs of rows stop at an hour's end: the one-field writes stay in one hour and
+            // move forward in time, so that a run holds several newest rows of a series)
+            let time = if one_float_field {
+                (write * 10 + next(30)) as i64 * PARTITION_NANOS / 600
+            } else {
                 next(30) as i64 * PARTITION_NANOS / 10
+            };
+            lines.push(format!(
+                "m,host=h{host}{region} {} {time}",
+                fields.join(","),
             ));
         }
         f.write(&lines.join("\n"));
