@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod otlp;
 pub mod query;
@@ -218,9 +219,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
                 .map_err(|e| format!("cannot read the listening address: {e}"))?;
             tracing::info!(address = %local, "OTLP/gRPC is listening");
             println!("Sluice OTLP/gRPC listening on http://{local}");
-            let server = axum::serve(listener, otlp_grpc_router(state.clone()))
-                .with_graceful_shutdown(stop_requested());
-            Some(tokio::spawn(server.into_future()))
+            let server = listen::serve(listener, otlp_grpc_router(state.clone()), stop_requested());
+            Some(tokio::spawn(server))
         }
         None => None,
     };
@@ -228,8 +228,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     // A line on stdout for whoever started us (tests bind port 0 and read it); it comes last,
     // once every listener is bound.
     println!("Sluice listening on http://{local}");
-    let main = axum::serve(listener, router(state)).with_graceful_shutdown(stop_requested());
-    let main = tokio::spawn(main.into_future());
+    let main = tokio::spawn(listen::serve(listener, router(state), stop_requested()));
     shutdown_signal().await;
     let _ = stop_serving.send(true);
     main.await

@@ -1,0 +1,96 @@
+//! Accepting connections and serving HTTP/1.1 and HTTP/2 (gRPC) on them: what `axum::serve`
+//! does, with hyper's HTTP/1 read buffer allowed to grow further.
+//!
+//! hyper reads a connection into a buffer of at most about 400 KB by default, so a body of a
+//! megabyte (an OTLP or remote-write batch, a line-protocol batch) arrives in three or more
+//! pieces, and the pieces must be copied into one buffer before they can be decoded (see
+//! `body::read_raw`). With room for [`HTTP1_MAX_BUF`] bytes, a body the client has already
+//! sent usually comes in one piece, which is decoded where it lies.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How large hyper's read buffer of an HTTP/1 connection may grow. The buffer grows only
+/// while reads fill it, and shrinks again when they do not.
+pub const HTTP1_MAX_BUF: usize = 4 << 20;
+
+/// Serves `router` on `listener` until `stop` completes; then stops accepting, lets every
+/// connection finish the requests it has begun (HTTP/1 connections close after their
+/// current response; HTTP/2 connections send GOAWAY), and returns once all are closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let (stopping_tx, stopping) = watch::channel(false);
+    // every connection holds a clone; the channel closes when the last one ends
+    let (open_tx, open) = watch::channel(());
+    let mut stop = pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let mut stopping = stopping.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(HTTP1_MAX_BUF);
+            let mut conn =
+                pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+            let mut asked_to_stop = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::trace!("connection ended with an error: {e}");
+                        }
+                        break;
+                    }
+                    _ = stopping.wait_for(|s| *s), if !asked_to_stop => {
+                        asked_to_stop = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    drop(open);
+    open_tx.closed().await;
+    Ok(())
+}
+
+/// After a failed `accept`: an error of one connection (reset before it was accepted) is
+/// nothing to wait for; others (out of file descriptors) are logged, and accepting resumes
+/// after a second, as `axum::serve` does.
+async fn accept_failed(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("cannot accept a connection: {e}; trying again in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
