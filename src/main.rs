@@ -109,13 +109,15 @@ fn server_config(args: ServeArgs) -> ServerConfig {
 /// its batch, its WAL record), and glibc's defaults return such blocks to the kernel (by
 /// `munmap`, or by trimming the heap) once they are freed, so the next request faults fresh
 /// zeroed pages in again: under OTLP load that was about a quarter of the server's CPU (see
-/// benches/README.md). Blocks up to 32 MiB now come from the heap, and up to 64 MiB of free
-/// space stays at the top of each heap.
+/// benches/README.md). Blocks up to 4 MiB now come from the heap, and up to 64 MiB of free
+/// space stays at the top of each heap. Larger blocks, the table buffer's columns as they
+/// grow, are still mapped on their own, so that growing one remaps its pages (`mremap`)
+/// instead of copying them into fresh heap memory.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets the allocator's parameters; this runs before any other thread.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
