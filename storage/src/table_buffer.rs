@@ -194,6 +194,8 @@ struct Partition {
     min_segment: u64,
     /// Bytes of rows (not series) this partition accounts for.
     bytes: usize,
+    /// Rows its columns make room for when they are created (see [`Partition::new`]).
+    expected_rows: usize,
     cache: Mutex<Option<CachedBatch>>,
 }
 
@@ -378,16 +380,18 @@ impl FieldColumn {
 }
 
 impl Partition {
-    fn new(min_segment: u64) -> Self {
+    /// An empty partition whose columns start with room for `expected_rows` rows.
+    fn new(min_segment: u64, expected_rows: usize) -> Self {
         Partition {
-            time: Vec::new(),
-            series: Vec::new(),
+            time: Vec::with_capacity(expected_rows),
+            series: Vec::with_capacity(expected_rows),
             fields: Vec::new(),
             min_time: i64::MAX,
             max_time: i64::MIN,
             may_have_duplicates: false,
             min_segment,
             bytes: 0,
+            expected_rows,
             cache: Mutex::new(None),
         }
     }
@@ -423,6 +427,7 @@ impl Partition {
         if self.fields.len() <= col {
             self.fields.resize_with(col + 1, || None);
         }
+        let capacity = capacity.max(self.expected_rows);
         self.fields[col].get_or_insert_with(|| FieldColumn::new(value, capacity))
     }
 
@@ -707,9 +712,16 @@ impl TableBuffer {
                 .unwrap_or(rest.len());
             let (run, after) = rest.split_at(len);
             rest = after;
+            // A new newest hour of a steady stream fills about as the hour before it did: its
+            // columns start with that room instead of growing (and being copied) step by step.
+            // An older hour (late data) starts empty.
+            let expected = match partitions.last_key_value() {
+                Some((&newest, p)) if newest < key => p.rows(),
+                _ => 0,
+            };
             let partition = partitions
                 .entry(key)
-                .or_insert_with(|| Partition::new(segment));
+                .or_insert_with(|| Partition::new(segment, expected));
             partition.cache.get_mut().take();
             // A run of rows with one float field each (metric rows: OTLP, remote write): the
             // values are gathered first and appended to their column at once.
