@@ -386,14 +386,15 @@ impl WriteBatch {
     /// are about half of a fixed-width encoding's, and the WAL thread copies and syncs every
     /// byte.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        // (room for the usual sizes up front: one allocation, and no growth checks that fail)
+        // (room for the usual sizes up front, and for `put_varint`'s eight-byte store past
+        // the end: one allocation, and no growth checks that fail)
         out.reserve(
             10 + self.symbols.ends.len() * 2
                 + self.symbols.data.len()
                 + self.tags.len() * 4
                 + self.fields.len() * 10
                 + self.points.len() * 12
-                + 70,
+                + 8,
         );
         put_varint(out, self.symbols.ends.len() as u64);
         let mut start = 0;
@@ -724,24 +725,13 @@ fn put_varint(out: &mut Vec<u8>, v: u64) {
         out.extend_from_slice(&word.to_le_bytes());
         out.truncate(start + len);
     } else {
-        let mut buf = [0u8; 10];
-        let n = write_varint(&mut buf, v);
-        out.extend_from_slice(&buf[..n]);
+        let mut v = v;
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
     }
-}
-
-/// Writes `v` as a varint at the start of `buf` (which has room for ten bytes); returns the
-/// bytes written.
-#[inline]
-fn write_varint(buf: &mut [u8], mut v: u64) -> usize {
-    let mut n = 0;
-    while v >= 0x80 {
-        buf[n] = v as u8 | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    buf[n] = v as u8;
-    n + 1
 }
 
 /// `v` as an integer when it is one that converts back to exactly `v` (not -0.0) and whose
@@ -952,6 +942,18 @@ mod tests {
             compact.len(),
             fixed.len()
         );
+    }
+
+    /// The plain varint encoding, byte by byte: what `put_varint` must write.
+    fn write_varint(buf: &mut [u8], mut v: u64) -> usize {
+        let mut n = 0;
+        while v >= 0x80 {
+            buf[n] = v as u8 | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        buf[n] = v as u8;
+        n + 1
     }
 
     #[test]

@@ -81,26 +81,22 @@ pub async fn read_raw(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
     let Some(first) = pieces.next().await.transpose().map_err(unreadable)? else {
         return Ok(Bytes::new());
     };
+    if first.len() > limit {
+        return Err(too_large());
+    }
     let Some(second) = pieces.next().await.transpose().map_err(unreadable)? else {
-        return if first.len() > limit {
-            Err(too_large())
-        } else {
-            Ok(first)
-        };
+        return Ok(first);
     };
     let expected = declared.map_or(0, |len| len as usize);
     let mut out = Vec::with_capacity(expected.max(first.len() + second.len()).min(limit));
-    for piece in [first, second] {
+    out.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(piece) = next {
         if out.len() + piece.len() > limit {
             return Err(too_large());
         }
         out.extend_from_slice(&piece);
-    }
-    while let Some(piece) = pieces.next().await.transpose().map_err(unreadable)? {
-        if out.len() + piece.len() > limit {
-            return Err(too_large());
-        }
-        out.extend_from_slice(&piece);
+        next = pieces.next().await.transpose().map_err(unreadable)?;
     }
     Ok(Bytes::from(out))
 }

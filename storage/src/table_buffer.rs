@@ -644,9 +644,9 @@ impl TableBuffer {
                     // the next point of the same series (the usual order of a batch)
                     return (point, last_range.2);
                 }
-                let set_id = || batch.tag_set_id(range.clone());
+                let set_id = batch.tag_set_id(range.clone());
                 // (a range with a known id needs no entry in `series_of_tags`)
-                let known = set_id().and_then(|id| data.series_of_set.get(&id).copied());
+                let known = set_id.and_then(|id| data.series_of_set.get(&id).copied());
                 let series = match known
                     .or_else(|| series_of_tags.get(&(range.start, range.end)).copied())
                 {
@@ -678,7 +678,7 @@ impl TableBuffer {
                             bytes += 16 * scratch.len() + 32;
                         }
                         series_of_tags.insert((range.start, range.end), s);
-                        if let Some(id) = set_id() {
+                        if let Some(id) = set_id {
                             data.trim_series_of_set();
                             data.series_of_set.insert(id, s);
                         }

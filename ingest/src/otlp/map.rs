@@ -899,18 +899,21 @@ impl<'b, 'o> Mapper<'b, 'o> {
             return Ok(TagSet::Cached(i));
         }
         let context = self.context as usize;
-        if !self.cache.contexts[context].sets.contains_key(bytes) {
-            let attributes = self.attributes(bytes, field)?;
-            let tags = point_tags(&self.cache.contexts[context].scope, &attributes);
-            self.cache.bytes += bytes.len();
-            let tags = self.cache.tag_ids(&tags);
-            let id = TagSetId::next();
-            self.cache.contexts[context]
-                .sets
-                .insert(bytes.into(), (tags, id));
-        }
+        let id = match self.cache.contexts[context].sets.get(bytes) {
+            Some(&(_, id)) => id,
+            None => {
+                let attributes = self.attributes(bytes, field)?;
+                let tags = point_tags(&self.cache.contexts[context].scope, &attributes);
+                self.cache.bytes += bytes.len();
+                let tags = self.cache.tag_ids(&tags);
+                let id = TagSetId::next();
+                self.cache.contexts[context]
+                    .sets
+                    .insert(bytes.into(), (tags, id));
+                id
+            }
+        };
         self.load_ids(|cache| &cache.contexts[context].sets[bytes].0);
-        let id = self.cache.contexts[context].sets[bytes].1;
         let start = self.set_syms.len() as u32;
         self.set_syms.extend_from_slice(&self.syms);
         let i = self.sets.len() as u32;
