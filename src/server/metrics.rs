@@ -14,6 +14,8 @@ pub const ENDPOINTS: &[&str] = &[
     "/api/v2/write",
     "/write",
     "/api/v1/write",
+    "/v1/metrics",
+    OTLP_GRPC,
     "/api/v3/query_sql",
     "/api/v3/persist",
     "/api/v3/compact",
@@ -29,7 +31,12 @@ pub const WRITE_ENDPOINTS: &[&str] = &[
     "/api/v2/write",
     "/write",
     "/api/v1/write",
+    "/v1/metrics",
+    OTLP_GRPC,
 ];
+
+/// OTLP/gRPC's export method, counted under its gRPC path.
+const OTLP_GRPC: &str = super::otlp::grpc::PATH;
 
 /// What remote write received and did not store, by kind (see [`ServerMetrics::not_stored`]).
 pub const NOT_STORED: &[&str] = &["stale_marker", "histogram", "exemplar"];

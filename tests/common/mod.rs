@@ -222,3 +222,11 @@ impl Drop for Server {
         }
     }
 }
+
+/// The value of the sample `series` (name and labels, as rendered) in Prometheus text
+/// `text`; panics, showing the text, when there is none.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}

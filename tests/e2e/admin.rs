@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::common::Server;
+use crate::common::{Server, sample};
 
 #[tokio::test]
 async fn ping_and_health() {
@@ -17,12 +17,6 @@ async fn ping_and_health() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = s.client.get(s.at("/no/such/page")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-}
-
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use sluice_proto::otlp::{
     ResourceMetrics, RetryInfo, ScopeMetrics, Status,
 };
 
-use crate::common::Server;
+use crate::common::{Server, sample};
 use crate::otlp::capture;
 
 const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -197,6 +197,25 @@ async fn the_capture_over_grpc_lands_in_the_database_the_metadata_names() {
         let t = t["table_name"].as_str().unwrap();
         let sql = format!("SELECT * FROM \"{t}\" ORDER BY 1, 2, 3, 4");
         assert_eq!(s.sql("grpc", &sql).await, s.sql("http", &sql).await, "{t}");
+    }
+    // each transport's writes are counted under its own endpoint, alike
+    let (_, metrics) = s.get("/metrics").await;
+    let of = |name: &str, endpoint: &str| {
+        sample(&metrics, &format!("{name}{{endpoint=\"{endpoint}\"}}"))
+    };
+    for endpoint in ["/v1/metrics", EXPORT] {
+        assert_eq!(of("sluice_write_lines_rejected_total", endpoint), 1.0);
+        assert_eq!(
+            of("sluice_http_request_duration_seconds_count", endpoint),
+            1.0
+        );
+    }
+    for name in [
+        "sluice_write_lines_accepted_total",
+        "sluice_write_values_accepted_total",
+    ] {
+        assert!(of(name, EXPORT) > 0.0, "{name}");
+        assert_eq!(of(name, EXPORT), of(name, "/v1/metrics"), "{name}");
     }
     // nothing went to the default database
     let (status, _) = s.query_raw("main", "SELECT 1", "json").await;
