@@ -1,4 +1,5 @@
-//! The command line: `sluice serve`, `sluice query`, `sluice write`.
+//! The command line: `sluice serve`, `sluice query`, `sluice write`, `sluice db`,
+//! `sluice table` and the storage operations.
 //!
 //! Every `serve` flag can also be set through a `SLUICE_*` environment variable.
 
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sluice_storage::ObjectStoreKind;
+use sluice_storage::{ObjectStoreKind, Retention};
 
 /// Sluice: a time-series database for metrics. Line protocol in, SQL out.
 #[derive(Debug, Parser)]
@@ -27,8 +28,96 @@ pub enum Command {
     Write(WriteArgs),
     /// Persist everything a running server holds in memory to Parquet now.
     Persist(AdminArgs),
-    /// Run a compaction round on a running server now.
+    /// Run a compaction round on a running server now (this also drops what retention
+    /// periods no longer keep).
     Compact(AdminArgs),
+    /// Create, list and delete databases, and change their retention period.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// List and delete tables.
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create an empty database.
+    Create {
+        #[command(flatten)]
+        server: HostArgs,
+        /// Keep rows this long: none, or a number with h, d, w, mo (30 days) or y (365 days),
+        /// e.g. 30d [default: the server's --default-retention].
+        #[arg(long, value_parser = parse_retention)]
+        retention: Option<RetentionArg>,
+        name: String,
+    },
+    /// List the databases with their retention periods.
+    List {
+        #[command(flatten)]
+        server: HostArgs,
+        /// Output format: pretty, json, jsonl or csv.
+        #[arg(long, default_value = "pretty")]
+        format: String,
+    },
+    /// Delete a database with all its tables, rows and files.
+    Delete {
+        #[command(flatten)]
+        server: HostArgs,
+        name: String,
+    },
+    /// Change how long a database keeps rows (none, or e.g. 7d); older rows disappear from
+    /// queries at once.
+    SetRetention {
+        #[command(flatten)]
+        server: HostArgs,
+        name: String,
+        #[arg(value_parser = parse_retention)]
+        retention: RetentionArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// List the tables of a database.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Output format: pretty, json, jsonl or csv.
+        #[arg(long, default_value = "pretty")]
+        format: String,
+    },
+    /// Delete a table with its rows and files.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        table: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// The server's URL.
+    #[arg(long, env = "SLUICE_HOST", default_value = "http://127.0.0.1:8181")]
+    pub host: String,
+}
+
+/// A retention period from the command line, as written and as understood (`None`: none).
+#[derive(Debug, Clone)]
+pub struct RetentionArg {
+    pub text: String,
+    pub period: Option<Retention>,
+}
+
+/// Parses a retention period: `none`, or e.g. `30d`.
+pub fn parse_retention(s: &str) -> Result<RetentionArg, String> {
+    Ok(RetentionArg {
+        text: s.trim().to_string(),
+        period: Retention::parse(s)?,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +239,11 @@ pub struct ServeArgs {
     /// How often to merge the small Parquet files of each day.
     #[arg(long, env = "SLUICE_COMPACTION_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub compaction_interval: Duration,
+
+    /// How long databases created by a write (or without a retention period of their own)
+    /// keep rows: none, or a number with h, d, w, mo (30 days) or y (365 days), e.g. 30d.
+    #[arg(long, env = "SLUICE_DEFAULT_RETENTION", default_value = "none", value_parser = parse_retention)]
+    pub default_retention: RetentionArg,
 
     /// Largest file compaction writes; a bigger day becomes several files.
     #[arg(long, env = "SLUICE_COMPACTION_TARGET_BYTES", default_value = "100MiB", value_parser = parse_size)]

@@ -1,10 +1,11 @@
-//! `sluice query` and `sluice write`: small HTTP clients of a running server.
+//! `sluice query`, `sluice write`, `sluice db`, `sluice table` and the storage operations:
+//! small HTTP clients of a running server.
 
 use std::io::{Read, Write};
 
 use sluice_ingest::line_protocol::split_lines;
 
-use crate::cli::{AdminArgs, ClientArgs, QueryArgs, WriteArgs};
+use crate::cli::{AdminArgs, ClientArgs, DbCommand, QueryArgs, TableCommand, WriteArgs};
 
 fn endpoint(client: &ClientArgs, path: &str) -> String {
     format!("{}{path}", client.host.trim_end_matches('/'))
@@ -126,18 +127,8 @@ pub async fn write(args: WriteArgs) -> Result<(), String> {
 /// POSTs to an admin endpoint and returns its JSON answer.
 async fn admin_post(args: &AdminArgs, path: &str) -> Result<serde_json::Value, String> {
     let url = endpoint(&args.client, path);
-    let response = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(failure(response, 0).await);
-    }
-    response
-        .json()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))
+    let text = send(reqwest::Client::new().post(&url), &url).await?;
+    serde_json::from_str(&text).map_err(|e| format!("reading the answer: {e}"))
 }
 
 /// `sluice persist`: asks the server to persist its buffer now and prints what it wrote.
@@ -157,5 +148,101 @@ pub async fn compact(args: AdminArgs) -> Result<(), String> {
         "compacted {} day partitions: {} files ({} bytes) into {} files ({} bytes)",
         v["days"], v["files_in"], v["bytes_in"], v["files_out"], v["bytes_out"]
     );
+    Ok(())
+}
+
+/// Sends `request` and returns the answer's body, or the server's error as the message.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(failure(response, 0).await);
+    }
+    response
+        .text()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))
+}
+
+/// `sluice db create|list|delete|set-retention`.
+pub async fn db(command: DbCommand) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let path = "/api/v3/configure/database";
+    match command {
+        DbCommand::Create {
+            server,
+            retention,
+            name,
+        } => {
+            let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let mut body = serde_json::json!({ "db": name });
+            if let Some(r) = &retention {
+                body["retention_period"] = r.text.clone().into();
+            }
+            send(http.post(&url).json(&body), &url).await?;
+            match retention {
+                Some(r) => println!("created database {name} (retention {})", r.text),
+                None => println!("created database {name}"),
+            }
+        }
+        DbCommand::List { server, format } => {
+            let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let text = send(http.get(&url).query(&[("format", &format)]), &url).await?;
+            print!("{text}");
+        }
+        DbCommand::Delete { server, name } => {
+            let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            send(http.delete(&url).query(&[("db", &name)]), &url).await?;
+            println!("deleted database {name}");
+        }
+        DbCommand::SetRetention {
+            server,
+            name,
+            retention,
+        } => {
+            let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let body = serde_json::json!({ "db": name, "retention_period": retention.text });
+            send(http.patch(&url).json(&body), &url).await?;
+            println!("database {name} now keeps rows for {}", retention.text);
+        }
+    }
+    Ok(())
+}
+
+/// `sluice table list|delete`.
+pub async fn table(command: TableCommand) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    match command {
+        TableCommand::List { client, format } => {
+            let url = endpoint(&client, "/api/v3/query_sql");
+            let db = client.db.clone().ok_or(
+                "say which database to list the tables of: --db NAME (or SLUICE_DATABASE)",
+            )?;
+            let sql = format!(
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = '{}' AND table_type = 'BASE TABLE' ORDER BY table_name",
+                db.replace('\'', "''")
+            );
+            let params = [("q", sql.as_str()), ("format", &format), ("db", &db)];
+            let text = send(http.get(&url).query(&params), &url).await?;
+            print!("{text}");
+        }
+        TableCommand::Delete { client, table } => {
+            let url = endpoint(&client, "/api/v3/configure/table");
+            let db = client
+                .db
+                .clone()
+                .ok_or("say which database the table is in: --db NAME (or SLUICE_DATABASE)")?;
+            send(
+                http.delete(&url)
+                    .query(&[("db", db.as_str()), ("table", &table)]),
+                &url,
+            )
+            .await?;
+            println!("deleted table {table} of database {db}");
+        }
+    }
     Ok(())
 }

@@ -39,6 +39,8 @@ fn main() -> std::process::ExitCode {
             Command::Write(args) => client::write(args).await,
             Command::Persist(args) => client::persist(args).await,
             Command::Compact(args) => client::compact(args).await,
+            Command::Db { command } => client::db(command).await,
+            Command::Table { command } => client::table(command).await,
         }
     });
     match result {
@@ -100,6 +102,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         persist_interval: args.persist_interval,
         compaction_interval: args.compaction_interval,
         compaction_target_bytes: args.compaction_target_bytes as u64,
+        default_retention: args.default_retention.period.clone(),
         data_dir: args.data_dir,
     }
 }

@@ -19,6 +19,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, BooleanArray, TimestampNanosecondArray};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -27,6 +29,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
+use sluice_storage::catalog::TIME_COLUMN;
 use sluice_storage::{TableSchema, WriteBuffer};
 
 use crate::table_provider::SluiceTable;
@@ -123,7 +126,21 @@ impl TableProvider for LastCacheTable {
             }
             table.set_last_rows_complete();
         }
-        let rows = table.last_rows(&self.schema);
+        let mut rows = table.last_rows(&self.schema);
+        let cutoff = self
+            .buffer
+            .catalog()
+            .retention_cutoff(&self.db, self.buffer.now());
+        if let Some(cutoff) = cutoff {
+            // a series whose newest row is past the retention period has no row to show
+            let time = rows
+                .column_by_name(TIME_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>());
+            if let Some(time) = time {
+                let kept: BooleanArray = time.iter().map(|t| Some(t >= Some(cutoff))).collect();
+                rows = filter_record_batch(&rows, &kept)?;
+            }
+        }
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![rows]],
             self.schema(),

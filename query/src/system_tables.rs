@@ -14,7 +14,25 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::Result;
 use datafusion::datasource::{MemTable, TableProvider};
-use sluice_storage::WriteBuffer;
+use sluice_storage::{CatalogSnapshot, WriteBuffer};
+
+/// The databases of `catalog` as rows: `iox::database` (the column name InfluxDB 3 lists them
+/// under) and `retention_period` (`none` for a database that keeps rows forever).
+pub fn database_list(catalog: &CatalogSnapshot) -> (SchemaRef, RecordBatch) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("iox::database", DataType::Utf8, false),
+        Field::new("retention_period", DataType::Utf8, false),
+    ]));
+    let names = StringArray::from_iter_values(catalog.databases.keys().map(|k| &**k));
+    let retention = StringArray::from_iter_values(catalog.databases.values().map(|d| {
+        d.retention
+            .as_ref()
+            .map_or("none".into(), |r| r.to_string())
+    }));
+    let columns: Vec<ArrayRef> = vec![Arc::new(names), Arc::new(retention)];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema");
+    (schema, batch)
+}
 
 /// Name of the schema.
 pub const SYSTEM_SCHEMA: &str = "system";

@@ -33,10 +33,11 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Distinct, Expr, LogicalPlan, Operator, TableProviderFilterPushDown,
 };
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, binary, col, lit};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
@@ -82,7 +83,10 @@ impl SluiceTable {
     /// overlaps the filters', the share of its rows in the overlap (rows spread evenly over
     /// the file's range), and every buffered row.
     pub fn rows_to_scan(&self, filters: &[Expr]) -> usize {
-        let range = time_range(filters);
+        let mut range = time_range(filters);
+        if let Some(cutoff) = self.retention_cutoff() {
+            range.min = range.min.max(cutoff);
+        }
         let files: f64 = self
             .write_buffer
             .lake()
@@ -97,6 +101,15 @@ impl SluiceTable {
             })
             .sum();
         files.ceil() as usize + self.buffer.as_ref().map_or(0, |b| b.rows())
+    }
+}
+
+impl SluiceTable {
+    /// The earliest time the database's retention period keeps now, if it has one.
+    fn retention_cutoff(&self) -> Option<i64> {
+        self.write_buffer
+            .catalog()
+            .retention_cutoff(&self.db, self.write_buffer.now())
     }
 }
 
@@ -173,7 +186,14 @@ impl TableProvider for SluiceTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table_schema = self.schema();
-        let range = time_range(filters);
+        let mut range = time_range(filters);
+        // Rows past the database's retention period are never returned: sources entirely
+        // older than the cutoff are left out, and rows of those that straddle it are
+        // filtered out below.
+        let cutoff = self.retention_cutoff();
+        if let Some(cutoff) = cutoff {
+            range.min = range.min.max(cutoff);
+        }
         // the buffer first, then the files: see the module documentation
         let scan = match &self.buffer {
             Some(b) => b.scan(&self.schema, range),
@@ -198,6 +218,18 @@ impl TableProvider for SluiceTable {
             .collect();
         stats.files_scanned = sources.len();
         sources.extend(scan.chunks.into_iter().map(Source::Chunk));
+        let straddled = cutoff.filter(|&c| sources.iter().any(|s| s.range().0 < c));
+        // with rows to filter by time, the scans read `time` even where the query does not
+        let time_id = table_schema.index_of(TIME_COLUMN)?;
+        let (with_time, keep) = match (straddled, projection) {
+            (Some(_), Some(p)) if !p.contains(&time_id) => {
+                let mut with_time = p.clone();
+                with_time.push(time_id);
+                (Some(with_time), Some((0..p.len()).collect::<Vec<_>>()))
+            }
+            _ => (projection.cloned(), None),
+        };
+        let projection = with_time.as_ref();
 
         let mut plain_files = Vec::new();
         let mut plain_chunks = Vec::new();
@@ -296,8 +328,33 @@ impl TableProvider for SluiceTable {
         } else {
             UnionExec::try_new(plans)?
         };
+        let input = match straddled {
+            Some(cutoff) => retention_filter(input, cutoff, keep)?,
+            None => input,
+        };
         Ok(Arc::new(SluiceScanExec { input, stats }))
     }
+}
+
+/// `input` without its rows before `cutoff` (a retention period's), then only the columns
+/// `keep` (all if `None`).
+fn retention_filter(
+    input: Arc<dyn ExecutionPlan>,
+    cutoff: i64,
+    keep: Option<Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = input.schema();
+    let predicate = binary(
+        col(TIME_COLUMN, &schema)?,
+        Operator::GtEq,
+        lit(ScalarValue::TimestampNanosecond(Some(cutoff), None)),
+        &schema,
+    )?;
+    Ok(Arc::new(
+        FilterExecBuilder::new(predicate, input)
+            .apply_projection(keep)?
+            .build()?,
+    ))
 }
 
 /// A Parquet scan of `groups` (one output partition per group) in the table's schema: columns

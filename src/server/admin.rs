@@ -68,7 +68,8 @@ pub async fn persist(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
 }
 
 /// `POST /api/v3/compact`: runs a compaction round now (as the background compactor does every
-/// `--compaction-interval`) and answers with what it merged.
+/// `--compaction-interval`): deletes files whose grace period ended, drops what retention
+/// periods no longer keep, merges small files; answers with what it did.
 pub async fn compact(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let summary = state
         .buffer
@@ -91,5 +92,7 @@ pub async fn compact(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
         "bytes_in": summary.bytes_in,
         "bytes_out": summary.bytes_out,
         "files_deleted": summary.files_deleted,
+        "files_expired": summary.retention.files_expired,
+        "partitions_expired": summary.retention.partitions_expired,
     })))
 }

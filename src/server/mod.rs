@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod configure;
 pub mod error;
 pub mod listen;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub compaction_interval: std::time::Duration,
     /// Largest file compaction writes.
     pub compaction_target_bytes: u64,
+    /// Retention period of databases created by a write (or created without one).
+    pub default_retention: Option<sluice_storage::Retention>,
 }
 
 /// State shared by every handler.
@@ -91,6 +94,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),
+        )
+        .route(
+            "/api/v3/configure/database",
+            get(configure::list_databases)
+                .post(configure::create_database)
+                .patch(configure::update_database)
+                .delete(configure::delete_database),
+        )
+        .route(
+            "/api/v3/configure/table",
+            axum::routing::delete(configure::delete_table),
         )
         .route("/api/v3/persist", post(admin::persist))
         .route("/api/v3/compact", post(admin::compact))
@@ -145,6 +159,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     wb_config.auto_create_databases = config.auto_create_databases;
     wb_config.buffer_memory_limit = config.buffer_memory_limit;
     wb_config.persist_after = config.persist_after;
+    wb_config.default_retention = config.default_retention.clone();
     // a replaced file outlives every query that may have started before it was replaced
     wb_config.replaced_file_grace = config.query.timeout + std::time::Duration::from_secs(60);
     let started = Instant::now();

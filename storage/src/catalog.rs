@@ -184,6 +184,8 @@ impl TableSchema {
 pub struct DatabaseSchema {
     pub name: Arc<str>,
     pub tables: BTreeMap<Arc<str>, Arc<TableSchema>>,
+    /// How long the database keeps rows; `None` keeps them forever.
+    pub retention: Option<Retention>,
     /// What Prometheus says of its metrics (type, help, unit), by metric family name. A
     /// family may name no table (a histogram's samples are in `<name>_bucket`, `_sum` and
     /// `_count`), or name one before any sample arrives.
@@ -201,6 +203,74 @@ pub struct MetricMetadata {
     pub unit: String,
 }
 
+/// How long a database keeps its rows: rows older than `now - retention` are not queried and
+/// their files are deleted. Written as a whole number and a unit: `h`, `d`, `w`, `mo` (30
+/// days) or `y` (365 days), as in `30d`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    text: Arc<str>,
+    nanos: i64,
+}
+
+impl Retention {
+    /// Parses a retention period: `none` (keep forever: `Ok(None)`) or a duration like `30d`.
+    pub fn parse(s: &str) -> Result<Option<Retention>, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("infinite") {
+            return Ok(None);
+        }
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, unit) = s.split_at(digits);
+        let hours: i64 = match unit {
+            "h" => 1,
+            "d" => 24,
+            "w" => 7 * 24,
+            "mo" => 30 * 24,
+            "y" => 365 * 24,
+            _ => {
+                return Err(format!(
+                    "retention period '{s}' is not 'none' or a whole number with a unit: \
+                     h, d, w, mo (30 days) or y (365 days), as in 30d"
+                ));
+            }
+        };
+        let n: i64 = number.parse().map_err(|_| {
+            format!("retention period '{s}' needs a whole number before its unit, as in 30d")
+        })?;
+        if n == 0 {
+            return Err(format!(
+                "retention period '{s}' would keep nothing; give a positive period or 'none'"
+            ));
+        }
+        let nanos = n
+            .checked_mul(hours * 3_600_000_000_000)
+            .filter(|&v| v < i64::MAX / 2)
+            .ok_or_else(|| {
+                format!("retention period '{s}' is too long; use 'none' to keep everything")
+            })?;
+        Ok(Some(Retention {
+            text: format!("{n}{unit}").into(),
+            nanos,
+        }))
+    }
+
+    /// The period in nanoseconds.
+    pub fn nanos(&self) -> i64 {
+        self.nanos
+    }
+
+    /// The earliest time (Unix nanoseconds) a row may have to be kept at `now`.
+    pub fn cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(self.nanos)
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// One consistent state of the whole catalog.
 #[derive(Debug, Clone, Default)]
 pub struct CatalogSnapshot {
@@ -216,6 +286,13 @@ impl CatalogSnapshot {
     /// The schema of `db`.`table`.
     pub fn table(&self, db: &str, table: &str) -> Option<&Arc<TableSchema>> {
         self.databases.get(db)?.tables.get(table)
+    }
+
+    /// The earliest time (Unix nanoseconds) a row of `db` is kept at `now`, if the database
+    /// has a retention period.
+    pub fn retention_cutoff(&self, db: &str, now: i64) -> Option<i64> {
+        let retention = self.databases.get(db)?.retention.as_ref()?;
+        Some(retention.cutoff(now))
     }
 }
 
@@ -296,6 +373,32 @@ mod tests {
         );
         assert_eq!(t.arrow_order(), &[2, 0, 1]);
         assert_eq!(t.column_id("host"), Some(2));
+    }
+
+    #[test]
+    fn retention_periods() {
+        let hour = 3_600_000_000_000;
+        let of = |s: &str| Retention::parse(s).unwrap().unwrap();
+        assert_eq!(of("12h").nanos(), 12 * hour);
+        assert_eq!(of("30d").nanos(), 30 * 24 * hour);
+        assert_eq!(of("2w").nanos(), 14 * 24 * hour);
+        assert_eq!(of("1mo").nanos(), 30 * 24 * hour);
+        assert_eq!(of(" 1y ").nanos(), 365 * 24 * hour);
+        assert_eq!(of("7d").to_string(), "7d");
+        assert_eq!(of("7d").cutoff(10 * 24 * hour), 3 * 24 * hour);
+        assert_eq!(Retention::parse("none").unwrap(), None);
+        for (bad, says) in [
+            ("30", "unit"),
+            ("d", "whole number"),
+            ("1.5d", "unit"),
+            ("-1d", "unit"),
+            ("0d", "keep nothing"),
+            ("30m", "unit"),
+            ("99999999999y", "too long"),
+        ] {
+            let e = Retention::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

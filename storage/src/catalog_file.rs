@@ -13,8 +13,10 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use sluice_ingest::FieldType;
 
-use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, TableSchema};
-use crate::persisted_files::{LakeState, ParquetFile, PendingDelete};
+use crate::catalog::{
+    CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, Retention, TableSchema,
+};
+use crate::persisted_files::{Dropped, LakeState, ParquetFile, PendingDelete};
 
 /// Where the catalog lives in the object store.
 pub fn catalog_path() -> Path {
@@ -32,11 +34,17 @@ struct CatalogDoc {
     /// Files replaced by compaction and not yet deleted.
     #[serde(default)]
     pending_deletes: Vec<PendingDelete>,
+    /// Databases and tables deleted whose writes are still in WAL segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dropped: Vec<Dropped>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct DatabaseDoc {
     name: String,
+    /// `30d` and the like; absent keeps rows forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_period: Option<String>,
     tables: Vec<TableDoc>,
     /// Prometheus metric metadata, by metric family name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -116,6 +124,7 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
         }
         databases.push(DatabaseDoc {
             name: db_name.to_string(),
+            retention_period: db.retention.as_ref().map(|r| r.to_string()),
             tables,
             metric_metadata: db
                 .metric_metadata
@@ -129,6 +138,7 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
         next_file_id: lake.next_file_id,
         databases,
         pending_deletes: lake.pending_deletes.clone(),
+        dropped: lake.dropped.clone(),
     };
     serde_json::to_vec_pretty(&doc).expect("the catalog document serializes")
 }
@@ -148,10 +158,16 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
     let mut lake = LakeState {
         next_file_id: doc.next_file_id,
         pending_deletes: doc.pending_deletes,
+        dropped: doc.dropped,
         ..LakeState::default()
     };
     for db in doc.databases {
         let db_name: Arc<str> = db.name.as_str().into();
+        let retention = match &db.retention_period {
+            Some(text) => Retention::parse(text)
+                .map_err(|e| format!("catalog.json: database '{}': {e}", db.name))?,
+            None => None,
+        };
         let mut tables = BTreeMap::new();
         for t in db.tables {
             let table_name: Arc<str> = t.name.as_str().into();
@@ -193,6 +209,7 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
             Arc::new(DatabaseSchema {
                 name: db_name,
                 tables,
+                retention,
                 metric_metadata: db
                     .metric_metadata
                     .into_iter()
@@ -220,6 +237,7 @@ mod tests {
             Arc::new(DatabaseSchema {
                 name: "db".into(),
                 tables: BTreeMap::from([("cpu".into(), Arc::new(t))]),
+                retention: Retention::parse("30d").unwrap(),
                 metric_metadata: BTreeMap::from([(
                     "http_requests".into(),
                     MetricMetadata {
@@ -260,6 +278,10 @@ mod tests {
         assert!(l2.is_persisted("db", "cpu", 490_896, 4));
         assert!(!l2.is_persisted("db", "cpu", 490_896, 5));
         assert_eq!(l2.next_file_id, 9);
+        assert_eq!(
+            c2.database("db").unwrap().retention,
+            Retention::parse("30d").unwrap()
+        );
         assert_eq!(
             c2.database("db").unwrap().metric_metadata,
             catalog.database("db").unwrap().metric_metadata

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::filter_record_batch;
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::admin::RetentionSummary;
 use crate::background::run_in_background;
 use crate::catalog::{TIME_COLUMN, TableSchema};
 use crate::deduplicate::merge_by_primary_key;
@@ -55,8 +56,10 @@ pub struct CompactionSummary {
     pub files_out: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Replaced files whose grace period ended and that were deleted.
+    /// Replaced, expired or deleted files whose grace period ended and that were deleted.
     pub files_deleted: usize,
+    /// What retention dropped first.
+    pub retention: RetentionSummary,
 }
 
 /// One day of one table to compact.
@@ -64,12 +67,6 @@ struct Candidate {
     table: TableKey,
     day: i64,
     files: Vec<ParquetFile>,
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The files of `day_files` (one table, one day) to merge: all but a leading run, by order, of
@@ -85,11 +82,13 @@ fn pick(mut day_files: Vec<ParquetFile>, target_bytes: u64) -> Option<Vec<Parque
 }
 
 impl WriteBuffer {
-    /// Runs one compaction round: deletes replaced files whose grace period ended, then
-    /// merges the small files of every day that has at least two.
+    /// Runs one compaction round: deletes replaced files whose grace period ended, drops
+    /// what the databases' retention periods no longer keep, then merges the small files of
+    /// every day that has at least two.
     pub async fn compact(&self, target_bytes: u64) -> Result<CompactionSummary, CompactionError> {
         let mut summary = CompactionSummary {
             files_deleted: self.delete_replaced_files().await?,
+            retention: self.enforce_retention().await?,
             ..CompactionSummary::default()
         };
         let candidates: Vec<Candidate> = {
@@ -208,9 +207,7 @@ impl WriteBuffer {
             .collect();
         files.sort_by_key(|f| f.id);
         lake.files.insert(c.table.clone(), files.into());
-        let delete_after = now_nanos().saturating_add(
-            i64::try_from(self.config.replaced_file_grace.as_nanos()).unwrap_or(i64::MAX),
-        );
+        let delete_after = self.grace_end();
         lake.pending_deletes
             .extend(c.files.iter().map(|f| PendingDelete {
                 path: f.path.clone(),
@@ -227,7 +224,7 @@ impl WriteBuffer {
 
     /// Deletes the replaced files whose grace period is over and drops them from the catalog.
     async fn delete_replaced_files(&self) -> Result<usize, CompactionError> {
-        let now = now_nanos();
+        let now = self.now();
         let due: Vec<PendingDelete> = self
             .lake()
             .pending_deletes

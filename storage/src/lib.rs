@@ -6,6 +6,7 @@
 //! them durable in the [`wal`] and appends them to per-table [`TableBuffer`]s that the query
 //! crate scans.
 
+pub mod admin;
 mod background;
 pub mod catalog;
 pub mod catalog_file;
@@ -23,8 +24,9 @@ pub mod validator;
 pub mod wal;
 pub mod write_buffer;
 
+pub use admin::{AdminError, RetentionSummary};
 pub use catalog::{
-    Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, TableSchema,
+    Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, Retention, TableSchema,
 };
 pub use compactor::{CompactionError, CompactionSummary};
 pub use persisted_files::{LakeState, ParquetFile};
@@ -33,6 +35,6 @@ pub use store::{ObjectStorage, ObjectStoreConfig, ObjectStoreKind};
 pub use table_buffer::{BufferChunk, BufferScan, TableBuffer, TimeRange};
 pub use validator::{Limits, Rejection};
 pub use write_buffer::{
-    FreezeRule, OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError, WriteOptions,
-    WriteOutcome,
+    Clock, FreezeRule, OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError,
+    WriteOptions, WriteOutcome,
 };

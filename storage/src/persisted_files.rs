@@ -66,6 +66,19 @@ pub struct LakeState {
     /// Files replaced by compaction, deleted from the store once no query that started
     /// before the replacement can still be reading them.
     pub pending_deletes: Vec<PendingDelete>,
+    /// Databases and tables deleted while WAL segments holding writes to them are still on
+    /// disk: replay skips those writes. Dropped once the segments are gone.
+    pub dropped: Vec<Dropped>,
+}
+
+/// A database (`table` is `None`) or a table deleted after the writes to it logged in WAL
+/// segments up to `through_segment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub db: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    pub through_segment: u64,
 }
 
 /// A file no longer listed, to be deleted from the object store after a grace period.
@@ -91,6 +104,16 @@ impl LakeState {
         self.persisted_through
             .get(&(Arc::from(db), Arc::from(table), partition))
             .is_some_and(|&through| segment <= through)
+    }
+
+    /// Whether writes to `db` (or to its `table`) logged in WAL segment `segment` were
+    /// deleted with the database or table since.
+    pub fn is_dropped(&self, db: &str, table: Option<&str>, segment: u64) -> bool {
+        self.dropped.iter().any(|d| {
+            d.db == db
+                && segment <= d.through_segment
+                && (d.table.is_none() || d.table.as_deref() == table)
+        })
     }
 
     /// Every live file with its table.

@@ -112,6 +112,7 @@ impl WriteBuffer {
             .first()
             .map_or(0, |(seq, _)| *seq);
         lake.persisted_through.retain(|_, s| *s >= oldest_on_disk);
+        lake.dropped.retain(|d| d.through_segment >= oldest_on_disk);
         self.write_catalog(&catalog, &mut lake).await?;
         crash_point("persist-after-catalog");
         self.publish_lake(lake);

@@ -897,6 +897,28 @@ impl TableBuffer {
         (rows, bytes)
     }
 
+    /// Drops the live partitions whose hour ended at or before `cutoff` (Unix nanoseconds):
+    /// rows a retention period no longer keeps. Returns the (rows, bytes) released.
+    pub fn drop_partitions_before(&self, cutoff: i64) -> (usize, usize) {
+        let mut data = self.inner.write();
+        let expired: Vec<i64> = data
+            .partitions
+            .keys()
+            .copied()
+            .take_while(|&k| (k + 1).saturating_mul(PARTITION_NANOS) <= cutoff)
+            .collect();
+        let (mut rows, mut bytes) = (0, 0);
+        for key in expired {
+            if let Some(p) = data.partitions.remove(&key) {
+                rows += p.rows();
+                bytes += p.bytes;
+            }
+        }
+        data.rows = data.rows.saturating_sub(rows);
+        data.bytes = data.bytes.saturating_sub(bytes);
+        (rows, bytes)
+    }
+
     /// The oldest WAL segment that holds rows still only in this buffer (live or frozen).
     pub fn min_segment(&self) -> Option<u64> {
         let data = self.inner.read();

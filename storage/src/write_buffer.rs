@@ -36,7 +36,7 @@ use sluice_ingest::{Sym, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::catalog::{
-    Catalog, CatalogSnapshot, DatabaseSchema, MetricMetadata, validate_database_name,
+    Catalog, CatalogSnapshot, DatabaseSchema, MetricMetadata, Retention, validate_database_name,
 };
 use crate::catalog_file;
 use crate::metrics::StorageMetrics;
@@ -65,6 +65,41 @@ pub struct WriteBufferConfig {
     /// How long a file replaced by compaction stays in the object store: longer than any
     /// query may run, so that no query reading it loses it.
     pub replaced_file_grace: Duration,
+    /// The retention period of databases created by a write.
+    pub default_retention: Option<Retention>,
+    /// What time it is, for retention and delayed deletes.
+    pub clock: Clock,
+}
+
+/// The time now, in Unix nanoseconds: the system clock, or one a test sets.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system's clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        }))
+    }
+
+    /// A clock that shows what `now` holds (tests move it by hand).
+    pub fn manual(now: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        Clock(Arc::new(move || now.load(Ordering::SeqCst)))
+    }
+
+    /// Unix nanoseconds.
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
 }
 
 impl WriteBufferConfig {
@@ -78,6 +113,8 @@ impl WriteBufferConfig {
             wal_segment_bytes: 64 << 20,
             persist_after: Duration::from_secs(15 * 60),
             replaced_file_grace: Duration::from_secs(10 * 60),
+            default_retention: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -165,7 +202,7 @@ pub struct ReplaySummary {
     pub cut_tails: Vec<wal::CutTail>,
 }
 
-struct WalOp {
+pub(crate) struct WalOp {
     payload: Vec<u8>,
     db: Arc<str>,
     batch: WriteBatch,
@@ -194,6 +231,12 @@ enum ApplyMsg {
         /// The segment writes are logged in from now on.
         next_segment: u64,
         reply: oneshot::Sender<Result<Frozen, String>>,
+    },
+    Drop {
+        target: DropTarget,
+        through_segment: u64,
+        next_segment: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
     },
 }
 
@@ -235,12 +278,25 @@ pub struct Frozen {
     pub tables: Vec<FrozenTable>,
 }
 
-enum WalMsg {
+pub(crate) enum WalMsg {
     Write(WalOp),
     Freeze {
         rule: FreezeRule,
         reply: oneshot::Sender<Result<Frozen, String>>,
     },
+    /// Closes the segment and drops the buffered rows of a database or table; answers with
+    /// the segment closed, through which every write to it is logged.
+    Drop {
+        target: DropTarget,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// What a delete takes out of the buffer.
+#[derive(Debug, Clone)]
+pub(crate) enum DropTarget {
+    Database(Arc<str>),
+    Table(Arc<str>, Arc<str>),
 }
 
 /// State shared by the request path and the WAL thread.
@@ -268,7 +324,7 @@ pub struct WriteBuffer {
     /// Held by whoever changes the files (persist, compaction), one at a time.
     pub(crate) lake_lock: tokio::sync::Mutex<()>,
     /// Serialises validation and WAL hand-off; see the module documentation.
-    write_lock: Mutex<Option<mpsc::Sender<WalMsg>>>,
+    pub(crate) write_lock: Mutex<Option<mpsc::Sender<WalMsg>>>,
     /// The WAL thread, then the apply thread: joined in that order at shutdown.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -324,9 +380,9 @@ impl WriteBuffer {
             ..ReplaySummary::default()
         };
         let replay_shared = shared.clone();
-        let wal_dir = config.wal_dir.clone();
+        let replay_config = config.clone();
         let mut summary = tokio::task::spawn_blocking(move || {
-            replay(&replay_shared, &wal_dir, &mut summary).map(|()| summary)
+            replay(&replay_shared, &replay_config, &mut summary).map(|()| summary)
         })
         .await
         .map_err(|e| OpenError::Catalog(format!("WAL replay panicked: {e}")))??;
@@ -432,6 +488,7 @@ impl WriteBuffer {
                 };
                 let refused = !opts.accept_partial && !v.rejected.is_empty();
                 if !refused && let Some(next) = v.catalog {
+                    let next = with_default_retention(next, &current, db, &self.config);
                     self.shared.catalog.replace(next);
                 }
                 if !keep_accepted(&mut batch, v.keep, v.rejected, &mut outcome, opts) {
@@ -712,6 +769,28 @@ impl Shared {
             .fold(current, u64::min)
     }
 
+    /// Forgets the buffered rows (live and frozen) of a deleted database or table.
+    fn drop_buffers(&self, target: &DropTarget) {
+        let removed: Vec<Arc<TableBuffer>> = {
+            let mut tables = self.tables.write();
+            match target {
+                DropTarget::Database(db) => tables
+                    .remove(db)
+                    .map(|t| t.into_values().collect())
+                    .unwrap_or_default(),
+                DropTarget::Table(db, table) => tables
+                    .get_mut(db)
+                    .and_then(|t| t.remove(table))
+                    .into_iter()
+                    .collect(),
+            }
+        };
+        for buffer in removed {
+            self.rows.fetch_sub(buffer.rows(), Ordering::Relaxed);
+            self.bytes.fetch_sub(buffer.bytes(), Ordering::Relaxed);
+        }
+    }
+
     fn table_buffer_or_create(&self, db: &str, table: &str) -> Arc<TableBuffer> {
         if let Some(b) = self.tables.read().get(db).and_then(|t| t.get(table)) {
             return b.clone();
@@ -773,6 +852,23 @@ async fn delete_orphan_files(
         deleted += 1;
     }
     Ok(deleted)
+}
+
+/// `next` (the catalog a write made) with the server's default retention period on the
+/// database `db` if the write created it.
+fn with_default_retention(
+    mut next: CatalogSnapshot,
+    before: &CatalogSnapshot,
+    db: &str,
+    config: &WriteBufferConfig,
+) -> CatalogSnapshot {
+    if let Some(retention) = &config.default_retention
+        && before.database(db).is_none()
+        && let Some(created) = next.databases.get_mut(db)
+    {
+        Arc::make_mut(created).retention = Some(retention.clone());
+    }
+    next
 }
 
 fn encode_record(db: &str, batch: &WriteBatch) -> Vec<u8> {
@@ -842,16 +938,28 @@ fn decode_record(payload: &[u8]) -> Option<(Arc<str>, WriteBatch)> {
 /// Replays the WAL into `shared`, skipping the rows the catalog's files already hold.
 fn replay(
     shared: &Shared,
-    wal_dir: &std::path::Path,
+    config: &WriteBufferConfig,
     summary: &mut ReplaySummary,
 ) -> Result<(), OpenError> {
     let lake = shared.lake.read().clone();
-    summary.cut_tails = wal::replay(wal_dir, |segment, payload| {
+    summary.cut_tails = wal::replay(&config.wal_dir, |segment, payload| {
         summary.records += 1;
         let Some((db, mut batch)) = decode_record(payload) else {
             summary.undecodable += 1;
             return;
         };
+        // writes to a database or table deleted after them
+        if lake.is_dropped(&db, None, segment) {
+            return;
+        }
+        if lake.dropped.iter().any(|d| d.table.is_some()) {
+            let gone: Vec<bool> = batch
+                .points()
+                .iter()
+                .map(|p| lake.is_dropped(&db, Some(batch.str(p.table)), segment))
+                .collect();
+            batch.retain_points(|i| !gone[i]);
+        }
         if !lake.persisted_through.is_empty() {
             let covered: Vec<bool> = batch
                 .points()
@@ -877,7 +985,9 @@ fn replay(
         let snapshot = shared.catalog.snapshot();
         if let Some(v) = validate(&snapshot, &db, &batch, &Limits::unlimited(), true) {
             if let Some(c) = v.catalog {
-                shared.catalog.replace(c);
+                shared
+                    .catalog
+                    .replace(with_default_retention(c, &snapshot, &db, config));
             }
             for r in &v.rejected {
                 tracing::warn!(db = %db, line = r.line, "WAL replay skipped a point: {}", r.message);
@@ -899,13 +1009,13 @@ fn wal_loop(
     apply: mpsc::Sender<ApplyMsg>,
 ) {
     let mut ops: Vec<WalOp> = Vec::new();
-    let mut freezes = Vec::new();
+    let mut controls = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 WalMsg::Write(op) => ops.push(op),
-                WalMsg::Freeze { rule, reply } => freezes.push((rule, reply)),
+                control => controls.push(control),
             }
             if ops.len() < MAX_GROUP {
                 next = rx.try_recv().ok();
@@ -914,27 +1024,41 @@ fn wal_loop(
         if !ops.is_empty() {
             commit_group(&shared, &mut wal, &mut ops, &apply);
         }
-        // Freezes go after the writes queued with them: those were acknowledged-to-be, so a
-        // freeze asked for after a write was acknowledged always includes it.
-        for (rule, reply) in freezes.drain(..) {
-            if let Some(reason) = shared.failed.lock().clone() {
-                let _ = reply.send(Err(reason));
-                continue;
-            }
-            match wal.rotate() {
-                Ok(through_segment) => {
-                    let msg = ApplyMsg::Freeze {
+        // Freezes and drops go after the writes queued with them: those were
+        // acknowledged-to-be, so a freeze asked for after a write was acknowledged always
+        // includes it. Both close the segment, so that the writes before them end in it.
+        for control in controls.drain(..) {
+            let failed = shared.failed.lock().clone();
+            let rotated = match failed {
+                Some(reason) => Err(reason),
+                None => wal.rotate().map_err(|e| e.to_string()),
+            };
+            let next_segment = wal.sequence();
+            // a closed channel drops the reply: the caller is told the server is shutting down
+            match (control, rotated) {
+                (WalMsg::Freeze { rule, reply }, Ok(through_segment)) => {
+                    let _ = apply.send(ApplyMsg::Freeze {
                         rule,
                         through_segment,
-                        next_segment: wal.sequence(),
+                        next_segment,
                         reply,
-                    };
-                    // a closed channel drops the reply: the freeze fails as shutting down
-                    let _ = apply.send(msg);
+                    });
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e.to_string()));
+                (WalMsg::Drop { target, reply }, Ok(through_segment)) => {
+                    let _ = apply.send(ApplyMsg::Drop {
+                        target,
+                        through_segment,
+                        next_segment,
+                        reply,
+                    });
                 }
+                (WalMsg::Freeze { reply, .. }, Err(e)) => {
+                    let _ = reply.send(Err(e));
+                }
+                (WalMsg::Drop { reply, .. }, Err(e)) => {
+                    let _ = reply.send(Err(e));
+                }
+                (WalMsg::Write(_), _) => unreachable!("writes are not controls"),
             }
         }
     }
@@ -1035,6 +1159,18 @@ fn apply_loop(shared: Arc<Shared>, rx: mpsc::Receiver<ApplyMsg>) {
                     .current_segment
                     .store(next_segment, Ordering::Relaxed);
                 let _ = reply.send(Ok(frozen));
+            }
+            ApplyMsg::Drop {
+                target,
+                through_segment,
+                next_segment,
+                reply,
+            } => {
+                shared.drop_buffers(&target);
+                shared
+                    .current_segment
+                    .store(next_segment, Ordering::Relaxed);
+                let _ = reply.send(Ok(through_segment));
             }
         }
     }

@@ -14,4 +14,5 @@ mod otlp_grpc;
 mod persistence;
 mod query;
 mod remote_write;
+mod retention;
 mod write;

@@ -10,13 +10,17 @@ struct Fixture {
 }
 
 async fn fixture(config: QueryConfig) -> Fixture {
+    fixture_at(config, sluice_storage::Clock::system()).await
+}
+
+/// A fixture whose storage reads the time from `clock`.
+async fn fixture_at(config: QueryConfig, clock: sluice_storage::Clock) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let (buffer, _) = WriteBuffer::open(
-        WriteBufferConfig::new(dir.path().join("wal")),
-        sluice_storage::ObjectStorage::memory(),
-    )
-    .await
-    .unwrap();
+    let mut wb_config = WriteBufferConfig::new(dir.path().join("wal"));
+    wb_config.clock = clock;
+    let (buffer, _) = WriteBuffer::open(wb_config, sluice_storage::ObjectStorage::memory())
+        .await
+        .unwrap();
     let buffer = Arc::new(buffer);
     let exec = QueryExecutor::new(buffer.clone(), config).unwrap();
     Fixture {
@@ -487,4 +491,54 @@ async fn queries_in_different_databases_at_once_each_see_their_own_system_tables
         let (out, n) = t.await.unwrap();
         assert!(out.contains(&format!("| {n} |")), "{out}");
     }
+}
+
+#[tokio::test]
+async fn retention_hides_the_old_rows_of_files_and_buffer_chunks_that_straddle_its_cutoff() {
+    use std::sync::atomic::AtomicI64;
+    let s = 1_000_000_000;
+    // the cutoff, 2,200 s after the epoch, falls inside the file and inside a buffer hour
+    let now = Arc::new(AtomicI64::new((3600 + 2200) * s));
+    let f = fixture_at(QueryConfig::default(), sluice_storage::Clock::manual(now)).await;
+    f.write(
+        "db",
+        "cpu,host=a usage=1 1000\ncpu,host=a usage=3 3000\ncpu,host=b usage=4 4000",
+    )
+    .await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    f.write("db", "cpu,host=b usage=1.5 1500\ncpu,host=b usage=2.5 2500")
+        .await;
+    let all = "SELECT usage FROM cpu ORDER BY usage";
+    assert!(f.sql("db", all).await.unwrap().contains("| 1.0   |"));
+    f.buffer
+        .set_retention("db", sluice_storage::Retention::parse("1h").unwrap())
+        .await
+        .unwrap();
+    let usage = |out: String| -> Vec<String> {
+        out.lines()
+            .skip(3)
+            .filter(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                cells.join(" | ")
+            })
+            .collect()
+    };
+    // without `time` in the query, with it, counted, and by the newest row of each series
+    assert_eq!(
+        usage(f.sql("db", all).await.unwrap()),
+        ["2.5", "3.0", "4.0"]
+    );
+    let with_time = "SELECT usage FROM cpu WHERE time > '1970-01-01T00:00:00Z' ORDER BY time";
+    assert_eq!(
+        usage(f.sql("db", with_time).await.unwrap()),
+        ["2.5", "3.0", "4.0"]
+    );
+    let n = f.sql("db", "SELECT count(*) AS n FROM cpu").await.unwrap();
+    assert!(n.contains("| 3 |"), "{n}");
+    let per_host = "SELECT host, count(usage) AS n FROM cpu GROUP BY host ORDER BY host";
+    assert_eq!(
+        usage(f.sql("db", per_host).await.unwrap()),
+        ["a | 1", "b | 2"]
+    );
 }

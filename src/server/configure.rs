@@ -1,0 +1,160 @@
+//! `/api/v3/configure/database` and `/api/v3/configure/table`: listing, creating and deleting
+//! databases, changing their retention period, and deleting tables, as InfluxDB 3 serves
+//! them (Sluice can also change a database's retention period, which InfluxDB 3 Core cannot).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sluice_query::Format;
+use sluice_query::system_tables::database_list;
+use sluice_storage::{AdminError, Retention};
+
+use super::AppState;
+use super::body;
+use super::error::ApiError;
+
+/// The body of a create or change: `{"db": "...", "retention_period": "30d"}`.
+#[derive(Debug, Deserialize)]
+struct DatabaseRequest {
+    db: String,
+    retention_period: Option<String>,
+}
+
+/// `GET /api/v3/configure/database?format=json|jsonl|csv|pretty|parquet`: every database
+/// with its retention period (`none` when it keeps rows forever).
+pub async fn list_databases(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let format: Format = params
+        .get("format")
+        .map_or(Ok(Format::Json), |f| f.parse())
+        .map_err(ApiError::bad_request)?;
+    let (schema, batch) = database_list(&state.buffer.catalog());
+    let bytes = format.encode(&schema, &[batch]).map_err(internal)?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+}
+
+/// `POST /api/v3/configure/database` `{"db": "...", "retention_period": "30d"}`: creates an
+/// empty database. 409 if it exists.
+pub async fn create_database(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let request = database_request(&state, &headers, body).await?;
+    let retention = match &request.retention_period {
+        Some(text) => Retention::parse(text).map_err(ApiError::bad_request)?,
+        None => state.buffer.config().default_retention.clone(),
+    };
+    state
+        .buffer
+        .create_database(&request.db, retention)
+        .await
+        .map_err(admin_error)?;
+    tracing::info!(db = request.db, "database created");
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH /api/v3/configure/database` `{"db": "...", "retention_period": "7d"}` (or `none`):
+/// changes how long the database keeps rows. Rows past the new period disappear from
+/// queries at once.
+pub async fn update_database(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let request = database_request(&state, &headers, body).await?;
+    let text = request.retention_period.ok_or_else(|| {
+        ApiError::bad_request(
+            "nothing to change: give \"retention_period\", such as \"30d\" or \"none\"",
+        )
+    })?;
+    let retention = Retention::parse(&text).map_err(ApiError::bad_request)?;
+    state
+        .buffer
+        .set_retention(&request.db, retention)
+        .await
+        .map_err(admin_error)?;
+    tracing::info!(
+        db = request.db,
+        retention_period = text,
+        "retention period changed"
+    );
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /api/v3/configure/database?db=`: deletes the database, its rows and its files.
+pub async fn delete_database(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let db = required(&params, "db")?;
+    state
+        .buffer
+        .delete_database(db)
+        .await
+        .map_err(admin_error)?;
+    tracing::info!(db, "database deleted");
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /api/v3/configure/table?db=&table=`: deletes the table, its rows and its files.
+pub async fn delete_table(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let db = required(&params, "db")?;
+    let table = required(&params, "table")?;
+    state
+        .buffer
+        .delete_table(db, table)
+        .await
+        .map_err(admin_error)?;
+    tracing::info!(db, table, "table deleted");
+    Ok(StatusCode::OK)
+}
+
+async fn database_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<DatabaseRequest, ApiError> {
+    let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "request body is not a JSON object like {{\"db\": \"name\", \"retention_period\": \"30d\"}}: {e}"
+        ))
+    })
+}
+
+fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("missing query parameter '{name}'")))
+}
+
+fn admin_error(e: AdminError) -> ApiError {
+    let status = match &e {
+        AdminError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        AdminError::DatabaseNotFound(_) | AdminError::TableNotFound { .. } => StatusCode::NOT_FOUND,
+        AdminError::DatabaseExists(_) => StatusCode::CONFLICT,
+        AdminError::ShuttingDown | AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AdminError::WalFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("could not encode the list: {e}"),
+    )
+}

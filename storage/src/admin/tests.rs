@@ -1,0 +1,203 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::persister::tests::{HOUR, file_storage};
+use crate::store::ObjectStorage;
+use crate::test_util::batch;
+use crate::write_buffer::{Clock, FreezeRule, WriteBufferConfig, WriteOptions};
+
+const DAY: i64 = 24 * HOUR;
+/// 2026-01-10T00:00:00Z
+const NOW: i64 = 1_768_003_200_000_000_000;
+
+/// A buffer whose clock reads `now`, with files replaced or dropped deleted after an hour.
+async fn open_at(
+    dir: &std::path::Path,
+    storage: ObjectStorage,
+    now: &Arc<AtomicI64>,
+) -> WriteBuffer {
+    let mut config = WriteBufferConfig::new(dir.join("wal"));
+    config.clock = Clock::manual(now.clone());
+    config.replaced_file_grace = Duration::from_secs(3600);
+    WriteBuffer::open(config, storage).await.unwrap().0
+}
+
+async fn write(wb: &WriteBuffer, db: &str, lp: &str) {
+    let out = wb
+        .write(db, batch(lp), WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+}
+
+/// `cpu` rows at each of `days_ago` (one host each), as line protocol.
+fn rows(days_ago: &[i64]) -> String {
+    days_ago
+        .iter()
+        .map(|d| format!("cpu,host=h{d} usage={d} {}\n", NOW - d * DAY))
+        .collect()
+}
+
+fn parquet_count(dir: &std::path::Path) -> usize {
+    walk(&dir.join("lake"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() { walk(&p) } else { vec![p] }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn databases_are_created_once_with_their_retention_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    wb.create_database("metrics", Retention::parse("30d").unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        wb.create_database("metrics", None).await,
+        Err(AdminError::DatabaseExists(_))
+    ));
+    assert!(matches!(
+        wb.create_database("bad name", None).await,
+        Err(AdminError::InvalidName(_))
+    ));
+    assert!(matches!(
+        wb.set_retention("nope", None).await,
+        Err(AdminError::DatabaseNotFound(_))
+    ));
+    wb.set_retention("metrics", Retention::parse("7d").unwrap())
+        .await
+        .unwrap();
+    drop(wb);
+    // the empty database and its changed retention came back from the catalog alone
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    let catalog = wb.catalog();
+    let db = catalog.database("metrics").unwrap();
+    assert_eq!(db.retention.as_ref().unwrap().to_string(), "7d");
+    assert_eq!(
+        catalog.retention_cutoff("metrics", NOW),
+        Some(NOW - 7 * DAY)
+    );
+}
+
+#[tokio::test]
+async fn retention_drops_expired_files_and_hours_and_deletes_the_files_after_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    write(&wb, "db", &rows(&[40, 20, 5])).await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    write(&wb, "db", &rows(&[39, 1])).await;
+    assert_eq!(parquet_count(dir.path()), 3);
+    assert_eq!(wb.buffer_rows(), 2);
+
+    // no retention: nothing goes
+    assert_eq!(
+        wb.enforce_retention().await.unwrap(),
+        RetentionSummary::default()
+    );
+    wb.set_retention("db", Retention::parse("30d").unwrap())
+        .await
+        .unwrap();
+    let summary = wb.enforce_retention().await.unwrap();
+    assert_eq!(
+        summary,
+        RetentionSummary {
+            files_expired: 1,
+            partitions_expired: 1,
+        }
+    );
+    assert_eq!(wb.buffer_rows(), 1);
+    let lake = wb.lake();
+    let kept: Vec<i64> = lake
+        .table_files("db", "cpu")
+        .iter()
+        .map(|f| f.min_time)
+        .collect();
+    assert_eq!(kept, vec![NOW - 20 * DAY, NOW - 5 * DAY]);
+    // the expired file is still on disk (a query may be reading it) until the grace ends
+    assert_eq!(parquet_count(dir.path()), 3);
+    assert_eq!(wb.compact(1 << 30).await.unwrap().files_deleted, 0);
+    now.fetch_add(2 * HOUR, Ordering::SeqCst);
+    assert_eq!(wb.compact(1 << 30).await.unwrap().files_deleted, 1);
+    assert_eq!(parquet_count(dir.path()), 2);
+    assert!(wb.lake().pending_deletes.is_empty());
+
+    // time moves on: the 20-day-old file expires too
+    now.fetch_add(11 * DAY, Ordering::SeqCst);
+    assert_eq!(wb.enforce_retention().await.unwrap().files_expired, 1);
+}
+
+#[tokio::test]
+async fn a_deleted_database_stays_deleted_after_a_crash_and_its_name_can_be_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    write(&wb, "gone", &rows(&[3])).await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    write(&wb, "gone", &rows(&[2])).await;
+    write(&wb, "kept", &rows(&[2])).await;
+    assert_eq!(parquet_count(dir.path()), 1);
+
+    wb.delete_database("gone").await.unwrap();
+    assert!(wb.catalog().database("gone").is_none());
+    assert!(wb.table_buffer("gone", "cpu").is_none());
+    assert!(wb.lake().table_files("gone", "cpu").is_empty());
+    assert_eq!(wb.buffer_rows(), 1);
+    assert!(matches!(
+        wb.delete_database("gone").await,
+        Err(AdminError::DatabaseNotFound(_))
+    ));
+    // a write after the delete starts the database afresh
+    write(&wb, "gone", &rows(&[1])).await;
+    // a crash: the WAL still holds the writes before the delete
+    std::mem::forget(wb);
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    assert_eq!(wb.table_buffer("gone", "cpu").unwrap().rows(), 1);
+    assert_eq!(wb.table_buffer("kept", "cpu").unwrap().rows(), 1);
+    assert!(wb.lake().table_files("gone", "cpu").is_empty());
+    now.fetch_add(2 * HOUR, Ordering::SeqCst);
+    wb.compact(1 << 30).await.unwrap();
+    assert_eq!(parquet_count(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_deleted_table_goes_alone_and_its_writes_do_not_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    write(
+        &wb,
+        "db",
+        &format!("{}mem,host=a used=1 {NOW}\n", rows(&[2])),
+    )
+    .await;
+    assert!(matches!(
+        wb.delete_table("db", "disk").await,
+        Err(AdminError::TableNotFound { .. })
+    ));
+    wb.delete_table("db", "cpu").await.unwrap();
+    let catalog = wb.catalog();
+    assert!(catalog.table("db", "cpu").is_none());
+    assert!(catalog.table("db", "mem").is_some());
+    std::mem::forget(wb);
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    assert!(wb.catalog().table("db", "cpu").is_none());
+    assert_eq!(wb.table_buffer("db", "mem").unwrap().rows(), 1);
+    assert!(wb.table_buffer("db", "cpu").is_none());
+}
