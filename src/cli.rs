@@ -41,6 +41,34 @@ pub enum Command {
         #[command(subcommand)]
         command: TableCommand,
     },
+    /// Create access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown this once). The first admin token needs no
+    /// token; every other one needs an admin token (--token).
+    Create {
+        #[command(flatten)]
+        server: HostArgs,
+        /// May do anything: read and write every database, manage databases, tables and
+        /// tokens.
+        #[arg(long)]
+        admin: bool,
+        /// Databases it may query (comma-separated; * for all).
+        #[arg(long, value_delimiter = ',')]
+        read: Vec<String>,
+        /// Databases it may write to (comma-separated; * for all).
+        #[arg(long, value_delimiter = ',')]
+        write: Vec<String>,
+        /// A label to tell it by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +131,10 @@ pub struct HostArgs {
     /// The server's URL.
     #[arg(long, env = "SLUICE_HOST", default_value = "http://127.0.0.1:8181")]
     pub host: String,
+
+    /// Access token, once the server has any.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// A retention period from the command line, as written and as understood (`None`: none).
@@ -245,6 +277,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_DEFAULT_RETENTION", default_value = "none", value_parser = parse_retention)]
     pub default_retention: RetentionArg,
 
+    /// Serve every request without checking tokens, and allow listening on a non-loopback
+    /// address while no token exists. For networks where something else controls access.
+    #[arg(long, env = "SLUICE_WITHOUT_AUTH")]
+    pub without_auth: bool,
+
     /// Largest file compaction writes; a bigger day becomes several files.
     #[arg(long, env = "SLUICE_COMPACTION_TARGET_BYTES", default_value = "100MiB", value_parser = parse_size)]
     pub compaction_target_bytes: usize,
@@ -259,6 +296,10 @@ pub struct ClientArgs {
     /// Database [default: the server's default database].
     #[arg(long, env = "SLUICE_DATABASE")]
     pub db: Option<String>,
+
+    /// Access token, once the server has any.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

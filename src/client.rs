@@ -5,7 +5,24 @@ use std::io::{Read, Write};
 
 use sluice_ingest::line_protocol::split_lines;
 
-use crate::cli::{AdminArgs, ClientArgs, DbCommand, QueryArgs, TableCommand, WriteArgs};
+use crate::cli::{
+    AdminArgs, ClientArgs, DbCommand, QueryArgs, TableCommand, TokenCommand, WriteArgs,
+};
+
+/// An HTTP client that sends `token`, if given, as `Authorization: Bearer`.
+fn http(token: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the token holds characters a header cannot carry".to_string())?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| format!("cannot start an HTTP client: {e}"))
+}
 
 fn endpoint(client: &ClientArgs, path: &str) -> String {
     format!("{}{path}", client.host.trim_end_matches('/'))
@@ -58,7 +75,7 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
         params.push(("db", db));
     }
     let url = endpoint(&args.client, "/api/v3/query_sql");
-    let response = reqwest::Client::new()
+    let response = http(args.client.token.as_deref())?
         .get(&url)
         .query(&params)
         .send()
@@ -97,7 +114,7 @@ pub async fn write(args: WriteArgs) -> Result<(), String> {
         params.push(("db", db));
     }
     let url = endpoint(&args.client, "/api/v3/write_lp");
-    let client = reqwest::Client::new();
+    let client = http(args.client.token.as_deref())?;
     let mut failures = Vec::new();
     for (line_offset, piece) in split_lines(&data, args.max_body_bytes) {
         let response = client
@@ -127,7 +144,7 @@ pub async fn write(args: WriteArgs) -> Result<(), String> {
 /// POSTs to an admin endpoint and returns its JSON answer.
 async fn admin_post(args: &AdminArgs, path: &str) -> Result<serde_json::Value, String> {
     let url = endpoint(&args.client, path);
-    let text = send(reqwest::Client::new().post(&url), &url).await?;
+    let text = send(http(args.client.token.as_deref())?.post(&url), &url).await?;
     serde_json::from_str(&text).map_err(|e| format!("reading the answer: {e}"))
 }
 
@@ -168,7 +185,6 @@ async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String, Str
 
 /// `sluice db create|list|delete|set-retention`.
 pub async fn db(command: DbCommand) -> Result<(), String> {
-    let http = reqwest::Client::new();
     let path = "/api/v3/configure/database";
     match command {
         DbCommand::Create {
@@ -177,6 +193,7 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
             name,
         } => {
             let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let http = http(server.token.as_deref())?;
             let mut body = serde_json::json!({ "db": name });
             if let Some(r) = &retention {
                 body["retention_period"] = r.text.clone().into();
@@ -189,11 +206,13 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
         }
         DbCommand::List { server, format } => {
             let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let http = http(server.token.as_deref())?;
             let text = send(http.get(&url).query(&[("format", &format)]), &url).await?;
             print!("{text}");
         }
         DbCommand::Delete { server, name } => {
             let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let http = http(server.token.as_deref())?;
             send(http.delete(&url).query(&[("db", &name)]), &url).await?;
             println!("deleted database {name}");
         }
@@ -203,6 +222,7 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
             retention,
         } => {
             let url = format!("{}{path}", server.host.trim_end_matches('/'));
+            let http = http(server.token.as_deref())?;
             let body = serde_json::json!({ "db": name, "retention_period": retention.text });
             send(http.patch(&url).json(&body), &url).await?;
             println!("database {name} now keeps rows for {}", retention.text);
@@ -213,10 +233,10 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
 
 /// `sluice table list|delete`.
 pub async fn table(command: TableCommand) -> Result<(), String> {
-    let http = reqwest::Client::new();
     match command {
         TableCommand::List { client, format } => {
             let url = endpoint(&client, "/api/v3/query_sql");
+            let http = http(client.token.as_deref())?;
             let db = client.db.clone().ok_or(
                 "say which database to list the tables of: --db NAME (or SLUICE_DATABASE)",
             )?;
@@ -231,6 +251,7 @@ pub async fn table(command: TableCommand) -> Result<(), String> {
         }
         TableCommand::Delete { client, table } => {
             let url = endpoint(&client, "/api/v3/configure/table");
+            let http = http(client.token.as_deref())?;
             let db = client
                 .db
                 .clone()
@@ -244,5 +265,32 @@ pub async fn table(command: TableCommand) -> Result<(), String> {
             println!("deleted table {table} of database {db}");
         }
     }
+    Ok(())
+}
+
+/// `sluice token create`: prints the new token, the only time it is shown.
+pub async fn token(command: TokenCommand) -> Result<(), String> {
+    let TokenCommand::Create {
+        server,
+        admin,
+        read,
+        write,
+        name,
+    } = command;
+    let url = format!(
+        "{}/api/v3/configure/token",
+        server.host.trim_end_matches('/')
+    );
+    let body = serde_json::json!({ "name": name, "admin": admin, "read": read, "write": write });
+    let answer = send(http(server.token.as_deref())?.post(&url).json(&body), &url).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|e| format!("reading the answer: {e}"))?;
+    let token = v["token"].as_str().ok_or("the answer holds no token")?;
+    println!("{token}");
+    eprintln!(
+        "token {} created; store it now, it is not shown again (use it as --token, \
+         SLUICE_TOKEN, or 'Authorization: Bearer <token>')",
+        v["id"]
+    );
     Ok(())
 }

@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
             Command::Compact(args) => client::compact(args).await,
             Command::Db { command } => client::db(command).await,
             Command::Table { command } => client::table(command).await,
+            Command::Token { command } => client::token(command).await,
         }
     });
     match result {
@@ -103,6 +104,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         compaction_interval: args.compaction_interval,
         compaction_target_bytes: args.compaction_target_bytes as u64,
         default_retention: args.default_retention.period.clone(),
+        without_auth: args.without_auth,
         data_dir: args.data_dir,
     }
 }

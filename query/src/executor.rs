@@ -137,7 +137,20 @@ impl QueryExecutor {
         sql: &str,
         params: HashMap<String, ScalarValue>,
     ) -> Result<QueryOutput, QueryError> {
-        match tokio::time::timeout(self.config.timeout, self.run(db, sql, params)).await {
+        self.query_as(db, sql, params, None).await
+    }
+
+    /// [`QueryExecutor::query`] for someone who may read only the databases in `readable`
+    /// (`None`: all): the others do not exist for the query, not even as `db.table`.
+    pub async fn query_as(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
+    ) -> Result<QueryOutput, QueryError> {
+        let run = self.run(db, sql, params, readable);
+        match tokio::time::timeout(self.config.timeout, run).await {
             Ok(r) => r,
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
         }
@@ -147,8 +160,14 @@ impl QueryExecutor {
     /// snapshot of Sluice's, with `db` as the default schema so its tables resolve unqualified
     /// and other databases as `db.table`. The catalog list is the query's own, so queries in
     /// different databases at the same moment each see their own `system` tables.
-    fn session(&self, db: &str) -> Result<SessionState, QueryError> {
-        let snapshot = self.buffer.catalog();
+    fn session(&self, db: &str, readable: Option<&[String]>) -> Result<SessionState, QueryError> {
+        let mut snapshot = self.buffer.catalog();
+        if let Some(readable) = readable {
+            let mut only = (*snapshot).clone();
+            only.databases
+                .retain(|name, _| readable.iter().any(|r| **r == **name));
+            snapshot = Arc::new(only);
+        }
         if snapshot.database(db).is_none() {
             return Err(QueryError::DatabaseNotFound(db.to_string()));
         }
@@ -175,8 +194,9 @@ impl QueryExecutor {
         db: &str,
         sql: &str,
         params: HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
-        let mut state = self.session(db)?;
+        let mut state = self.session(db, readable)?;
         let mut plan = state
             .create_logical_plan(sql)
             .await

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 use sluice_storage::{CompactionError, FreezeRule, PersistError};
 
 use super::AppState;
+use super::auth::Access;
 use super::error::ApiError;
 
 /// The version agents see in `X-Influxdb-Version`: the InfluxDB API generation Sluice speaks
@@ -44,7 +45,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// `POST /api/v3/persist`: persists everything buffered now and answers once the files and the
 /// catalog are durable, with what was written.
-pub async fn persist(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+pub async fn persist(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+) -> Result<impl IntoResponse, ApiError> {
+    access.admin()?;
     let summary = state.buffer.persist(FreezeRule::All).await.map_err(|e| {
         let status = match &e {
             PersistError::Freeze(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,7 +75,11 @@ pub async fn persist(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
 /// `POST /api/v3/compact`: runs a compaction round now (as the background compactor does every
 /// `--compaction-interval`): deletes files whose grace period ended, drops what retention
 /// periods no longer keep, merges small files; answers with what it did.
-pub async fn compact(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+pub async fn compact(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+) -> Result<impl IntoResponse, ApiError> {
+    access.admin()?;
     let summary = state
         .buffer
         .compact(state.config.compaction_target_bytes)

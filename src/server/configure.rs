@@ -6,15 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_query::Format;
 use sluice_query::system_tables::database_list;
-use sluice_storage::{AdminError, Retention};
+use sluice_storage::{AdminError, Retention, TokenSpec};
 
 use super::AppState;
+use super::auth::Access;
 use super::body;
 use super::error::ApiError;
 
@@ -29,8 +30,10 @@ struct DatabaseRequest {
 /// with its retention period (`none` when it keeps rows forever).
 pub async fn list_databases(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    access.admin()?;
     let format: Format = params
         .get("format")
         .map_or(Ok(Format::Json), |f| f.parse())
@@ -44,9 +47,11 @@ pub async fn list_databases(
 /// empty database. 409 if it exists.
 pub async fn create_database(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    access.admin()?;
     let request = database_request(&state, &headers, body).await?;
     let retention = match &request.retention_period {
         Some(text) => Retention::parse(text).map_err(ApiError::bad_request)?,
@@ -66,9 +71,11 @@ pub async fn create_database(
 /// queries at once.
 pub async fn update_database(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    access.admin()?;
     let request = database_request(&state, &headers, body).await?;
     let text = request.retention_period.ok_or_else(|| {
         ApiError::bad_request(
@@ -92,8 +99,10 @@ pub async fn update_database(
 /// `DELETE /api/v3/configure/database?db=`: deletes the database, its rows and its files.
 pub async fn delete_database(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
+    access.admin()?;
     let db = required(&params, "db")?;
     state
         .buffer
@@ -107,8 +116,10 @@ pub async fn delete_database(
 /// `DELETE /api/v3/configure/table?db=&table=`: deletes the table, its rows and its files.
 pub async fn delete_table(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
+    access.admin()?;
     let db = required(&params, "db")?;
     let table = required(&params, "table")?;
     state
@@ -143,11 +154,12 @@ fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a s
 
 fn admin_error(e: AdminError) -> ApiError {
     let status = match &e {
-        AdminError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        AdminError::InvalidName(_) | AdminError::InvalidToken(_) => StatusCode::BAD_REQUEST,
+        AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         AdminError::DatabaseNotFound(_) | AdminError::TableNotFound { .. } => StatusCode::NOT_FOUND,
         AdminError::DatabaseExists(_) => StatusCode::CONFLICT,
         AdminError::ShuttingDown | AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AdminError::WalFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AdminError::WalFailed(_) | AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, e.to_string())
 }
@@ -157,4 +169,94 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("could not encode the list: {e}"),
     )
+}
+
+/// The body of `POST /api/v3/configure/token`.
+#[derive(Debug, Default, Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
+}
+
+/// `POST /api/v3/configure/token/admin` (InfluxDB 3's path): creates an admin token. Without
+/// a token only while none exists (the first one); after that, with an admin token.
+pub async fn create_admin_token(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut request = token_request(&state, &headers, body).await?;
+    request.admin = true;
+    new_token(&state, &access, request).await
+}
+
+/// `POST /api/v3/configure/token` `{"name": "...", "admin": false, "read": ["db"], "write":
+/// ["db"]}` (`"*"` for every database): creates a token. Needs an admin token, except for the
+/// first admin token.
+pub async fn create_token(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request = token_request(&state, &headers, body).await?;
+    new_token(&state, &access, request).await
+}
+
+async fn token_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<TokenRequest, ApiError> {
+    let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(TokenRequest::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "request body is not a JSON object like {{\"name\": \"grafana\", \"read\": [\"db\"], \
+             \"write\": []}}: {e}"
+        ))
+    })
+}
+
+/// Creates the token and answers with it: the only time it is shown.
+async fn new_token(
+    state: &AppState,
+    access: &Access,
+    request: TokenRequest,
+) -> Result<Response, ApiError> {
+    let spec = TokenSpec {
+        name: request.name,
+        admin: request.admin,
+        read: request.read,
+        write: request.write,
+    };
+    let (token, record) = state
+        .buffer
+        .create_token(spec, access.is_admin())
+        .await
+        .map_err(admin_error)?;
+    tracing::info!(
+        id = record.id,
+        name = record.name,
+        admin = record.admin,
+        "token created"
+    );
+    let body = serde_json::json!({
+        "id": record.id,
+        "name": record.name,
+        "token": token,
+        "admin": record.admin,
+        "read": record.read,
+        "write": record.write,
+    });
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }

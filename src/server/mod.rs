@@ -4,6 +4,7 @@
 //! status codes ([`error::ApiError`]). One listener serves HTTP/1.1 and HTTP/2 (h2c).
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod configure;
 pub mod error;
@@ -59,6 +60,9 @@ pub struct ServerConfig {
     pub compaction_target_bytes: u64,
     /// Retention period of databases created by a write (or created without one).
     pub default_retention: Option<sluice_storage::Retention>,
+    /// Take requests without tokens even when tokens exist, and listen on any address
+    /// without one.
+    pub without_auth: bool,
 }
 
 /// State shared by every handler.
@@ -106,6 +110,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v3/configure/table",
             axum::routing::delete(configure::delete_table),
         )
+        .route(
+            "/api/v3/configure/token/admin",
+            post(configure::create_admin_token),
+        )
+        .route("/api/v3/configure/token", post(configure::create_token))
         .route("/api/v3/persist", post(admin::persist))
         .route("/api/v3/compact", post(admin::compact))
         .route("/health", get(admin::health))
@@ -119,6 +128,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     routes
         .fallback(otlp::grpc::unknown_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             track_request,
@@ -178,6 +191,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded the catalog and replayed the write-ahead log"
     );
+    check_exposure(&config, &buffer)?;
     let buffer = Arc::new(buffer);
     let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -264,6 +278,32 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("WAL shutdown failed: {e}"))?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Refuses to listen beyond loopback while no token exists (anyone who can reach the port
+/// could read and write everything), unless `--without-auth` says that is meant.
+fn check_exposure(config: &ServerConfig, buffer: &WriteBuffer) -> Result<(), String> {
+    if config.without_auth {
+        tracing::warn!(
+            "--without-auth: every request is allowed, tokens or not; anyone who can reach \
+             the server can read, write and delete everything"
+        );
+        return Ok(());
+    }
+    if buffer.has_tokens() {
+        return Ok(());
+    }
+    let exposed = std::iter::once(config.http_bind)
+        .chain(config.otlp_grpc_bind)
+        .find(|a| !a.ip().is_loopback());
+    match exposed {
+        Some(addr) => Err(format!(
+            "refusing to listen on {addr} without authentication: no token exists yet. Start \
+             on a loopback address, create one with `sluice token create --admin`, then \
+             restart; or pass --without-auth to serve everyone"
+        )),
+        None => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

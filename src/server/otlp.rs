@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
@@ -27,6 +27,7 @@ use sluice_proto::otlp::{ExportMetricsPartialSuccess, ExportMetricsServiceRespon
 use sluice_storage::WriteOptions;
 
 use super::AppState;
+use super::auth::Access;
 use super::body;
 use super::error::ApiError;
 use super::write::write_error;
@@ -73,6 +74,7 @@ impl Encoding {
 /// `POST /v1/metrics?db=`
 pub async fn export(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -85,7 +87,7 @@ pub async fn export(
             return error_response(e, Encoding::Protobuf);
         }
     };
-    match ingest(&state, encoding, &params, &headers, body).await {
+    match ingest(&state, &access, encoding, &params, &headers, body).await {
         Ok(response) => {
             let body = match encoding {
                 Encoding::Protobuf => response.encode_to_vec(),
@@ -122,12 +124,14 @@ fn database<'a>(state: &'a AppState, db_param: Option<&'a str>, headers: &'a Hea
 
 async fn ingest(
     state: &AppState,
+    access: &Access,
     encoding: Encoding,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<ExportMetricsServiceResponse, ApiError> {
     let db = database(state, params.get("db").map(String::as_str), headers);
+    access.write(db)?;
     let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
     let mapped = match encoding {
         Encoding::Protobuf => {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use sluice_query::ScalarValue;
 use sluice_query::{Format, QueryError};
 
 use super::AppState;
+use super::auth::Access;
 use super::body;
 use super::error::ApiError;
 
@@ -28,17 +29,19 @@ pub struct QueryRequest {
 /// `GET /api/v3/query_sql?db=&q=&format=&params=`
 pub async fn query_get(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = from_query_string(params)?;
-    run(&state, request, &headers).await
+    run(&state, &access, request, &headers).await
 }
 
 /// `POST /api/v3/query_sql` with a JSON body `{"db", "q", "format", "params"}`; parameters in
 /// the query string are used where the body leaves them out.
 pub async fn query_post(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -56,7 +59,7 @@ pub async fn query_post(
         request.format = posted.format.or(request.format);
         request.params = posted.params.or(request.params);
     }
-    run(&state, request, &headers).await
+    run(&state, &access, request, &headers).await
 }
 
 fn from_query_string(mut params: HashMap<String, String>) -> Result<QueryRequest, ApiError> {
@@ -78,6 +81,7 @@ fn from_query_string(mut params: HashMap<String, String>) -> Result<QueryRequest
 
 async fn run(
     state: &AppState,
+    access: &Access,
     request: QueryRequest,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -89,6 +93,7 @@ async fn run(
         .db
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| state.config.default_db.clone());
+    access.read(&db)?;
     let format = match request.format {
         Some(f) => f.parse::<Format>().map_err(ApiError::bad_request)?,
         None => headers
@@ -111,7 +116,7 @@ async fn run(
     };
     let output = state
         .query
-        .query(&db, &sql, params)
+        .query_as(&db, &sql, params, access.readable())
         .await
         .map_err(query_error)?;
     let bytes = format

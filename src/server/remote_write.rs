@@ -12,13 +12,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_ingest::remote_write::{self, Decoded, SeriesError, Version};
 use sluice_storage::WriteOptions;
 
 use super::AppState;
+use super::auth::Access;
 use super::body;
 use super::error::ApiError;
 use super::write::write_error;
@@ -31,6 +32,7 @@ const ERRORS_SHOWN: usize = 5;
 /// `POST /api/v1/write?db=`
 pub async fn write(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -53,6 +55,7 @@ pub async fn write(
     let mut samples_written = 0;
     let mut response = match ingest(
         &state,
+        &access,
         version,
         &params,
         &headers,
@@ -81,6 +84,7 @@ pub async fn write(
 
 async fn ingest(
     state: &AppState,
+    access: &Access,
     version: Version,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -101,6 +105,7 @@ async fn ingest(
         Some(db) if !db.is_empty() => db.as_str(),
         _ => state.config.default_db.as_str(),
     };
+    access.write(db)?;
     let limit = state.config.max_request_bytes;
     let raw = body::read_raw(headers, body, limit).await?;
     let mut scratch = state.remote_write_scratch.lock().pop().unwrap_or_default();

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use sluice_ingest::line_protocol::{self, ParseOptions, Precision};
 use sluice_storage::{WriteError, WriteOptions};
 
 use super::AppState;
+use super::auth::Access;
 use super::body;
 use super::error::{ApiError, ErrorStyle};
 
@@ -78,6 +79,7 @@ type Params = Query<HashMap<String, String>>;
 /// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=`
 pub async fn write_v3(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Params,
     headers: HeaderMap,
     body: Body,
@@ -86,30 +88,32 @@ pub async fn write_v3(
         accept_partial: flag(&params, "accept_partial", true)?,
         no_sync: flag(&params, "no_sync", false)?,
     };
-    ingest(&state, Api::V3, &params, opts, &headers, body).await
+    ingest(&state, &access, Api::V3, &params, opts, &headers, body).await
 }
 
 /// `POST /api/v2/write?bucket=&org=&precision=` (InfluxDB 2 clients and Telegraf's
 /// `influxdb_v2` output). `org` is accepted and ignored.
 pub async fn write_v2(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let opts = WriteOptions::default();
-    ingest(&state, Api::V2, &params, opts, &headers, body).await
+    ingest(&state, &access, Api::V2, &params, opts, &headers, body).await
 }
 
 /// `POST /write?db=&rp=&precision=` (InfluxDB 1 clients). `rp` is accepted and ignored.
 pub async fn write_v1(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let opts = WriteOptions::default();
-    ingest(&state, Api::V1, &params, opts, &headers, body).await
+    ingest(&state, &access, Api::V1, &params, opts, &headers, body).await
 }
 
 fn flag(params: &HashMap<String, String>, key: &str, default: bool) -> Result<bool, ApiError> {
@@ -132,6 +136,7 @@ struct LineReport {
 
 async fn ingest(
     state: &AppState,
+    access: &Access,
     api: Api,
     params: &HashMap<String, String>,
     opts: WriteOptions,
@@ -144,6 +149,7 @@ async fn ingest(
         Some(db) if !db.is_empty() => db.as_str(),
         _ => state.config.default_db.as_str(),
     };
+    access.write(db).map_err(|e| e.with_style(style))?;
     let body = body::read(headers, body, state.config.max_request_bytes)
         .await
         .map_err(|e| e.with_style(style))?;

@@ -38,6 +38,12 @@ pub enum AdminError {
          until restart, retry to make it durable"
     )]
     Store(#[from] store::Error),
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// What a retention round removed.

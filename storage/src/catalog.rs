@@ -275,6 +275,8 @@ impl std::fmt::Display for Retention {
 #[derive(Debug, Clone, Default)]
 pub struct CatalogSnapshot {
     pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
+    /// Access tokens, hashed (see `tokens`).
+    pub tokens: crate::tokens::Tokens,
 }
 
 impl CatalogSnapshot {

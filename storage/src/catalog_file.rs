@@ -17,6 +17,7 @@ use crate::catalog::{
     CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, Retention, TableSchema,
 };
 use crate::persisted_files::{Dropped, LakeState, ParquetFile, PendingDelete};
+use crate::tokens::TokenRecord;
 
 /// Where the catalog lives in the object store.
 pub fn catalog_path() -> Path {
@@ -37,6 +38,9 @@ struct CatalogDoc {
     /// Databases and tables deleted whose writes are still in WAL segments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     dropped: Vec<Dropped>,
+    /// Access tokens, hashed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tokens: Vec<TokenRecord>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,6 +143,7 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
         databases,
         pending_deletes: lake.pending_deletes.clone(),
         dropped: lake.dropped.clone(),
+        tokens: catalog.tokens.to_vec(),
     };
     serde_json::to_vec_pretty(&doc).expect("the catalog document serializes")
 }
@@ -154,7 +159,10 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
             doc.format_version, FORMAT_VERSION
         ));
     }
-    let mut catalog = CatalogSnapshot::default();
+    let mut catalog = CatalogSnapshot {
+        tokens: doc.tokens.into(),
+        ..CatalogSnapshot::default()
+    };
     let mut lake = LakeState {
         next_file_id: doc.next_file_id,
         pending_deletes: doc.pending_deletes,

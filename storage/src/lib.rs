@@ -20,6 +20,7 @@ pub mod store;
 pub mod table_buffer;
 #[cfg(test)]
 mod test_util;
+pub mod tokens;
 pub mod validator;
 pub mod wal;
 pub mod write_buffer;
@@ -33,6 +34,7 @@ pub use persisted_files::{LakeState, ParquetFile};
 pub use persister::{PersistError, PersistSummary};
 pub use store::{ObjectStorage, ObjectStoreConfig, ObjectStoreKind};
 pub use table_buffer::{BufferChunk, BufferScan, TableBuffer, TimeRange};
+pub use tokens::{TokenRecord, TokenSpec};
 pub use validator::{Limits, Rejection};
 pub use write_buffer::{
     Clock, FreezeRule, OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError,

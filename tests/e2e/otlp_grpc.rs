@@ -18,7 +18,7 @@ use sluice_proto::otlp::{
 use crate::common::{Server, sample};
 use crate::otlp::capture;
 
-const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+pub(crate) const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// An export of one gauge point, `g` = 1 at 1 s after the epoch.
 fn one_gauge_point() -> ExportMetricsServiceRequest {
@@ -45,10 +45,10 @@ fn one_gauge_point() -> ExportMetricsServiceRequest {
 
 /// What a gRPC call came back with.
 #[derive(Debug)]
-struct Answer {
+pub(crate) struct Answer {
     /// `grpc-status`, from the trailers or, for an error before any message, the headers
-    code: i32,
-    message: String,
+    pub(crate) code: i32,
+    pub(crate) message: String,
     /// the response message, without its 5-byte frame header
     body: Vec<u8>,
     /// `google.rpc.retryinfo-bin`
@@ -58,7 +58,7 @@ struct Answer {
 }
 
 /// Calls `path` at `base_url` with one message (gzip-compressed when `gzip`) and `metadata`.
-async fn call(
+pub(crate) async fn call(
     base_url: &str,
     path: &str,
     metadata: &[(&str, &str)],

@@ -26,6 +26,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
 use super::super::AppState;
+use super::super::auth::Access;
 use super::super::error::ApiError;
 
 /// The route of the export method.
@@ -53,15 +54,18 @@ pub async fn export(State(state): State<Arc<AppState>>, request: Request) -> Res
     response.map(axum::body::Body::new)
 }
 
+/// Whether a request is a gRPC call (by its content type).
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"))
+}
+
 /// The answer to a gRPC call of a method Sluice does not serve: `UNIMPLEMENTED`, as gRPC
 /// clients expect, instead of an HTTP 404 they cannot read. Other requests get the 404.
 pub async fn unknown_method(request: Request) -> Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/grpc"));
-    if is_grpc {
+    if is_grpc(request.headers()) {
         let status = Status::unimplemented(format!(
             "Sluice does not serve the gRPC method {}",
             request.uri().path()
@@ -92,9 +96,13 @@ impl tonic::server::UnaryService<Bytes> for Export {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let state = self.state.clone();
         Box::pin(async move {
-            let (metadata, _, message) = request.into_parts();
+            let (metadata, extensions, message) = request.into_parts();
             let headers = metadata.into_headers();
             let db = super::database(&state, None, &headers);
+            match extensions.get::<Access>() {
+                Some(access) => access.write(db).map_err(status)?,
+                None => return Err(Status::internal("the request was not authenticated")),
+            }
             let mapped = super::with_cache(&state, |c| {
                 sluice_ingest::otlp::map::map_protobuf(&message, &state.config.otlp, c)
             })
@@ -118,6 +126,8 @@ fn status(e: ApiError) -> Status {
     let code = match e.status {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
         StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
         StatusCode::PAYLOAD_TOO_LARGE => Code::OutOfRange,
         StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
