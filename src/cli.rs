@@ -69,6 +69,17 @@ pub enum TokenCommand {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// List the tokens: id, name and scope (the tokens themselves are not kept).
+    List {
+        #[command(flatten)]
+        server: HostArgs,
+    },
+    /// Revoke a token by its id (see `sluice token list`).
+    Delete {
+        #[command(flatten)]
+        server: HostArgs,
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

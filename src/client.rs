@@ -270,13 +270,29 @@ pub async fn table(command: TableCommand) -> Result<(), String> {
 
 /// `sluice token create`: prints the new token, the only time it is shown.
 pub async fn token(command: TokenCommand) -> Result<(), String> {
-    let TokenCommand::Create {
-        server,
-        admin,
-        read,
-        write,
-        name,
-    } = command;
+    let (server, admin, read, write, name) = match command {
+        TokenCommand::Create {
+            server,
+            admin,
+            read,
+            write,
+            name,
+        } => (server, admin, read, write, name),
+        TokenCommand::List { server } => return list_tokens(server).await,
+        TokenCommand::Delete { server, id } => {
+            let url = format!(
+                "{}/api/v3/configure/token",
+                server.host.trim_end_matches('/')
+            );
+            let id = id.to_string();
+            let request = http(server.token.as_deref())?
+                .delete(&url)
+                .query(&[("id", &id)]);
+            send(request, &url).await?;
+            println!("token {id} revoked");
+            return Ok(());
+        }
+    };
     let url = format!(
         "{}/api/v3/configure/token",
         server.host.trim_end_matches('/')
@@ -292,5 +308,39 @@ pub async fn token(command: TokenCommand) -> Result<(), String> {
          SLUICE_TOKEN, or 'Authorization: Bearer <token>')",
         v["id"]
     );
+    Ok(())
+}
+
+/// `sluice token list`: one line per token.
+async fn list_tokens(server: crate::cli::HostArgs) -> Result<(), String> {
+    let url = format!(
+        "{}/api/v3/configure/token",
+        server.host.trim_end_matches('/')
+    );
+    let answer = send(http(server.token.as_deref())?.get(&url), &url).await?;
+    let tokens: Vec<serde_json::Value> =
+        serde_json::from_str(&answer).map_err(|e| format!("reading the answer: {e}"))?;
+    let list = |v: &serde_json::Value| -> String {
+        let names = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str());
+        names.collect::<Vec<_>>().join(",")
+    };
+    println!(
+        "{:>4}  {:<20} {:<6} {:<24} write",
+        "id", "name", "admin", "read"
+    );
+    for t in tokens {
+        println!(
+            "{:>4}  {:<20} {:<6} {:<24} {}",
+            t["id"],
+            t["name"].as_str().unwrap_or(""),
+            t["admin"],
+            list(&t["read"]),
+            list(&t["write"])
+        );
+    }
     Ok(())
 }

@@ -156,7 +156,9 @@ fn admin_error(e: AdminError) -> ApiError {
     let status = match &e {
         AdminError::InvalidName(_) | AdminError::InvalidToken(_) => StatusCode::BAD_REQUEST,
         AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        AdminError::DatabaseNotFound(_) | AdminError::TableNotFound { .. } => StatusCode::NOT_FOUND,
+        AdminError::DatabaseNotFound(_)
+        | AdminError::TableNotFound { .. }
+        | AdminError::TokenNotFound(_) => StatusCode::NOT_FOUND,
         AdminError::DatabaseExists(_) => StatusCode::CONFLICT,
         AdminError::ShuttingDown | AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         AdminError::WalFailed(_) | AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -259,4 +261,45 @@ async fn new_token(
         "write": record.write,
     });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET /api/v3/configure/token`: every token's id, name and scope (never the token, which
+/// Sluice does not keep).
+pub async fn list_tokens(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+) -> Result<Response, ApiError> {
+    access.admin()?;
+    let tokens: Vec<serde_json::Value> = state
+        .buffer
+        .tokens()
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "name": t.name,
+                "admin": t.admin,
+                "read": t.read,
+                "write": t.write,
+                "created": t.created,
+            })
+        })
+        .collect();
+    Ok(axum::Json(tokens).into_response())
+}
+
+/// `DELETE /api/v3/configure/token?id=`: revokes a token at once.
+pub async fn delete_token(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    access.admin()?;
+    let id = required(&params, "id")?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("token id '{id}' is not a number")))?;
+    let removed = state.buffer.delete_token(id).await.map_err(admin_error)?;
+    tracing::info!(id, name = removed.name, "token deleted");
+    Ok(StatusCode::OK)
 }

@@ -114,7 +114,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v3/configure/token/admin",
             post(configure::create_admin_token),
         )
-        .route("/api/v3/configure/token", post(configure::create_token))
+        .route(
+            "/api/v3/configure/token",
+            get(configure::list_tokens)
+                .post(configure::create_token)
+                .delete(configure::delete_token),
+        )
         .route("/api/v3/persist", post(admin::persist))
         .route("/api/v3/compact", post(admin::compact))
         .route("/health", get(admin::health))

@@ -40,6 +40,8 @@ pub enum AdminError {
     Store(#[from] store::Error),
     #[error("{0}")]
     InvalidToken(String),
+    #[error("no token has id {0}")]
+    TokenNotFound(u64),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]

@@ -163,6 +163,49 @@ impl WriteBuffer {
     }
 }
 
+impl WriteBuffer {
+    /// The tokens the catalog holds (their hashes, and what each may do).
+    pub fn tokens(&self) -> Tokens {
+        self.shared.catalog.snapshot().tokens.clone()
+    }
+
+    /// Revokes the token numbered `id`: requests with it fail from now on. The last admin
+    /// token goes only with the last token (then the server is open again, as before the
+    /// first token).
+    pub async fn delete_token(&self, id: u64) -> Result<TokenRecord, AdminError> {
+        let _lake_guard = self.lake_lock.lock().await;
+        let removed = {
+            let _write = self.write_lock.lock();
+            let current = self.shared.catalog.snapshot();
+            let Some(removed) = current.tokens.iter().find(|t| t.id == id).cloned() else {
+                return Err(AdminError::TokenNotFound(id));
+            };
+            let others = current.tokens.iter().filter(|t| t.id != id);
+            let admins_left = others.clone().filter(|t| t.admin).count();
+            if removed.admin && admins_left == 0 && others.count() > 0 {
+                // no one could create or revoke tokens any more
+                return Err(AdminError::InvalidToken(format!(
+                    "token {id} is the last admin token; create another admin token first, or \
+                     delete the other tokens"
+                )));
+            }
+            let mut next = (*current).clone();
+            next.tokens = current
+                .tokens
+                .iter()
+                .filter(|t| t.id != id)
+                .cloned()
+                .collect();
+            self.shared.catalog.replace(next);
+            removed
+        };
+        let mut lake = (*self.lake()).clone();
+        self.write_catalog(&self.catalog(), &mut lake).await?;
+        self.publish_lake(lake);
+        Ok(removed)
+    }
+}
+
 /// Tokens of a catalog, shared between its snapshots.
 pub type Tokens = Arc<[TokenRecord]>;
 
@@ -231,5 +274,20 @@ mod tests {
         assert!(a.admin && a.may_read("x") && a.may_write("x") && a.readable().is_none());
         let any = wb.authenticate(&anything).unwrap();
         assert!(any.may_read("x") && !any.may_write("x") && any.readable().is_none());
+
+        // revoking: never the last admin token while others remain
+        assert!(matches!(
+            wb.delete_token(a.id).await,
+            Err(AdminError::InvalidToken(_))
+        ));
+        wb.delete_token(r.id).await.unwrap();
+        assert_eq!(wb.authenticate(&reader), None);
+        assert!(matches!(
+            wb.delete_token(r.id).await,
+            Err(AdminError::TokenNotFound(_))
+        ));
+        wb.delete_token(any.id).await.unwrap();
+        wb.delete_token(a.id).await.unwrap();
+        assert!(!wb.has_tokens());
     }
 }

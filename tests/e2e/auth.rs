@@ -302,6 +302,37 @@ async fn the_cli_creates_and_uses_tokens() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "host\na\n", "{out:?}");
+
+    // listed without the secret, then revoked: it stops working at once
+    let out = run(&["token", "list", "--host", &s.url, "--token", &admin]);
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        list.lines()
+            .any(|l| l.trim_start().starts_with("2 ") && l.contains(" m ")),
+        "{list}"
+    );
+    assert!(!list.contains(&scoped) && !list.contains(&admin), "{list}");
+    let out = run(&["token", "delete", "--host", &s.url, "--token", &scoped, "2"]);
+    assert!(!out.status.success(), "only an admin revokes");
+    let out = run(&["token", "delete", "--host", &s.url, "--token", &admin, "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "query", "--host", &s.url, "--db", "m", "--token", &scoped, "SELECT 1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+    let out = run(&["token", "delete", "--host", &s.url, "--token", &admin, "2"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no token has id 2"),
+        "{out:?}"
+    );
 }
 
 #[test]
