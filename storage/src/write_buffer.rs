@@ -449,6 +449,10 @@ impl WriteBuffer {
         // catalog is still the one it was checked against. A write that changes the catalog,
         // or that another write's catalog change overtook, is checked again under the lock.
         let checked_against = self.shared.catalog.snapshot();
+        let mut outcome = WriteOutcome::default();
+        if !self.drop_expired(&checked_against, db, &mut batch, opts, &mut outcome) {
+            return Ok(outcome);
+        }
         let first = validate(
             &checked_against,
             db,
@@ -457,7 +461,6 @@ impl WriteBuffer {
             self.config.auto_create_databases,
         )
         .ok_or_else(|| WriteError::DatabaseNotFound(db.to_string()))?;
-        let mut outcome = WriteOutcome::default();
         let mut first = Some(first);
         let mut payload = None;
         if first.as_ref().is_some_and(|v| v.catalog.is_none()) {
@@ -514,6 +517,49 @@ impl WriteBuffer {
             Ok(Err(reason)) => Err(WriteError::WalFailed(reason)),
             Err(_) => Err(WriteError::ShuttingDown),
         }
+    }
+
+    /// Rejects the points of `batch` older than the retention period of `db` (or, for a
+    /// database the write creates, `--default-retention`): they would never be queried, and
+    /// a sender should hear so rather than see its write vanish. False when nothing is left
+    /// to write (or, refusing partial writes, something was rejected).
+    fn drop_expired(
+        &self,
+        catalog: &CatalogSnapshot,
+        db: &str,
+        batch: &mut WriteBatch,
+        opts: WriteOptions,
+        outcome: &mut WriteOutcome,
+    ) -> bool {
+        let retention = match catalog.database(db) {
+            Some(d) => d.retention.as_ref(),
+            None => self.config.default_retention.as_ref(),
+        };
+        let Some(retention) = retention else {
+            return true;
+        };
+        let cutoff = retention.cutoff(self.config.clock.now());
+        let expired: Vec<bool> = batch.points().iter().map(|p| p.time < cutoff).collect();
+        if !expired.contains(&true) {
+            return true;
+        }
+        for (p, _) in batch.points().iter().zip(&expired).filter(|(_, e)| **e) {
+            outcome.rejected.push(Rejection {
+                line: p.line,
+                message: format!(
+                    "time {} is older than the retention period of database '{db}' ({retention}, \
+                     so before {}): it would never be queried",
+                    rfc3339(p.time),
+                    rfc3339(cutoff)
+                ),
+            });
+        }
+        if !opts.accept_partial {
+            outcome.all_refused = true;
+            return false;
+        }
+        batch.retain_points(|i| !expired[i]);
+        !batch.is_empty()
     }
 
     /// Records Prometheus metric metadata for database `db` (creating it, as a write would,
@@ -852,6 +898,19 @@ async fn delete_orphan_files(
         deleted += 1;
     }
     Ok(deleted)
+}
+
+/// `nanos` since the Unix epoch as `2026-01-01T00:00:00Z` (to the second), for messages.
+fn rfc3339(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let (y, mo, d) = crate::persisted_files::civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
 }
 
 /// `next` (the catalog a write made) with the server's default retention period on the

@@ -211,9 +211,18 @@ async fn retention_hides_old_rows_at_once_and_a_compaction_drops_their_files() {
 }
 
 #[tokio::test]
-async fn databases_a_write_creates_get_the_default_retention() {
+async fn databases_a_write_creates_get_the_default_retention_and_too_old_points_are_refused() {
     let s = Server::start_with(&["--default-retention", "7d"]);
-    s.write_lp("auto", &rows(&[8, 6])).await;
+    // the point already past the period is refused, by line, and the rest are stored
+    let (st, body) = s.post("/api/v3/write_lp?db=auto", rows(&[8, 6])).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["line_number"], 1, "{v}");
+    let why = v["data"][0]["error_message"].as_str().unwrap();
+    assert!(
+        why.contains("older than the retention period of database 'auto' (7d"),
+        "{why}"
+    );
     assert_eq!(hosts(&s, "auto").await, ["h6"]);
     assert_eq!(databases(&s).await[0]["retention_period"], "7d");
 }
@@ -239,9 +248,9 @@ async fn the_cli_manages_databases_and_tables() {
             .any(|l| l.contains("| ops ") && l.contains("| 30d ")),
         "{list}"
     );
+    s.write_lp("ops", &rows(&[3, 1])).await;
     sluice(&["db", "set-retention", "--host", host, "ops", "2d"]);
     assert_eq!(databases(&s).await[0]["retention_period"], "2d");
-    s.write_lp("ops", &rows(&[3, 1])).await;
     s.write_lp("ops", &format!("mem,host=a used=1 {}", now()))
         .await;
     assert_eq!(hosts(&s, "ops").await, ["h1"]);

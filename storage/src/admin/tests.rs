@@ -201,3 +201,39 @@ async fn a_deleted_table_goes_alone_and_its_writes_do_not_replay() {
     assert_eq!(wb.table_buffer("db", "mem").unwrap().rows(), 1);
     assert!(wb.table_buffer("db", "cpu").is_none());
 }
+
+#[tokio::test]
+async fn points_older_than_the_retention_period_are_refused_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    wb.create_database("db", Retention::parse("7d").unwrap())
+        .await
+        .unwrap();
+    let out = wb
+        .write("db", batch(&rows(&[1, 8, 2])), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.accepted_points, 2);
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].line, 2);
+    assert!(
+        out.rejected[0].message.contains(
+            "time 2026-01-02T00:00:00Z is older than the retention period of database 'db' \
+             (7d, so before 2026-01-03T00:00:00Z)"
+        ),
+        "{}",
+        out.rejected[0].message
+    );
+    // refusing partial writes, nothing is stored
+    let all_or_nothing = WriteOptions {
+        accept_partial: false,
+        ..WriteOptions::default()
+    };
+    let out = wb
+        .write("db", batch(&rows(&[3, 9])), all_or_nothing)
+        .await
+        .unwrap();
+    assert!(out.all_refused);
+    assert_eq!(wb.buffer_rows(), 2);
+}
