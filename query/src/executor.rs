@@ -22,7 +22,9 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::{
+    ExecutionPlan, SendableRecordBatchStream, collect, execute_stream,
+};
 use datafusion::prelude::{SQLOptions, SessionConfig};
 use sluice_storage::WriteBuffer;
 
@@ -149,11 +151,8 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
-        let run = self.run(db, sql, params, readable);
-        match tokio::time::timeout(self.config.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
-        }
+        self.within_timeout(self.run(db, sql, params, readable))
+            .await
     }
 
     /// A session for one query in `db`: a copy of the base session whose only catalog is a
@@ -186,6 +185,47 @@ impl QueryExecutor {
         Ok(state)
     }
 
+    /// The schema of `sql`'s result, from planning it without running it.
+    pub async fn schema_of(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
+    ) -> Result<SchemaRef, QueryError> {
+        let plan = self.logical(db, sql, params, readable);
+        let (_, plan) = self.within_timeout(plan).await?;
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
+    /// Plans `sql` (within the query timeout) and returns its schema and a stream of its
+    /// batches, computed as they are read: nothing is collected in memory.
+    pub async fn query_stream(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
+        let planned = async {
+            let (state, plan) = self.logical(db, sql, params, readable).await?;
+            self.physical(state, plan).await
+        };
+        let (schema, plan, task_ctx) = self.within_timeout(planned).await?;
+        let stream = execute_stream(plan, task_ctx).map_err(|e| self.classify(e))?;
+        Ok((schema, stream))
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
+        match tokio::time::timeout(self.config.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+        }
+    }
+
     /// Plans and runs `sql` on one copy of the base session. (DataFusion's `SessionContext`
     /// copies its session for each step of `sql()`, and the copies cost more than a small
     /// query's scan.)
@@ -196,7 +236,23 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
-        let mut state = self.session(db, readable)?;
+        let (state, plan) = self.logical(db, sql, params, readable).await?;
+        let (schema, plan, task_ctx) = self.physical(state, plan).await?;
+        let batches = collect(plan, task_ctx)
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(QueryOutput { schema, batches })
+    }
+
+    /// The checked, parameter-bound logical plan of `sql` in a session for `db`.
+    async fn logical(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
+    ) -> Result<(SessionState, LogicalPlan), QueryError> {
+        let state = self.session(db, readable)?;
         let mut plan = state
             .create_logical_plan(sql)
             .await
@@ -213,6 +269,16 @@ impl QueryExecutor {
                 .with_param_values(values)
                 .map_err(|e| self.classify(e))?;
         }
+        Ok((state, plan))
+    }
+
+    /// The optimized physical plan of `plan`, with the task context (and its memory pool) to
+    /// run it in.
+    async fn physical(
+        &self,
+        mut state: SessionState,
+        plan: LogicalPlan,
+    ) -> Result<(SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let plan = state.optimize(&plan).map_err(|e| self.classify(e))?;
         // A query that reads few rows runs in one partition: planning and running the
@@ -236,10 +302,7 @@ impl QueryExecutor {
             .create_physical_plan(&plan, &state)
             .await
             .map_err(|e| self.classify(e))?;
-        let batches = collect(plan, task_ctx)
-            .await
-            .map_err(|e| self.classify(e))?;
-        Ok(QueryOutput { schema, batches })
+        Ok((schema, plan, task_ctx))
     }
 
     fn classify(&self, e: DataFusionError) -> QueryError {

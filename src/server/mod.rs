@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod configure;
 pub mod error;
+pub mod flight;
 pub mod listen;
 pub mod metrics;
 pub mod otlp;
@@ -119,6 +120,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(configure::list_tokens)
                 .post(configure::create_token)
                 .delete(configure::delete_token),
+        )
+        .route_service(
+            &format!("{}{{*method}}", flight::PATH_PREFIX),
+            flight::service(state.clone()),
         )
         .route("/api/v3/persist", post(admin::persist))
         .route("/api/v3/compact", post(admin::compact))

@@ -10,6 +10,7 @@ mod admin;
 mod auth;
 mod cli;
 mod durability;
+mod flight;
 mod otlp;
 mod otlp_grpc;
 mod persistence;

@@ -1,0 +1,303 @@
+//! Arrow Flight and Flight SQL on the main port (gRPC over h2c): SQL results as Arrow record
+//! batches, streamed as the query computes them.
+//!
+//! Two ways in:
+//! - **Flight SQL** (Grafana's InfluxDB data source in SQL mode, ADBC, JDBC): `GetFlightInfo`
+//!   with a `CommandStatementQuery` plans the statement and answers with its schema and one
+//!   endpoint, whose ticket `DoGet` then runs.
+//! - **A JSON ticket** (the influxdb3 client libraries): `DoGet` with
+//!   `{"database": "...", "sql_query": "...", "query_type": "sql"}` runs the query at once.
+//!
+//! The database comes from the `database` gRPC metadata (also `bucket` or `bucket-name`, as
+//! older clients send it), else the server's default. Tokens come as the `authorization`
+//! metadata (see `auth`); a token needs read access to the database. Errors carry the SQL
+//! error's message in a gRPC status.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, SchemaResult, Ticket,
+};
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sluice_query::QueryError;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::AppState;
+use super::auth::Access;
+
+/// The path prefix of Flight's gRPC methods.
+pub const PATH_PREFIX: &str = "/arrow.flight.protocol.FlightService/";
+
+/// The Flight service, ready to be routed.
+pub fn service(state: Arc<AppState>) -> FlightServiceServer<Flight> {
+    FlightServiceServer::new(Flight {
+        sql: FlightSql { state },
+    })
+}
+
+/// The Flight SQL commands.
+pub struct FlightSql {
+    state: Arc<AppState>,
+}
+
+/// What a Flight SQL statement ticket holds: the query to run where.
+#[derive(Debug, Serialize, Deserialize)]
+struct StatementHandle {
+    db: String,
+    sql: String,
+}
+
+/// The JSON ticket of the influxdb3 client libraries.
+#[derive(Debug, Deserialize)]
+struct JsonTicket {
+    database: String,
+    sql_query: String,
+    #[serde(default)]
+    query_type: Option<String>,
+}
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+impl FlightSql {
+    /// The database the call's metadata names, else the server's default.
+    fn database(&self, metadata: &MetadataMap) -> String {
+        ["database", "bucket", "bucket-name"]
+            .iter()
+            .find_map(|k| metadata.get(*k).and_then(|v| v.to_str().ok()))
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| self.state.config.default_db.clone(), str::to_string)
+    }
+
+    /// Runs `sql` in `db` for the caller of `request` and streams the result.
+    async fn run<T>(
+        &self,
+        request: &Request<T>,
+        db: &str,
+        sql: &str,
+    ) -> Result<DoGetStream, Status> {
+        let access = access(request)?;
+        access
+            .read(db)
+            .map_err(|e| Status::permission_denied(e.message))?;
+        let (schema, batches) = self
+            .state
+            .query
+            .query_stream(db, sql, HashMap::new(), access.readable())
+            .await
+            .map_err(query_status)?;
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .map_err(Status::from);
+        Ok(Box::pin(flight))
+    }
+}
+
+/// `schema` as `DoGet` streams it: dictionary columns (tags) arrive with their values
+/// written out (the encoder's default, and what Flight SQL clients such as Grafana's read),
+/// and `GetFlightInfo` must announce the same schema.
+fn hydrated(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type((**value).clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+fn access<T>(request: &Request<T>) -> Result<Access, Status> {
+    request
+        .extensions()
+        .get::<Access>()
+        .cloned()
+        .ok_or_else(|| Status::internal("the call was not authenticated"))
+}
+
+fn query_status(e: QueryError) -> Status {
+    let message = e.to_string();
+    match e {
+        QueryError::DatabaseNotFound(_) => Status::not_found(message),
+        QueryError::NotAllowed(_) | QueryError::Invalid(_) => Status::invalid_argument(message),
+        QueryError::MemoryLimit { .. } => Status::resource_exhausted(message),
+        QueryError::Timeout(_) => Status::deadline_exceeded(message),
+        QueryError::Internal(_) => Status::internal(message),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let access = access(&request)?;
+        let db = self.database(request.metadata());
+        access
+            .read(&db)
+            .map_err(|e| Status::permission_denied(e.message))?;
+        let schema = self
+            .state
+            .query
+            .schema_of(&db, &query.query, HashMap::new(), access.readable())
+            .await
+            .map_err(query_status)?;
+        let handle = serde_json::to_vec(&StatementHandle {
+            db,
+            sql: query.query,
+        })
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&hydrated(&schema))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle: StatementHandle = serde_json::from_slice(&ticket.statement_handle)
+            .map_err(|e| Status::invalid_argument(format!("not a Sluice statement ticket: {e}")))?;
+        let stream = self.run(&request, &handle.db, &handle.sql).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Flight: Flight SQL, plus `DoGet` with the influxdb3 clients' JSON tickets.
+pub struct Flight {
+    sql: FlightSql,
+}
+
+#[tonic::async_trait]
+impl FlightService for Flight {
+    type HandshakeStream = <FlightSql as FlightService>::HandshakeStream;
+    type ListFlightsStream = <FlightSql as FlightService>::ListFlightsStream;
+    type DoGetStream = DoGetStream;
+    type DoPutStream = <FlightSql as FlightService>::DoPutStream;
+    type DoExchangeStream = <FlightSql as FlightService>::DoExchangeStream;
+    type DoActionStream = <FlightSql as FlightService>::DoActionStream;
+    type ListActionsStream = <FlightSql as FlightService>::ListActionsStream;
+
+    /// Tokens travel as `authorization` metadata on every call, so a handshake has nothing
+    /// to exchange: it answers with an empty payload (clients that handshake first work).
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let answer = HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(answer)]))))
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        FlightService::list_flights(&self.sql, request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        FlightService::get_flight_info(&self.sql, request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        FlightService::poll_flight_info(&self.sql, request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        FlightService::get_schema(&self.sql, request).await
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = &request.get_ref().ticket;
+        if ticket.first() == Some(&b'{') {
+            let t: JsonTicket = serde_json::from_slice(ticket).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "the ticket is not JSON like {{\"database\": \"db\", \"sql_query\": \
+                     \"SELECT 1\", \"query_type\": \"sql\"}}: {e}"
+                ))
+            })?;
+            match t.query_type.as_deref() {
+                None | Some("sql") => {}
+                Some(other) => {
+                    return Err(Status::invalid_argument(format!(
+                        "query_type '{other}' is not supported; use \"sql\""
+                    )));
+                }
+            }
+            let stream = self.sql.run(&request, &t.database, &t.sql_query).await?;
+            return Ok(Response::new(stream));
+        }
+        FlightService::do_get(&self.sql, request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        FlightService::do_put(&self.sql, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        FlightService::do_exchange(&self.sql, request).await
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.sql, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(&self.sql, request).await
+    }
+}

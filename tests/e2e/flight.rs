@@ -1,0 +1,229 @@
+//! Arrow Flight SQL and the influxdb3 clients' JSON-ticket `DoGet`, with arrow-flight's own
+//! Rust clients, on the main port.
+
+use arrow::record_batch::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::{FlightClient, Ticket};
+use futures::TryStreamExt;
+use reqwest::StatusCode;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::common::Server;
+
+async fn channel(s: &Server) -> Channel {
+    Channel::from_shared(s.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `sql` in `db` over HTTP, as the pretty table.
+async fn over_http(s: &Server, db: &str, sql: &str) -> String {
+    let (status, body) = s.query_raw(db, sql, "pretty").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.trim_end().to_string()
+}
+
+fn pretty(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+/// Runs `sql` as a Flight SQL statement: `GetFlightInfo` (one endpoint), then `DoGet` of its
+/// ticket. Returns the announced schema and the batches.
+async fn statement(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> (arrow::datatypes::Schema, Vec<RecordBatch>) {
+    let info = client.execute(sql.to_string(), None).await.unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+    let schema = info.clone().try_decode_schema().unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let stream = client.do_get(ticket).await.unwrap();
+    (schema, stream.try_collect().await.unwrap())
+}
+
+const SQL: &str = "SELECT host, usage, time FROM cpu ORDER BY host";
+
+#[tokio::test]
+async fn a_flight_sql_statement_answers_what_http_answers() {
+    let s = Server::start();
+    s.write_lp(
+        "fl",
+        "cpu,host=a usage=1.5 1767225600000000000\ncpu,host=b usage=2 1767225601000000000",
+    )
+    .await;
+    let mut client = FlightSqlServiceClient::new(channel(&s).await);
+    client.set_header("database", "fl");
+    let (schema, batches) = statement(&mut client, SQL).await;
+    let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["host", "usage", "time"]);
+    // what `DoGet` sends: the tag's values written out, not a dictionary
+    assert_eq!(
+        schema.field(0).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    assert_eq!(pretty(&batches), over_http(&s, "fl", SQL).await);
+    assert_eq!(batches[0].schema().as_ref(), &schema);
+
+    // the older metadata name for the database, and errors as statuses with SQL's message
+    let mut client = FlightSqlServiceClient::new(channel(&s).await);
+    client.set_header("bucket-name", "fl");
+    let e = client
+        .execute("SELECT nope FROM cpu".into(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    client.set_header("bucket-name", "missing");
+    let e = client.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert!(
+        e.to_string().contains("database 'missing' not found"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_json_ticket_runs_its_query_as_the_influxdb3_clients_send_it() {
+    let s = Server::start();
+    s.write_lp("fl", "cpu,host=a usage=1.5 1767225600000000000")
+        .await;
+    let mut client = FlightClient::new(channel(&s).await);
+    let ticket = json!({"database": "fl", "sql_query": SQL, "query_type": "sql"});
+    let stream = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    assert_eq!(pretty(&batches), over_http(&s, "fl", SQL).await);
+    let bad = json!({"database": "fl", "sql_query": "SHOW MEASUREMENTS", "query_type": "influxql"});
+    let e = client
+        .do_get(Ticket::new(bad.to_string()))
+        .await
+        .expect_err("influxql is refused");
+    assert!(e.to_string().contains("query_type 'influxql'"), "{e}");
+}
+
+#[tokio::test]
+async fn a_large_result_streams_in_many_batches() {
+    let s = Server::start();
+    let lines: String = (0..50_000)
+        .map(|i| {
+            format!(
+                "m,host=h{} v={i} {}\n",
+                i % 10,
+                1_767_225_600_000_000_000i64 + i
+            )
+        })
+        .collect();
+    s.write_lp("big", &lines).await;
+    let mut client = FlightClient::new(channel(&s).await);
+    let ticket = json!({"database": "big", "sql_query": "SELECT * FROM m", "query_type": "sql"});
+    let mut stream = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .unwrap();
+    let (mut rows, mut batches) = (0, 0);
+    while let Some(b) = stream.try_next().await.unwrap() {
+        rows += b.num_rows();
+        batches += 1;
+    }
+    assert_eq!(rows, 50_000);
+    assert!(batches > 1, "{batches}");
+}
+
+#[tokio::test]
+async fn flight_calls_need_a_token_with_read_access_once_tokens_exist() {
+    let s = Server::start();
+    s.write_lp("a", "cpu,host=x usage=1 1").await;
+    s.write_lp("b", "cpu,host=y usage=1 1").await;
+    let (st, admin) = s.post("/api/v3/configure/token/admin", "").await;
+    assert_eq!(st, StatusCode::CREATED);
+    let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
+    let r = s
+        .client
+        .post(s.at("/api/v3/configure/token"))
+        .bearer_auth(admin["token"].as_str().unwrap())
+        .json(&json!({"read": ["a"]}))
+        .send()
+        .await
+        .unwrap();
+    let reader: serde_json::Value = r.json().await.unwrap();
+    let reader = reader["token"].as_str().unwrap().to_string();
+
+    let mut client = FlightSqlServiceClient::new(channel(&s).await);
+    client.set_header("database", "a");
+    let e = client.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert!(e.to_string().contains("requires a token"), "{e}");
+    client.set_token(reader.clone());
+    let (_, batches) = statement(&mut client, "SELECT count(*) AS n FROM cpu").await;
+    assert_eq!(batches[0].num_rows(), 1);
+    client.set_header("database", "b");
+    let e = client.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert!(e.to_string().contains("may not read database 'b'"), "{e}");
+
+    let mut client = FlightClient::new(channel(&s).await);
+    client
+        .add_header("authorization", &format!("Bearer {reader}"))
+        .unwrap();
+    let ticket = json!({"database": "b", "sql_query": "SELECT 1"});
+    let e = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("may not read database 'b'"), "{e}");
+}
+
+/// The influxdb3 Python client writes line protocol and queries it back over Flight, and
+/// ADBC's Flight SQL driver (the Go client Grafana's data source uses) runs the same SQL;
+/// both answer what `/api/v3/query_sql` answers.
+#[tokio::test]
+async fn the_influxdb3_python_client_and_adbc_read_what_http_reads() {
+    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
+        panic!(
+            "this test needs SLUICE_TEST_PYTHON: a Python with influxdb3-python and \
+             adbc-driver-flightsql (.ci/run installs them)"
+        );
+    };
+    let s = Server::start();
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let script = r#"
+import json, sys
+url, port = sys.argv[1], sys.argv[2]
+from influxdb_client_3 import InfluxDBClient3
+client = InfluxDBClient3(host=url, database="py", token="")
+client.write(record="cpu,host=a,region=eu usage=1.5 1767225600000000000\ncpu,host=b,region=us usage=2.5 1767225601000000000")
+sql = "SELECT host, region, usage FROM cpu ORDER BY host"
+via_client = client.query(sql, language="sql").to_pylist()
+import adbc_driver_flightsql.dbapi as flightsql
+import warnings
+warnings.simplefilter("ignore")
+conn = flightsql.connect(f"grpc://127.0.0.1:{port}",
+                         db_kwargs={"adbc.flight.sql.rpc.call_header.database": "py"})
+cur = conn.cursor()
+cur.execute(sql)
+via_adbc = cur.fetch_arrow_table().to_pylist()
+print(json.dumps({"influxdb3": via_client, "adbc": via_adbc}))
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&s.url)
+        .arg(&port)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let http = serde_json::Value::Array(
+        s.sql("py", "SELECT host, region, usage FROM cpu ORDER BY host")
+            .await,
+    );
+    assert_eq!(got["influxdb3"], http);
+    assert_eq!(got["adbc"], http);
+}
