@@ -235,18 +235,16 @@ async fn the_otlp_grpc_port_takes_gzip_and_serves_only_otlp() {
     // to the default database
     let rows = s.sql("main", "SELECT count(*) AS n FROM target_info").await;
     assert_eq!(rows[0]["n"], 1);
-    // other gRPC methods are not served, here or on the main port
-    for base in [&grpc_url, &s.url] {
-        let a = call(
-            base,
-            "/arrow.flight.protocol.FlightService/Handshake",
-            &[],
-            b"",
-            false,
-        )
-        .await;
+    // other gRPC methods are not served here (Flight is, on the main port), and unknown
+    // ones nowhere
+    for (base, method) in [
+        (&grpc_url, "/arrow.flight.protocol.FlightService/Handshake"),
+        (&grpc_url, "/grpc.health.v1.Health/Check"),
+        (&s.url, "/grpc.health.v1.Health/Check"),
+    ] {
+        let a = call(base, method, &[], b"", false).await;
         assert_eq!(a.code, 12, "UNIMPLEMENTED: {a:?}");
-        assert!(a.message.contains("FlightService/Handshake"), "{a:?}");
+        assert!(a.message.contains(method), "{a:?}");
     }
     // nor is HTTP
     let r = s
