@@ -18,11 +18,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, SchemaResult, Ticket,
@@ -188,7 +193,185 @@ impl FlightSqlService for FlightSql {
         Ok(Response::new(stream))
     }
 
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        let schema = query.clone().into_builder().schema();
+        command_info(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        access(&request)?;
+        let mut builder = query.into_builder();
+        builder.append(CATALOG_NAME);
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        let schema = query.clone().into_builder().schema();
+        command_info(&query, &schema, request.into_inner())
+    }
+
+    /// The databases the caller may read, as the schemas of catalog `public`.
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let access = access(&request)?;
+        let mut builder = query.into_builder();
+        for db in self.readable_databases(&access) {
+            builder.append(CATALOG_NAME, &*db.name);
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        let schema = query.clone().into_builder().schema();
+        command_info(&query, &schema, request.into_inner())
+    }
+
+    /// The tables of the databases the caller may read (with their Arrow schemas, as queries
+    /// return them, when asked).
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let access = access(&request)?;
+        let mut builder = query.into_builder();
+        for db in self.readable_databases(&access) {
+            for table in db.tables.values() {
+                let schema = hydrated(table.arrow_schema());
+                builder
+                    .append(CATALOG_NAME, &*db.name, &*table.name, TABLE_TYPE, &schema)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        let schema = query.clone().into_builder().schema();
+        command_info(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        access(&request)?;
+        let mut builder = query.into_builder();
+        builder.append(TABLE_TYPE);
+        one_batch(builder.build())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        let schema = query.clone().into_builder(&sql_info()?).schema();
+        command_info(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        access(&request)?;
+        one_batch(query.into_builder(&sql_info()?).build())
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The Flight SQL catalog holding every database (as a schema): DataFusion's, which queries
+/// can name too.
+const CATALOG_NAME: &str = sluice_query::catalog_provider::CATALOG_NAME;
+
+/// The one kind of table Sluice has.
+const TABLE_TYPE: &str = "BASE TABLE";
+
+impl FlightSql {
+    /// The databases `access` may read.
+    fn readable_databases(&self, access: &Access) -> Vec<Arc<sluice_storage::DatabaseSchema>> {
+        let catalog = self.state.buffer.catalog();
+        catalog
+            .databases
+            .values()
+            .filter(|db| {
+                access
+                    .readable()
+                    .is_none_or(|r| r.iter().any(|n| *n == *db.name))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the server tells Flight SQL clients about itself.
+fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut info = SqlInfoDataBuilder::new();
+    info.append(SqlInfo::FlightSqlServerName, "Sluice");
+    info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    info.append(SqlInfo::FlightSqlServerReadOnly, true);
+    info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    info.build().map_err(|e| Status::internal(e.to_string()))
+}
+
+/// A `FlightInfo` for a metadata command: its schema, and one endpoint whose ticket is the
+/// command itself.
+fn command_info(
+    command: &impl ProstMessageExt,
+    schema: &Schema,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(command.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// A stream of one built batch.
+fn one_batch<E: std::fmt::Display>(
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(batch.schema())
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(Status::from);
+    Ok(Response::new(Box::pin(flight)))
 }
 
 /// Flight: Flight SQL, plus `DoGet` with the influxdb3 clients' JSON tickets.
