@@ -45,6 +45,24 @@ async fn statement(
     (schema, stream.try_collect().await.unwrap())
 }
 
+/// Creates the server's first (admin) token, then with it a token that may read `db`, and
+/// returns the latter.
+async fn first_tokens_then_reader_of(s: &Server, db: &str) -> String {
+    let (st, admin) = s.post("/api/v3/configure/token/admin", "").await;
+    assert_eq!(st, StatusCode::CREATED, "{admin}");
+    let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
+    let r = s
+        .client
+        .post(s.at("/api/v3/configure/token"))
+        .bearer_auth(admin["token"].as_str().unwrap())
+        .json(&json!({"read": [db]}))
+        .send()
+        .await
+        .unwrap();
+    let reader: serde_json::Value = r.json().await.unwrap();
+    reader["token"].as_str().unwrap().to_string()
+}
+
 const SQL: &str = "SELECT host, usage, time FROM cpu ORDER BY host";
 
 #[tokio::test]
@@ -138,19 +156,7 @@ async fn flight_calls_need_a_token_with_read_access_once_tokens_exist() {
     let s = Server::start();
     s.write_lp("a", "cpu,host=x usage=1 1").await;
     s.write_lp("b", "cpu,host=y usage=1 1").await;
-    let (st, admin) = s.post("/api/v3/configure/token/admin", "").await;
-    assert_eq!(st, StatusCode::CREATED);
-    let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
-    let r = s
-        .client
-        .post(s.at("/api/v3/configure/token"))
-        .bearer_auth(admin["token"].as_str().unwrap())
-        .json(&json!({"read": ["a"]}))
-        .send()
-        .await
-        .unwrap();
-    let reader: serde_json::Value = r.json().await.unwrap();
-    let reader = reader["token"].as_str().unwrap().to_string();
+    let reader = first_tokens_then_reader_of(&s, "a").await;
 
     let mut client = FlightSqlServiceClient::new(channel(&s).await);
     client.set_header("database", "a");
@@ -323,18 +329,7 @@ async fn flight_sql_tools_can_browse_databases_and_tables() {
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 
     // a token that reads only `b` sees only `b`
-    let (_, admin) = s.post("/api/v3/configure/token/admin", "").await;
-    let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
-    let r = s
-        .client
-        .post(s.at("/api/v3/configure/token"))
-        .bearer_auth(admin["token"].as_str().unwrap())
-        .json(&json!({"read": ["b"]}))
-        .send()
-        .await
-        .unwrap();
-    let reader: serde_json::Value = r.json().await.unwrap();
-    client.set_token(reader["token"].as_str().unwrap().to_string());
+    client.set_token(first_tokens_then_reader_of(&s, "b").await);
     let info = client
         .get_tables(CommandGetTables::default())
         .await
