@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::table_provider::{OrderedColumns, SluiceTable};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
@@ -198,6 +198,26 @@ impl QueryExecutor {
         Ok(Arc::new(plan.schema().as_arrow().clone()))
     }
 
+    /// Plans `sql` without running it, for a prepared statement: the result's schema, and
+    /// its `$name` placeholders (`$1`, `$2`, ... for positional ones) with the types their
+    /// use implies (`None` where it implies none), sorted by name.
+    pub async fn prepare(
+        &self,
+        db: &str,
+        sql: &str,
+        readable: Option<&[String]>,
+    ) -> Result<(SchemaRef, Vec<(String, Option<DataType>)>), QueryError> {
+        let plan = self.logical(db, sql, HashMap::new(), readable);
+        let (_, plan) = self.within_timeout(plan).await?;
+        let mut params: Vec<(String, Option<DataType>)> = plan
+            .get_parameter_types()
+            .map_err(|e| self.classify(e))?
+            .into_iter()
+            .collect();
+        params.sort_by_key(|p| natural(&p.0));
+        Ok((Arc::new(plan.schema().as_arrow().clone()), params))
+    }
+
     /// Plans `sql` (within the query timeout) and returns its schema and a stream of its
     /// batches, computed as they are read: nothing is collected in memory.
     pub async fn query_stream(
@@ -325,6 +345,12 @@ impl QueryExecutor {
             _ => QueryError::Invalid(root.to_string()),
         }
     }
+}
+
+/// A placeholder's sort key: `$2` before `$10`, names after numbers.
+fn natural(name: &str) -> (u64, String) {
+    let bare = name.trim_start_matches('$');
+    (bare.parse().unwrap_or(u64::MAX), bare.to_string())
 }
 
 /// At most how many rows the table scans of `plan` (subqueries included) read.

@@ -18,24 +18,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, SchemaResult, Ticket,
+    HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
 };
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sluice_query::QueryError;
+use sluice_query::{QueryError, ScalarValue};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -57,11 +63,88 @@ pub struct FlightSql {
     state: Arc<AppState>,
 }
 
-/// What a Flight SQL statement ticket holds: the query to run where.
-#[derive(Debug, Serialize, Deserialize)]
+/// What a Flight SQL statement ticket (or prepared statement handle) holds: the query to
+/// run where, and for a prepared statement the parameter values bound to it (as JSON).
+/// Sluice keeps no per-statement state: everything is in the handle, and the caller's
+/// access is checked again when it runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct StatementHandle {
     db: String,
     sql: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    params: Vec<(String, serde_json::Value)>,
+}
+
+impl StatementHandle {
+    fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Status::invalid_argument(format!("not a Sluice statement handle: {e}")))
+    }
+
+    fn encode(&self) -> Result<bytes::Bytes, Status> {
+        serde_json::to_vec(self)
+            .map(Into::into)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// The bound parameters as DataFusion values, by placeholder name without its `$`.
+    fn param_values(&self) -> Result<HashMap<String, ScalarValue>, Status> {
+        self.params
+            .iter()
+            .map(|(name, v)| Ok((name.clone(), scalar_of(v)?)))
+            .collect()
+    }
+}
+
+/// A parameter value from its JSON form.
+fn scalar_of(v: &serde_json::Value) -> Result<ScalarValue, Status> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ScalarValue::Int64(Some(i)),
+            (None, Some(u)) => ScalarValue::UInt64(Some(u)),
+            _ => ScalarValue::Float64(n.as_f64()),
+        },
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "parameter value {other} is not a string, number, boolean or null"
+            )));
+        }
+    })
+}
+
+/// A bound parameter's JSON form, from row 0 of `column`.
+fn json_of(column: &dyn arrow::array::Array) -> Result<serde_json::Value, Status> {
+    let value = ScalarValue::try_from_array(column, 0)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if value.is_null() {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(match value {
+        ScalarValue::Boolean(Some(b)) => b.into(),
+        ScalarValue::Int8(Some(v)) => v.into(),
+        ScalarValue::Int16(Some(v)) => v.into(),
+        ScalarValue::Int32(Some(v)) => v.into(),
+        ScalarValue::Int64(Some(v)) => v.into(),
+        ScalarValue::UInt8(Some(v)) => v.into(),
+        ScalarValue::UInt16(Some(v)) => v.into(),
+        ScalarValue::UInt32(Some(v)) => v.into(),
+        ScalarValue::UInt64(Some(v)) => v.into(),
+        ScalarValue::Float32(Some(v)) => f64::from(v).into(),
+        ScalarValue::Float64(Some(v)) => v.into(),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.into(),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "parameters of type {} are not supported; bind strings, numbers or booleans",
+                other.data_type()
+            )));
+        }
+    })
 }
 
 /// The JSON ticket of the influxdb3 client libraries.
@@ -91,6 +174,7 @@ impl FlightSql {
         request: &Request<T>,
         db: &str,
         sql: &str,
+        params: HashMap<String, ScalarValue>,
     ) -> Result<DoGetStream, Status> {
         let access = access(request)?;
         access
@@ -99,7 +183,7 @@ impl FlightSql {
         let (schema, batches) = self
             .state
             .query
-            .query_stream(db, sql, HashMap::new(), access.readable())
+            .query_stream(db, sql, params, access.readable())
             .await
             .map_err(query_status)?;
         let flight = FlightDataEncoderBuilder::new()
@@ -164,13 +248,13 @@ impl FlightSqlService for FlightSql {
             .schema_of(&db, &query.query, HashMap::new(), access.readable())
             .await
             .map_err(query_status)?;
-        let handle = serde_json::to_vec(&StatementHandle {
+        let handle = StatementHandle {
             db,
             sql: query.query,
-        })
-        .map_err(|e| Status::internal(e.to_string()))?;
+            ..StatementHandle::default()
+        };
         let ticket = TicketStatementQuery {
-            statement_handle: handle.into(),
+            statement_handle: handle.encode()?,
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
@@ -187,10 +271,123 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let handle: StatementHandle = serde_json::from_slice(&ticket.statement_handle)
-            .map_err(|e| Status::invalid_argument(format!("not a Sluice statement ticket: {e}")))?;
-        let stream = self.run(&request, &handle.db, &handle.sql).await?;
+        let handle = StatementHandle::decode(&ticket.statement_handle)?;
+        let stream = self
+            .run(&request, &handle.db, &handle.sql, HashMap::new())
+            .await?;
         Ok(Response::new(stream))
+    }
+
+    /// Plans the statement: its result schema, and its parameters (`$1`, `$2`, ... or
+    /// `$name`) as the parameter schema, in the order they are bound.
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let access = access(&request)?;
+        let db = self.database(request.metadata());
+        access
+            .read(&db)
+            .map_err(|e| Status::permission_denied(e.message))?;
+        let (schema, params) = self
+            .state
+            .query
+            .prepare(&db, &query.query, access.readable())
+            .await
+            .map_err(query_status)?;
+        let parameter_schema = Schema::new(
+            params
+                .iter()
+                .map(|(name, t)| Field::new(name, t.clone().unwrap_or(DataType::Utf8), true))
+                .collect::<Vec<_>>(),
+        );
+        let handle = StatementHandle {
+            db,
+            sql: query.query,
+            ..StatementHandle::default()
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.encode()?,
+            dataset_schema: ipc_schema(&hydrated(&schema))?,
+            parameter_schema: ipc_schema(&hydrated(&parameter_schema))?,
+        })
+    }
+
+    /// Binds parameter values (one row, a column per parameter in the parameter schema's
+    /// order): answers with a new handle that holds them.
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("the parameters do not decode: {e}")))?;
+        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Err(Status::invalid_argument("no parameter values were sent"));
+        };
+        handle.params = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .enumerate()
+            .map(|(i, (field, column))| {
+                let name = match field.name().strip_prefix('$') {
+                    Some(name) => name.to_string(),
+                    None => (i + 1).to_string(),
+                };
+                Ok((name, json_of(column.as_ref())?))
+            })
+            .collect::<Result<_, Status>>()?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.encode()?),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let access = access(&request)?;
+        let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        access
+            .read(&handle.db)
+            .map_err(|e| Status::permission_denied(e.message))?;
+        let params = handle.param_values()?;
+        let schema = self
+            .state
+            .query
+            .schema_of(&handle.db, &handle.sql, params, access.readable())
+            .await
+            .map_err(query_status)?;
+        command_info(&query, &hydrated(&schema), request.into_inner())
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let params = handle.param_values()?;
+        let stream = self.run(&request, &handle.db, &handle.sql, params).await?;
+        Ok(Response::new(stream))
+    }
+
+    /// Nothing to free: a handle holds all of its statement.
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Ok(())
     }
 
     async fn get_flight_info_catalogs(
@@ -199,7 +396,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         access(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         command_info(&query, &schema, request.into_inner())
     }
 
@@ -274,7 +471,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         access(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         command_info(&query, &schema, request.into_inner())
     }
 
@@ -360,6 +557,14 @@ fn command_info(
         .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
         .with_descriptor(descriptor);
     Ok(Response::new(info))
+}
+
+/// `schema` in the IPC form Flight SQL messages carry.
+fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(message.0)
 }
 
 /// A stream of one built batch.
@@ -450,7 +655,10 @@ impl FlightService for Flight {
                     )));
                 }
             }
-            let stream = self.sql.run(&request, &t.database, &t.sql_query).await?;
+            let stream = self
+                .sql
+                .run(&request, &t.database, &t.sql_query, HashMap::new())
+                .await?;
             return Ok(Response::new(stream));
         }
         FlightService::do_get(&self.sql, request).await

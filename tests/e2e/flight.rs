@@ -212,7 +212,9 @@ conn = flightsql.connect(f"grpc://127.0.0.1:{port}",
 cur = conn.cursor()
 cur.execute(sql)
 via_adbc = cur.fetch_arrow_table().to_pylist()
-print(json.dumps({"influxdb3": via_client, "adbc": via_adbc}))
+cur.execute("SELECT host FROM cpu WHERE usage > $1 ORDER BY host", parameters=(2.0,))
+bound = cur.fetch_arrow_table().to_pylist()
+print(json.dumps({"influxdb3": via_client, "adbc": via_adbc, "bound": bound}))
 "#;
     let out = std::process::Command::new(python)
         .arg("-c")
@@ -233,6 +235,7 @@ print(json.dumps({"influxdb3": via_client, "adbc": via_adbc}))
     );
     assert_eq!(got["influxdb3"], http);
     assert_eq!(got["adbc"], http);
+    assert_eq!(got["bound"], json!([{"host": "b"}]));
 }
 
 /// The rows of `info`'s one endpoint.
@@ -338,4 +341,69 @@ async fn flight_sql_tools_can_browse_databases_and_tables() {
         strings(&fetch(&mut client, info).await, "table_name"),
         ["disk"]
     );
+}
+
+/// JDBC and ADBC run every query as a prepared statement: planned once, parameters bound by
+/// position, then executed.
+#[tokio::test]
+async fn prepared_statements_bind_their_parameters() {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let s = Server::start();
+    s.write_lp(
+        "fl",
+        "cpu,host=a usage=1 1\ncpu,host=b usage=5 2\ncpu,host=c usage=9 3",
+    )
+    .await;
+    let mut client = FlightSqlServiceClient::new(channel(&s).await);
+    client.set_header("database", "fl");
+    let sql = "SELECT host FROM cpu WHERE usage > $1 AND host <> $2 ORDER BY host";
+    let mut stmt = client.prepare(sql.to_string(), None).await.unwrap();
+    let params: Vec<_> = stmt
+        .parameter_schema()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    assert_eq!(
+        params,
+        [
+            ("$1".to_string(), DataType::Float64),
+            ("$2".to_string(), DataType::Utf8)
+        ]
+    );
+    let names: Vec<_> = stmt
+        .dataset_schema()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["host"]);
+    for (min, not, want) in [
+        (2.0, "x", vec!["b", "c"]),
+        (2.0, "c", vec!["b"]),
+        (0.0, "x", vec!["a", "b", "c"]),
+    ] {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("$1", DataType::Float64, false),
+            Field::new("$2", DataType::Utf8, false),
+        ]));
+        let values = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Float64Array::from(vec![min])),
+                Arc::new(StringArray::from(vec![not])),
+            ],
+        )
+        .unwrap();
+        stmt.set_parameters(values).unwrap();
+        let info = stmt.execute().await.unwrap();
+        let batches = fetch(&mut client, info).await;
+        assert_eq!(strings(&batches, "host"), want, "{min} {not}");
+    }
+    stmt.close().await.unwrap();
 }
