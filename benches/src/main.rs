@@ -116,6 +116,11 @@ struct Args {
     /// Timed runs per TSBS query.
     #[arg(long, default_value_t = 10)]
     tsbs_runs: usize,
+    /// After loading (Sluice only), run this SQL `--query-runs` times over HTTP (JSON) and
+    /// over Arrow Flight (`DoGet` with a JSON ticket), and report for each the time to the
+    /// first bytes (HTTP) or first record batch (Flight) and to the last.
+    #[arg(long)]
+    compare_flight: Option<String>,
 }
 
 /// User plus system CPU time of process `pid` so far, from /proc.
@@ -474,6 +479,9 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
             );
         }
     }
+    if let Some(q) = &args.compare_flight {
+        compare_flight(&client, args, q).await?;
+    }
     if let Some(q) = &args.query {
         sql(&client, args, q).await?;
         let mut times = Vec::with_capacity(args.query_runs);
@@ -489,6 +497,79 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
             times.len()
         );
     }
+    Ok(())
+}
+
+/// Times `q` over HTTP as JSON and over Flight: first bytes or batch, and all of it.
+async fn compare_flight(client: &reqwest::Client, args: &Args, q: &str) -> Result<(), String> {
+    use futures::TryStreamExt;
+    let url = format!("{}/api/v3/query_sql", args.url);
+    let channel = tonic::transport::Channel::from_shared(args.url.clone())
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {} over gRPC: {e}", args.url))?;
+    let mut flight = arrow_flight::FlightClient::new(channel);
+    let ticket = serde_json::json!({"database": args.db, "sql_query": q, "query_type": "sql"});
+    let (mut http_first, mut http_all, mut fl_first, mut fl_all) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut http_bytes, mut rows) = (0usize, 0usize);
+    for run in 0..=args.query_runs {
+        let t = Instant::now();
+        let mut r = client
+            .get(&url)
+            .query(&[("db", args.db.as_str()), ("q", q), ("format", "json")])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("HTTP query failed: {}", r.status()));
+        }
+        let mut first = None;
+        http_bytes = 0;
+        while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+            first.get_or_insert_with(|| t.elapsed());
+            http_bytes += chunk.len();
+        }
+        let all = t.elapsed();
+        let t = Instant::now();
+        let mut stream = flight
+            .do_get(arrow_flight::Ticket::new(ticket.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut fl_first_batch = None;
+        rows = 0;
+        while let Some(b) = stream.try_next().await.map_err(|e| e.to_string())? {
+            fl_first_batch.get_or_insert_with(|| t.elapsed());
+            rows += b.num_rows();
+        }
+        let fl_done = t.elapsed();
+        if run == 0 {
+            continue; // warm-up
+        }
+        let ms = |d: Option<std::time::Duration>| d.unwrap_or_default().as_secs_f64() * 1e3;
+        http_first.push(ms(first));
+        http_all.push(ms(Some(all)));
+        fl_first.push(ms(fl_first_batch));
+        fl_all.push(ms(Some(fl_done)));
+    }
+    let median = |v: &mut Vec<f64>| summarize(v).0;
+    println!(
+        "compare-flight:    {q} ({rows} rows; JSON {:.1} MB)",
+        http_bytes as f64 / 1e6
+    );
+    println!(
+        "HTTP JSON:         first bytes {:.1} ms, all {:.1} ms (median of {})",
+        median(&mut http_first),
+        median(&mut http_all),
+        args.query_runs
+    );
+    println!(
+        "Flight:            first batch {:.1} ms, all {:.1} ms (median of {})",
+        median(&mut fl_first),
+        median(&mut fl_all),
+        args.query_runs
+    );
     Ok(())
 }
 

@@ -46,6 +46,11 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
+        // Responses go out as soon as they are written: a streamed answer (Flight batches,
+        // gRPC trailers) must not wait for the client's delayed ACK before its last segment.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
         let service = TowerToHyperService::new(router.clone());
         let mut stopping = stopping.clone();
         let open = open.clone();
