@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::table_provider::{OrderedColumns, SluiceTable};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -22,6 +24,7 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ExecutionPlan, SendableRecordBatchStream, collect, execute_stream,
 };
@@ -218,8 +221,9 @@ impl QueryExecutor {
         Ok((Arc::new(plan.schema().as_arrow().clone()), params))
     }
 
-    /// Plans `sql` (within the query timeout) and returns its schema and a stream of its
-    /// batches, computed as they are read: nothing is collected in memory.
+    /// Plans `sql` and returns its schema and a stream of its batches, computed as they are
+    /// read: nothing is collected in memory. The query timeout covers planning and the
+    /// stream: past it, the stream ends with the timeout error.
     pub async fn query_stream(
         &self,
         db: &str,
@@ -227,13 +231,14 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
         let planned = async {
             let (state, plan) = self.logical(db, sql, params, readable).await?;
             self.physical(state, plan).await
         };
         let (schema, plan, task_ctx) = self.within_timeout(planned).await?;
         let stream = execute_stream(plan, task_ctx).map_err(|e| self.classify(e))?;
-        Ok((schema, stream))
+        Ok((schema, until(stream, deadline, self.config.timeout)))
     }
 
     async fn within_timeout<T>(
@@ -345,6 +350,33 @@ impl QueryExecutor {
             _ => QueryError::Invalid(root.to_string()),
         }
     }
+}
+
+/// `stream`, ended by a timeout error (and dropped, which stops the query) once `deadline`
+/// passes.
+fn until(
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    let bounded = futures::stream::unfold(Some((stream, sleep)), move |state| async move {
+        let (mut stream, mut sleep) = state?;
+        let timed_out = || {
+            let e = QueryError::Timeout(timeout).to_string();
+            Some((Err(DataFusionError::Execution(e)), None))
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return timed_out();
+        }
+        tokio::select! {
+            biased;
+            () = &mut sleep => timed_out(),
+            item = stream.next() => item.map(|i| (i, Some((stream, sleep)))),
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, bounded))
 }
 
 /// A placeholder's sort key: `$2` before `$10`, names after numbers.

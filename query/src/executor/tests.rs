@@ -31,6 +31,16 @@ async fn fixture_at(config: QueryConfig, clock: sluice_storage::Clock) -> Fixtur
 }
 
 impl Fixture {
+    /// `sql` in `db` as a stream of batches.
+    async fn stream(&self, sql: &str) -> SendableRecordBatchStream {
+        let (_, s) = self
+            .exec
+            .query_stream("db", sql, HashMap::new(), None)
+            .await
+            .unwrap();
+        s
+    }
+
     async fn write(&self, db: &str, lp: &str) {
         let out = parse(
             lp.as_bytes(),
@@ -541,4 +551,31 @@ async fn retention_hides_the_old_rows_of_files_and_buffer_chunks_that_straddle_i
         usage(f.sql("db", per_host).await.unwrap()),
         ["a | 1", "b | 2"]
     );
+}
+
+#[tokio::test]
+async fn a_streamed_query_ends_with_the_timeout_error_once_its_time_is_up() {
+    use futures::StreamExt;
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", "cpu v=1 1").await;
+    let sql = "SELECT value FROM generate_series(1, 100000)";
+    let hour = std::time::Duration::from_secs(3600);
+    // time left: every row comes through
+    let s = until(
+        f.stream(sql).await,
+        tokio::time::Instant::now() + hour,
+        hour,
+    );
+    let rows: usize = s
+        .map(|b| b.unwrap().num_rows())
+        .collect::<Vec<_>>()
+        .await
+        .iter()
+        .sum();
+    assert_eq!(rows, 100_000);
+    // time up: the error, then the end
+    let mut s = until(f.stream(sql).await, tokio::time::Instant::now(), hour);
+    let e = s.next().await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("--query-timeout"), "{e}");
+    assert!(s.next().await.is_none());
 }
