@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use sluice_ingest::line_protocol::split_lines;
 
 use crate::cli::{
-    AdminArgs, ClientArgs, DbCommand, QueryArgs, TableCommand, TokenCommand, WriteArgs,
+    AdminArgs, ClientArgs, DbCommand, HostArgs, QueryArgs, TableCommand, TokenCommand, WriteArgs,
 };
 
 /// An HTTP client that sends `token`, if given, as `Authorization: Bearer`.
@@ -25,7 +25,23 @@ fn http(token: Option<&str>) -> Result<reqwest::Client, String> {
 }
 
 fn endpoint(client: &ClientArgs, path: &str) -> String {
-    format!("{}{path}", client.host.trim_end_matches('/'))
+    url_of(&client.host, path)
+}
+
+fn url_of(host: &str, path: &str) -> String {
+    format!("{}{path}", host.trim_end_matches('/'))
+}
+
+impl HostArgs {
+    /// The URL of `path` on the server.
+    fn url(&self, path: &str) -> String {
+        url_of(&self.host, path)
+    }
+
+    /// A client sending the token, if one was given.
+    fn http(&self) -> Result<reqwest::Client, String> {
+        http(self.token.as_deref())
+    }
 }
 
 /// Turns an error response into the message to show: the server's `error`/`message` text,
@@ -192,8 +208,8 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
             retention,
             name,
         } => {
-            let url = format!("{}{path}", server.host.trim_end_matches('/'));
-            let http = http(server.token.as_deref())?;
+            let url = server.url(path);
+            let http = server.http()?;
             let mut body = serde_json::json!({ "db": name });
             if let Some(r) = &retention {
                 body["retention_period"] = r.text.clone().into();
@@ -205,14 +221,14 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
             }
         }
         DbCommand::List { server, format } => {
-            let url = format!("{}{path}", server.host.trim_end_matches('/'));
-            let http = http(server.token.as_deref())?;
+            let url = server.url(path);
+            let http = server.http()?;
             let text = send(http.get(&url).query(&[("format", &format)]), &url).await?;
             print!("{text}");
         }
         DbCommand::Delete { server, name } => {
-            let url = format!("{}{path}", server.host.trim_end_matches('/'));
-            let http = http(server.token.as_deref())?;
+            let url = server.url(path);
+            let http = server.http()?;
             send(http.delete(&url).query(&[("db", &name)]), &url).await?;
             println!("deleted database {name}");
         }
@@ -221,8 +237,8 @@ pub async fn db(command: DbCommand) -> Result<(), String> {
             name,
             retention,
         } => {
-            let url = format!("{}{path}", server.host.trim_end_matches('/'));
-            let http = http(server.token.as_deref())?;
+            let url = server.url(path);
+            let http = server.http()?;
             let body = serde_json::json!({ "db": name, "retention_period": retention.text });
             send(http.patch(&url).json(&body), &url).await?;
             println!("database {name} now keeps rows for {}", retention.text);
@@ -280,25 +296,17 @@ pub async fn token(command: TokenCommand) -> Result<(), String> {
         } => (server, admin, read, write, name),
         TokenCommand::List { server } => return list_tokens(server).await,
         TokenCommand::Delete { server, id } => {
-            let url = format!(
-                "{}/api/v3/configure/token",
-                server.host.trim_end_matches('/')
-            );
+            let url = server.url("/api/v3/configure/token");
             let id = id.to_string();
-            let request = http(server.token.as_deref())?
-                .delete(&url)
-                .query(&[("id", &id)]);
+            let request = server.http()?.delete(&url).query(&[("id", &id)]);
             send(request, &url).await?;
             println!("token {id} revoked");
             return Ok(());
         }
     };
-    let url = format!(
-        "{}/api/v3/configure/token",
-        server.host.trim_end_matches('/')
-    );
+    let url = server.url("/api/v3/configure/token");
     let body = serde_json::json!({ "name": name, "admin": admin, "read": read, "write": write });
-    let answer = send(http(server.token.as_deref())?.post(&url).json(&body), &url).await?;
+    let answer = send(server.http()?.post(&url).json(&body), &url).await?;
     let v: serde_json::Value =
         serde_json::from_str(&answer).map_err(|e| format!("reading the answer: {e}"))?;
     let token = v["token"].as_str().ok_or("the answer holds no token")?;
@@ -312,12 +320,9 @@ pub async fn token(command: TokenCommand) -> Result<(), String> {
 }
 
 /// `sluice token list`: one line per token.
-async fn list_tokens(server: crate::cli::HostArgs) -> Result<(), String> {
-    let url = format!(
-        "{}/api/v3/configure/token",
-        server.host.trim_end_matches('/')
-    );
-    let answer = send(http(server.token.as_deref())?.get(&url), &url).await?;
+async fn list_tokens(server: HostArgs) -> Result<(), String> {
+    let url = server.url("/api/v3/configure/token");
+    let answer = send(server.http()?.get(&url), &url).await?;
     let tokens: Vec<serde_json::Value> =
         serde_json::from_str(&answer).map_err(|e| format!("reading the answer: {e}"))?;
     let list = |v: &serde_json::Value| -> String {

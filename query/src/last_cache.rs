@@ -127,11 +127,7 @@ impl TableProvider for LastCacheTable {
             table.set_last_rows_complete();
         }
         let mut rows = table.last_rows(&self.schema);
-        let cutoff = self
-            .buffer
-            .catalog()
-            .retention_cutoff(&self.db, self.buffer.now());
-        if let Some(cutoff) = cutoff {
+        if let Some(cutoff) = self.buffer.retention_cutoff(&self.db) {
             // a series whose newest row is past the retention period has no row to show
             let time = rows
                 .column_by_name(TIME_COLUMN)

@@ -84,7 +84,7 @@ impl SluiceTable {
     /// the file's range), and every buffered row.
     pub fn rows_to_scan(&self, filters: &[Expr]) -> usize {
         let mut range = time_range(filters);
-        if let Some(cutoff) = self.retention_cutoff() {
+        if let Some(cutoff) = self.write_buffer.retention_cutoff(&self.db) {
             range.min = range.min.max(cutoff);
         }
         let files: f64 = self
@@ -101,15 +101,6 @@ impl SluiceTable {
             })
             .sum();
         files.ceil() as usize + self.buffer.as_ref().map_or(0, |b| b.rows())
-    }
-}
-
-impl SluiceTable {
-    /// The earliest time the database's retention period keeps now, if it has one.
-    fn retention_cutoff(&self) -> Option<i64> {
-        self.write_buffer
-            .catalog()
-            .retention_cutoff(&self.db, self.write_buffer.now())
     }
 }
 
@@ -190,7 +181,7 @@ impl TableProvider for SluiceTable {
         // Rows past the database's retention period are never returned: sources entirely
         // older than the cutoff are left out, and rows of those that straddle it are
         // filtered out below.
-        let cutoff = self.retention_cutoff();
+        let cutoff = self.write_buffer.retention_cutoff(&self.db);
         if let Some(cutoff) = cutoff {
             range.min = range.min.max(cutoff);
         }

@@ -47,6 +47,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::AppState;
 use super::auth::Access;
+use super::otlp::grpc::status;
+use super::query::scalar;
 
 /// The path prefix of Flight's gRPC methods.
 pub const PATH_PREFIX: &str = "/arrow.flight.protocol.FlightService/";
@@ -91,29 +93,9 @@ impl StatementHandle {
     fn param_values(&self) -> Result<HashMap<String, ScalarValue>, Status> {
         self.params
             .iter()
-            .map(|(name, v)| Ok((name.clone(), scalar_of(v)?)))
+            .map(|(name, v)| Ok((name.clone(), scalar(name, v.clone()).map_err(status)?)))
             .collect()
     }
-}
-
-/// A parameter value from its JSON form.
-fn scalar_of(v: &serde_json::Value) -> Result<ScalarValue, Status> {
-    use serde_json::Value;
-    Ok(match v {
-        Value::Null => ScalarValue::Null,
-        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => ScalarValue::Int64(Some(i)),
-            (None, Some(u)) => ScalarValue::UInt64(Some(u)),
-            _ => ScalarValue::Float64(n.as_f64()),
-        },
-        other => {
-            return Err(Status::invalid_argument(format!(
-                "parameter value {other} is not a string, number, boolean or null"
-            )));
-        }
-    })
 }
 
 /// A bound parameter's JSON form, from row 0 of `column`.
@@ -177,9 +159,7 @@ impl FlightSql {
         params: HashMap<String, ScalarValue>,
     ) -> Result<DoGetStream, Status> {
         let access = access(request)?;
-        access
-            .read(db)
-            .map_err(|e| Status::permission_denied(e.message))?;
+        access.read(db).map_err(status)?;
         let (schema, batches) = self
             .state
             .query
@@ -239,9 +219,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let access = access(&request)?;
         let db = self.database(request.metadata());
-        access
-            .read(&db)
-            .map_err(|e| Status::permission_denied(e.message))?;
+        access.read(&db).map_err(status)?;
         let schema = self
             .state
             .query
@@ -287,9 +265,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let access = access(&request)?;
         let db = self.database(request.metadata());
-        access
-            .read(&db)
-            .map_err(|e| Status::permission_denied(e.message))?;
+        access.read(&db).map_err(status)?;
         let (schema, params) = self
             .state
             .query
@@ -357,9 +333,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let access = access(&request)?;
         let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
-        access
-            .read(&handle.db)
-            .map_err(|e| Status::permission_denied(e.message))?;
+        access.read(&handle.db).map_err(status)?;
         let params = handle.param_values()?;
         let schema = self
             .state

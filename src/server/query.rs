@@ -130,7 +130,8 @@ async fn run(
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
 
-fn scalar(name: &str, v: serde_json::Value) -> Result<ScalarValue, ApiError> {
+/// A `$name` parameter's value from its JSON form.
+pub(crate) fn scalar(name: &str, v: serde_json::Value) -> Result<ScalarValue, ApiError> {
     use serde_json::Value;
     Ok(match v {
         Value::Null => ScalarValue::Null,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::catalog::{DatabaseSchema, Retention, validate_database_name};
+use crate::catalog::{CatalogSnapshot, DatabaseSchema, Retention, validate_database_name};
 use crate::persisted_files::{Dropped, LakeState, ParquetFile, PendingDelete};
 use crate::store;
 use crate::write_buffer::{DropTarget, WalMsg, WriteBuffer};
@@ -63,6 +63,12 @@ impl WriteBuffer {
         self.config.clock.now()
     }
 
+    /// The earliest time (Unix nanoseconds) database `db` keeps rows of now, if it has a
+    /// retention period: queries hide older rows.
+    pub fn retention_cutoff(&self, db: &str) -> Option<i64> {
+        self.catalog().retention_cutoff(db, self.now())
+    }
+
     /// Creates the empty database `name` keeping rows for `retention` (`None`: forever).
     pub async fn create_database(
         &self,
@@ -71,13 +77,11 @@ impl WriteBuffer {
     ) -> Result<(), AdminError> {
         validate_database_name(name).map_err(AdminError::InvalidName)?;
         let _lake_guard = self.lake_lock.lock().await;
-        {
-            let _write = self.write_lock.lock();
-            let current = self.shared.catalog.snapshot();
+        self.change_catalog(|current| {
             if current.database(name).is_some() {
                 return Err(AdminError::DatabaseExists(name.into()));
             }
-            let mut next = (*current).clone();
+            let mut next = current.clone();
             next.databases.insert(
                 name.into(),
                 Arc::new(DatabaseSchema {
@@ -86,9 +90,9 @@ impl WriteBuffer {
                     ..DatabaseSchema::default()
                 }),
             );
-            self.shared.catalog.replace(next);
-        }
-        self.record_catalog(|_| {}).await
+            Ok((next, ()))
+        })
+        .await
     }
 
     /// Changes how long database `name` keeps rows. Rows older than the new period disappear
@@ -99,19 +103,17 @@ impl WriteBuffer {
         retention: Option<Retention>,
     ) -> Result<(), AdminError> {
         let _lake_guard = self.lake_lock.lock().await;
-        {
-            let _write = self.write_lock.lock();
-            let current = self.shared.catalog.snapshot();
+        self.change_catalog(|current| {
             let Some(db) = current.database(name) else {
                 return Err(AdminError::DatabaseNotFound(name.into()));
             };
             let mut changed = (**db).clone();
             changed.retention = retention;
-            let mut next = (*current).clone();
+            let mut next = current.clone();
             next.databases.insert(name.into(), Arc::new(changed));
-            self.shared.catalog.replace(next);
-        }
-        self.record_catalog(|_| {}).await
+            Ok((next, ()))
+        })
+        .await
     }
 
     /// Deletes database `name`: its rows disappear at once, its files after the grace period.
@@ -213,15 +215,9 @@ impl WriteBuffer {
                 .map(|t| t.values().cloned().collect())
                 .unwrap_or_default();
             for buffer in buffers {
-                let before = buffer.live_partitions().len();
-                let (rows, bytes) = buffer.drop_partitions_before(*cutoff);
-                summary.partitions_expired += before - buffer.live_partitions().len();
-                self.shared
-                    .rows
-                    .fetch_sub(rows, std::sync::atomic::Ordering::Relaxed);
-                self.shared
-                    .bytes
-                    .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+                let (partitions, rows, bytes) = buffer.drop_partitions_before(*cutoff);
+                summary.partitions_expired += partitions;
+                self.shared.release(rows, bytes);
             }
         }
         let expired = |lake: &LakeState| -> usize {
@@ -268,7 +264,7 @@ impl WriteBuffer {
     /// closed. Under the write lock, so that no write slips between the two.
     fn drop_in_wal(
         &self,
-        next: crate::catalog::CatalogSnapshot,
+        next: CatalogSnapshot,
         target: DropTarget,
     ) -> Result<impl std::future::Future<Output = Result<u64, AdminError>>, AdminError> {
         let (tx, rx) = oneshot::channel();
@@ -289,6 +285,23 @@ impl WriteBuffer {
                 Err(_) => Err(AdminError::ShuttingDown),
             }
         })
+    }
+
+    /// Replaces the catalog with what `change` makes of the current one (nothing changes if
+    /// it fails), under the write lock, so that no write's catalog change comes between;
+    /// then records it on the object store. The caller holds the lake lock.
+    pub(crate) async fn change_catalog<T>(
+        &self,
+        change: impl FnOnce(&CatalogSnapshot) -> Result<(CatalogSnapshot, T), AdminError>,
+    ) -> Result<T, AdminError> {
+        let out = {
+            let _write = self.write_lock.lock();
+            let (next, out) = change(&self.shared.catalog.snapshot())?;
+            self.shared.catalog.replace(next);
+            out
+        };
+        self.record_catalog(|_| {}).await?;
+        Ok(out)
     }
 
     /// Writes the current catalog, with the lake state `change` makes, to the object store

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -119,8 +119,7 @@ impl WriteBuffer {
         for (db, table, seqs) in done {
             if let Some(buffer) = self.table_buffer(&db, &table) {
                 let (rows, bytes) = buffer.remove_frozen(&seqs);
-                self.shared.rows.fetch_sub(rows, Ordering::Relaxed);
-                self.shared.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.shared.release(rows, bytes);
             }
         }
         let keep_from = self.shared.oldest_needed_segment();
@@ -177,10 +176,7 @@ impl WriteBuffer {
                 _ = &mut stop => return,
                 _ = ticker.tick() => {}
             }
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64);
-            let Some(rule) = self.persist_due(now) else {
+            let Some(rule) = self.persist_due(self.now()) else {
                 continue;
             };
             if let Err(e) = self.persist(rule).await {

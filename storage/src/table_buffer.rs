@@ -898,8 +898,9 @@ impl TableBuffer {
     }
 
     /// Drops the live partitions whose hour ended at or before `cutoff` (Unix nanoseconds):
-    /// rows a retention period no longer keeps. Returns the (rows, bytes) released.
-    pub fn drop_partitions_before(&self, cutoff: i64) -> (usize, usize) {
+    /// rows a retention period no longer keeps. Returns the (partitions, rows, bytes)
+    /// released.
+    pub fn drop_partitions_before(&self, cutoff: i64) -> (usize, usize, usize) {
         let mut data = self.inner.write();
         let expired: Vec<i64> = data
             .partitions
@@ -908,6 +909,7 @@ impl TableBuffer {
             .take_while(|&k| (k + 1).saturating_mul(PARTITION_NANOS) <= cutoff)
             .collect();
         let (mut rows, mut bytes) = (0, 0);
+        let partitions = expired.len();
         for key in expired {
             if let Some(p) = data.partitions.remove(&key) {
                 rows += p.rows();
@@ -916,7 +918,7 @@ impl TableBuffer {
         }
         data.rows = data.rows.saturating_sub(rows);
         data.bytes = data.bytes.saturating_sub(bytes);
-        (rows, bytes)
+        (partitions, rows, bytes)
     }
 
     /// The oldest WAL segment that holds rows still only in this buffer (live or frozen).

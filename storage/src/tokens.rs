@@ -125,45 +125,40 @@ impl WriteBuffer {
         }
         let token = new_token()?;
         let _lake_guard = self.lake_lock.lock().await;
-        let record = {
-            let _write = self.write_lock.lock();
-            let current = self.shared.catalog.snapshot();
-            let first = current.tokens.is_empty();
-            if !(by_admin || first && spec.admin) {
-                return Err(AdminError::Unauthorized(if first {
-                    "the first token must be an admin token (--admin)".into()
-                } else {
-                    "creating a token needs an admin token once any token exists".into()
-                }));
-            }
-            let record = TokenRecord {
-                id: current.tokens.iter().map(|t| t.id + 1).max().unwrap_or(1),
-                name: spec.name,
-                hash: hash_token(&token),
-                admin: spec.admin,
-                read: spec.read,
-                write: spec.write,
-                created: self.now(),
-            };
-            let mut next = (*current).clone();
-            next.tokens = current
-                .tokens
-                .iter()
-                .cloned()
-                .chain(std::iter::once(record.clone()))
-                .collect::<Vec<_>>()
-                .into();
-            self.shared.catalog.replace(next);
-            record
-        };
-        let mut lake = (*self.lake()).clone();
-        self.write_catalog(&self.catalog(), &mut lake).await?;
-        self.publish_lake(lake);
+        let now = self.now();
+        let hash = hash_token(&token);
+        let record = self
+            .change_catalog(|current| {
+                let first = current.tokens.is_empty();
+                if !(by_admin || first && spec.admin) {
+                    return Err(AdminError::Unauthorized(if first {
+                        "the first token must be an admin token (--admin)".into()
+                    } else {
+                        "creating a token needs an admin token once any token exists".into()
+                    }));
+                }
+                let record = TokenRecord {
+                    id: current.tokens.iter().map(|t| t.id + 1).max().unwrap_or(1),
+                    name: spec.name,
+                    hash,
+                    admin: spec.admin,
+                    read: spec.read,
+                    write: spec.write,
+                    created: now,
+                };
+                let mut next = current.clone();
+                next.tokens = current
+                    .tokens
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(record.clone()))
+                    .collect();
+                Ok((next, record))
+            })
+            .await?;
         Ok((token, record))
     }
-}
 
-impl WriteBuffer {
     /// The tokens the catalog holds (their hashes, and what each may do).
     pub fn tokens(&self) -> Tokens {
         self.shared.catalog.snapshot().tokens.clone()
@@ -174,9 +169,7 @@ impl WriteBuffer {
     /// first token).
     pub async fn delete_token(&self, id: u64) -> Result<TokenRecord, AdminError> {
         let _lake_guard = self.lake_lock.lock().await;
-        let removed = {
-            let _write = self.write_lock.lock();
-            let current = self.shared.catalog.snapshot();
+        self.change_catalog(|current| {
             let Some(removed) = current.tokens.iter().find(|t| t.id == id).cloned() else {
                 return Err(AdminError::TokenNotFound(id));
             };
@@ -189,20 +182,16 @@ impl WriteBuffer {
                      delete the other tokens"
                 )));
             }
-            let mut next = (*current).clone();
+            let mut next = current.clone();
             next.tokens = current
                 .tokens
                 .iter()
                 .filter(|t| t.id != id)
                 .cloned()
                 .collect();
-            self.shared.catalog.replace(next);
-            removed
-        };
-        let mut lake = (*self.lake()).clone();
-        self.write_catalog(&self.catalog(), &mut lake).await?;
-        self.publish_lake(lake);
-        Ok(removed)
+            Ok((next, removed))
+        })
+        .await
     }
 }
 

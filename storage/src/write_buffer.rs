@@ -539,10 +539,10 @@ impl WriteBuffer {
             return true;
         };
         let cutoff = retention.cutoff(self.config.clock.now());
-        let expired: Vec<bool> = batch.points().iter().map(|p| p.time < cutoff).collect();
-        if !expired.contains(&true) {
+        if batch.points().iter().all(|p| p.time >= cutoff) {
             return true;
         }
+        let expired: Vec<bool> = batch.points().iter().map(|p| p.time < cutoff).collect();
         for (p, _) in batch.points().iter().zip(&expired).filter(|(_, e)| **e) {
             outcome.rejected.push(Rejection {
                 line: p.line,
@@ -832,9 +832,15 @@ impl Shared {
             }
         };
         for buffer in removed {
-            self.rows.fetch_sub(buffer.rows(), Ordering::Relaxed);
-            self.bytes.fetch_sub(buffer.bytes(), Ordering::Relaxed);
+            self.release(buffer.rows(), buffer.bytes());
         }
+    }
+
+    /// Takes `rows` and `bytes` that left the buffer (persisted, expired or deleted) off its
+    /// totals.
+    pub(crate) fn release(&self, rows: usize, bytes: usize) {
+        self.rows.fetch_sub(rows, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     fn table_buffer_or_create(&self, db: &str, table: &str) -> Arc<TableBuffer> {

@@ -122,7 +122,7 @@ impl tonic::server::UnaryService<Bytes> for Export {
 /// An HTTP-style error as a gRPC status. A retry delay goes in `google.rpc.RetryInfo`, both
 /// in the status details and in the `google.rpc.retryinfo-bin` metadata the OpenTelemetry
 /// exporters read.
-fn status(e: ApiError) -> Status {
+pub(crate) fn status(e: ApiError) -> Status {
     let code = match e.status {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
         StatusCode::NOT_FOUND => Code::NotFound,
