@@ -2,7 +2,9 @@
 //!
 //! A query runs with its database as the default schema, so its tables resolve unqualified,
 //! and every other database is reachable as `db.table`; the `system` schema shows Sluice's own
-//! state for the query's database. The providers read a [`CatalogSnapshot`] taken when the
+//! state for the query's database, and `iox` is the query's database again (InfluxDB 3 keeps
+//! every table in a schema of that name, so SQL written for it says `iox.cpu`). The
+//! providers read a [`CatalogSnapshot`] taken when the
 //! query started, so a query sees one consistent set of tables and columns however long it
 //! runs.
 
@@ -19,6 +21,11 @@ use crate::table_provider::SluiceTable;
 
 /// Name of the DataFusion catalog holding the databases.
 pub const CATALOG_NAME: &str = "public";
+
+/// The schema InfluxDB 3 keeps its tables in: here another name for the query's database,
+/// unless a database of that name exists. Not listed among the schemas (it would show every
+/// table twice in `information_schema`).
+pub const IOX_SCHEMA: &str = "iox";
 
 /// All databases, as schemas of one DataFusion catalog.
 #[derive(Debug)]
@@ -58,7 +65,11 @@ impl CatalogProvider for SluiceCatalog {
                 self.buffer.clone(),
             )));
         }
-        let db = self.snapshot.database(name)?.clone();
+        let db = match self.snapshot.database(name) {
+            Some(db) => db.clone(),
+            None if name == IOX_SCHEMA => self.snapshot.database(&self.current_db)?.clone(),
+            None => return None,
+        };
         Some(Arc::new(DatabaseSchemaProvider {
             db,
             buffer: self.buffer.clone(),

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 
 use crate::common::Server;
 
-async fn channel(s: &Server) -> Channel {
+pub(crate) async fn channel(s: &Server) -> Channel {
     Channel::from_shared(s.url.clone())
         .unwrap()
         .connect()

@@ -11,6 +11,7 @@ mod auth;
 mod cli;
 mod durability;
 mod flight;
+mod grafana;
 mod otlp;
 mod otlp_grpc;
 mod persistence;

@@ -2,6 +2,7 @@
 //! real Prometheus scraping a target and remote-writing to Sluice.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prost::Message;
@@ -357,7 +358,7 @@ async fn malformed_requests_get_the_status_senders_expect() {
 /// remote-writes what it scrapes to Sluice; SQL then sees the scraped series.
 #[tokio::test]
 async fn a_real_prometheus_scrapes_and_remote_writes_to_sluice() {
-    let Some(prometheus) = find_prometheus() else {
+    let Some(prometheus) = find_program("SLUICE_TEST_PROMETHEUS", &["prometheus"]) else {
         panic!(
             "this test needs the prometheus binary (Debian package prometheus; .ci/run installs \
              it)"
@@ -373,26 +374,7 @@ async fn a_real_prometheus_scrapes_and_remote_writes_to_sluice() {
          queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n    \
          metadata_config:\n      send_interval: 1s\n"
     );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(prometheus)
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let prometheus = start_prometheus(&prometheus, dir.path(), &config);
     // wait (up to a minute) for the scraped series to arrive
     let mut found: Vec<Value> = Vec::new();
     for _ in 0..600 {
@@ -441,8 +423,7 @@ async fn a_real_prometheus_scrapes_and_remote_writes_to_sluice() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(prometheus);
     let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
     assert_eq!(meta, 1, "metadata did not arrive; prometheus log:\n{log}");
     assert!(
@@ -451,13 +432,58 @@ async fn a_real_prometheus_scrapes_and_remote_writes_to_sluice() {
     );
 }
 
-fn find_prometheus() -> Option<std::path::PathBuf> {
-    std::env::var_os("SLUICE_TEST_PROMETHEUS")
-        .map(Into::into)
-        .or_else(|| {
-            ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-                .iter()
-                .map(std::path::PathBuf::from)
-                .find(|p| p.exists())
-        })
+/// A child process, killed when the test ends however it ends.
+pub(crate) struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `prometheus` with `config` (its YAML), keeping its files and its log
+/// (`prometheus.log`) in `dir`.
+pub(crate) fn start_prometheus(prometheus: &Path, dir: &Path, config: &str) -> Child {
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    Child(
+        std::process::Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A program named by the environment variable `var`, else the first of `names` in /usr/bin
+/// or /usr/local/bin.
+pub(crate) fn find_program(var: &str, names: &[&str]) -> Option<PathBuf> {
+    std::env::var_os(var).map(Into::into).or_else(|| {
+        names
+            .iter()
+            .flat_map(|n| {
+                ["/usr/bin", "/usr/local/bin"]
+                    .iter()
+                    .map(move |d| PathBuf::from(d).join(n))
+            })
+            .find(|p| p.exists())
+    })
 }

@@ -154,6 +154,36 @@ async fn other_databases_are_reachable_as_db_dot_table() {
     assert!(err.to_string().contains("disk"), "{err}");
 }
 
+/// SQL written for InfluxDB 3 names its tables `iox.<table>` (Grafana's examples do): `iox`
+/// is the query's own database, unless a database of that name exists.
+#[tokio::test]
+async fn iox_names_the_query_database() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.write("other", "cpu,host=z usage=9 1").await;
+    let out = f
+        .sql("db", "SELECT count(*) AS n FROM iox.cpu")
+        .await
+        .unwrap();
+    let plain = f.sql("db", "SELECT count(*) AS n FROM cpu").await.unwrap();
+    assert_eq!(out, plain);
+    let out = f.sql("other", "SELECT host FROM iox.cpu").await.unwrap();
+    assert!(out.contains("| z    |"), "{out}");
+    // not listed: every table would show twice
+    let schemas = f
+        .sql(
+            "db",
+            "SELECT DISTINCT table_schema FROM information_schema.tables",
+        )
+        .await
+        .unwrap();
+    assert!(!schemas.contains("iox"), "{schemas}");
+    // a database named `iox` is itself
+    f.write("iox", "cpu,host=i usage=1 1").await;
+    let out = f.sql("db", "SELECT host FROM iox.cpu").await.unwrap();
+    assert!(out.contains("| i    |"), "{out}");
+}
+
 #[tokio::test]
 async fn only_reading_statements_run() {
     let f = fixture(QueryConfig::default()).await;
