@@ -5,6 +5,9 @@
 //! - **Flight SQL** (Grafana's InfluxDB data source in SQL mode, ADBC, JDBC): `GetFlightInfo`
 //!   with a `CommandStatementQuery` plans the statement and answers with its schema and one
 //!   endpoint, whose ticket `DoGet` then runs.
+//!   Tools browse with `GetCatalogs` (one, `public`), `GetDbSchemas` (the databases),
+//!   `GetTables`, `GetTableTypes`, `GetSqlInfo`, `GetPrimaryKeys` (tags, then `time`),
+//!   `GetXdbcTypeInfo`, and the foreign-key commands (none exist).
 //! - **A JSON ticket** (the influxdb3 client libraries): `DoGet` with
 //!   `{"database": "...", "sql_query": "...", "query_type": "sql"}` runs the query at once.
 //!
@@ -17,22 +20,25 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, Nullable,
+    ProstMessageExt, Searchable, SqlInfo, TicketStatementQuery, XdbcDataType, XdbcDatetimeSubcode,
 };
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
@@ -42,6 +48,7 @@ use futures::{Stream, TryStreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sluice_query::{QueryError, ScalarValue};
+use sluice_storage::deduplicate::primary_key_columns;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -480,6 +487,111 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        command_info(&query, &primary_keys_schema(), request.into_inner())
+    }
+
+    /// A table's primary key: its tags, then `time` (rows of one key are one row: the last
+    /// written wins).
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let access = access(&request)?;
+        let mut keys = PrimaryKeys::default();
+        if query.catalog.as_deref().is_none_or(|c| c == CATALOG_NAME) {
+            for db in self.readable_databases(&access) {
+                if query.db_schema.as_deref().is_some_and(|s| s != &*db.name) {
+                    continue;
+                }
+                if let Some(table) = db.tables.get(query.table.as_str()) {
+                    keys.append(&db.name, table);
+                }
+            }
+        }
+        one_batch(keys.build())
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        command_info(&query, &foreign_keys_schema(), request.into_inner())
+    }
+
+    /// Tables have no foreign keys: always none.
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_foreign_keys(&request)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        command_info(&query, &foreign_keys_schema(), request.into_inner())
+    }
+
+    /// Tables have no foreign keys: always none.
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_foreign_keys(&request)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        command_info(&query, &foreign_keys_schema(), request.into_inner())
+    }
+
+    /// Tables have no foreign keys: always none.
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_foreign_keys(&request)
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        access(&request)?;
+        let schema = query.into_builder(&xdbc_types()?).schema();
+        command_info(&query, &schema, request.into_inner())
+    }
+
+    /// The SQL types of Sluice's columns and results, for JDBC's `getTypeInfo`.
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        access(&request)?;
+        one_batch(query.into_builder(&xdbc_types()?).build())
+    }
 }
 
 /// The Flight SQL catalog holding every database (as a schema): DataFusion's, which queries
@@ -515,6 +627,135 @@ fn sql_info() -> Result<SqlInfoData, Status> {
     info.append(SqlInfo::FlightSqlServerReadOnly, true);
     info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     info.build().map_err(|e| Status::internal(e.to_string()))
+}
+
+/// The columns of a `GetPrimaryKeys` answer, as Flight SQL defines them.
+fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// The rows of a `GetPrimaryKeys` answer.
+#[derive(Default)]
+struct PrimaryKeys {
+    db: Vec<String>,
+    table: Vec<String>,
+    column: Vec<String>,
+    sequence: Vec<i32>,
+}
+
+impl PrimaryKeys {
+    /// `table`'s key columns, in key order.
+    fn append(&mut self, db: &str, table: &sluice_storage::TableSchema) {
+        let schema = table.arrow_schema();
+        let key = primary_key_columns(schema).unwrap_or_default();
+        for (n, i) in key.into_iter().enumerate() {
+            self.db.push(db.to_string());
+            self.table.push(table.name.to_string());
+            self.column.push(schema.field(i).name().clone());
+            self.sequence.push(n as i32 + 1);
+        }
+    }
+
+    fn build(self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        use arrow::array::{Int32Array, StringArray};
+        let rows = self.db.len();
+        RecordBatch::try_new(
+            primary_keys_schema(),
+            vec![
+                Arc::new(StringArray::from(vec![CATALOG_NAME; rows])),
+                Arc::new(StringArray::from(self.db)),
+                Arc::new(StringArray::from(self.table)),
+                Arc::new(StringArray::from(self.column)),
+                Arc::new(StringArray::from(vec![PRIMARY_KEY_NAME; rows])),
+                Arc::new(Int32Array::from(self.sequence)),
+            ],
+        )
+    }
+}
+
+/// What `GetPrimaryKeys` calls every table's key.
+const PRIMARY_KEY_NAME: &str = "primary_key";
+
+/// The columns of a `GetExportedKeys`, `GetImportedKeys` or `GetCrossReference` answer.
+fn foreign_keys_schema() -> SchemaRef {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
+}
+
+/// The answer to every foreign-key command: none (for a caller with access).
+fn no_foreign_keys(request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
+    access(request)?;
+    one_batch(Ok::<_, Status>(RecordBatch::new_empty(
+        foreign_keys_schema(),
+    )))
+}
+
+/// The SQL types a Sluice column or result has: tags and string fields, the numeric
+/// fields, booleans and `time`.
+fn xdbc_types() -> Result<XdbcTypeInfoData, Status> {
+    let mut types = XdbcTypeInfoDataBuilder::new();
+    let mut add = |name: &str, kind: XdbcDataType, size: Option<i32>, unsigned: Option<bool>| {
+        let text = kind == XdbcDataType::XdbcVarchar;
+        let time = kind == XdbcDataType::XdbcTimestamp;
+        types.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type: kind,
+            column_size: size,
+            literal_prefix: (text || time).then(|| "'".into()),
+            literal_suffix: (text || time).then(|| "'".into()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: text,
+            searchable: Searchable::Full,
+            unsigned_attribute: unsigned,
+            fixed_prec_scale: false,
+            auto_increment: Some(false),
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: if time {
+                XdbcDataType::XdbcDatetime
+            } else {
+                kind
+            },
+            datetime_subcode: time.then_some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
+            num_prec_radix: unsigned.map(|_| 2),
+            interval_precision: None,
+        });
+    };
+    add("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None);
+    add("DOUBLE", XdbcDataType::XdbcDouble, Some(53), Some(false));
+    add("BIGINT", XdbcDataType::XdbcBigint, Some(64), Some(false));
+    add(
+        "BIGINT UNSIGNED",
+        XdbcDataType::XdbcBigint,
+        Some(64),
+        Some(true),
+    );
+    add("VARCHAR", XdbcDataType::XdbcVarchar, None, None);
+    add("TIMESTAMP", XdbcDataType::XdbcTimestamp, Some(29), None);
+    types.build().map_err(|e| Status::internal(e.to_string()))
 }
 
 /// A `FlightInfo` for a metadata command: its schema, and one endpoint whose ticket is the

@@ -249,6 +249,10 @@ async fn fetch(
     stream.try_collect().await.unwrap()
 }
 
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
 /// Column `name` of `batches` as strings.
 fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
     batches
@@ -273,7 +277,10 @@ fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
 /// (the databases the token may read), tables with their schemas, table types, server info.
 #[tokio::test]
 async fn flight_sql_tools_can_browse_databases_and_tables() {
-    use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+    use arrow_flight::sql::{
+        CommandGetDbSchemas, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetTables,
+        CommandGetXdbcTypeInfo, SqlInfo,
+    };
     let s = Server::start();
     s.write_lp("a", "cpu,host=x usage=1 1\nmem,host=x used=2 1")
         .await;
@@ -330,6 +337,56 @@ async fn flight_sql_tools_can_browse_databases_and_tables() {
         .unwrap();
     let batches = fetch(&mut client, info).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    // JDBC's getPrimaryKeys: the tags, then time (what deduplicates rows)
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("a".into()),
+            table: "cpu".into(),
+        })
+        .await
+        .unwrap();
+    let keys = fetch(&mut client, info).await;
+    assert_eq!(strings(&keys, "column_name"), ["host", "time"]);
+    assert_eq!(strings(&keys, "db_schema_name"), ["a", "a"]);
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("b".into()),
+            table: "cpu".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await), 0);
+    // no foreign keys, and the SQL types of the columns
+    let info = client
+        .get_imported_keys(CommandGetImportedKeys {
+            catalog: None,
+            db_schema: Some("a".into()),
+            table: "cpu".into(),
+        })
+        .await
+        .unwrap();
+    let schema = info.clone().try_decode_schema().unwrap();
+    assert!(schema.column_with_name("fk_table_name").is_some());
+    assert_eq!(rows(&fetch(&mut client, info).await), 0);
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let mut types = strings(&fetch(&mut client, info).await, "type_name");
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "BIGINT",
+            "BIGINT UNSIGNED",
+            "BOOLEAN",
+            "DOUBLE",
+            "TIMESTAMP",
+            "VARCHAR"
+        ]
+    );
 
     // a token that reads only `b` sees only `b`
     client.set_token(first_tokens_then_reader_of(&s, "b").await);
