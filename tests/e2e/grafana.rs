@@ -149,7 +149,7 @@ fn seconds(text: &str) -> u64 {
     n.parse::<u64>().unwrap() * if unit == "m" { 60 } else { 1 }
 }
 
-/// The time range and interval of a dashboard request.
+/// The time range of a dashboard request, in Unix seconds.
 #[derive(Clone, Copy)]
 struct Range {
     from: i64,
@@ -693,17 +693,20 @@ async fn the_node_exporter_dashboard_draws_from_real_prometheus_data() {
     };
     // the network panel has rows only where there is a device besides loopback, and the
     // filesystem table only where node_exporter sees a real filesystem
-    let has = |sql: &str| {
-        let s = &s;
-        let db = &db;
-        let sql = sql.to_string();
-        async move { s.sql(db, &sql).await[0]["n"].as_u64().unwrap() > 0 }
-    };
-    let network =
-        has("SELECT count(*) AS n FROM node_network_receive_bytes_total WHERE device <> 'lo'")
-            .await;
-    let filesystems =
-        has("SELECT count(*) AS n FROM node_filesystem_size_bytes WHERE value > 0").await;
+    let network = count(
+        &s,
+        &db,
+        "SELECT count(*) AS n FROM node_network_receive_bytes_total WHERE device <> 'lo'",
+    )
+    .await
+        > 0;
+    let filesystems = count(
+        &s,
+        &db,
+        "SELECT count(*) AS n FROM node_filesystem_size_bytes WHERE value > 0",
+    )
+    .await
+        > 0;
     let dash = Dashboard {
         queries: dash
             .queries
@@ -739,4 +742,9 @@ async fn the_node_exporter_dashboard_draws_from_real_prometheus_data() {
         "Prometheus dropped data:\n{}",
         log("prometheus.log")
     );
+}
+
+/// The `n` that `sql` (over HTTP) answers.
+async fn count(s: &Server, db: &str, sql: &str) -> u64 {
+    s.sql(db, sql).await[0]["n"].as_u64().unwrap()
 }
