@@ -289,18 +289,28 @@ impl WriteBuffer {
 
     /// Replaces the catalog with what `change` makes of the current one (nothing changes if
     /// it fails), under the write lock, so that no write's catalog change comes between;
-    /// then records it on the object store. The caller holds the lake lock.
+    /// then records it on the object store. If that fails, the change is taken back (what
+    /// writes added meanwhile stays), so the caller's error means it did not happen and a
+    /// retry starts afresh. The caller holds the lake lock.
     pub(crate) async fn change_catalog<T>(
         &self,
         change: impl FnOnce(&CatalogSnapshot) -> Result<(CatalogSnapshot, T), AdminError>,
     ) -> Result<T, AdminError> {
-        let out = {
+        let (before, ours, out) = {
             let _write = self.write_lock.lock();
-            let (next, out) = change(&self.shared.catalog.snapshot())?;
+            let before = self.shared.catalog.snapshot();
+            let (next, out) = change(&before)?;
             self.shared.catalog.replace(next);
-            out
+            (before, self.shared.catalog.snapshot(), out)
         };
-        self.record_catalog(|_| {}).await?;
+        if let Err(e) = self.record_catalog(|_| {}).await {
+            let _write = self.write_lock.lock();
+            let current = self.shared.catalog.snapshot();
+            self.shared
+                .catalog
+                .replace(take_back(&before, &ours, &current));
+            return Err(e);
+        }
         Ok(out)
     }
 
@@ -320,6 +330,37 @@ impl WriteBuffer {
             i64::try_from(self.config.replaced_file_grace.as_nanos()).unwrap_or(i64::MAX),
         )
     }
+}
+
+/// `current` without the administrative change that turned `before` into `ours`: the tokens
+/// and each database's existence and retention as they were. Only administrative changes,
+/// one at a time under the lake lock, touch those; writes meanwhile only add databases,
+/// tables and columns, and those stay (a database created here stays too once a write has
+/// put a table in it).
+fn take_back(
+    before: &CatalogSnapshot,
+    ours: &CatalogSnapshot,
+    current: &CatalogSnapshot,
+) -> CatalogSnapshot {
+    let mut out = current.clone();
+    out.tokens = before.tokens.clone();
+    for (name, db) in &ours.databases {
+        let Some(now) = out.databases.get(name) else {
+            continue;
+        };
+        match before.database(name) {
+            None if now.tables.is_empty() => {
+                out.databases.remove(name);
+            }
+            Some(was) if was.retention != db.retention => {
+                let mut reverted = (**now).clone();
+                reverted.retention = was.retention.clone();
+                out.databases.insert(name.clone(), Arc::new(reverted));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Lists `files` for deletion from the object store after `delete_after`.

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::persister::tests::{HOUR, file_storage};
+use crate::persister::tests::{HOUR, faulty, file_storage};
 use crate::store::ObjectStorage;
 use crate::test_util::batch;
 use crate::write_buffer::{Clock, FreezeRule, WriteBufferConfig, WriteOptions};
@@ -93,6 +93,82 @@ async fn databases_are_created_once_with_their_retention_and_it_survives_a_resta
         catalog.retention_cutoff("metrics", NOW),
         Some(NOW - 7 * DAY)
     );
+}
+
+/// An administrative change whose catalog cannot be written is taken back: the caller's error
+/// means it did not happen, and a retry once the store is back succeeds.
+#[tokio::test]
+async fn a_change_the_store_refuses_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let (store, storage) = faulty(dir.path());
+    let wb = open_at(dir.path(), storage, &now).await;
+    wb.create_database("kept", Retention::parse("30d").unwrap())
+        .await
+        .unwrap();
+    store.fail_next(u64::MAX, "catalog.json");
+    assert!(matches!(
+        wb.create_database("metrics", None).await,
+        Err(AdminError::Store(_))
+    ));
+    assert!(wb.catalog().database("metrics").is_none());
+    assert!(wb.set_retention("kept", None).await.is_err());
+    let kept = wb.catalog().database("kept").unwrap().retention.clone();
+    assert_eq!(kept.unwrap().to_string(), "30d");
+    let spec = crate::tokens::TokenSpec {
+        admin: true,
+        ..Default::default()
+    };
+    assert!(wb.create_token(spec.clone(), false).await.is_err());
+    assert!(wb.tokens().is_empty());
+
+    store.fail_next(0, "");
+    wb.create_database("metrics", None).await.unwrap();
+    wb.set_retention("kept", None).await.unwrap();
+    wb.create_token(spec, false).await.unwrap();
+    assert_eq!(wb.tokens().len(), 1);
+}
+
+/// Taking a change back keeps what writes added between the change and its failed record.
+#[test]
+fn taking_back_keeps_what_writes_added_meanwhile() {
+    let db = |name: &str, retention: Option<&str>, tables: &[&str]| {
+        let mut d = DatabaseSchema {
+            name: name.into(),
+            retention: retention.and_then(|r| Retention::parse(r).unwrap()),
+            ..DatabaseSchema::default()
+        };
+        for t in tables {
+            d.tables
+                .insert((*t).into(), Arc::new(crate::catalog::TableSchema::new(t)));
+        }
+        (Arc::<str>::from(name), Arc::new(d))
+    };
+    let snapshot = |dbs: Vec<(Arc<str>, Arc<DatabaseSchema>)>| CatalogSnapshot {
+        databases: dbs.into_iter().collect(),
+        ..CatalogSnapshot::default()
+    };
+    let before = snapshot(vec![db("a", Some("30d"), &["cpu"])]);
+    // the change: a's retention 7d, databases b and c created
+    let ours = snapshot(vec![
+        db("a", Some("7d"), &["cpu"]),
+        db("b", None, &[]),
+        db("c", None, &[]),
+    ]);
+    // meanwhile writes put a table in a and one in c, and created d
+    let current = snapshot(vec![
+        db("a", Some("7d"), &["cpu", "mem"]),
+        db("b", None, &[]),
+        db("c", None, &["disk"]),
+        db("d", None, &["net"]),
+    ]);
+    let back = take_back(&before, &ours, &current);
+    let a = back.database("a").unwrap();
+    assert_eq!(a.retention.as_ref().unwrap().to_string(), "30d");
+    assert_eq!(a.tables.len(), 2);
+    assert!(back.database("b").is_none());
+    assert!(back.table("c", "disk").is_some());
+    assert!(back.table("d", "net").is_some());
 }
 
 #[tokio::test]

@@ -231,7 +231,8 @@ async fn only_ended_hours_are_persisted_and_replay_skips_exactly_what_files_hold
     assert_eq!(table_rows(&wb).await, expected);
 }
 
-fn faulty(dir: &std::path::Path) -> (Arc<FaultInjectingStore>, ObjectStorage) {
+/// A fault-injecting in-memory store (a few quick retries), and the storage over it.
+pub(crate) fn faulty(dir: &std::path::Path) -> (Arc<FaultInjectingStore>, ObjectStorage) {
     let _ = dir;
     let store = Arc::new(FaultInjectingStore::new(Arc::new(InMemory::new())));
     let storage = ObjectStorage::from_store(store.clone(), "faulty").with_retry(RetryPolicy {
