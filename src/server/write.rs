@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Extension, Query, State};
@@ -153,9 +152,8 @@ async fn ingest(
     let body = body::read(headers, body, state.config.max_request_bytes)
         .await
         .map_err(|e| e.with_style(style))?;
-    let received = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
+    // lines without a time get the buffer's clock, the one retention reads
+    let received = state.buffer.now();
     let parsed = line_protocol::parse(
         &body,
         &ParseOptions {
