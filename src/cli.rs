@@ -68,8 +68,12 @@ pub enum TokenCommand {
         /// A label to tell it by.
         #[arg(long, default_value = "")]
         name: String,
+        /// How long it works: a whole number with h, d, w, mo (30 days) or y (365 days), as
+        /// in 90d [default: until deleted]. The first admin token cannot expire.
+        #[arg(long)]
+        expiry: Option<String>,
     },
-    /// List the tokens: id, name and scope (the tokens themselves are not kept).
+    /// List the tokens: id, name, scope and expiry (the tokens themselves are not kept).
     List {
         #[command(flatten)]
         server: HostArgs,

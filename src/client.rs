@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 
 use sluice_ingest::line_protocol::split_lines;
+use sluice_storage::write_buffer::rfc3339;
 
 use crate::cli::{
     AdminArgs, ClientArgs, DbCommand, HostArgs, QueryArgs, TableCommand, TokenCommand, WriteArgs,
@@ -286,14 +287,15 @@ pub async fn table(command: TableCommand) -> Result<(), String> {
 
 /// `sluice token create`: prints the new token, the only time it is shown.
 pub async fn token(command: TokenCommand) -> Result<(), String> {
-    let (server, admin, read, write, name) = match command {
+    let (server, admin, read, write, name, expiry) = match command {
         TokenCommand::Create {
             server,
             admin,
             read,
             write,
             name,
-        } => (server, admin, read, write, name),
+            expiry,
+        } => (server, admin, read, write, name, expiry),
         TokenCommand::List { server } => return list_tokens(server).await,
         TokenCommand::Delete { server, id } => {
             let url = server.url("/api/v3/configure/token");
@@ -305,7 +307,9 @@ pub async fn token(command: TokenCommand) -> Result<(), String> {
         }
     };
     let url = server.url("/api/v3/configure/token");
-    let body = serde_json::json!({ "name": name, "admin": admin, "read": read, "write": write });
+    let body = serde_json::json!({
+        "name": name, "admin": admin, "read": read, "write": write, "expiry": expiry,
+    });
     let answer = send(server.http()?.post(&url).json(&body), &url).await?;
     let v: serde_json::Value =
         serde_json::from_str(&answer).map_err(|e| format!("reading the answer: {e}"))?;
@@ -334,15 +338,19 @@ async fn list_tokens(server: HostArgs) -> Result<(), String> {
         names.collect::<Vec<_>>().join(",")
     };
     println!(
-        "{:>4}  {:<20} {:<6} {:<24} write",
-        "id", "name", "admin", "read"
+        "{:>4}  {:<20} {:<6} {:<24} {:<24} expires",
+        "id", "name", "admin", "read", "write"
     );
     for t in tokens {
+        let expires = t["expires"]
+            .as_i64()
+            .map_or_else(|| "never".to_string(), rfc3339);
         println!(
-            "{:>4}  {:<20} {:<6} {:<24} {}",
-            t["id"],
+            "{:>4}  {:<20} {:<6} {:<24} {:<24} {expires}",
+            // a JSON value prints without padding: as text first
+            t["id"].to_string(),
             t["name"].as_str().unwrap_or(""),
-            t["admin"],
+            t["admin"].to_string(),
             list(&t["read"]),
             list(&t["write"])
         );

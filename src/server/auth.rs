@@ -23,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sluice_storage::TokenRecord;
+use sluice_storage::write_buffer::rfc3339;
 
 use super::AppState;
 use super::error::ApiError;
@@ -113,6 +114,10 @@ pub async fn authenticate(
             );
         };
         match state.buffer.authenticate(&token) {
+            Some(record) if record.expired(state.buffer.now()) => {
+                let at = record.expires.map(rfc3339).unwrap_or_default();
+                return unauthorized(&request, &format!("the token expired at {at}"));
+            }
             Some(record) => Access::Token(Arc::new(record)),
             None => return unauthorized(&request, "the token is not valid"),
         }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_query::Format;
 use sluice_query::system_tables::database_list;
+use sluice_storage::catalog::parse_period;
 use sluice_storage::{AdminError, Retention, TokenSpec};
 
 use super::AppState;
@@ -184,6 +185,41 @@ struct TokenRequest {
     read: Vec<String>,
     #[serde(default)]
     write: Vec<String>,
+    /// How long it works: `30d`, `12h`, `1y` ... or `none`.
+    #[serde(default)]
+    expiry: Option<String>,
+    /// How long it works, in seconds (InfluxDB 3's field).
+    #[serde(default)]
+    expiry_secs: Option<u64>,
+}
+
+impl TokenRequest {
+    /// How long the token is to work, in nanoseconds (`None`: until deleted).
+    fn valid_for(&self) -> Result<Option<i64>, ApiError> {
+        let valid_for = match (&self.expiry, self.expiry_secs) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give the token's expiry once: expiry (as in \"30d\") or expiry_secs",
+                ));
+            }
+            (Some(text), None) => parse_period(text, "expiry")
+                .map_err(ApiError::bad_request)?
+                .map(|(_, _, nanos)| nanos),
+            (None, Some(secs)) => Some(
+                i64::try_from(secs)
+                    .ok()
+                    .and_then(|s| s.checked_mul(1_000_000_000))
+                    .ok_or_else(|| ApiError::bad_request("expiry_secs is too large"))?,
+            ),
+            (None, None) => None,
+        };
+        if valid_for == Some(0) {
+            return Err(ApiError::bad_request(
+                "an expiry of 0 would make a token that never works; give a positive one",
+            ));
+        }
+        Ok(valid_for)
+    }
 }
 
 /// `POST /api/v3/configure/token/admin` (InfluxDB 3's path): creates an admin token. Without
@@ -200,7 +236,8 @@ pub async fn create_admin_token(
 }
 
 /// `POST /api/v3/configure/token` `{"name": "...", "admin": false, "read": ["db"], "write":
-/// ["db"]}` (`"*"` for every database): creates a token. Needs an admin token, except for the
+/// ["db"], "expiry": "30d"}` (`"*"` for every database; `expiry` or `expiry_secs` optional):
+/// creates a token. Needs an admin token, except for the
 /// first admin token.
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
@@ -236,6 +273,7 @@ async fn new_token(
     request: TokenRequest,
 ) -> Result<Response, ApiError> {
     let spec = TokenSpec {
+        valid_for: request.valid_for()?,
         name: request.name,
         admin: request.admin,
         read: request.read,
@@ -259,6 +297,8 @@ async fn new_token(
         "admin": record.admin,
         "read": record.read,
         "write": record.write,
+        "created": record.created,
+        "expires": record.expires,
     });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -282,6 +322,7 @@ pub async fn list_tokens(
                 "read": t.read,
                 "write": t.write,
                 "created": t.created,
+                "expires": t.expires,
             })
         })
         .collect();

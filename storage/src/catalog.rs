@@ -203,6 +203,39 @@ pub struct MetricMetadata {
     pub unit: String,
 }
 
+/// Parses a period written as `none` (`Ok(None)`) or a whole number and a unit: `h`, `d`, `w`,
+/// `mo` (30 days) or `y` (365 days), as in `30d`. Returns the number, the unit and the
+/// period in nanoseconds; `what` names the period in errors.
+pub fn parse_period(s: &str, what: &str) -> Result<Option<(i64, String, i64)>, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("infinite") {
+        return Ok(None);
+    }
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = s.split_at(digits);
+    let hours: i64 = match unit {
+        "h" => 1,
+        "d" => 24,
+        "w" => 7 * 24,
+        "mo" => 30 * 24,
+        "y" => 365 * 24,
+        _ => {
+            return Err(format!(
+                "{what} '{s}' is not 'none' or a whole number with a unit: h, d, w, mo (30 \
+                 days) or y (365 days), as in 30d"
+            ));
+        }
+    };
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{what} '{s}' needs a whole number before its unit, as in 30d"))?;
+    let nanos = n
+        .checked_mul(hours * 3_600_000_000_000)
+        .filter(|&v| v < i64::MAX / 2)
+        .ok_or_else(|| format!("{what} '{s}' is too long; use 'none'"))?;
+    Ok(Some((n, unit.to_string(), nanos)))
+}
+
 /// How long a database keeps its rows: rows older than `now - retention` are not queried and
 /// their files are deleted. Written as a whole number and a unit: `h`, `d`, `w`, `mo` (30
 /// days) or `y` (365 days), as in `30d`.
@@ -215,39 +248,15 @@ pub struct Retention {
 impl Retention {
     /// Parses a retention period: `none` (keep forever: `Ok(None)`) or a duration like `30d`.
     pub fn parse(s: &str) -> Result<Option<Retention>, String> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("infinite") {
+        let Some((n, unit, nanos)) = parse_period(s, "retention period")? else {
             return Ok(None);
-        }
-        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, unit) = s.split_at(digits);
-        let hours: i64 = match unit {
-            "h" => 1,
-            "d" => 24,
-            "w" => 7 * 24,
-            "mo" => 30 * 24,
-            "y" => 365 * 24,
-            _ => {
-                return Err(format!(
-                    "retention period '{s}' is not 'none' or a whole number with a unit: \
-                     h, d, w, mo (30 days) or y (365 days), as in 30d"
-                ));
-            }
         };
-        let n: i64 = number.parse().map_err(|_| {
-            format!("retention period '{s}' needs a whole number before its unit, as in 30d")
-        })?;
         if n == 0 {
             return Err(format!(
-                "retention period '{s}' would keep nothing; give a positive period or 'none'"
+                "retention period '{}' would keep nothing; give a positive period or 'none'",
+                s.trim()
             ));
         }
-        let nanos = n
-            .checked_mul(hours * 3_600_000_000_000)
-            .filter(|&v| v < i64::MAX / 2)
-            .ok_or_else(|| {
-                format!("retention period '{s}' is too long; use 'none' to keep everything")
-            })?;
         Ok(Some(Retention {
             text: format!("{n}{unit}").into(),
             nanos,

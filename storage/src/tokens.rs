@@ -3,7 +3,9 @@
 //! A token is shown once, when it is created; the catalog keeps only its SHA-256 hash (tokens
 //! are 256 random bits, so a plain hash is as good as a slow one), with what it may do. The
 //! first admin token may be created without a token, as long as none exists: that is how a
-//! fresh server gets its first administrator.
+//! fresh server gets its first administrator. A token may expire; the first admin token may
+//! not, and an admin token that does not expire stays while any other token exists, so the
+//! server can always be administered.
 
 use std::sync::Arc;
 
@@ -41,6 +43,9 @@ pub struct TokenRecord {
     pub write: Vec<String>,
     /// Unix nanoseconds.
     pub created: i64,
+    /// When it stops working (Unix nanoseconds); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
 }
 
 impl TokenRecord {
@@ -52,6 +57,11 @@ impl TokenRecord {
     /// Whether it may write to `db`.
     pub fn may_write(&self, db: &str) -> bool {
         self.admin || covers(&self.write, db)
+    }
+
+    /// Whether it has stopped working at `now`.
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires.is_some_and(|e| e <= now)
     }
 
     /// The databases it may query, or `None` for all of them.
@@ -71,6 +81,8 @@ pub struct TokenSpec {
     pub admin: bool,
     pub read: Vec<String>,
     pub write: Vec<String>,
+    /// How long it works, in nanoseconds from its creation; `None`: until deleted.
+    pub valid_for: Option<i64>,
 }
 
 /// The hex SHA-256 of `token`: what the catalog keeps.
@@ -137,6 +149,14 @@ impl WriteBuffer {
                         "creating a token needs an admin token once any token exists".into()
                     }));
                 }
+                if first && spec.valid_for.is_some() {
+                    // once it expired no one could administer the server, nor make a new one
+                    return Err(AdminError::InvalidToken(
+                        "the first admin token cannot expire; create it without an expiry, \
+                         then tokens that expire with it"
+                            .into(),
+                    ));
+                }
                 let record = TokenRecord {
                     id: current.tokens.iter().map(|t| t.id + 1).max().unwrap_or(1),
                     name: spec.name,
@@ -145,6 +165,7 @@ impl WriteBuffer {
                     read: spec.read,
                     write: spec.write,
                     created: now,
+                    expires: spec.valid_for.map(|v| now.saturating_add(v)),
                 };
                 let mut next = current.clone();
                 next.tokens = current
@@ -165,21 +186,23 @@ impl WriteBuffer {
     }
 
     /// Revokes the token numbered `id`: requests with it fail from now on. The last admin
-    /// token goes only with the last token (then the server is open again, as before the
-    /// first token).
+    /// token that does not expire goes only with the last token (then the server is open
+    /// again, as before the first token).
     pub async fn delete_token(&self, id: u64) -> Result<TokenRecord, AdminError> {
         let _lake_guard = self.lake_lock.lock().await;
         self.change_catalog(|current| {
             let Some(removed) = current.tokens.iter().find(|t| t.id == id).cloned() else {
                 return Err(AdminError::TokenNotFound(id));
             };
+            // an admin token that does not expire stays while other tokens exist: without
+            // one, no one could create or revoke tokens any more, sooner or later
+            let lasting_admin = |t: &TokenRecord| t.admin && t.expires.is_none();
             let others = current.tokens.iter().filter(|t| t.id != id);
-            let admins_left = others.clone().filter(|t| t.admin).count();
-            if removed.admin && admins_left == 0 && others.count() > 0 {
-                // no one could create or revoke tokens any more
+            let lasting_left = others.clone().filter(|t| lasting_admin(t)).count();
+            if lasting_admin(&removed) && lasting_left == 0 && others.count() > 0 {
                 return Err(AdminError::InvalidToken(format!(
-                    "token {id} is the last admin token; create another admin token first, or \
-                     delete the other tokens"
+                    "token {id} is the last admin token that does not expire; create another \
+                     one first, or delete the other tokens"
                 )));
             }
             let mut next = current.clone();
@@ -209,6 +232,7 @@ mod tests {
             admin,
             read: read.iter().map(|s| s.to_string()).collect(),
             write: write.iter().map(|s| s.to_string()).collect(),
+            valid_for: None,
         }
     }
 

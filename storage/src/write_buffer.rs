@@ -907,7 +907,7 @@ async fn delete_orphan_files(
 }
 
 /// `nanos` since the Unix epoch as `2026-01-01T00:00:00Z` (to the second), for messages.
-fn rfc3339(nanos: i64) -> String {
+pub fn rfc3339(nanos: i64) -> String {
     let secs = nanos.div_euclid(1_000_000_000);
     let (y, mo, d) = crate::persisted_files::civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);

@@ -233,6 +233,100 @@ async fn tokens_guard_every_endpoint_once_one_exists() {
     assert_eq!(st, StatusCode::OK);
 }
 
+/// Tokens with an expiry (`expiry` as in `30d`, or InfluxDB 3's `expiry_secs`) work until
+/// then and get 401 after; the first admin token cannot expire.
+#[tokio::test]
+async fn tokens_can_expire() {
+    let s = Server::start();
+    s.write_lp("m", "cpu,host=a usage=1 1").await;
+    let path = "/api/v3/configure/token";
+    let (st, e) = create(
+        &s,
+        None,
+        "/api/v3/configure/token/admin",
+        json!({"expiry": "1h"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e.to_string().contains("first admin token cannot expire"),
+        "{e}"
+    );
+    let (st, admin) = create(&s, None, "/api/v3/configure/token/admin", json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{admin}");
+    let admin = admin["token"].as_str().unwrap().to_string();
+    for (bad, says) in [
+        (
+            json!({"read": ["m"], "expiry": "3 weeks"}),
+            "expiry '3 weeks'",
+        ),
+        (json!({"read": ["m"], "expiry_secs": 0}), "never works"),
+        (
+            json!({"read": ["m"], "expiry": "1d", "expiry_secs": 60}),
+            "once",
+        ),
+    ] {
+        let (st, e) = create(&s, Some(&admin), path, bad).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    let (st, day) = create(
+        &s,
+        Some(&admin),
+        path,
+        json!({"read": ["m"], "expiry": "1d"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{day}");
+    let valid_for = day["expires"].as_i64().unwrap() - day["created"].as_i64().unwrap();
+    assert_eq!(valid_for, 86_400_000_000_000);
+    let day = day["token"].as_str().unwrap().to_string();
+    let query = |token: &str| {
+        s.client
+            .get(s.at("/api/v3/query_sql?db=m&q=SELECT%201"))
+            .bearer_auth(token)
+    };
+    assert_eq!(status_of(query(&day)).await.0, StatusCode::OK);
+    // one that lasts a second, asked once it is over
+    let (st, brief) = create(
+        &s,
+        Some(&admin),
+        path,
+        json!({"read": ["m"], "expiry_secs": 1}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{brief}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (st, body) = status_of(query(brief["token"].as_str().unwrap())).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("the token expired at 20"), "{body}");
+    // the CLI gives and shows expiries
+    let out = Command::new(sluice_bin())
+        .args(["token", "create", "--host", &s.url, "--token", &admin])
+        .args(["--read", "m", "--expiry", "90d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(sluice_bin())
+        .args(["token", "list", "--host", &s.url, "--token", &admin])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    let expiries: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(expiries.len(), 4, "{list}");
+    assert_eq!(expiries[0], "never", "{list}");
+    assert!(
+        expiries[1..]
+            .iter()
+            .all(|e| e.starts_with("20") && e.ends_with('Z')),
+        "{list}"
+    );
+}
+
 #[tokio::test]
 async fn the_cli_creates_and_uses_tokens() {
     let s = Server::start();

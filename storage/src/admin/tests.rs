@@ -129,6 +129,53 @@ async fn a_change_the_store_refuses_is_taken_back() {
     assert_eq!(wb.tokens().len(), 1);
 }
 
+/// A token may expire; the server keeps an admin token that does not, so that it can always
+/// be administered.
+#[tokio::test]
+async fn tokens_expire_but_one_admin_token_never_does() {
+    use crate::tokens::TokenSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    let admin = |valid_for| TokenSpec {
+        admin: true,
+        valid_for,
+        ..TokenSpec::default()
+    };
+    let e = wb.create_token(admin(Some(HOUR)), false).await.unwrap_err();
+    assert!(
+        e.to_string().contains("first admin token cannot expire"),
+        "{e}"
+    );
+    let (_, lasting) = wb.create_token(admin(None), false).await.unwrap();
+    assert_eq!(lasting.expires, None);
+    let (reader, record) = wb
+        .create_token(
+            TokenSpec {
+                read: vec!["db".into()],
+                valid_for: Some(HOUR),
+                ..TokenSpec::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.expires, Some(NOW + HOUR));
+    let (_, expiring_admin) = wb.create_token(admin(Some(DAY)), true).await.unwrap();
+    // the expiry survives a restart
+    drop(wb);
+    let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
+    let record = wb.authenticate(&reader).unwrap();
+    assert!(!record.expired(NOW + HOUR - 1) && record.expired(NOW + HOUR));
+    // an admin token that expires does not stand in for the one that does not
+    let e = wb.delete_token(lasting.id).await.unwrap_err();
+    assert!(e.to_string().contains("does not expire"), "{e}");
+    wb.delete_token(expiring_admin.id).await.unwrap();
+    wb.delete_token(record.id).await.unwrap();
+    wb.delete_token(lasting.id).await.unwrap();
+    assert!(!wb.has_tokens());
+}
+
 /// Taking a change back keeps what writes added between the change and its failed record.
 #[test]
 fn taking_back_keeps_what_writes_added_meanwhile() {
