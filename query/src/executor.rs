@@ -135,6 +135,27 @@ impl QueryExecutor {
         })
     }
 
+    /// The scalar functions queries can call, by the section of DataFusion's documentation
+    /// they are in (`Math Functions`, `String Functions`, `Time and Date Functions` ...;
+    /// `Other Functions` for those without one), each list sorted.
+    pub fn scalar_functions_by_section(
+        &self,
+    ) -> std::collections::BTreeMap<&'static str, Vec<String>> {
+        let mut sections: std::collections::BTreeMap<&'static str, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (name, udf) in self.base_state.scalar_functions() {
+            let section = udf
+                .documentation()
+                .map_or("Other Functions", |d| d.doc_section.label);
+            sections.entry(section).or_default().push(name.clone());
+        }
+        for names in sections.values_mut() {
+            names.sort();
+            names.dedup();
+        }
+        sections
+    }
+
     /// Runs `sql` in database `db`, binding `params` to `$name` placeholders.
     pub async fn query(
         &self,

@@ -15,6 +15,8 @@ pub mod table_provider;
 
 /// Values bound to `$name` placeholders.
 pub use datafusion::common::ScalarValue;
+/// The words of the SQL dialect queries are parsed in.
+pub use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS as SQL_KEYWORDS;
 pub use executor::{QueryConfig, QueryError, QueryExecutor, QueryOutput};
 pub use format::Format;
 pub use table_provider::SluiceTable;

@@ -28,7 +28,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{
-    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+    SqlInfoData, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::server::PeekableFlightDataStream;
@@ -52,6 +52,8 @@ use sluice_storage::deduplicate::primary_key_columns;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+mod sql_info;
+
 use super::AppState;
 use super::auth::Access;
 use super::otlp::grpc::status;
@@ -63,13 +65,18 @@ pub const PATH_PREFIX: &str = "/arrow.flight.protocol.FlightService/";
 /// The Flight service, ready to be routed.
 pub fn service(state: Arc<AppState>) -> FlightServiceServer<Flight> {
     FlightServiceServer::new(Flight {
-        sql: FlightSql { state },
+        sql: FlightSql {
+            state,
+            sql_info: std::sync::OnceLock::new(),
+        },
     })
 }
 
 /// The Flight SQL commands.
 pub struct FlightSql {
     state: Arc<AppState>,
+    /// `GetSqlInfo`'s answers, made at the first call.
+    sql_info: std::sync::OnceLock<SqlInfoData>,
 }
 
 /// What a Flight SQL statement ticket (or prepared statement handle) holds: the query to
@@ -473,7 +480,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         access(&request)?;
-        let schema = query.clone().into_builder(&sql_info()?).schema();
+        let schema = query.clone().into_builder(self.sql_info()?).schema();
         command_info(&query, &schema, request.into_inner())
     }
 
@@ -483,7 +490,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         access(&request)?;
-        one_batch(query.into_builder(&sql_info()?).build())
+        one_batch(query.into_builder(self.sql_info()?).build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
@@ -602,6 +609,15 @@ const CATALOG_NAME: &str = sluice_query::catalog_provider::CATALOG_NAME;
 const TABLE_TYPE: &str = "BASE TABLE";
 
 impl FlightSql {
+    /// What `GetSqlInfo` answers.
+    fn sql_info(&self) -> Result<&SqlInfoData, Status> {
+        if let Some(info) = self.sql_info.get() {
+            return Ok(info);
+        }
+        let info = sql_info::sql_info(&self.state.query.scalar_functions_by_section())?;
+        Ok(self.sql_info.get_or_init(|| info))
+    }
+
     /// The databases `access` may read.
     fn readable_databases(&self, access: &Access) -> Vec<Arc<sluice_storage::DatabaseSchema>> {
         let catalog = self.state.buffer.catalog();
@@ -616,17 +632,6 @@ impl FlightSql {
             .cloned()
             .collect()
     }
-}
-
-/// What the server tells Flight SQL clients about itself.
-fn sql_info() -> Result<SqlInfoData, Status> {
-    let mut info = SqlInfoDataBuilder::new();
-    info.append(SqlInfo::FlightSqlServerName, "Sluice");
-    info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-    info.append(SqlInfo::FlightSqlServerArrowVersion, "59");
-    info.append(SqlInfo::FlightSqlServerReadOnly, true);
-    info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    info.build().map_err(|e| Status::internal(e.to_string()))
 }
 
 /// The columns of a `GetPrimaryKeys` answer, as Flight SQL defines them.

@@ -249,6 +249,29 @@ async fn fetch(
     stream.try_collect().await.unwrap()
 }
 
+/// The string list a `GetSqlInfo` answer holds for `which`.
+fn string_list_info(batches: &[RecordBatch], which: arrow_flight::sql::SqlInfo) -> Vec<String> {
+    use arrow::array::{Array, AsArray, UInt32Array, UnionArray};
+    for b in batches {
+        let names = b.column(0).as_any().downcast_ref::<UInt32Array>().unwrap();
+        let values = b.column(1).as_any().downcast_ref::<UnionArray>().unwrap();
+        for row in 0..b.num_rows() {
+            if names.value(row) != which as u32 {
+                continue;
+            }
+            let list = values.value(row);
+            let list = list.as_list::<i32>();
+            let items = list.value(0);
+            return items
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect();
+        }
+    }
+    panic!("no answer for {which:?}")
+}
+
 fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
@@ -337,6 +360,16 @@ async fn flight_sql_tools_can_browse_databases_and_tables() {
         .unwrap();
     let batches = fetch(&mut client, info).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    // everything JDBC's DatabaseMetaData reads: real lists of keywords and functions
+    let info = client.get_sql_info(vec![]).await.unwrap();
+    let all = fetch(&mut client, info).await;
+    assert!(rows(&all) > 80, "{} answers", rows(&all));
+    let numeric = string_list_info(&all, SqlInfo::SqlNumericFunctions);
+    assert!(numeric.iter().any(|f| f == "abs"), "{numeric:?}");
+    let dates = string_list_info(&all, SqlInfo::SqlDatetimeFunctions);
+    assert!(dates.iter().any(|f| f == "date_bin"), "{dates:?}");
+    let keywords = string_list_info(&all, SqlInfo::SqlKeywords);
+    assert!(keywords.iter().any(|k| k == "SELECT"), "{keywords:?}");
     // JDBC's getPrimaryKeys: the tags, then time (what deduplicates rows)
     let info = client
         .get_primary_keys(CommandGetPrimaryKeys {
