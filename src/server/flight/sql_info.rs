@@ -110,9 +110,10 @@ pub fn sql_info(functions: &BTreeMap<&'static str, Vec<String>>) -> Result<SqlIn
         SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
     );
     info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    // quoted names keep their case and match exactly, which none of the choices says
     info.append(
         SqlInfo::SqlQuotedIdentifierCase,
-        SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityUnknown as i32,
     );
     info.append(SqlInfo::SqlAllTablesAreSelectable, true);
     info.append(SqlInfo::SqlSchemaTerm, "database");
