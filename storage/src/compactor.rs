@@ -3,9 +3,11 @@
 //!
 //! A round picks, per table and UTC day, the files worth merging: all of the day's files
 //! except a leading run (by order) of files already at least half the target size. With at
-//! least two such files it reads them, merges rows per primary key (newer files win, as in
-//! queries), and writes the result as files of at most about the target size, split by time so
-//! that they do not overlap each other. The new files take the largest order of the files they
+//! least two such files it merges them, one time range at a time: the day is cut into as
+//! many ranges as the target size asks for (about the same bytes each, judged from the files'
+//! sizes and time spans), and each range reads the files that reach into it, keeps their rows
+//! of the range, merges rows per primary key (newer files win, as in queries) and becomes one
+//! file. Memory holds one range, not the day, and the new files do not overlap in time. The new files take the largest order of the files they
 //! replace (see [`ParquetFile::order`]).
 //!
 //! The heavy work runs without the lake lock, so persistence goes on meanwhile; the lock is
@@ -151,35 +153,56 @@ impl WriteBuffer {
             },
             message,
         };
-        let mut files = Vec::with_capacity(c.files.len());
-        for f in &c.files {
-            let bytes = self
-                .storage
-                .get(&Path::from(f.path.as_str()))
-                .await?
-                .ok_or_else(|| data_err(format!("listed file {} is missing", f.path)))?;
-            files.push(bytes);
-        }
-        let schema_for_merge = schema.clone();
-        let bytes_in = bytes_in_of(&c.files);
-        let slices = run_in_background("compactor", move || {
-            let mut batches = Vec::new();
-            for bytes in files {
-                batches.extend(read_parquet(bytes, &schema_for_merge)?);
-            }
-            let (merged, _) = merge_by_primary_key(schema_for_merge.arrow_schema(), &batches)
-                .map_err(|e| e.to_string())?;
-            drop(batches);
-            split_by_time(&merged, slices_for(&merged, target_bytes, bytes_in))
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(data_err)?;
+        // The day is merged a time range at a time, each range one output file, so that
+        // memory holds one range's rows, not the day's: a range reads only the files whose
+        // times reach into it, and keeps only its own rows of them. Rows of one primary key
+        // share their time, so no key spans two ranges.
         let order = c.files.iter().map(|f| f.order).max().unwrap_or(0);
-        let mut outputs = Vec::with_capacity(slices.len());
-        for slice in slices {
+        let n = bytes_in_of(&c.files).div_ceil(target_bytes.max(1)).max(1) as usize;
+        let cuts = cut_times(&c.files, n);
+        let bounds: Vec<(i64, i64)> = std::iter::once(i64::MIN)
+            .chain(cuts.iter().copied())
+            .zip(cuts.iter().copied().chain(std::iter::once(i64::MAX)))
+            .collect();
+        let mut outputs = Vec::with_capacity(bounds.len());
+        for (lower, upper) in bounds {
+            // oldest first, as the merge wants them (`pick` sorted them)
+            let mut inputs = Vec::new();
+            for f in c
+                .files
+                .iter()
+                .filter(|f| f.max_time >= lower && f.min_time < upper)
+            {
+                let bytes = self
+                    .storage
+                    .get(&Path::from(f.path.as_str()))
+                    .await?
+                    .ok_or_else(|| data_err(format!("listed file {} is missing", f.path)))?;
+                inputs.push(bytes);
+            }
+            let schema_for_merge = schema.clone();
+            let merged = run_in_background("compactor", move || {
+                let mut batches = Vec::new();
+                for bytes in inputs {
+                    for batch in read_parquet(bytes, &schema_for_merge)? {
+                        let batch = within(&batch, lower, upper)?;
+                        if batch.num_rows() > 0 {
+                            batches.push(batch);
+                        }
+                    }
+                }
+                let (merged, _) = merge_by_primary_key(schema_for_merge.arrow_schema(), &batches)
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(merged)
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(data_err)?;
+            if merged.num_rows() == 0 {
+                continue;
+            }
             let file = self
-                .write_parquet_file(db, &schema, slice, Some(order))
+                .write_parquet_file(db, &schema, merged, Some(order))
                 .await
                 .map_err(|e| match e {
                     FileWriteError::Encode(message) => data_err(message),
@@ -275,40 +298,54 @@ fn bytes_in_of(files: &[ParquetFile]) -> u64 {
     files.iter().map(|f| f.size_bytes).sum()
 }
 
-/// How many files a merged day should become: its inputs' size over the target, at least one.
-/// The inputs' size is a fair guess of the output's (the same rows, fewer duplicates).
-fn slices_for(merged: &RecordBatch, target_bytes: u64, bytes_in: u64) -> usize {
-    let by_size = bytes_in.div_ceil(target_bytes.max(1)) as usize;
-    by_size.clamp(1, merged.num_rows().max(1))
+/// Where to cut a day of `files` into `n` time ranges of about the same bytes: each file's
+/// bytes are taken as spread evenly over its times, from its first to its last. The ranges
+/// are `[cut k-1, cut k)`, the first from the start of time and the last to its end; a cut
+/// falls just after a time, so files that follow one another (a persist's hour, then the
+/// next) are cut between them. Fewer than `n - 1` cuts where the files are too few to tell
+/// apart.
+fn cut_times(files: &[ParquetFile], n: usize) -> Vec<i64> {
+    const POINTS_PER_FILE: i64 = 16;
+    if n <= 1 {
+        return Vec::new();
+    }
+    // each point weighs its file's bytes (a point is a share of 1 / POINTS_PER_FILE)
+    let mut points: Vec<(i64, u128)> = Vec::new();
+    for f in files {
+        let span = f.max_time.saturating_sub(f.min_time);
+        for k in 0..POINTS_PER_FILE {
+            let offset = (span as i128 * k as i128 / (POINTS_PER_FILE - 1) as i128) as i64;
+            points.push((f.min_time.saturating_add(offset), u128::from(f.size_bytes)));
+        }
+    }
+    points.sort_by_key(|p| p.0);
+    let total: u128 = points.iter().map(|p| p.1).sum();
+    let n128 = n as u128;
+    let mut cuts = Vec::with_capacity(n - 1);
+    let (mut seen, mut next) = (0u128, 1u128);
+    for (t, w) in points {
+        seen += w;
+        while next < n128 && seen * n128 >= total * next {
+            cuts.push(t.saturating_add(1));
+            next += 1;
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.retain(|&c| c < i64::MAX);
+    cuts
 }
 
-/// Splits rows (sorted by tags then time) into `n` slices by time, each of about the same row
-/// count, each still sorted, no two overlapping in time.
-fn split_by_time(merged: &RecordBatch, n: usize) -> Result<Vec<RecordBatch>, String> {
-    if n <= 1 || merged.num_rows() == 0 {
-        return Ok(vec![merged.clone()]);
+/// The rows of `batch` with times in `[lower, upper)`.
+fn within(batch: &RecordBatch, lower: i64, upper: i64) -> Result<RecordBatch, String> {
+    let time = time_column(batch)?;
+    // the last range ends with time itself
+    let inside = |t: i64| t >= lower && (t < upper || upper == i64::MAX);
+    if time.values().iter().all(|&t| inside(t)) {
+        return Ok(batch.clone());
     }
-    let time = time_column(merged)?;
-    let mut times: Vec<i64> = time.values().to_vec();
-    times.sort_unstable();
-    // cut points: slice k holds times in [cuts[k-1], cuts[k])
-    let mut cuts: Vec<i64> = (1..n).map(|k| times[k * times.len() / n]).collect();
-    cuts.dedup();
-    let mut out = Vec::with_capacity(cuts.len() + 1);
-    let mut lower = i64::MIN;
-    for upper in cuts.into_iter().chain(std::iter::once(i64::MAX)) {
-        let mask: arrow::array::BooleanArray = time
-            .values()
-            .iter()
-            .map(|&t| Some(t >= lower && (t < upper || upper == i64::MAX)))
-            .collect();
-        let slice = filter_record_batch(merged, &mask).map_err(|e| e.to_string())?;
-        if slice.num_rows() > 0 {
-            out.push(slice);
-        }
-        lower = upper;
-    }
-    Ok(out)
+    let mask: arrow::array::BooleanArray = time.values().iter().map(|&t| Some(inside(t))).collect();
+    filter_record_batch(batch, &mask).map_err(|e| e.to_string())
 }
 
 fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, String> {

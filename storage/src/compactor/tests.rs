@@ -126,3 +126,31 @@ async fn large_files_at_the_start_are_left_alone() {
     );
     assert_eq!(wb.lake().table_files("db", "cpu")[0].rows, 30);
 }
+
+/// A day cut for compaction falls between files that follow one another, so that each time
+/// range reads only its own files.
+#[test]
+fn a_day_is_cut_between_the_files_of_its_hours() {
+    let hourly: Vec<ParquetFile> = (0..6i64)
+        .map(|h| ParquetFile {
+            id: h as u64,
+            path: format!("{h}.parquet"),
+            size_bytes: 1000,
+            rows: 10,
+            min_time: h * HOUR,
+            max_time: (h + 1) * HOUR - 1,
+            order: h as u64,
+            sort_key: Vec::new(),
+        })
+        .collect();
+    assert_eq!(cut_times(&hourly, 3), [2 * HOUR, 4 * HOUR]);
+    assert_eq!(cut_times(&hourly, 1), Vec::<i64>::new());
+    // a file twice as big counts twice
+    let mut skewed = hourly.clone();
+    skewed[0].size_bytes = 5000;
+    assert_eq!(cut_times(&skewed, 2), [HOUR]);
+    // one file alone: cuts within its span
+    let cuts = cut_times(&hourly[..1], 4);
+    assert_eq!(cuts.len(), 3);
+    assert!(cuts.iter().all(|&c| c > 0 && c < HOUR), "{cuts:?}");
+}
