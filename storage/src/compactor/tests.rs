@@ -103,6 +103,37 @@ async fn a_day_too_big_for_one_file_is_split_by_time_without_overlap() {
     assert_eq!(table_rows(&wb).await, before);
 }
 
+/// Ranges the rows do not fill make no file: every persist here holds rows at the first and
+/// the last hour only (a file each), so a day cut four ways has ranges with nothing in them.
+#[tokio::test]
+async fn ranges_without_rows_make_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wb = open_with_grace(dir.path(), Duration::from_secs(3600)).await;
+    for round in 0..10i64 {
+        write(
+            &wb,
+            &format!(
+                "cpu,host=h{round} v=1 0\ncpu,host=h{round} v=2 {}\n",
+                9 * HOUR
+            ),
+        )
+        .await;
+        wb.persist(FreezeRule::All).await.unwrap();
+    }
+    let before = table_rows(&wb).await;
+    let total: u64 = wb
+        .lake()
+        .table_files("db", "cpu")
+        .iter()
+        .map(|f| f.size_bytes)
+        .sum();
+    let s = wb.compact(total / 4 + 1).await.unwrap();
+    assert_eq!((s.days, s.files_in, s.files_out), (1, 20, 2), "{s:?}");
+    let files = wb.lake().table_files("db", "cpu");
+    assert_eq!(files.iter().map(|f| f.rows).collect::<Vec<_>>(), [10, 10]);
+    assert_eq!(table_rows(&wb).await, before);
+}
+
 #[tokio::test]
 async fn large_files_at_the_start_are_left_alone() {
     let dir = tempfile::tempdir().unwrap();
