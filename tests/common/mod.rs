@@ -230,3 +230,24 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
+
+/// Runs `script` with `python -c`, passing `args`, and returns the JSON it prints; panics,
+/// showing its standard error, when it fails.
+pub fn python_json(
+    python: &std::ffi::OsStr,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> serde_json::Value {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::common::Server;
+use crate::common::{Server, python_json};
 
 pub(crate) async fn channel(s: &Server) -> Channel {
     Channel::from_shared(s.url.clone())
@@ -216,19 +216,7 @@ cur.execute("SELECT host FROM cpu WHERE usage > $1 ORDER BY host", parameters=(2
 bound = cur.fetch_arrow_table().to_pylist()
 print(json.dumps({"influxdb3": via_client, "adbc": via_adbc, "bound": bound}))
 "#;
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(&s.url)
-        .arg(&port)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = python_json(&python, script, &[s.url.as_ref(), port.as_ref()]);
     let http = serde_json::Value::Array(
         s.sql("py", "SELECT host, region, usage FROM cpu ORDER BY host")
             .await,

@@ -18,6 +18,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
+use sluice_storage::write_buffer::rfc3339;
 use tonic::transport::Channel;
 
 use crate::common::Server;
@@ -156,27 +157,6 @@ struct Range {
     to: i64,
 }
 
-/// Unix seconds as RFC 3339 in UTC, as Go's `time.RFC3339` writes them.
-fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // civil_from_days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 /// What the browser does first: `$name` and `${name}` become the variable's values, each
 /// quoted, separated by commas (how Grafana's SQL data sources write a multi-value variable).
 fn replace_variables(sql: &str, values: &HashMap<String, Vec<String>>) -> String {
@@ -257,7 +237,11 @@ fn macro_matches(sql: &str, name: &str) -> Vec<(String, Option<String>)> {
 
 /// What Grafana's backend does next: the InfluxDB SQL mode's macros, then the SDK's.
 fn expand_macros(sql: &str, range: Range, interval: u64) -> String {
-    let (from, to) = (rfc3339(range.from), rfc3339(range.to));
+    // RFC 3339 in UTC to the second, as Go's `time.RFC3339` writes them
+    let (from, to) = (
+        rfc3339(range.from * 1_000_000_000),
+        rfc3339(range.to * 1_000_000_000),
+    );
     let macro_names = [
         "dateBin",
         "dateBinAlias",

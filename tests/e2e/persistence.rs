@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::Server;
+use crate::common::{Server, python_json};
 
 const START: i64 = 1_767_225_600_000_000_000;
 
@@ -206,18 +206,7 @@ for path in sorted(glob.glob(root + "/dbs/d/cpu/*/*.parquet")):
 total = duckdb.sql(f"SELECT count(*), sum(n) FROM read_parquet('{root}/dbs/d/cpu/*/*.parquet')").fetchall()[0]
 print(json.dumps({"files": out, "count": total[0], "sum_n": total[1]}))
 "#;
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(s.data_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(&python, script, &[s.data_dir().as_os_str()]);
     assert_eq!(v["count"], 36);
     assert_eq!(v["sum_n"], 2 * (0..18).sum::<i64>());
     let files = v["files"].as_object().unwrap();

@@ -12,6 +12,11 @@ async fn open_with_grace(dir: &std::path::Path, grace: Duration) -> WriteBuffer 
     WriteBuffer::open(config, storage).await.unwrap().0
 }
 
+/// The bytes of the files of `db.cpu`.
+fn day_bytes(wb: &WriteBuffer) -> u64 {
+    bytes_in_of(&wb.lake().table_files("db", "cpu"))
+}
+
 /// Ten persists of one day: new rows and overwrites of earlier ones, hour by hour.
 async fn many_small_files(wb: &WriteBuffer) {
     for round in 0..10i64 {
@@ -86,12 +91,7 @@ async fn a_day_too_big_for_one_file_is_split_by_time_without_overlap() {
     let wb = open_with_grace(dir.path(), Duration::from_secs(3600)).await;
     many_small_files(&wb).await;
     let before = table_rows(&wb).await;
-    let total: u64 = wb
-        .lake()
-        .table_files("db", "cpu")
-        .iter()
-        .map(|f| f.size_bytes)
-        .sum();
+    let total = day_bytes(&wb);
     // a target a third of the day's size: three files
     let s = wb.compact(total / 3 + 1).await.unwrap();
     assert_eq!(s.files_out, 3, "{s:?}");
@@ -121,12 +121,7 @@ async fn ranges_without_rows_make_no_file() {
         wb.persist(FreezeRule::All).await.unwrap();
     }
     let before = table_rows(&wb).await;
-    let total: u64 = wb
-        .lake()
-        .table_files("db", "cpu")
-        .iter()
-        .map(|f| f.size_bytes)
-        .sum();
+    let total = day_bytes(&wb);
     let s = wb.compact(total / 4 + 1).await.unwrap();
     assert_eq!((s.days, s.files_in, s.files_out), (1, 20, 2), "{s:?}");
     let files = wb.lake().table_files("db", "cpu");
