@@ -65,7 +65,7 @@ fn bench_requests(c: &mut Criterion, values_per_request: usize) {
         b.iter(|| {
             for batch in &batches {
                 out.clear();
-                batch.encode(&mut out);
+                sluice_storage::wal::record::encode_batch(batch, &mut out);
                 black_box(out.len());
             }
         })

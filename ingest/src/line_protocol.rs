@@ -15,7 +15,7 @@ use std::fmt;
 
 use crate::bytes_map::BytesMap;
 
-use crate::write::{FieldValue, Sym, WriteBatch};
+use sluice_model::{FieldValue, Sym, WriteBatch};
 
 /// How the timestamps of a body are to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,7 @@ pub fn parse(body: &[u8], opts: &ParseOptions) -> ParseOutcome {
 const ORIGINAL_LINE_LIMIT: usize = 1024;
 
 /// The text of line `line_number` (1-based, as in [`LineError::line_number`] and
-/// [`crate::Point::line`]) of `body`, cut to 1 KiB: for error reports about points that parsed
+/// [`sluice_model::Point::line`]) of `body`, cut to 1 KiB: for error reports about points that parsed
 /// but were rejected later. Scans the body, so it is meant for the error path only.
 pub fn line_text(body: &[u8], line_number: u32) -> String {
     let mut start = 0;

@@ -1,4 +1,4 @@
-//! OpenTelemetry OTLP metrics -> [`crate::WriteBatch`].
+//! OpenTelemetry OTLP metrics -> [`sluice_model::WriteBatch`].
 //!
 //! [`names`] turns OTLP metric names, units and attribute keys into the table and tag names a
 //! Prometheus user expects, as the OpenTelemetry-to-Prometheus compatibility specification

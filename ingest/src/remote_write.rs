@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use crate::bytes_map::BytesMap;
 use crate::protowire::{Reader, WireError, WireType};
-use crate::write::{FieldValue, Sym, WriteBatch};
+use sluice_model::{FieldValue, MetricMetadata, MetricType, Sym, WriteBatch};
 
 mod series_cache;
 pub use series_cache::SeriesCache;
@@ -98,17 +98,6 @@ impl Default for Limits {
     }
 }
 
-/// The metadata of one metric (table): from a 1.0 request's `metadata` or a 2.0 series'.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricMetadata {
-    pub table: String,
-    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
-    /// `unknown`.
-    pub metric_type: &'static str,
-    pub help: String,
-    pub unit: String,
-}
-
 /// A series that was not stored, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesError {
@@ -133,8 +122,9 @@ pub struct Decoded {
     pub histograms: usize,
     /// Exemplars, not stored.
     pub exemplars: usize,
-    /// Metadata, at most one per table (the last one sent).
-    pub metadata: Vec<MetricMetadata>,
+    /// Metadata: (metric family name, what the sender says of it), at most one per family
+    /// (the last one sent).
+    pub metadata: Vec<(String, MetricMetadata)>,
     pub errors: Vec<SeriesError>,
 }
 
@@ -649,26 +639,15 @@ impl<'b> Decoder<'_, 'b> {
         batch.push_point(table, tags, fields, time, line);
     }
 
-    fn add_metadata(&mut self, table: &str, kind: u64, help: &str, unit: &str) {
-        let metric_type = match kind {
-            1 => "counter",
-            2 => "gauge",
-            3 => "histogram",
-            4 => "gaugehistogram",
-            5 => "summary",
-            6 => "info",
-            7 => "stateset",
-            _ => "unknown",
-        };
+    fn add_metadata(&mut self, family: &str, kind: u64, help: &str, unit: &str) {
         let m = MetricMetadata {
-            table: table.to_string(),
-            metric_type,
+            metric_type: MetricType::from_number(kind),
             help: help.to_string(),
             unit: unit.to_string(),
         };
-        match self.out.metadata.iter_mut().find(|x| x.table == table) {
-            Some(x) => *x = m,
-            None => self.out.metadata.push(m),
+        match self.out.metadata.iter_mut().find(|(f, _)| f == family) {
+            Some((_, x)) => *x = m,
+            None => self.out.metadata.push((family.to_string(), m)),
         }
     }
 }

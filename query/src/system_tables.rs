@@ -14,6 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::Result;
 use datafusion::datasource::{MemTable, TableProvider};
+use sluice_model::MetricMetadata;
 use sluice_storage::{CatalogSnapshot, WriteBuffer};
 
 /// The databases of `catalog` as rows: `iox::database` (the column name InfluxDB 3 lists them
@@ -116,7 +117,7 @@ impl SystemSchema {
             .database(&self.db)
             .map(|d| d.metric_metadata.iter().collect())
             .unwrap_or_default();
-        let column = |get: fn(&sluice_storage::MetricMetadata) -> &str| -> ArrayRef {
+        let column = |get: fn(&MetricMetadata) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(
                 entries.iter().map(|(_, m)| get(m)),
             ))
@@ -125,7 +126,7 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter_values(
                 entries.iter().map(|(name, _)| name.as_ref()),
             )),
-            column(|m| &m.metric_type),
+            column(|m| m.metric_type.as_str()),
             column(|m| &m.help),
             column(|m| &m.unit),
         ];

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parking_lot::RwLock;
-use sluice_ingest::FieldType;
+use sluice_model::{FieldType, MetricMetadata};
 
 /// Name of the timestamp column every table has.
 pub const TIME_COLUMN: &str = "time";
@@ -190,17 +190,6 @@ pub struct DatabaseSchema {
     /// family may name no table (a histogram's samples are in `<name>_bucket`, `_sum` and
     /// `_count`), or name one before any sample arrives.
     pub metric_metadata: BTreeMap<Arc<str>, MetricMetadata>,
-}
-
-/// The metadata of one metric family, as remote write sends it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MetricMetadata {
-    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
-    /// `unknown`.
-    #[serde(rename = "type")]
-    pub metric_type: String,
-    pub help: String,
-    pub unit: String,
 }
 
 /// Parses a period written as `none` (`Ok(None)`) or a whole number and a unit: `h`, `d`, `w`,

@@ -11,11 +11,9 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use sluice_ingest::FieldType;
+use sluice_model::{FieldType, MetricMetadata, MetricType};
 
-use crate::catalog::{
-    CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, Retention, TableSchema,
-};
+use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, Retention, TableSchema};
 use crate::persisted_files::{Dropped, LakeState, ParquetFile, PendingDelete};
 use crate::tokens::TokenRecord;
 
@@ -52,7 +50,38 @@ struct DatabaseDoc {
     tables: Vec<TableDoc>,
     /// Prometheus metric metadata, by metric family name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    metric_metadata: BTreeMap<String, MetricMetadata>,
+    metric_metadata: BTreeMap<String, MetricMetadataDoc>,
+}
+
+/// What a sender said of a metric family.
+#[derive(Debug, Serialize, Deserialize)]
+struct MetricMetadataDoc {
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
+    /// `unknown`.
+    #[serde(rename = "type")]
+    metric_type: String,
+    help: String,
+    unit: String,
+}
+
+impl From<&MetricMetadata> for MetricMetadataDoc {
+    fn from(m: &MetricMetadata) -> Self {
+        MetricMetadataDoc {
+            metric_type: m.metric_type.as_str().to_string(),
+            help: m.help.clone(),
+            unit: m.unit.clone(),
+        }
+    }
+}
+
+impl From<MetricMetadataDoc> for MetricMetadata {
+    fn from(m: MetricMetadataDoc) -> Self {
+        MetricMetadata {
+            metric_type: MetricType::from_name(&m.metric_type),
+            help: m.help,
+            unit: m.unit,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,7 +162,7 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
             metric_metadata: db
                 .metric_metadata
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.into()))
                 .collect(),
         });
     }
@@ -221,7 +250,7 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
                 metric_metadata: db
                     .metric_metadata
                     .into_iter()
-                    .map(|(k, v)| (k.into(), v))
+                    .map(|(k, v)| (k.into(), v.into()))
                     .collect(),
             }),
         );
@@ -249,7 +278,7 @@ mod tests {
                 metric_metadata: BTreeMap::from([(
                     "http_requests".into(),
                     MetricMetadata {
-                        metric_type: "counter".into(),
+                        metric_type: MetricType::Counter,
                         help: "Requests served.".into(),
                         unit: String::new(),
                     },

@@ -17,7 +17,7 @@
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::compute::nullif;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use sluice_ingest::{FieldValue, Sym, Symbols};
+use sluice_model::{FieldValue, Sym, Symbols};
 
 use crate::table_buffer::FieldColumn;
 

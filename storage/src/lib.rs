@@ -2,7 +2,7 @@
 //! log and the in-memory Arrow write buffer.
 //!
 //! The entry point is [`WriteBuffer`]: it takes protocol-neutral
-//! [`WriteBatch`](sluice_ingest::WriteBatch)es, validates them against the [`catalog`], makes
+//! [`WriteBatch`](sluice_model::WriteBatch)es, validates them against the [`catalog`], makes
 //! them durable in the [`wal`] and appends them to per-table [`TableBuffer`]s that the query
 //! crate scans.
 
@@ -26,9 +26,7 @@ pub mod wal;
 pub mod write_buffer;
 
 pub use admin::{AdminError, RetentionSummary};
-pub use catalog::{
-    Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, MetricMetadata, Retention, TableSchema,
-};
+pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, Retention, TableSchema};
 pub use compactor::{CompactionError, CompactionSummary};
 pub use persisted_files::{LakeState, ParquetFile};
 pub use persister::{PersistError, PersistSummary};

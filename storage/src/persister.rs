@@ -326,15 +326,15 @@ pub fn encode_parquet(
                 props = props.set_column_compression(path, Compression::UNCOMPRESSED);
             }
             ColumnKind::Time
-            | ColumnKind::Field(sluice_ingest::FieldType::Integer)
-            | ColumnKind::Field(sluice_ingest::FieldType::UInteger) => {
+            | ColumnKind::Field(sluice_model::FieldType::Integer)
+            | ColumnKind::Field(sluice_model::FieldType::UInteger) => {
                 // Sorted by series then time, timestamps and counters change by small steps:
                 // delta encoding stores the steps, and ZSTD squeezes them further.
                 props = props
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
             }
-            ColumnKind::Field(sluice_ingest::FieldType::Float) => {
+            ColumnKind::Field(sluice_model::FieldType::Float) => {
                 props = props
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);

@@ -25,7 +25,7 @@ use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::Int32Type;
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
-use sluice_ingest::{FieldValue, Point, Sym, Symbols, TagSetId, WriteBatch};
+use sluice_model::{FieldValue, Point, Sym, Symbols, TagSetId, WriteBatch};
 
 use crate::catalog::{ColumnKind, TableSchema};
 use crate::last_rows::{LastRows, OwnedValue};

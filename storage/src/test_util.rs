@@ -1,7 +1,7 @@
 //! Helpers the storage crate's tests share.
 
-use sluice_ingest::WriteBatch;
 use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
+use sluice_model::WriteBatch;
 
 /// `lp` (nanosecond timestamps, every line valid) as a write batch.
 pub(crate) fn batch(lp: &str) -> WriteBatch {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use sluice_ingest::{FieldValue, Sym, WriteBatch};
+use sluice_model::{FieldValue, Sym, WriteBatch};
 
 use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, TIME_COLUMN, TableSchema};
 
@@ -131,8 +131,8 @@ pub fn validate(
     // The last point that passed, if it was of the last series that passed: a point of the
     // same series with the same field names and types passes too (what it would add, that
     // point added), without the checks. Metric rows, one value each, come in such runs.
-    let mut last_point: Option<&sluice_ingest::Point> = None;
-    let same_fields = |a: &sluice_ingest::Point, b: &sluice_ingest::Point| {
+    let mut last_point: Option<&sluice_model::Point> = None;
+    let same_fields = |a: &sluice_model::Point, b: &sluice_model::Point| {
         let (fa, fb) = (batch.fields_of(a), batch.fields_of(b));
         fa.len() == fb.len()
             && fa
@@ -247,7 +247,7 @@ pub fn validate(
 fn check_point(
     state: &mut TableState,
     batch: &WriteBatch,
-    point: &sluice_ingest::Point,
+    point: &sluice_model::Point,
     check_tags: bool,
     new_cols: &mut Vec<(Sym, ColumnKind)>,
 ) -> Result<(), String> {
@@ -362,7 +362,7 @@ fn show_value(batch: &WriteBatch, v: &FieldValue) -> String {
 mod tests {
     use super::*;
     use crate::test_util::batch;
-    use sluice_ingest::FieldType;
+    use sluice_model::FieldType;
 
     fn run(cat: &CatalogSnapshot, lp: &str, limits: Limits) -> Validated {
         validate(cat, "db", &batch(lp), &limits, true).unwrap()

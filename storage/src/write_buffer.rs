@@ -32,19 +32,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use sluice_ingest::{Sym, WriteBatch};
+use sluice_model::{MetricMetadata, Sym, WriteBatch};
 use tokio::sync::oneshot;
 
-use crate::catalog::{
-    Catalog, CatalogSnapshot, DatabaseSchema, MetricMetadata, Retention, validate_database_name,
-};
+use crate::catalog::{Catalog, CatalogSnapshot, DatabaseSchema, Retention, validate_database_name};
 use crate::catalog_file;
 use crate::metrics::StorageMetrics;
 use crate::persisted_files::{DBS_PREFIX, LakeState};
 use crate::store::{self, ObjectStorage};
 use crate::table_buffer::{FrozenPartition, PARTITION_NANOS, TableBuffer};
 use crate::validator::{Limits, Rejection, validate};
-use crate::wal::{self, WalWriter};
+use crate::wal::{self, WalWriter, decode_record, encode_record};
 use object_store::path::Path;
 
 /// How the write buffer is set up.
@@ -329,15 +327,6 @@ pub struct WriteBuffer {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// WAL record format: 3 is format 2 compressed with Snappy (raw); 2 encodes the batch with
-/// varints and deltas ([`WriteBatch::encode`]); replay still reads 2 and 1, the fixed-width
-/// encoding of the first builds. Metric rows (one value each, as OTLP and remote write give)
-/// repeat the same few bytes row after row: Snappy takes their records to about a third,
-/// and every byte of the WAL is copied into the page cache and synced.
-const RECORD_VERSION: u8 = 3;
-/// How many times its size a compressed record may expand to: Snappy's densest element (a
-/// three-byte copy of 64 bytes) expands about 21 times, so a bigger claim is damage.
-const MAX_RECORD_EXPANSION: usize = 32;
 /// Most writes taken into one group commit.
 const MAX_GROUP: usize = 4096;
 
@@ -569,7 +558,7 @@ impl WriteBuffer {
     pub fn set_metric_metadata(
         &self,
         db: &str,
-        metadata: &[sluice_ingest::remote_write::MetricMetadata],
+        metadata: &[(String, MetricMetadata)],
     ) -> Result<(), WriteError> {
         validate_database_name(db).map_err(WriteError::InvalidDatabaseName)?;
         let _serialized = self.write_lock.lock();
@@ -578,12 +567,10 @@ impl WriteBuffer {
         if existing.is_none() && !self.config.auto_create_databases {
             return Err(WriteError::DatabaseNotFound(db.to_string()));
         }
-        let changed = metadata.iter().any(|m| {
+        let changed = metadata.iter().any(|(family, m)| {
             existing
-                .and_then(|d| d.metric_metadata.get(m.table.as_str()))
-                .is_none_or(|old| {
-                    old.metric_type != m.metric_type || old.help != m.help || old.unit != m.unit
-                })
+                .and_then(|d| d.metric_metadata.get(family.as_str()))
+                .is_none_or(|old| old != m)
         });
         if !changed {
             return Ok(());
@@ -596,15 +583,10 @@ impl WriteBuffer {
             })
         });
         let db_schema = Arc::make_mut(entry);
-        for m in metadata {
-            db_schema.metric_metadata.insert(
-                m.table.as_str().into(),
-                MetricMetadata {
-                    metric_type: m.metric_type.to_string(),
-                    help: m.help.clone(),
-                    unit: m.unit.clone(),
-                },
-            );
+        for (family, m) in metadata {
+            db_schema
+                .metric_metadata
+                .insert(family.as_str().into(), m.clone());
         }
         self.shared.catalog.replace(next);
         Ok(())
@@ -936,70 +918,6 @@ fn with_default_retention(
     next
 }
 
-fn encode_record(db: &str, batch: &WriteBatch) -> Vec<u8> {
-    let mut encoded = Vec::new();
-    batch.encode(&mut encoded);
-    let mut out = vec![0; 3 + db.len() + snap::raw::max_compress_len(encoded.len())];
-    out[0] = RECORD_VERSION;
-    out[1..3].copy_from_slice(&(db.len() as u16).to_le_bytes());
-    out[3..3 + db.len()].copy_from_slice(db.as_bytes());
-    let n = snap::raw::Encoder::new()
-        .compress(&encoded, &mut out[3 + db.len()..])
-        .expect("the buffer has the room max_compress_len asks for");
-    out.truncate(3 + db.len() + n);
-    out
-}
-
-fn decode_record(payload: &[u8]) -> Option<(Arc<str>, WriteBatch)> {
-    let (&version, rest) = payload.split_first()?;
-    let decode = match version {
-        1 => WriteBatch::decode_fixed,
-        2 | RECORD_VERSION => WriteBatch::decode,
-        _ => {
-            tracing::error!(version, "WAL record of an unknown version skipped");
-            return None;
-        }
-    };
-    if rest.len() < 2 {
-        return None;
-    }
-    let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-    let db = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
-    let body = &rest[2 + len..];
-    let expanded;
-    let body = if version == RECORD_VERSION {
-        let n = snap::raw::decompress_len(body).ok()?;
-        if n > body
-            .len()
-            .saturating_mul(MAX_RECORD_EXPANSION)
-            .saturating_add(1024)
-        {
-            tracing::error!(
-                bytes = n,
-                "WAL record skipped: it claims an implausible size"
-            );
-            return None;
-        }
-        expanded = match snap::raw::Decoder::new().decompress_vec(body) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("WAL record skipped: its compression is damaged: {e}");
-                return None;
-            }
-        };
-        &expanded[..]
-    } else {
-        body
-    };
-    match decode(body) {
-        Ok(batch) => Some((db.into(), batch)),
-        Err(e) => {
-            tracing::error!("WAL record skipped: {e}");
-            None
-        }
-    }
-}
-
 /// Replays the WAL into `shared`, skipping the rows the catalog's files already hold.
 fn replay(
     shared: &Shared,
@@ -1009,9 +927,13 @@ fn replay(
     let lake = shared.lake.read().clone();
     summary.cut_tails = wal::replay(&config.wal_dir, |segment, payload| {
         summary.records += 1;
-        let Some((db, mut batch)) = decode_record(payload) else {
-            summary.undecodable += 1;
-            return;
+        let (db, mut batch) = match decode_record(payload) {
+            Ok(write) => write,
+            Err(e) => {
+                tracing::error!(segment, "WAL record skipped: {e}");
+                summary.undecodable += 1;
+                return;
+            }
         };
         // writes to a database or table deleted after them
         if lake.is_dropped(&db, None, segment) {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::write::FieldValue as V;
+use sluice_model::FieldValue as V;
 
 /// A point as plain values, for comparisons.
 #[derive(Debug, Clone, PartialEq)]

@@ -26,7 +26,7 @@ use sluice_proto::otlp::{
 use super::names::{MetricKind, label_name, metric_name};
 use crate::bytes_map::BytesMap;
 use crate::protowire::{Reader, WireError, WireType};
-use crate::write::{FieldValue, Sym, TagSetId, WriteBatch};
+use sluice_model::{FieldValue, Sym, TagSetId, WriteBatch};
 
 /// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
 const NO_RECORDED_VALUE: u32 = 1;

@@ -19,7 +19,7 @@ use std::ops::Range;
 use hashbrown::HashTable;
 
 use super::Limits;
-use crate::write::{Sym, WriteBatch};
+use sluice_model::{Sym, WriteBatch};
 
 /// Default byte budget of one cache: about 100,000 Prometheus-like series.
 const DEFAULT_MAX_BYTES: usize = 48 << 20;

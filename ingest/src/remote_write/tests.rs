@@ -15,7 +15,7 @@ fn decode_fresh(body: &[u8], version: Version, limits: &Limits) -> Result<Decode
 }
 
 /// `(name, value)` pairs, sorted, of a decoded point: its table as `__name__` and its tags.
-fn point_labels(batch: &WriteBatch, p: &crate::Point) -> Vec<(String, String)> {
+fn point_labels(batch: &WriteBatch, p: &sluice_model::Point) -> Vec<(String, String)> {
     let mut out = vec![(NAME_LABEL.to_string(), batch.str(p.table).to_string())];
     out.extend(
         batch
@@ -27,7 +27,7 @@ fn point_labels(batch: &WriteBatch, p: &crate::Point) -> Vec<(String, String)> {
     out
 }
 
-fn point_value(batch: &WriteBatch, p: &crate::Point) -> f64 {
+fn point_value(batch: &WriteBatch, p: &sluice_model::Point) -> f64 {
     match batch.fields_of(p) {
         [f] if batch.str(f.key) == VALUE_FIELD => match f.value {
             FieldValue::F64(v) => v,
@@ -114,10 +114,10 @@ fn prometheus_2_42_captures_decode_like_prost_does() {
                 .collect();
             assert_eq!(got.metadata.len(), families.len(), "{path:?}");
             for m in &expected.metadata {
-                let mine = got
+                let (_, mine) = got
                     .metadata
                     .iter()
-                    .find(|x| x.table == m.metric_family_name)
+                    .find(|(family, _)| *family == m.metric_family_name)
                     .unwrap();
                 let last = expected
                     .metadata
@@ -360,12 +360,14 @@ fn remote_write_2_requests_built_from_the_official_proto() {
     assert_eq!(point_value(&got.batch, &p), 12.0);
     assert_eq!(
         got.metadata,
-        vec![MetricMetadata {
-            table: "http_requests_total".into(),
-            metric_type: "counter",
-            help: "Requests served.".into(),
-            unit: "requests".into(),
-        }]
+        vec![(
+            "http_requests_total".to_string(),
+            MetricMetadata {
+                metric_type: MetricType::Counter,
+                help: "Requests served.".into(),
+                unit: "requests".into(),
+            }
+        )]
     );
 
     // a reference past the symbols is a malformed request
