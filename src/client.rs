@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 
 use sluice_ingest::line_protocol::split_lines;
-use sluice_storage::write_buffer::rfc3339;
+use sluice_storage::time::rfc3339;
 
 use crate::cli::{
     AdminArgs, ClientArgs, DbCommand, HostArgs, QueryArgs, TableCommand, TokenCommand, WriteArgs,

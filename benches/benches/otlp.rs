@@ -14,7 +14,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_bench::tsbs::{self, Spec};
 use sluice_ingest::otlp::map::{self, Options};
-use sluice_storage::validator::validate;
+use sluice_storage::catalog::validate;
 use sluice_storage::{CatalogSnapshot, Limits, TableBuffer};
 
 /// Values per request: the load benchmark's default, and the Collector's batch size.

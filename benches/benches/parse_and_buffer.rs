@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_bench::tsbs::{self, Spec};
 use sluice_ingest::line_protocol::{self, ParseOptions, Precision};
-use sluice_storage::validator::validate;
+use sluice_storage::catalog::validate;
 use sluice_storage::{CatalogSnapshot, Limits, TableBuffer};
 
 const LINES_PER_BODY: usize = 5_000;

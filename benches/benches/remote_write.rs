@@ -11,7 +11,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_bench::tsbs::{self, Spec};
 use sluice_ingest::remote_write::{self, Limits as LabelLimits, SeriesCache, Version};
-use sluice_storage::validator::validate;
+use sluice_storage::catalog::validate;
 use sluice_storage::{CatalogSnapshot, Limits, TableBuffer};
 
 const SAMPLES_PER_REQUEST: usize = 2_000;

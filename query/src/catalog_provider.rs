@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::common::Result;
 use datafusion::datasource::TableProvider;
-use sluice_storage::{CatalogSnapshot, DatabaseSchema, WriteBuffer};
+use sluice_storage::{CatalogSnapshot, DatabaseSchema, ReadView};
 
 use crate::system_tables::{SYSTEM_SCHEMA, SystemSchema};
 use crate::table_provider::SluiceTable;
@@ -31,18 +31,18 @@ pub const IOX_SCHEMA: &str = "iox";
 #[derive(Debug)]
 pub struct SluiceCatalog {
     snapshot: Arc<CatalogSnapshot>,
-    buffer: Arc<WriteBuffer>,
+    storage: ReadView,
     /// The database the query runs in: the one `system` describes.
     current_db: Arc<str>,
 }
 
 impl SluiceCatalog {
-    /// The catalog as it is in `snapshot`, with rows from `buffer`, for a query in
+    /// The catalog as it is in `snapshot`, with rows from `storage`, for a query in
     /// `current_db`.
-    pub fn new(snapshot: Arc<CatalogSnapshot>, buffer: Arc<WriteBuffer>, current_db: &str) -> Self {
+    pub fn new(snapshot: Arc<CatalogSnapshot>, storage: ReadView, current_db: &str) -> Self {
         SluiceCatalog {
             snapshot,
-            buffer,
+            storage,
             current_db: current_db.into(),
         }
     }
@@ -62,7 +62,7 @@ impl CatalogProvider for SluiceCatalog {
         if name == SYSTEM_SCHEMA {
             return Some(Arc::new(SystemSchema::new(
                 self.current_db.clone(),
-                self.buffer.clone(),
+                self.storage.clone(),
             )));
         }
         let db = match self.snapshot.database(name) {
@@ -72,7 +72,7 @@ impl CatalogProvider for SluiceCatalog {
         };
         Some(Arc::new(DatabaseSchemaProvider {
             db,
-            buffer: self.buffer.clone(),
+            storage: self.storage.clone(),
         }))
     }
 }
@@ -81,7 +81,7 @@ impl CatalogProvider for SluiceCatalog {
 #[derive(Debug)]
 pub struct DatabaseSchemaProvider {
     db: Arc<DatabaseSchema>,
-    buffer: Arc<WriteBuffer>,
+    storage: ReadView,
 }
 
 #[async_trait]
@@ -94,12 +94,12 @@ impl SchemaProvider for DatabaseSchemaProvider {
         let Some(schema) = self.db.tables.get(name) else {
             return Ok(None);
         };
-        let buffer = self.buffer.table_buffer(&self.db.name, name);
+        let buffer = self.storage.table_buffer(&self.db.name, name);
         Ok(Some(Arc::new(SluiceTable::new(
             self.db.name.clone(),
             schema.clone(),
             buffer,
-            self.buffer.clone(),
+            self.storage.clone(),
         ))))
     }
 

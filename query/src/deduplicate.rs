@@ -4,7 +4,7 @@
 //! buffer rows written to its hour after it was persisted, two files not yet compacted); every
 //! other source is scanned plainly. It reads its sources whole (one hour or day of one table,
 //! at most), oldest first, and merges them with the same rule as persistence and compaction
-//! (`sluice_storage::deduplicate`), so a query never sees two rows of one primary key.
+//! (`sluice_storage::lake::deduplicate`), so a query never sees two rows of one primary key.
 //!
 //! Its file scans are not children of the plan: the optimizer must not split or reorder them,
 //! because the merge depends on reading the files in age order. Filters are not pushed into
@@ -28,7 +28,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream, common,
 };
-use sluice_storage::deduplicate::merge_by_primary_key;
+use sluice_storage::lake::deduplicate::merge_by_primary_key;
 
 /// Merges overlapping sources of one table by primary key; one output partition.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ use datafusion::physical_plan::{
     ExecutionPlan, SendableRecordBatchStream, collect, execute_stream,
 };
 use datafusion::prelude::{SQLOptions, SessionConfig};
-use sluice_storage::WriteBuffer;
+use sluice_storage::ReadView;
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
 use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
@@ -90,10 +90,10 @@ impl QueryOutput {
     }
 }
 
-/// Runs queries over a write buffer.
+/// Runs queries over storage's read view.
 #[derive(Debug)]
 pub struct QueryExecutor {
-    buffer: Arc<WriteBuffer>,
+    storage: ReadView,
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
     /// A session with DataFusion's functions registered, copied for each query: registering
@@ -102,14 +102,14 @@ pub struct QueryExecutor {
 }
 
 impl QueryExecutor {
-    /// An executor over `buffer` with `config`'s limits.
-    pub fn new(buffer: Arc<WriteBuffer>, config: QueryConfig) -> Result<Self, QueryError> {
+    /// An executor over `storage` with `config`'s limits.
+    pub fn new(storage: ReadView, config: QueryConfig) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let url =
             ObjectStoreUrl::parse(LAKE_URL).map_err(|e| QueryError::Internal(e.to_string()))?;
-        runtime.register_object_store(url.as_ref(), buffer.storage().inner().clone());
+        runtime.register_object_store(url.as_ref(), storage.storage().inner().clone());
         let mut session_config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false);
@@ -125,10 +125,10 @@ impl QueryExecutor {
             .build();
         base_state.register_udtf(
             LAST_CACHE_FUNCTION,
-            Arc::new(LastCacheFunction::new(buffer.clone())),
+            Arc::new(LastCacheFunction::new(storage.clone())),
         );
         Ok(QueryExecutor {
-            buffer,
+            storage,
             config,
             runtime,
             base_state,
@@ -184,7 +184,7 @@ impl QueryExecutor {
     /// and other databases as `db.table`. The catalog list is the query's own, so queries in
     /// different databases at the same moment each see their own `system` tables.
     fn session(&self, db: &str, readable: Option<&[String]>) -> Result<SessionState, QueryError> {
-        let mut snapshot = self.buffer.catalog();
+        let mut snapshot = self.storage.catalog();
         if let Some(readable) = readable {
             let mut only = (*snapshot).clone();
             only.databases
@@ -201,7 +201,7 @@ impl QueryExecutor {
         let catalogs = MemoryCatalogProviderList::new();
         catalogs.register_catalog(
             CATALOG_NAME.to_string(),
-            Arc::new(SluiceCatalog::new(snapshot, self.buffer.clone(), db)),
+            Arc::new(SluiceCatalog::new(snapshot, self.storage.clone(), db)),
         );
         state.register_catalog_list(Arc::new(catalogs));
         // `now()` is the time the query started, the same in every part of the plan.

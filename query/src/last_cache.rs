@@ -30,7 +30,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use sluice_storage::catalog::TIME_COLUMN;
-use sluice_storage::{TableSchema, WriteBuffer};
+use sluice_storage::{ReadView, TableSchema};
 
 use crate::table_provider::SluiceTable;
 
@@ -40,12 +40,12 @@ pub const LAST_CACHE_FUNCTION: &str = "last_cache";
 /// The `last_cache` table function.
 #[derive(Debug)]
 pub struct LastCacheFunction {
-    buffer: Arc<WriteBuffer>,
+    storage: ReadView,
 }
 
 impl LastCacheFunction {
-    pub fn new(buffer: Arc<WriteBuffer>) -> Self {
-        LastCacheFunction { buffer }
+    pub fn new(storage: ReadView) -> Self {
+        LastCacheFunction { storage }
     }
 }
 
@@ -66,7 +66,7 @@ impl TableFunctionImpl for LastCacheFunction {
             .catalog
             .default_schema
             .clone();
-        let snapshot = self.buffer.catalog();
+        let snapshot = self.storage.catalog();
         let Some(schema) = snapshot
             .database(&db)
             .and_then(|d| d.tables.get(table.as_str()))
@@ -76,7 +76,7 @@ impl TableFunctionImpl for LastCacheFunction {
         Ok(Arc::new(LastCacheTable {
             db: db.into(),
             schema: schema.clone(),
-            buffer: self.buffer.clone(),
+            storage: self.storage.clone(),
         }))
     }
 }
@@ -86,7 +86,7 @@ impl TableFunctionImpl for LastCacheFunction {
 struct LastCacheTable {
     db: Arc<str>,
     schema: Arc<TableSchema>,
-    buffer: Arc<WriteBuffer>,
+    storage: ReadView,
 }
 
 #[async_trait]
@@ -107,7 +107,7 @@ impl TableProvider for LastCacheTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self
-            .buffer
+            .storage
             .table_buffer_or_create(&self.db, &self.schema.name);
         if !table.last_rows_complete() {
             // Once per table after start-up: fold the whole table (files and buffer) in.
@@ -116,7 +116,7 @@ impl TableProvider for LastCacheTable {
                 self.db.clone(),
                 self.schema.clone(),
                 Some(table.clone()),
-                self.buffer.clone(),
+                self.storage.clone(),
             )
             .scan(state, None, &[], None)
             .await?;
@@ -127,7 +127,7 @@ impl TableProvider for LastCacheTable {
             table.set_last_rows_complete();
         }
         let mut rows = table.last_rows(&self.schema);
-        if let Some(cutoff) = self.buffer.retention_cutoff(&self.db) {
+        if let Some(cutoff) = self.storage.retention_cutoff(&self.db) {
             // a series whose newest row is past the retention period has no row to show
             let time = rows
                 .column_by_name(TIME_COLUMN)

@@ -15,7 +15,7 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::common::Result;
 use datafusion::datasource::{MemTable, TableProvider};
 use sluice_model::MetricMetadata;
-use sluice_storage::{CatalogSnapshot, WriteBuffer};
+use sluice_storage::{CatalogSnapshot, ReadView};
 
 /// The databases of `catalog` as rows: `iox::database` (the column name InfluxDB 3 lists them
 /// under) and `retention_period` (`none` for a database that keeps rows forever).
@@ -42,13 +42,13 @@ pub const SYSTEM_SCHEMA: &str = "system";
 #[derive(Debug)]
 pub struct SystemSchema {
     db: Arc<str>,
-    buffer: Arc<WriteBuffer>,
+    storage: ReadView,
 }
 
 impl SystemSchema {
     /// System tables of `db`.
-    pub fn new(db: Arc<str>, buffer: Arc<WriteBuffer>) -> Self {
-        SystemSchema { db, buffer }
+    pub fn new(db: Arc<str>, storage: ReadView) -> Self {
+        SystemSchema { db, storage }
     }
 }
 
@@ -78,7 +78,7 @@ fn parquet_files_schema() -> SchemaRef {
 
 impl SystemSchema {
     fn parquet_files(&self) -> Result<RecordBatch> {
-        let lake = self.buffer.lake();
+        let lake = self.storage.lake();
         let files: Vec<_> = lake
             .all_files()
             .filter(|((db, _), _)| *db == self.db)
@@ -112,7 +112,7 @@ impl SystemSchema {
 
 impl SystemSchema {
     fn metric_metadata(&self) -> Result<RecordBatch> {
-        let catalog = self.buffer.catalog();
+        let catalog = self.storage.catalog();
         let entries: Vec<_> = catalog
             .database(&self.db)
             .map(|d| d.metric_metadata.iter().collect())

@@ -44,8 +44,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use sluice_storage::catalog::TIME_COLUMN;
-use sluice_storage::deduplicate::KEY_ORDER;
-use sluice_storage::{BufferChunk, ParquetFile, TableBuffer, TableSchema, TimeRange, WriteBuffer};
+use sluice_storage::lake::deduplicate::KEY_ORDER;
+use sluice_storage::{BufferChunk, ParquetFile, ReadView, TableBuffer, TableSchema, TimeRange};
 
 use crate::deduplicate::DeduplicateExec;
 use crate::parquet_reader::PageIndexCachingReaderFactory;
@@ -59,23 +59,23 @@ pub struct SluiceTable {
     db: Arc<str>,
     schema: Arc<TableSchema>,
     buffer: Option<Arc<TableBuffer>>,
-    write_buffer: Arc<WriteBuffer>,
+    storage: ReadView,
 }
 
 impl SluiceTable {
     /// The table `schema` of `db`: rows from `buffer` (absent if nothing was ever buffered)
-    /// and from the files `write_buffer` lists.
+    /// and from the files `storage` lists.
     pub fn new(
         db: Arc<str>,
         schema: Arc<TableSchema>,
         buffer: Option<Arc<TableBuffer>>,
-        write_buffer: Arc<WriteBuffer>,
+        storage: ReadView,
     ) -> Self {
         SluiceTable {
             db,
             schema,
             buffer,
-            write_buffer,
+            storage,
         }
     }
 
@@ -84,11 +84,11 @@ impl SluiceTable {
     /// the file's range), and every buffered row.
     pub fn rows_to_scan(&self, filters: &[Expr]) -> usize {
         let mut range = time_range(filters);
-        if let Some(cutoff) = self.write_buffer.retention_cutoff(&self.db) {
+        if let Some(cutoff) = self.storage.retention_cutoff(&self.db) {
             range.min = range.min.max(cutoff);
         }
         let files: f64 = self
-            .write_buffer
+            .storage
             .lake()
             .table_files(&self.db, &self.schema.name)
             .iter()
@@ -181,7 +181,7 @@ impl TableProvider for SluiceTable {
         // Rows past the database's retention period are never returned: sources entirely
         // older than the cutoff are left out, and rows of those that straddle it are
         // filtered out below.
-        let cutoff = self.write_buffer.retention_cutoff(&self.db);
+        let cutoff = self.storage.retention_cutoff(&self.db);
         if let Some(cutoff) = cutoff {
             range.min = range.min.max(cutoff);
         }
@@ -190,10 +190,7 @@ impl TableProvider for SluiceTable {
             Some(b) => b.scan(&self.schema, range),
             None => Default::default(),
         };
-        let files = self
-            .write_buffer
-            .lake()
-            .table_files(&self.db, &self.schema.name);
+        let files = self.storage.lake().table_files(&self.db, &self.schema.name);
         let mut stats = ScanStats {
             table: self.schema.name.to_string(),
             files_total: files.len(),

@@ -6,7 +6,7 @@ use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
-use sluice_storage::{CompactionError, FreezeRule, PersistError};
+use sluice_storage::FreezeRule;
 
 use super::AppState;
 use super::auth::Access;
@@ -50,20 +50,7 @@ pub async fn persist(
     Extension(access): Extension<Access>,
 ) -> Result<impl IntoResponse, ApiError> {
     access.admin()?;
-    let summary = state.buffer.persist(FreezeRule::All).await.map_err(|e| {
-        let status = match &e {
-            PersistError::Freeze(_) => StatusCode::SERVICE_UNAVAILABLE,
-            // the object store is down or refused: the data is safe, try again later
-            PersistError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PersistError::Encode { .. } | PersistError::Wal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let err = ApiError::new(status, format!("persist failed, nothing was lost: {e}"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            err.retry_after(5)
-        } else {
-            err
-        }
-    })?;
+    let summary = state.buffer.persist(FreezeRule::All).await?;
     Ok(axum::Json(json!({
         "files": summary.files,
         "rows": summary.rows,
@@ -83,17 +70,7 @@ pub async fn compact(
     let summary = state
         .buffer
         .compact(state.config.compaction_target_bytes)
-        .await
-        .map_err(|e| {
-            let status = match &e {
-                CompactionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                CompactionError::Data { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            ApiError::new(
-                status,
-                format!("compaction failed, the files stay as they were: {e}"),
-            )
-        })?;
+        .await?;
     Ok(axum::Json(json!({
         "days": summary.days,
         "files_in": summary.files_in,

@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sluice_storage::TokenRecord;
-use sluice_storage::write_buffer::rfc3339;
+use sluice_storage::time::rfc3339;
 
 use super::AppState;
 use super::error::ApiError;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sluice_query::Format;
 use sluice_query::system_tables::database_list;
 use sluice_storage::catalog::parse_period;
-use sluice_storage::{AdminError, Retention, TokenSpec};
+use sluice_storage::{Retention, TokenSpec};
 
 use super::AppState;
 use super::auth::Access;
@@ -58,11 +58,7 @@ pub async fn create_database(
         Some(text) => Retention::parse(text).map_err(ApiError::bad_request)?,
         None => state.buffer.config().default_retention.clone(),
     };
-    state
-        .buffer
-        .create_database(&request.db, retention)
-        .await
-        .map_err(admin_error)?;
+    state.buffer.create_database(&request.db, retention).await?;
     tracing::info!(db = request.db, "database created");
     Ok(StatusCode::OK)
 }
@@ -84,11 +80,7 @@ pub async fn update_database(
         )
     })?;
     let retention = Retention::parse(&text).map_err(ApiError::bad_request)?;
-    state
-        .buffer
-        .set_retention(&request.db, retention)
-        .await
-        .map_err(admin_error)?;
+    state.buffer.set_retention(&request.db, retention).await?;
     tracing::info!(
         db = request.db,
         retention_period = text,
@@ -105,11 +97,7 @@ pub async fn delete_database(
 ) -> Result<StatusCode, ApiError> {
     access.admin()?;
     let db = required(&params, "db")?;
-    state
-        .buffer
-        .delete_database(db)
-        .await
-        .map_err(admin_error)?;
+    state.buffer.delete_database(db).await?;
     tracing::info!(db, "database deleted");
     Ok(StatusCode::OK)
 }
@@ -123,11 +111,7 @@ pub async fn delete_table(
     access.admin()?;
     let db = required(&params, "db")?;
     let table = required(&params, "table")?;
-    state
-        .buffer
-        .delete_table(db, table)
-        .await
-        .map_err(admin_error)?;
+    state.buffer.delete_table(db, table).await?;
     tracing::info!(db, table, "table deleted");
     Ok(StatusCode::OK)
 }
@@ -151,20 +135,6 @@ fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a s
         .map(String::as_str)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("missing query parameter '{name}'")))
-}
-
-fn admin_error(e: AdminError) -> ApiError {
-    let status = match &e {
-        AdminError::InvalidName(_) | AdminError::InvalidToken(_) => StatusCode::BAD_REQUEST,
-        AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        AdminError::DatabaseNotFound(_)
-        | AdminError::TableNotFound { .. }
-        | AdminError::TokenNotFound(_) => StatusCode::NOT_FOUND,
-        AdminError::DatabaseExists(_) => StatusCode::CONFLICT,
-        AdminError::ShuttingDown | AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AdminError::WalFailed(_) | AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, e.to_string())
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -279,11 +249,7 @@ async fn new_token(
         read: request.read,
         write: request.write,
     };
-    let (token, record) = state
-        .buffer
-        .create_token(spec, access.is_admin())
-        .await
-        .map_err(admin_error)?;
+    let (token, record) = state.buffer.create_token(spec, access.is_admin()).await?;
     tracing::info!(
         id = record.id,
         name = record.name,
@@ -340,7 +306,7 @@ pub async fn delete_token(
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("token id '{id}' is not a number")))?;
-    let removed = state.buffer.delete_token(id).await.map_err(admin_error)?;
+    let removed = state.buffer.delete_token(id).await?;
     tracing::info!(id, name = removed.name, "token deleted");
     Ok(StatusCode::OK)
 }

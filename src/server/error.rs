@@ -1,11 +1,18 @@
-//! Errors as HTTP responses: one type, one `IntoResponse`.
+//! Errors as HTTP responses and gRPC statuses: one type, one `IntoResponse`, and the one
+//! table of which status each domain error gets.
 //!
 //! Status codes follow the senders' retry rules: 4xx for requests that will never succeed
 //! as sent, 429/503 with `Retry-After` for "later", 500 only for faults of the server.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prost::Message;
 use serde_json::json;
+use sluice_proto::otlp::{Any, Duration, RetryInfo};
+use sluice_query::QueryError;
+use sluice_storage::{AdminError, CompactionError, PersistError, TokenError, WalError, WriteError};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
 
 /// The body shape an error is rendered in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,5 +99,176 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+// The status table: which status each domain error gets. Handlers turn domain errors into
+// `ApiError` with `?`, and gRPC answers derive their codes from the same statuses (except
+// Flight's query errors, which have gRPC codes of their own; see `query_status`).
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        let status = match &e {
+            WriteError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
+            WriteError::InvalidDatabaseName(_) => StatusCode::BAD_REQUEST,
+            WriteError::BufferFull { .. } | WriteError::Wal(WalError::ShuttingDown) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            WriteError::Wal(WalError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string()).retry_after_if_unavailable()
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        let status = match &e {
+            AdminError::InvalidName(_)
+            | AdminError::Token(TokenError::Invalid(_) | TokenError::InvalidName(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            AdminError::Token(TokenError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            AdminError::DatabaseNotFound(_)
+            | AdminError::TableNotFound { .. }
+            | AdminError::Token(TokenError::NotFound(_)) => StatusCode::NOT_FOUND,
+            AdminError::DatabaseExists(_) => StatusCode::CONFLICT,
+            AdminError::Wal(WalError::ShuttingDown) | AdminError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AdminError::Wal(WalError::Failed(_)) | AdminError::Token(TokenError::Random(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let status = match &e {
+            QueryError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
+            QueryError::NotAllowed(_) | QueryError::Invalid(_) | QueryError::MemoryLimit { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            // As Prometheus answers a query timeout: the server could not, retrying may help.
+            QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<PersistError> for ApiError {
+    fn from(e: PersistError) -> Self {
+        let status = match &e {
+            PersistError::Freeze(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // the object store is down or refused: the data is safe, try again later
+            PersistError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PersistError::Encode { .. } | PersistError::Wal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, format!("persist failed, nothing was lost: {e}"))
+            .retry_after_if_unavailable()
+    }
+}
+
+impl From<CompactionError> for ApiError {
+    fn from(e: CompactionError) -> Self {
+        let status = match &e {
+            CompactionError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CompactionError::Data { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(
+            status,
+            format!("compaction failed, the files stay as they were: {e}"),
+        )
+    }
+}
+
+impl ApiError {
+    /// Asks the client to retry in 5 s if the status says the server cannot answer now.
+    fn retry_after_if_unavailable(self) -> Self {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            self.retry_after(5)
+        } else {
+            self
+        }
+    }
+
+    /// The gRPC code of this error's status.
+    pub fn grpc_code(&self) -> Code {
+        match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+            StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::PAYLOAD_TOO_LARGE => Code::OutOfRange,
+            StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            _ => Code::Internal,
+        }
+    }
+
+    /// The `google.rpc.Code` of an OTLP/HTTP error body with this error's status, as the
+    /// OTLP specification pairs them.
+    pub fn otlp_http_code(&self) -> i32 {
+        match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Code::InvalidArgument as i32
+            }
+            StatusCode::NOT_FOUND => Code::NotFound as i32,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+                Code::ResourceExhausted as i32
+            }
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable as i32,
+            _ => Code::Internal as i32,
+        }
+    }
+}
+
+/// An HTTP-style error as a gRPC status. A retry delay goes in `google.rpc.RetryInfo`, both
+/// in the status details and in the `google.rpc.retryinfo-bin` metadata the OpenTelemetry
+/// exporters read.
+pub fn status(e: ApiError) -> Status {
+    let code = e.grpc_code();
+    if code == Code::Internal {
+        tracing::error!(status = %e.status, "{}", e.message);
+    }
+    let Some(secs) = e.retry_after_secs else {
+        return Status::new(code, e.message);
+    };
+    let retry_info = RetryInfo {
+        retry_delay: Some(Duration {
+            seconds: secs.into(),
+            nanos: 0,
+        }),
+    }
+    .encode_to_vec();
+    let details = sluice_proto::otlp::Status {
+        code: code as i32,
+        message: e.message.clone(),
+        details: vec![Any {
+            type_url: RetryInfo::TYPE_URL.to_string(),
+            value: retry_info.clone(),
+        }],
+    }
+    .encode_to_vec();
+    let mut metadata = MetadataMap::new();
+    metadata.insert_bin(
+        "google.rpc.retryinfo-bin",
+        MetadataValue::from_bytes(&retry_info),
+    );
+    Status::with_details_and_metadata(code, e.message, details.into(), metadata)
+}
+
+/// A query's error as Flight SQL answers it: gRPC has codes of its own for a query over its
+/// memory limit and one past its deadline.
+pub fn query_status(e: QueryError) -> Status {
+    let message = e.to_string();
+    match e {
+        QueryError::DatabaseNotFound(_) => Status::not_found(message),
+        QueryError::NotAllowed(_) | QueryError::Invalid(_) => Status::invalid_argument(message),
+        QueryError::MemoryLimit { .. } => Status::resource_exhausted(message),
+        QueryError::Timeout(_) => Status::deadline_exceeded(message),
+        QueryError::Internal(_) => Status::internal(message),
     }
 }

@@ -47,8 +47,8 @@ use arrow_flight::{
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sluice_query::{QueryError, ScalarValue};
-use sluice_storage::deduplicate::primary_key_columns;
+use sluice_query::ScalarValue;
+use sluice_storage::lake::deduplicate::primary_key_columns;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -56,7 +56,7 @@ mod sql_info;
 
 use super::AppState;
 use super::auth::Access;
-use super::otlp::grpc::status;
+use super::error::{query_status, status};
 use super::query::scalar;
 
 /// The path prefix of Flight's gRPC methods.
@@ -209,17 +209,6 @@ fn access<T>(request: &Request<T>) -> Result<Access, Status> {
         .get::<Access>()
         .cloned()
         .ok_or_else(|| Status::internal("the call was not authenticated"))
-}
-
-fn query_status(e: QueryError) -> Status {
-    let message = e.to_string();
-    match e {
-        QueryError::DatabaseNotFound(_) => Status::not_found(message),
-        QueryError::NotAllowed(_) | QueryError::Invalid(_) => Status::invalid_argument(message),
-        QueryError::MemoryLimit { .. } => Status::resource_exhausted(message),
-        QueryError::Timeout(_) => Status::deadline_exceeded(message),
-        QueryError::Internal(_) => Status::internal(message),
-    }
 }
 
 #[tonic::async_trait]

@@ -210,17 +210,16 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let persister = tokio::spawn(
-        buffer
-            .clone()
-            .run_persister(config.persist_interval, stopped()),
-    );
-    let compactor = tokio::spawn(buffer.clone().run_compactor(
-        config.compaction_interval,
-        config.compaction_target_bytes,
-        stopped(),
-    ));
-    let query = QueryExecutor::new(buffer.clone(), config.query.clone())
+    let persister = tokio::spawn({
+        let (buffer, interval, stop) = (buffer.clone(), config.persist_interval, stopped());
+        async move { buffer.run_persister(interval, stop).await }
+    });
+    let compactor = tokio::spawn({
+        let (buffer, stop) = (buffer.clone(), stopped());
+        let (interval, target) = (config.compaction_interval, config.compaction_target_bytes);
+        async move { buffer.run_compactor(interval, target, stop).await }
+    });
+    let query = QueryExecutor::new(buffer.read_view(), config.query.clone())
         .map_err(|e| format!("cannot start the query engine: {e}"))?;
     let listener = TcpListener::bind(config.http_bind)
         .await

@@ -30,7 +30,6 @@ use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::ApiError;
-use super::write::write_error;
 
 const PATH: &str = "/v1/metrics";
 const PROTOBUF: &str = "application/x-protobuf";
@@ -183,8 +182,7 @@ async fn store(
         let outcome = state
             .buffer
             .write(db, mapped.batch, WriteOptions::default())
-            .await
-            .map_err(write_error)?;
+            .await?;
         accepted = outcome.accepted_points;
         if !outcome.rejected.is_empty() {
             // rows, not data points: a histogram point is several rows
@@ -223,15 +221,7 @@ fn encoded(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
 
 /// An error as OTLP/HTTP wants it: a `google.rpc.Status` body, `Retry-After` kept.
 fn error_response(e: ApiError, encoding: Encoding) -> Response {
-    // google.rpc.Code
-    let code = match e.status {
-        StatusCode::BAD_REQUEST => 3, // INVALID_ARGUMENT
-        StatusCode::NOT_FOUND => 5,   // NOT_FOUND
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => 8, // RESOURCE_EXHAUSTED
-        StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
-        _ => 13, // INTERNAL
-    };
+    let code = e.otlp_http_code();
     if e.status.is_server_error() {
         tracing::error!(status = %e.status, "{}", e.message);
     }

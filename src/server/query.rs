@@ -8,8 +8,8 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use sluice_query::Format;
 use sluice_query::ScalarValue;
-use sluice_query::{Format, QueryError};
 
 use super::AppState;
 use super::auth::Access;
@@ -117,8 +117,7 @@ async fn run(
     let output = state
         .query
         .query_as(&db, &sql, params, access.readable())
-        .await
-        .map_err(query_error)?;
+        .await?;
     let bytes = format
         .encode(&output.schema, &output.batches)
         .map_err(|e| {
@@ -153,17 +152,4 @@ pub(crate) fn scalar(name: &str, v: serde_json::Value) -> Result<ScalarValue, Ap
             )));
         }
     })
-}
-
-fn query_error(e: QueryError) -> ApiError {
-    let status = match &e {
-        QueryError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
-        QueryError::NotAllowed(_) | QueryError::Invalid(_) | QueryError::MemoryLimit { .. } => {
-            StatusCode::BAD_REQUEST
-        }
-        // As Prometheus answers a query timeout: the server could not, retrying may help.
-        QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-        QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, e.to_string())
 }

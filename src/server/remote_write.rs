@@ -22,7 +22,6 @@ use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::ApiError;
-use super::write::write_error;
 
 const PATH: &str = "/api/v1/write";
 
@@ -135,18 +134,14 @@ async fn ingest(
         );
     }
     if !metadata.is_empty() {
-        state
-            .buffer
-            .set_metric_metadata(db, &metadata)
-            .map_err(write_error)?;
+        state.buffer.set_metric_metadata(db, &metadata)?;
     }
     let mut accepted = 0;
     if !batch.is_empty() {
         let outcome = state
             .buffer
             .write(db, batch, WriteOptions::default())
-            .await
-            .map_err(write_error)?;
+            .await?;
         accepted = outcome.accepted_points;
         errors.extend(outcome.rejected.into_iter().map(|r| SeriesError {
             series: r.line,

@@ -11,7 +11,7 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 use sluice_ingest::line_protocol::{self, ParseOptions, Precision};
-use sluice_storage::{WriteError, WriteOptions};
+use sluice_storage::WriteOptions;
 
 use super::AppState;
 use super::auth::Access;
@@ -180,7 +180,7 @@ async fn ingest(
             .buffer
             .write(db, parsed.batch, opts)
             .await
-            .map_err(|e| write_error(e).with_style(style))?;
+            .map_err(|e| ApiError::from(e).with_style(style))?;
         accepted = outcome.accepted_points;
         values = outcome.accepted_values;
         reports.extend(outcome.rejected.into_iter().map(|r| LineReport {
@@ -237,19 +237,4 @@ async fn ingest(
         }
     };
     Err(err)
-}
-
-pub(super) fn write_error(e: WriteError) -> ApiError {
-    let status = match &e {
-        WriteError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
-        WriteError::InvalidDatabaseName(_) => StatusCode::BAD_REQUEST,
-        WriteError::BufferFull { .. } | WriteError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        WriteError::WalFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let err = ApiError::new(status, e.to_string());
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        err.retry_after(5)
-    } else {
-        err
-    }
 }

@@ -1,40 +1,48 @@
-//! Sluice's data model and everything durable: the catalog, schema rules, the write-ahead
-//! log and the in-memory Arrow write buffer.
+//! Everything durable in Sluice: the catalog, the write-ahead log, the in-memory Arrow write
+//! buffer, and the Parquet lake on object storage.
 //!
-//! The entry point is [`WriteBuffer`]: it takes protocol-neutral
-//! [`WriteBatch`](sluice_model::WriteBatch)es, validates them against the [`catalog`], makes
-//! them durable in the [`wal`] and appends them to per-table [`TableBuffer`]s that the query
-//! crate scans.
+//! The entry point is [`WriteBuffer`], which opens the parts and wires them together: it
+//! takes protocol-neutral [`WriteBatch`](sluice_model::WriteBatch)es, validates them against
+//! the [`catalog`], makes them durable in the [`wal`], appends them to the [`buffer`] that
+//! queries scan, and persists and compacts them in the [`lake`]. Queries read through a
+//! [`ReadView`]. The folders, from the bottom up:
+//!
+//! - [`time`], [`columns`], [`metrics`]: leaves every part uses.
+//! - [`catalog`]: what exists and the rules for changing it. No I/O.
+//! - [`buffer`]: the rows in memory.
+//! - [`wal`]: the log, its records and its threads.
+//! - [`lake`]: files on the object store; persistence, compaction, retention.
+//! - [`admin`]: databases, tables and tokens, changed durably.
+//! - [`write_buffer`], [`read_view`]: the parts wired together, for writes and for reads.
 
 pub mod admin;
-mod background;
+pub mod buffer;
 pub mod catalog;
-pub mod catalog_file;
-pub mod compactor;
-pub mod deduplicate;
-mod last_rows;
+pub mod columns;
+pub mod lake;
 pub mod metrics;
-pub mod persisted_files;
-pub mod persister;
-pub mod store;
-pub mod table_buffer;
+pub mod read_view;
 #[cfg(test)]
 mod test_util;
-pub mod tokens;
-pub mod validator;
+pub mod time;
 pub mod wal;
 pub mod write_buffer;
 
-pub use admin::{AdminError, RetentionSummary};
-pub use catalog::{Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, Retention, TableSchema};
-pub use compactor::{CompactionError, CompactionSummary};
-pub use persisted_files::{LakeState, ParquetFile};
-pub use persister::{PersistError, PersistSummary};
-pub use store::{ObjectStorage, ObjectStoreConfig, ObjectStoreKind};
-pub use table_buffer::{BufferChunk, BufferScan, TableBuffer, TimeRange};
-pub use tokens::{TokenRecord, TokenSpec};
-pub use validator::{Limits, Rejection};
+pub use admin::AdminError;
+pub use buffer::{BufferChunk, BufferScan, FreezeRule, TableBuffer};
+pub use catalog::{
+    Catalog, CatalogSnapshot, ColumnKind, DatabaseSchema, Limits, Rejection, Retention,
+    TableSchema, TokenError, TokenRecord, TokenSpec,
+};
+pub use lake::compactor::{CompactionError, CompactionSummary};
+pub use lake::files::{LakeState, ParquetFile};
+pub use lake::persister::{PersistError, PersistSummary};
+pub use lake::retention::RetentionSummary;
+pub use lake::store::{ObjectStorage, ObjectStoreConfig, ObjectStoreKind};
+pub use read_view::ReadView;
+pub use time::{Clock, TimeRange};
+pub use wal::WalError;
 pub use write_buffer::{
-    Clock, FreezeRule, OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError,
-    WriteOptions, WriteOutcome,
+    OpenError, ReplaySummary, WriteBuffer, WriteBufferConfig, WriteError, WriteOptions,
+    WriteOutcome,
 };

@@ -18,7 +18,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
-use sluice_storage::write_buffer::rfc3339;
+use sluice_storage::time::rfc3339;
 use tonic::transport::Channel;
 
 use crate::common::Server;

@@ -160,13 +160,14 @@ struct Context {
     resource: ResourceTags,
     /// The resource's series tags, then `otel_scope_name` and `otel_scope_version`.
     scope: Vec<(String, String)>,
-    /// The tags of the resource's `target_info` row (empty values left out), as positions in
-    /// `Cache::strings`, and their id.
-    info: (Box<[(u32, u32)]>, TagSetId),
-    /// Attribute bytes -> the tags of a data point with them (empty values left out), as
-    /// positions in `Cache::strings`, and their id.
-    sets: BytesHashMap<(Box<[(u32, u32)]>, TagSetId)>,
+    /// The tags of the resource's `target_info` row (empty values left out).
+    info: CachedTags,
+    /// Attribute bytes -> the tags of a data point with them (empty values left out).
+    sets: BytesHashMap<CachedTags>,
 }
+
+/// A tag set as the cache keeps it: (key, value) positions in `Cache::strings`, and its id.
+type CachedTags = (Box<[(u32, u32)]>, TagSetId);
 
 /// What a resource contributes to its series' tags.
 struct ResourceTags {

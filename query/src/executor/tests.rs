@@ -1,7 +1,7 @@
 use super::*;
 use crate::Format;
 use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
-use sluice_storage::{FreezeRule, WriteBufferConfig, WriteOptions};
+use sluice_storage::{FreezeRule, WriteBuffer, WriteBufferConfig, WriteOptions};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -22,7 +22,7 @@ async fn fixture_at(config: QueryConfig, clock: sluice_storage::Clock) -> Fixtur
         .await
         .unwrap();
     let buffer = Arc::new(buffer);
-    let exec = QueryExecutor::new(buffer.clone(), config).unwrap();
+    let exec = QueryExecutor::new(buffer.read_view(), config).unwrap();
     Fixture {
         _dir: dir,
         exec,

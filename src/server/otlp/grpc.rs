@@ -20,14 +20,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes};
 use prost::Message;
-use sluice_proto::otlp::{Any, Duration, ExportMetricsServiceResponse, RetryInfo};
+use sluice_proto::otlp::ExportMetricsServiceResponse;
+use tonic::Status;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::{Code, Status};
 
 use super::super::AppState;
 use super::super::auth::Access;
-use super::super::error::ApiError;
+use super::super::error::{ApiError, status};
 
 /// The route of the export method.
 pub const PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -117,50 +116,6 @@ impl tonic::server::UnaryService<Bytes> for Export {
                 .map_err(status)
         })
     }
-}
-
-/// An HTTP-style error as a gRPC status. A retry delay goes in `google.rpc.RetryInfo`, both
-/// in the status details and in the `google.rpc.retryinfo-bin` metadata the OpenTelemetry
-/// exporters read.
-pub(crate) fn status(e: ApiError) -> Status {
-    let code = match e.status {
-        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
-        StatusCode::NOT_FOUND => Code::NotFound,
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        StatusCode::PAYLOAD_TOO_LARGE => Code::OutOfRange,
-        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        _ => Code::Internal,
-    };
-    if code == Code::Internal {
-        tracing::error!(status = %e.status, "{}", e.message);
-    }
-    let Some(secs) = e.retry_after_secs else {
-        return Status::new(code, e.message);
-    };
-    let retry_info = RetryInfo {
-        retry_delay: Some(Duration {
-            seconds: secs.into(),
-            nanos: 0,
-        }),
-    }
-    .encode_to_vec();
-    let details = sluice_proto::otlp::Status {
-        code: code as i32,
-        message: e.message.clone(),
-        details: vec![Any {
-            type_url: RetryInfo::TYPE_URL.to_string(),
-            value: retry_info.clone(),
-        }],
-    }
-    .encode_to_vec();
-    let mut metadata = MetadataMap::new();
-    metadata.insert_bin(
-        "google.rpc.retryinfo-bin",
-        MetadataValue::from_bytes(&retry_info),
-    );
-    Status::with_details_and_metadata(code, e.message, details.into(), metadata)
 }
 
 /// Takes the request message as bytes (decoded by Sluice, so both transports share one

@@ -3,10 +3,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::persister::tests::{HOUR, faulty, file_storage};
-use crate::store::ObjectStorage;
-use crate::test_util::batch;
-use crate::write_buffer::{Clock, FreezeRule, WriteBufferConfig, WriteOptions};
+use crate::catalog::{TOKEN_PREFIX, TokenSpec, hash_token};
+use crate::lake::store::ObjectStorage;
+use crate::test_util::{HOUR, batch, faulty, file_storage, open};
+use crate::{Clock, FreezeRule, RetentionSummary, WriteBuffer, WriteBufferConfig, WriteOptions};
 
 const DAY: i64 = 24 * HOUR;
 /// 2026-01-10T00:00:00Z
@@ -115,7 +115,7 @@ async fn a_change_the_store_refuses_is_taken_back() {
     assert!(wb.set_retention("kept", None).await.is_err());
     let kept = wb.catalog().database("kept").unwrap().retention.clone();
     assert_eq!(kept.unwrap().to_string(), "30d");
-    let spec = crate::tokens::TokenSpec {
+    let spec = TokenSpec {
         admin: true,
         ..Default::default()
     };
@@ -133,7 +133,6 @@ async fn a_change_the_store_refuses_is_taken_back() {
 /// be administered.
 #[tokio::test]
 async fn tokens_expire_but_one_admin_token_never_does() {
-    use crate::tokens::TokenSpec;
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicI64::new(NOW));
     let wb = open_at(dir.path(), file_storage(dir.path()), &now).await;
@@ -359,4 +358,82 @@ async fn points_older_than_the_retention_period_are_refused_by_line() {
         .unwrap();
     assert!(out.all_refused);
     assert_eq!(wb.buffer_rows(), 2);
+}
+
+fn spec(admin: bool, read: &[&str], write: &[&str]) -> TokenSpec {
+    TokenSpec {
+        name: String::new(),
+        admin,
+        read: read.iter().map(|s| s.to_string()).collect(),
+        write: write.iter().map(|s| s.to_string()).collect(),
+        valid_for: None,
+    }
+}
+
+#[tokio::test]
+async fn the_first_admin_token_needs_none_and_later_ones_need_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+    assert!(!wb.has_tokens());
+    assert!(matches!(
+        wb.create_token(spec(false, &["db"], &[]), false).await,
+        Err(AdminError::Token(TokenError::Unauthorized(m))) if m.contains("first token must be an admin")
+    ));
+    let (admin, record) = wb.create_token(spec(true, &[], &[]), false).await.unwrap();
+    assert!(
+        admin.starts_with(TOKEN_PREFIX) && admin.len() > 40,
+        "{admin}"
+    );
+    assert!(wb.has_tokens());
+    assert_eq!(wb.authenticate(&admin), Some(record));
+    assert_eq!(wb.authenticate("apiv3_wrong"), None);
+    assert!(matches!(
+        wb.create_token(spec(true, &[], &[]), false).await,
+        Err(AdminError::Token(TokenError::Unauthorized(_)))
+    ));
+    assert!(matches!(
+        wb.create_token(spec(false, &[], &[]), true).await,
+        Err(AdminError::Token(TokenError::Invalid(_)))
+    ));
+    assert!(matches!(
+        wb.create_token(spec(false, &["a.b"], &[]), true).await,
+        Err(AdminError::Token(TokenError::InvalidName(_)))
+    ));
+    let (reader, _) = wb
+        .create_token(spec(false, &["a", "b"], &["b"]), true)
+        .await
+        .unwrap();
+    let (anything, _) = wb
+        .create_token(spec(false, &["*"], &[]), true)
+        .await
+        .unwrap();
+    drop(wb);
+
+    // kept hashed, and only hashed
+    let catalog = std::fs::read_to_string(dir.path().join("lake/catalog.json")).unwrap();
+    assert!(!catalog.contains(&admin) && catalog.contains(&hash_token(&admin)));
+    let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+    let r = wb.authenticate(&reader).unwrap();
+    assert!(r.may_read("a") && r.may_read("b") && !r.may_read("c"));
+    assert!(r.may_write("b") && !r.may_write("a"));
+    assert_eq!(r.readable(), Some(&["a".to_string(), "b".to_string()][..]));
+    let a = wb.authenticate(&admin).unwrap();
+    assert!(a.admin && a.may_read("x") && a.may_write("x") && a.readable().is_none());
+    let any = wb.authenticate(&anything).unwrap();
+    assert!(any.may_read("x") && !any.may_write("x") && any.readable().is_none());
+
+    // revoking: never the last admin token while others remain
+    assert!(matches!(
+        wb.delete_token(a.id).await,
+        Err(AdminError::Token(TokenError::Invalid(_)))
+    ));
+    wb.delete_token(r.id).await.unwrap();
+    assert_eq!(wb.authenticate(&reader), None);
+    assert!(matches!(
+        wb.delete_token(r.id).await,
+        Err(AdminError::Token(TokenError::NotFound(_)))
+    ));
+    wb.delete_token(any.id).await.unwrap();
+    wb.delete_token(a.id).await.unwrap();
+    assert!(!wb.has_tokens());
 }

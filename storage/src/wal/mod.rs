@@ -3,6 +3,9 @@
 //!
 //! Three layers, each knowing less than the one above it:
 //!
+//! - [`writer`]: the WAL thread (group commit: many writes, one fsync) and the apply thread
+//!   (each logged write applied in log order), and barriers that close a segment between
+//!   two groups for freezes and deletes. Knows order, not what applying means.
 //! - [`record`]: what a logged write looks like as bytes (header, format versions, Snappy,
 //!   the batch's varint encoding). Knows writes, not files.
 //! - [`segment`]: files of checksummed records, appended, synced, rotated, cut back after a
@@ -10,6 +13,8 @@
 
 pub mod record;
 pub mod segment;
+pub mod writer;
 
 pub use record::{RecordError, decode_record, encode_record};
-pub use segment::{CutTail, Error, WalWriter, delete_before, list_segments, replay};
+pub use segment::{CutTail, WalWriter, delete_before, list_segments, replay};
+pub use writer::{Apply, Barrier, LoggedWrite, StartError, Wal, WalError, WalLock};

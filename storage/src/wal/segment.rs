@@ -106,7 +106,7 @@ impl WalWriter {
 
     /// Grows the file with zeros to `to` bytes.
     fn zero_fill(&mut self, to: u64) -> Result<()> {
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         while self.zeroed < to {
             let n = (to - self.zeroed).min(ZEROS.len() as u64) as usize;
             self.file

@@ -1,13 +1,18 @@
 use super::*;
-use crate::table_buffer::TimeRange;
+use crate::TimeRange;
+use crate::lake::store::ObjectStorage;
 use crate::test_util::batch;
+use crate::wal::WalError;
+use crate::wal::{self, WalWriter};
 use arrow::util::pretty::pretty_format_batches;
+use object_store::path::Path;
 use std::io::Write as _;
 
 async fn open(dir: &std::path::Path) -> (WriteBuffer, ReplaySummary) {
-    let storage =
-        ObjectStorage::from_config(&crate::store::ObjectStoreConfig::file(dir.join("lake")))
-            .unwrap();
+    let storage = ObjectStorage::from_config(&crate::lake::store::ObjectStoreConfig::file(
+        dir.join("lake"),
+    ))
+    .unwrap();
     WriteBuffer::open(WriteBufferConfig::new(dir.join("wal")), storage)
         .await
         .unwrap()
@@ -152,7 +157,7 @@ async fn no_sync_write_is_queryable_when_acknowledged_and_replays() {
         wb.shutdown();
         assert!(matches!(
             wb.write("db", batch("m v=2 2"), opts).await,
-            Err(WriteError::ShuttingDown)
+            Err(WriteError::Wal(WalError::ShuttingDown))
         ));
     }
     let (wb, _) = open(dir.path()).await;

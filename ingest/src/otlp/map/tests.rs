@@ -570,7 +570,6 @@ fn tag_set_ids_name_cached_sets_across_requests() {
     assert_eq!(distinct.len(), first.len());
     let other = Options {
         promote: vec!["service.name".into()],
-        ..Options::default()
     };
     let third = ids(&map_protobuf(&body, &other, &mut cache).unwrap());
     assert!(third.values().all(|id| !distinct.contains(id)));

@@ -12,6 +12,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parking_lot::RwLock;
 use sluice_model::{FieldType, MetricMetadata};
 
+use super::retention::Retention;
+use super::tokens::Tokens;
+
 /// Name of the timestamp column every table has.
 pub const TIME_COLUMN: &str = "time";
 
@@ -192,89 +195,12 @@ pub struct DatabaseSchema {
     pub metric_metadata: BTreeMap<Arc<str>, MetricMetadata>,
 }
 
-/// Parses a period written as `none` (`Ok(None)`) or a whole number and a unit: `h`, `d`, `w`,
-/// `mo` (30 days) or `y` (365 days), as in `30d`. Returns the number, the unit and the
-/// period in nanoseconds; `what` names the period in errors.
-pub fn parse_period(s: &str, what: &str) -> Result<Option<(i64, String, i64)>, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("infinite") {
-        return Ok(None);
-    }
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = s.split_at(digits);
-    let hours: i64 = match unit {
-        "h" => 1,
-        "d" => 24,
-        "w" => 7 * 24,
-        "mo" => 30 * 24,
-        "y" => 365 * 24,
-        _ => {
-            return Err(format!(
-                "{what} '{s}' is not 'none' or a whole number with a unit: h, d, w, mo (30 \
-                 days) or y (365 days), as in 30d"
-            ));
-        }
-    };
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("{what} '{s}' needs a whole number before its unit, as in 30d"))?;
-    let nanos = n
-        .checked_mul(hours * 3_600_000_000_000)
-        .filter(|&v| v < i64::MAX / 2)
-        .ok_or_else(|| format!("{what} '{s}' is too long; use 'none'"))?;
-    Ok(Some((n, unit.to_string(), nanos)))
-}
-
-/// How long a database keeps its rows: rows older than `now - retention` are not queried and
-/// their files are deleted. Written as a whole number and a unit: `h`, `d`, `w`, `mo` (30
-/// days) or `y` (365 days), as in `30d`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    text: Arc<str>,
-    nanos: i64,
-}
-
-impl Retention {
-    /// Parses a retention period: `none` (keep forever: `Ok(None)`) or a duration like `30d`.
-    pub fn parse(s: &str) -> Result<Option<Retention>, String> {
-        let Some((n, unit, nanos)) = parse_period(s, "retention period")? else {
-            return Ok(None);
-        };
-        if n == 0 {
-            return Err(format!(
-                "retention period '{}' would keep nothing; give a positive period or 'none'",
-                s.trim()
-            ));
-        }
-        Ok(Some(Retention {
-            text: format!("{n}{unit}").into(),
-            nanos,
-        }))
-    }
-
-    /// The period in nanoseconds.
-    pub fn nanos(&self) -> i64 {
-        self.nanos
-    }
-
-    /// The earliest time (Unix nanoseconds) a row may have to be kept at `now`.
-    pub fn cutoff(&self, now: i64) -> i64 {
-        now.saturating_sub(self.nanos)
-    }
-}
-
-impl std::fmt::Display for Retention {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
 /// One consistent state of the whole catalog.
 #[derive(Debug, Clone, Default)]
 pub struct CatalogSnapshot {
     pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
     /// Access tokens, hashed (see `tokens`).
-    pub tokens: crate::tokens::Tokens,
+    pub tokens: Tokens,
 }
 
 impl CatalogSnapshot {
@@ -319,38 +245,6 @@ impl Catalog {
     }
 }
 
-/// Names SQL already uses for schemas of its own (`system.parquet_files`,
-/// `information_schema.tables`), so no database may take them.
-pub const RESERVED_DATABASE_NAMES: &[&str] = &["system", "information_schema"];
-
-/// Checks a database name against the naming rule: 1-64 characters of `[A-Za-z0-9_-]`, not
-/// one of [`RESERVED_DATABASE_NAMES`].
-pub fn validate_database_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("database name is empty".into());
-    }
-    if name.len() > 64 {
-        return Err(format!(
-            "database name '{name}' is {} characters long; the limit is 64",
-            name.chars().count()
-        ));
-    }
-    if RESERVED_DATABASE_NAMES.contains(&name) {
-        return Err(format!(
-            "database name '{name}' is reserved for Sluice's own tables; choose another name"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(format!(
-            "database name '{name}' contains '{c}'; use only letters, digits, '_' and '-'"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,49 +267,5 @@ mod tests {
         );
         assert_eq!(t.arrow_order(), &[2, 0, 1]);
         assert_eq!(t.column_id("host"), Some(2));
-    }
-
-    #[test]
-    fn retention_periods() {
-        let hour = 3_600_000_000_000;
-        let of = |s: &str| Retention::parse(s).unwrap().unwrap();
-        assert_eq!(of("12h").nanos(), 12 * hour);
-        assert_eq!(of("30d").nanos(), 30 * 24 * hour);
-        assert_eq!(of("2w").nanos(), 14 * 24 * hour);
-        assert_eq!(of("1mo").nanos(), 30 * 24 * hour);
-        assert_eq!(of(" 1y ").nanos(), 365 * 24 * hour);
-        assert_eq!(of("7d").to_string(), "7d");
-        assert_eq!(of("7d").cutoff(10 * 24 * hour), 3 * 24 * hour);
-        assert_eq!(Retention::parse("none").unwrap(), None);
-        for (bad, says) in [
-            ("30", "unit"),
-            ("d", "whole number"),
-            ("1.5d", "unit"),
-            ("-1d", "unit"),
-            ("0d", "keep nothing"),
-            ("30m", "unit"),
-            ("99999999999y", "too long"),
-        ] {
-            let e = Retention::parse(bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn database_names() {
-        assert!(validate_database_name("main").is_ok());
-        assert!(validate_database_name("a-b_C9").is_ok());
-        assert!(validate_database_name("").is_err());
-        assert!(
-            validate_database_name("system")
-                .unwrap_err()
-                .contains("reserved")
-        );
-        assert!(validate_database_name(&"x".repeat(65)).is_err());
-        assert!(
-            validate_database_name("a.b")
-                .unwrap_err()
-                .contains("contains '.'")
-        );
     }
 }

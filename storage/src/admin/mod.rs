@@ -9,14 +9,20 @@
 //! that started before the delete can finish; until then the catalog lists them as pending
 //! deletes.
 
+mod tokens;
+
+use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
-use crate::catalog::{CatalogSnapshot, DatabaseSchema, Retention, validate_database_name};
-use crate::persisted_files::{Dropped, LakeState, ParquetFile, PendingDelete};
-use crate::store;
-use crate::write_buffer::{DropTarget, WalMsg, WriteBuffer};
+use crate::buffer::{Buffer, DropTarget};
+use crate::catalog::{
+    Catalog, CatalogSnapshot, DatabaseSchema, Retention, TokenError, validate_database_name,
+};
+use crate::lake::files::{Dropped, LakeState};
+use crate::lake::live::Lake;
+use crate::lake::store;
+use crate::time::Clock;
+use crate::wal::{Wal, WalError};
 
 /// Why an administrative change was not made.
 #[derive(Debug, thiserror::Error)]
@@ -29,44 +35,42 @@ pub enum AdminError {
     TableNotFound { db: String, table: String },
     #[error("database '{0}' already exists")]
     DatabaseExists(String),
-    #[error("the server is shutting down; retry against the restarted server")]
-    ShuttingDown,
-    #[error("the write-ahead log failed: {0}")]
-    WalFailed(String),
+    #[error(transparent)]
+    Wal(#[from] WalError),
     #[error(
-        "the change could not be recorded in the catalog on the object store: {0}; it holds \
-         until restart, retry to make it durable"
+        "the change could not be recorded in the catalog on the object store: {0}; nothing \
+         changed, retry"
     )]
     Store(#[from] store::Error),
-    #[error("{0}")]
-    InvalidToken(String),
-    #[error("no token has id {0}")]
-    TokenNotFound(u64),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
-/// What a retention round removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RetentionSummary {
-    /// Files whose rows had all expired, dropped from the catalog (deleted after the grace).
-    pub files_expired: usize,
-    /// Buffer partitions (table hours) whose rows had all expired.
-    pub partitions_expired: usize,
+/// Makes administrative changes: databases, tables and tokens.
+pub struct Admin {
+    catalog: Arc<Catalog>,
+    buffer: Arc<Buffer>,
+    lake: Arc<Lake>,
+    wal: Arc<Wal>,
+    clock: Clock,
 }
 
-impl WriteBuffer {
-    /// The time now, by the buffer's clock (Unix nanoseconds).
-    pub fn now(&self) -> i64 {
-        self.config.clock.now()
-    }
-
-    /// The earliest time (Unix nanoseconds) database `db` keeps rows of now, if it has a
-    /// retention period: queries hide older rows.
-    pub fn retention_cutoff(&self, db: &str) -> Option<i64> {
-        self.catalog().retention_cutoff(db, self.now())
+impl Admin {
+    /// An administrator over these parts.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        buffer: Arc<Buffer>,
+        lake: Arc<Lake>,
+        wal: Arc<Wal>,
+        clock: Clock,
+    ) -> Self {
+        Admin {
+            catalog,
+            buffer,
+            lake,
+            wal,
+            clock,
+        }
     }
 
     /// Creates the empty database `name` keeping rows for `retention` (`None`: forever).
@@ -76,7 +80,7 @@ impl WriteBuffer {
         retention: Option<Retention>,
     ) -> Result<(), AdminError> {
         validate_database_name(name).map_err(AdminError::InvalidName)?;
-        let _lake_guard = self.lake_lock.lock().await;
+        let _lake_guard = self.lake.lock().await;
         self.change_catalog(|current| {
             if current.database(name).is_some() {
                 return Err(AdminError::DatabaseExists(name.into()));
@@ -102,7 +106,7 @@ impl WriteBuffer {
         name: &str,
         retention: Option<Retention>,
     ) -> Result<(), AdminError> {
-        let _lake_guard = self.lake_lock.lock().await;
+        let _lake_guard = self.lake.lock().await;
         self.change_catalog(|current| {
             let Some(db) = current.database(name) else {
                 return Err(AdminError::DatabaseNotFound(name.into()));
@@ -118,9 +122,9 @@ impl WriteBuffer {
 
     /// Deletes database `name`: its rows disappear at once, its files after the grace period.
     pub async fn delete_database(&self, name: &str) -> Result<(), AdminError> {
-        let _lake_guard = self.lake_lock.lock().await;
+        let _lake_guard = self.lake.lock().await;
         let through = {
-            let current = self.shared.catalog.snapshot();
+            let current = self.catalog.snapshot();
             if current.database(name).is_none() {
                 return Err(AdminError::DatabaseNotFound(name.into()));
             }
@@ -129,7 +133,7 @@ impl WriteBuffer {
             self.drop_in_wal(next, DropTarget::Database(name.into()))?
         };
         let through_segment = through.await?;
-        let delete_after = self.grace_end();
+        let delete_after = self.lake.delete_after(self.clock.now());
         self.record_catalog(|lake| {
             let gone: Vec<_> = lake
                 .files
@@ -139,7 +143,7 @@ impl WriteBuffer {
                 .collect();
             for key in gone {
                 if let Some(files) = lake.files.remove(&key) {
-                    pending(lake, &files, delete_after);
+                    lake.delete_later(&files, delete_after);
                 }
             }
             lake.persisted_through.retain(|(d, _, _), _| &**d != name);
@@ -155,9 +159,9 @@ impl WriteBuffer {
     /// Deletes table `table` of database `db`: its rows disappear at once, its files after
     /// the grace period. A later write may create it again, with a new schema.
     pub async fn delete_table(&self, db: &str, table: &str) -> Result<(), AdminError> {
-        let _lake_guard = self.lake_lock.lock().await;
+        let _lake_guard = self.lake.lock().await;
         let through = {
-            let current = self.shared.catalog.snapshot();
+            let current = self.catalog.snapshot();
             let Some(db_schema) = current.database(db) else {
                 return Err(AdminError::DatabaseNotFound(db.into()));
             };
@@ -174,10 +178,10 @@ impl WriteBuffer {
             self.drop_in_wal(next, DropTarget::Table(db.into(), table.into()))?
         };
         let through_segment = through.await?;
-        let delete_after = self.grace_end();
+        let delete_after = self.lake.delete_after(self.clock.now());
         self.record_catalog(|lake| {
             if let Some(files) = lake.files.remove(&(db.into(), table.into())) {
-                pending(lake, &files, delete_after);
+                lake.delete_later(&files, delete_after);
             }
             lake.persisted_through
                 .retain(|(d, t, _), _| !(&**d == db && &**t == table));
@@ -190,99 +194,27 @@ impl WriteBuffer {
         .await
     }
 
-    /// Applies every database's retention period at the clock's time: drops the files whose
-    /// rows all expired from the catalog (their deletion follows after the grace period) and
-    /// the expired hours from the buffer. Rows of files and hours that only partly expired
-    /// stay stored but are not queried.
-    pub async fn enforce_retention(&self) -> Result<RetentionSummary, store::Error> {
-        let now = self.now();
-        let catalog = self.catalog();
-        let cutoffs: Vec<(Arc<str>, i64)> = catalog
-            .databases
-            .iter()
-            .filter_map(|(name, db)| Some((name.clone(), db.retention.as_ref()?.cutoff(now))))
-            .collect();
-        let mut summary = RetentionSummary::default();
-        if cutoffs.is_empty() {
-            return Ok(summary);
-        }
-        for (db, cutoff) in &cutoffs {
-            let buffers: Vec<_> = self
-                .shared
-                .tables
-                .read()
-                .get(db)
-                .map(|t| t.values().cloned().collect())
-                .unwrap_or_default();
-            for buffer in buffers {
-                let (partitions, rows, bytes) = buffer.drop_partitions_before(*cutoff);
-                summary.partitions_expired += partitions;
-                self.shared.release(rows, bytes);
-            }
-        }
-        let expired = |lake: &LakeState| -> usize {
-            lake.all_files()
-                .filter(|((d, _), f)| {
-                    cutoffs
-                        .iter()
-                        .any(|(db, cutoff)| d == db && f.max_time < *cutoff)
-                })
-                .count()
-        };
-        if expired(&self.lake()) == 0 {
-            return Ok(summary);
-        }
-        let _lake_guard = self.lake_lock.lock().await;
-        let mut lake = (*self.lake()).clone();
-        summary.files_expired = expired(&lake);
-        let delete_after = self.grace_end();
-        let keys: Vec<_> = lake.files.keys().cloned().collect();
-        for key in keys {
-            let Some(&(_, cutoff)) = cutoffs.iter().find(|(db, _)| *db == key.0) else {
-                continue;
-            };
-            let files = lake.files.remove(&key).unwrap_or_default();
-            let (gone, kept): (Vec<ParquetFile>, Vec<ParquetFile>) =
-                files.iter().cloned().partition(|f| f.max_time < cutoff);
-            pending(&mut lake, &gone, delete_after);
-            if !kept.is_empty() {
-                lake.files.insert(key, kept.into());
-            }
-        }
-        self.write_catalog(&self.catalog(), &mut lake).await?;
-        self.publish_lake(lake);
-        tracing::info!(
-            files = summary.files_expired,
-            partitions = summary.partitions_expired,
-            "dropped data past its database's retention period"
-        );
-        Ok(summary)
-    }
-
-    /// Makes `next` (the catalog without what is deleted) current and asks the WAL thread to
-    /// close the segment and drop the buffered rows; the receiver answers with the segment
-    /// closed. Under the write lock, so that no write slips between the two.
+    /// Makes `next` (the catalog without what is deleted) current and has the WAL close the
+    /// segment and the apply thread drop the buffered rows; the future answers with the
+    /// segment closed, through which every write to what is deleted is logged. Under the
+    /// write lock, so that no write slips between the two.
     fn drop_in_wal(
         &self,
         next: CatalogSnapshot,
         target: DropTarget,
-    ) -> Result<impl std::future::Future<Output = Result<u64, AdminError>>, AdminError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let sender = self.write_lock.lock();
-            let Some(sender) = sender.as_ref() else {
-                return Err(AdminError::ShuttingDown);
-            };
-            self.shared.catalog.replace(next);
-            sender
-                .send(WalMsg::Drop { target, reply: tx })
-                .map_err(|_| AdminError::ShuttingDown)?;
-        }
+    ) -> Result<impl Future<Output = Result<u64, AdminError>> + use<>, AdminError> {
+        let lock = self.wal.lock();
+        let buffer = self.buffer.clone();
+        let through = lock.barrier(move |barrier| {
+            buffer.drop_target(&target);
+            barrier.through_segment
+        })?;
+        self.catalog.replace(next);
         Ok(async move {
-            match rx.await {
+            match through.await {
                 Ok(Ok(segment)) => Ok(segment),
-                Ok(Err(reason)) => Err(AdminError::WalFailed(reason)),
-                Err(_) => Err(AdminError::ShuttingDown),
+                Ok(Err(e)) => Err(AdminError::Wal(e)),
+                Err(_) => Err(AdminError::Wal(WalError::ShuttingDown)),
             }
         })
     }
@@ -292,23 +224,21 @@ impl WriteBuffer {
     /// then records it on the object store. If that fails, the change is taken back (what
     /// writes added meanwhile stays), so the caller's error means it did not happen and a
     /// retry starts afresh. The caller holds the lake lock.
-    pub(crate) async fn change_catalog<T>(
+    async fn change_catalog<T>(
         &self,
         change: impl FnOnce(&CatalogSnapshot) -> Result<(CatalogSnapshot, T), AdminError>,
     ) -> Result<T, AdminError> {
         let (before, ours, out) = {
-            let _write = self.write_lock.lock();
-            let before = self.shared.catalog.snapshot();
+            let _write = self.wal.lock();
+            let before = self.catalog.snapshot();
             let (next, out) = change(&before)?;
-            self.shared.catalog.replace(next);
-            (before, self.shared.catalog.snapshot(), out)
+            self.catalog.replace(next);
+            (before, self.catalog.snapshot(), out)
         };
         if let Err(e) = self.record_catalog(|_| {}).await {
-            let _write = self.write_lock.lock();
-            let current = self.shared.catalog.snapshot();
-            self.shared
-                .catalog
-                .replace(take_back(&before, &ours, &current));
+            let _write = self.wal.lock();
+            let current = self.catalog.snapshot();
+            self.catalog.replace(take_back(&before, &ours, &current));
             return Err(e);
         }
         Ok(out)
@@ -317,18 +247,10 @@ impl WriteBuffer {
     /// Writes the current catalog, with the lake state `change` makes, to the object store
     /// and publishes that state. The caller holds the lake lock.
     async fn record_catalog(&self, change: impl FnOnce(&mut LakeState)) -> Result<(), AdminError> {
-        let mut lake = (*self.lake()).clone();
+        let mut lake = (*self.lake.state()).clone();
         change(&mut lake);
-        self.write_catalog(&self.catalog(), &mut lake).await?;
-        self.publish_lake(lake);
+        self.lake.record(&self.catalog.snapshot(), lake).await?;
         Ok(())
-    }
-
-    /// When files dropped now may be deleted from the object store.
-    pub(crate) fn grace_end(&self) -> i64 {
-        self.now().saturating_add(
-            i64::try_from(self.config.replaced_file_grace.as_nanos()).unwrap_or(i64::MAX),
-        )
     }
 }
 
@@ -361,15 +283,6 @@ fn take_back(
         }
     }
     out
-}
-
-/// Lists `files` for deletion from the object store after `delete_after`.
-fn pending(lake: &mut LakeState, files: &[ParquetFile], delete_after: i64) {
-    lake.pending_deletes
-        .extend(files.iter().map(|f| PendingDelete {
-            path: f.path.clone(),
-            delete_after,
-        }));
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 use super::*;
 use crate::catalog::CatalogSnapshot;
+use crate::catalog::{Limits, validate};
 use crate::test_util::batch;
-use crate::validator::{Limits, validate};
 use arrow::util::pretty::pretty_format_batches;
 
 /// A catalog and buffers fed through the real parser and validator.

@@ -13,9 +13,9 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use sluice_model::{FieldType, MetricMetadata, MetricType};
 
+use super::files::{Dropped, LakeState, ParquetFile, PendingDelete};
+use crate::catalog::TokenRecord;
 use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, Retention, TableSchema};
-use crate::persisted_files::{Dropped, LakeState, ParquetFile, PendingDelete};
-use crate::tokens::TokenRecord;
 
 /// Where the catalog lives in the object store.
 pub fn catalog_path() -> Path {
@@ -177,16 +177,25 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
     serde_json::to_vec_pretty(&doc).expect("the catalog document serializes")
 }
 
+/// A catalog document Sluice cannot read: start-up stops rather than guess.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogFileError {
+    #[error("catalog.json is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "catalog.json has format version {0}, newer than this Sluice understands \
+         ({FORMAT_VERSION}); run a newer Sluice"
+    )]
+    Newer(u32),
+    #[error("catalog.json: {0}")]
+    Content(String),
+}
+
 /// Decodes the JSON document.
-pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
-    let doc: CatalogDoc =
-        serde_json::from_slice(bytes).map_err(|e| format!("catalog.json is not valid: {e}"))?;
+pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), CatalogFileError> {
+    let doc: CatalogDoc = serde_json::from_slice(bytes)?;
     if doc.format_version > FORMAT_VERSION {
-        return Err(format!(
-            "catalog.json has format version {}, newer than this Sluice understands ({}); \
-             run a newer Sluice",
-            doc.format_version, FORMAT_VERSION
-        ));
+        return Err(CatalogFileError::Newer(doc.format_version));
     }
     let mut catalog = CatalogSnapshot {
         tokens: doc.tokens.into(),
@@ -202,7 +211,7 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
         let db_name: Arc<str> = db.name.as_str().into();
         let retention = match &db.retention_period {
             Some(text) => Retention::parse(text)
-                .map_err(|e| format!("catalog.json: database '{}': {e}", db.name))?,
+                .map_err(|e| CatalogFileError::Content(format!("database '{}': {e}", db.name)))?,
             None => None,
         };
         let mut tables = BTreeMap::new();
@@ -211,18 +220,18 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), String> {
             let mut schema = TableSchema::new(&t.name);
             for (i, c) in t.columns.iter().enumerate() {
                 let kind = kind_from_name(&c.kind).ok_or_else(|| {
-                    format!(
-                        "catalog.json: column '{}' of table '{}' has unknown kind '{}'",
+                    CatalogFileError::Content(format!(
+                        "column '{}' of table '{}' has unknown kind '{}'",
                         c.name, t.name, c.kind
-                    )
+                    ))
                 })?;
                 match (i, kind) {
                     (0, ColumnKind::Time) => {}
                     (0, _) | (_, ColumnKind::Time) => {
-                        return Err(format!(
-                            "catalog.json: table '{}' must list 'time' first, and only once",
+                        return Err(CatalogFileError::Content(format!(
+                            "table '{}' must list 'time' first, and only once",
                             t.name
-                        ));
+                        )));
                     }
                     _ => {
                         schema.push(&c.name, kind);
@@ -323,6 +332,6 @@ mod tests {
             c2.database("db").unwrap().metric_metadata,
             catalog.database("db").unwrap().metric_metadata
         );
-        assert!(decode(b"{").unwrap_err().contains("not valid"));
+        assert!(decode(b"{").unwrap_err().to_string().contains("not valid"));
     }
 }

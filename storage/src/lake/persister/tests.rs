@@ -5,77 +5,11 @@ use object_store::memory::InMemory;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
-use crate::store::{FaultInjectingStore, ObjectStorage, ObjectStoreConfig, RetryPolicy};
-use crate::table_buffer::TimeRange;
-use crate::test_util::batch;
-use crate::write_buffer::{WriteBufferConfig, WriteOptions};
+use object_store::path::Path;
 
-pub(crate) const HOUR: i64 = 3_600_000_000_000;
-
-pub(crate) fn file_storage(dir: &std::path::Path) -> ObjectStorage {
-    ObjectStorage::from_config(&ObjectStoreConfig::file(dir.join("lake"))).unwrap()
-}
-
-pub(crate) async fn open(
-    dir: &std::path::Path,
-    storage: ObjectStorage,
-) -> (WriteBuffer, crate::ReplaySummary) {
-    WriteBuffer::open(WriteBufferConfig::new(dir.join("wal")), storage)
-        .await
-        .unwrap()
-}
-
-pub(crate) async fn write(wb: &WriteBuffer, lp: &str) {
-    let out = wb
-        .write("db", batch(lp), WriteOptions::default())
-        .await
-        .unwrap();
-    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-}
-
-/// Every row of `db.cpu` as a query would see it: files (by id) then buffer chunks (by age),
-/// merged per primary key.
-pub(crate) async fn table_rows(wb: &WriteBuffer) -> String {
-    let catalog = wb.catalog();
-    let schema = catalog.table("db", "cpu").unwrap();
-    let mut chunks = wb
-        .table_buffer("db", "cpu")
-        .map(|b| b.scan(schema, TimeRange::ALL).chunks)
-        .unwrap_or_default();
-    chunks.sort_by_key(|c| c.order);
-    let mut batches = Vec::new();
-    let mut files = wb.lake().table_files("db", "cpu").to_vec();
-    files.sort_by_key(|f| (f.order, f.id));
-    for f in files.iter() {
-        batches.extend(read_file(wb, &f.path).await);
-    }
-    let batches: Vec<_> = batches
-        .iter()
-        .map(|b| align_to_schema(b, schema.arrow_schema()))
-        .chain(chunks.into_iter().map(|c| c.batch))
-        .collect();
-    let (merged, _) = merge_by_primary_key(schema.arrow_schema(), &batches).unwrap();
-    pretty_format_batches(&[merged]).unwrap().to_string()
-}
-
-pub(crate) async fn read_file(wb: &WriteBuffer, path: &str) -> Vec<RecordBatch> {
-    let bytes = wb
-        .storage()
-        .get(&Path::from(path))
-        .await
-        .unwrap()
-        .expect("listed file exists");
-    ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect()
-}
-
-pub(crate) fn buffered_rows(wb: &WriteBuffer) -> usize {
-    wb.buffer_rows()
-}
+use crate::lake::parquet::SCHEMA_METADATA_KEY;
+use crate::lake::store::{ObjectStorage, RetryPolicy};
+use crate::test_util::{FaultInjectingStore, HOUR, faulty, file_storage, open, table_rows, write};
 
 #[tokio::test]
 async fn persisted_rows_leave_buffer_and_wal_and_come_back_from_files_after_restart() {
@@ -90,7 +24,7 @@ async fn persisted_rows_leave_buffer_and_wal_and_come_back_from_files_after_rest
         assert_eq!(summary.files, 2, "one file per hour partition");
         assert_eq!(summary.rows, 3);
         assert!(summary.wal_segments_deleted >= 1, "{summary:?}");
-        assert_eq!(buffered_rows(&wb), 0);
+        assert_eq!(wb.buffer_rows(), 0);
         // what stays is the series dictionary (tags once per series), not rows
         assert!(wb.buffer_bytes() < bytes_before, "{}", wb.buffer_bytes());
         assert_eq!(table_rows(&wb).await, expected);
@@ -231,18 +165,6 @@ async fn only_ended_hours_are_persisted_and_replay_skips_exactly_what_files_hold
     assert_eq!(table_rows(&wb).await, expected);
 }
 
-/// A fault-injecting in-memory store (a few quick retries), and the storage over it.
-pub(crate) fn faulty(dir: &std::path::Path) -> (Arc<FaultInjectingStore>, ObjectStorage) {
-    let _ = dir;
-    let store = Arc::new(FaultInjectingStore::new(Arc::new(InMemory::new())));
-    let storage = ObjectStorage::from_store(store.clone(), "faulty").with_retry(RetryPolicy {
-        attempts: 3,
-        first_backoff: std::time::Duration::from_millis(1),
-        max_backoff: std::time::Duration::from_millis(2),
-    });
-    (store, storage)
-}
-
 #[tokio::test]
 async fn transient_store_faults_are_retried() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +175,7 @@ async fn transient_store_faults_are_retried() {
     let s = wb.persist(FreezeRule::All).await.unwrap();
     assert_eq!(s.files, 1);
     assert_eq!(store.failed_calls(), 2);
-    assert_eq!(buffered_rows(&wb), 0);
+    assert_eq!(wb.buffer_rows(), 0);
     assert!(
         table_rows(&wb)
             .await
@@ -273,7 +195,7 @@ async fn a_store_that_stays_down_loses_nothing_and_the_next_persist_catches_up()
     let err = wb.persist(FreezeRule::All).await.unwrap_err();
     assert!(err.to_string().contains("catalog.json"), "{err}");
     assert!(wb.lake().table_files("db", "cpu").is_empty());
-    assert_eq!(buffered_rows(&wb), 1, "frozen rows stay in the buffer");
+    assert_eq!(wb.buffer_rows(), 1, "frozen rows stay in the buffer");
     assert_eq!(table_rows(&wb).await, before, "and stay queryable");
     // writes go on meanwhile
     write(&wb, "cpu,host=b v=2 10").await;
@@ -284,7 +206,7 @@ async fn a_store_that_stays_down_loses_nothing_and_the_next_persist_catches_up()
         (2, 2),
         "the earlier frozen partition goes too"
     );
-    assert_eq!(buffered_rows(&wb), 0);
+    assert_eq!(wb.buffer_rows(), 0);
     let after = table_rows(&wb).await;
     assert!(
         after.contains("| a    |") && after.contains("| b    |"),

@@ -22,19 +22,19 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::filter_record_batch;
-use bytes::Bytes;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::admin::RetentionSummary;
-use crate::background::run_in_background;
-use crate::catalog::{TIME_COLUMN, TableSchema};
-use crate::deduplicate::merge_by_primary_key;
-use crate::persisted_files::{ParquetFile, PendingDelete, TableKey};
-use crate::persister::FileWriteError;
-use crate::store;
-use crate::table_buffer::align_to_schema;
-use crate::write_buffer::WriteBuffer;
+use super::background::run_in_background;
+use super::deduplicate::merge_by_primary_key;
+use super::files::{ParquetFile, TableKey};
+use super::live::{FileWriteError, Lake};
+use super::parquet::read_parquet;
+use super::retention::{self, RetentionSummary};
+use super::store;
+use crate::buffer::Buffer;
+use crate::catalog::{Catalog, TIME_COLUMN};
+use crate::metrics::StorageMetrics;
+use crate::time::{Clock, date};
 
 /// Why a compaction did not complete. Nothing changed: the old files are still listed.
 #[derive(Debug, thiserror::Error)]
@@ -83,18 +83,45 @@ fn pick(mut day_files: Vec<ParquetFile>, target_bytes: u64) -> Option<Vec<Parque
     (rest.len() >= 2).then_some(rest)
 }
 
-impl WriteBuffer {
+/// Merges small files, and runs retention and delayed deletes on the same schedule.
+pub struct Compactor {
+    catalog: Arc<Catalog>,
+    buffer: Arc<Buffer>,
+    lake: Arc<Lake>,
+    metrics: Arc<StorageMetrics>,
+    clock: Clock,
+}
+
+impl Compactor {
+    /// A compactor over these parts.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        buffer: Arc<Buffer>,
+        lake: Arc<Lake>,
+        metrics: Arc<StorageMetrics>,
+        clock: Clock,
+    ) -> Self {
+        Compactor {
+            catalog,
+            buffer,
+            lake,
+            metrics,
+            clock,
+        }
+    }
+
     /// Runs one compaction round: deletes replaced files whose grace period ended, drops
     /// what the databases' retention periods no longer keep, then merges the small files of
     /// every day that has at least two.
     pub async fn compact(&self, target_bytes: u64) -> Result<CompactionSummary, CompactionError> {
+        let now = self.clock.now();
         let mut summary = CompactionSummary {
-            files_deleted: self.delete_replaced_files().await?,
-            retention: self.enforce_retention().await?,
+            files_deleted: retention::delete_due_files(&self.catalog, &self.lake, now).await?,
+            retention: retention::enforce(&self.catalog, &self.buffer, &self.lake, now).await?,
             ..CompactionSummary::default()
         };
         let candidates: Vec<Candidate> = {
-            let lake = self.lake();
+            let lake = self.lake.state();
             let mut days: BTreeMap<(TableKey, i64), Vec<ParquetFile>> = BTreeMap::new();
             for (table, f) in lake.all_files() {
                 days.entry((table.clone(), f.day()))
@@ -142,15 +169,12 @@ impl WriteBuffer {
         target_bytes: u64,
     ) -> Result<Option<Vec<ParquetFile>>, CompactionError> {
         let (db, table) = &c.table;
-        let Some(schema) = self.catalog().table(db, table).cloned() else {
+        let Some(schema) = self.catalog.snapshot().table(db, table).cloned() else {
             return Ok(None);
         };
         let data_err = |message: String| CompactionError::Data {
             table: format!("{db}.{table}"),
-            day: {
-                let (y, m, d) = crate::persisted_files::civil_from_days(c.day);
-                format!("{y:04}-{m:02}-{d:02}")
-            },
+            day: date(c.day),
             message,
         };
         // The day is merged a time range at a time, each range one output file, so that
@@ -174,7 +198,8 @@ impl WriteBuffer {
                 .filter(|f| f.max_time >= lower && f.min_time < upper)
             {
                 let bytes = self
-                    .storage
+                    .lake
+                    .storage()
                     .get(&Path::from(f.path.as_str()))
                     .await?
                     .ok_or_else(|| data_err(format!("listed file {} is missing", f.path)))?;
@@ -202,7 +227,8 @@ impl WriteBuffer {
                 continue;
             }
             let file = self
-                .write_parquet_file(db, &schema, merged, Some(order))
+                .lake
+                .write_file(db, &schema, merged, Some(order))
                 .await
                 .map_err(|e| match e {
                     FileWriteError::Encode(message) => data_err(message),
@@ -211,14 +237,17 @@ impl WriteBuffer {
             outputs.push(file);
         }
         // Swap, under the lake lock, against the catalog as it is now.
-        let _lake_guard = self.lake_lock.lock().await;
-        let mut lake = (*self.lake()).clone();
+        let _lake_guard = self.lake.lock().await;
+        let mut lake = (*self.lake.state()).clone();
         let current = lake.table_files(db, table);
         let inputs_live = c.files.iter().all(|f| current.iter().any(|g| g.id == f.id));
         if !inputs_live {
             drop(_lake_guard);
             for f in &outputs {
-                self.storage.delete(&Path::from(f.path.as_str())).await?;
+                self.lake
+                    .storage()
+                    .delete(&Path::from(f.path.as_str()))
+                    .await?;
             }
             return Ok(None);
         }
@@ -230,49 +259,16 @@ impl WriteBuffer {
             .collect();
         files.sort_by_key(|f| f.id);
         lake.files.insert(c.table.clone(), files.into());
-        let delete_after = self.grace_end();
-        lake.pending_deletes
-            .extend(c.files.iter().map(|f| PendingDelete {
-                path: f.path.clone(),
-                delete_after,
-            }));
-        self.write_catalog(&self.catalog(), &mut lake).await?;
-        self.publish_lake(lake);
-        self.shared
-            .metrics
-            .compacted_files
-            .add(c.files.len() as u64);
+        lake.delete_later(&c.files, self.lake.delete_after(self.clock.now()));
+        self.lake.record(&self.catalog.snapshot(), lake).await?;
+        self.metrics.compacted_files.add(c.files.len() as u64);
         Ok(Some(outputs))
-    }
-
-    /// Deletes the replaced files whose grace period is over and drops them from the catalog.
-    async fn delete_replaced_files(&self) -> Result<usize, CompactionError> {
-        let now = self.now();
-        let due: Vec<PendingDelete> = self
-            .lake()
-            .pending_deletes
-            .iter()
-            .filter(|p| p.delete_after <= now)
-            .cloned()
-            .collect();
-        if due.is_empty() {
-            return Ok(0);
-        }
-        for p in &due {
-            self.storage.delete(&Path::from(p.path.as_str())).await?;
-        }
-        let _lake_guard = self.lake_lock.lock().await;
-        let mut lake = (*self.lake()).clone();
-        lake.pending_deletes.retain(|p| !due.contains(p));
-        self.write_catalog(&self.catalog(), &mut lake).await?;
-        self.publish_lake(lake);
-        Ok(due.len())
     }
 
     /// Runs compaction every `interval` until `stop` resolves. Failures are logged and the
     /// next round tries again.
-    pub async fn run_compactor(
-        self: Arc<Self>,
+    pub async fn run(
+        &self,
         interval: Duration,
         target_bytes: u64,
         stop: impl std::future::Future<Output = ()>,
@@ -287,7 +283,7 @@ impl WriteBuffer {
                 _ = ticker.tick() => {}
             }
             if let Err(e) = self.compact(target_bytes).await {
-                self.shared.metrics.compaction_errors.add(1);
+                self.metrics.compaction_errors.add(1);
                 tracing::error!("compaction failed; the files stay as they were: {e}");
             }
         }
@@ -353,19 +349,6 @@ fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, String>
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| "no nanosecond time column".to_string())
-}
-
-/// Reads a Parquet file of the table into batches in the table's current schema.
-fn read_parquet(bytes: Bytes, schema: &TableSchema) -> Result<Vec<RecordBatch>, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|e| e.to_string())?;
-    reader
-        .map(|b| {
-            b.map(|b| align_to_schema(&b, schema.arrow_schema()))
-                .map_err(|e| e.to_string())
-        })
-        .collect()
 }
 
 #[cfg(test)]

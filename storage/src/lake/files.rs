@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::table_buffer::PARTITION_NANOS;
+use crate::time::{DAY_NANOS, date};
 
 /// The folder of the object store that holds every database's Parquet files.
 pub const DBS_PREFIX: &str = "dbs";
@@ -44,9 +44,6 @@ impl ParquetFile {
         self.min_time.div_euclid(DAY_NANOS)
     }
 }
-
-/// Nanoseconds in a day: the span of a folder of files.
-pub const DAY_NANOS: i64 = 24 * PARTITION_NANOS;
 
 /// A table, by database and name.
 pub type TableKey = (Arc<str>, Arc<str>);
@@ -116,6 +113,15 @@ impl LakeState {
         })
     }
 
+    /// Lists `files` for deletion from the object store after `delete_after`.
+    pub fn delete_later(&mut self, files: &[ParquetFile], delete_after: i64) {
+        self.pending_deletes
+            .extend(files.iter().map(|f| PendingDelete {
+                path: f.path.clone(),
+                delete_after,
+            }));
+    }
+
     /// Every live file with its table.
     pub fn all_files(&self) -> impl Iterator<Item = (&TableKey, &ParquetFile)> {
         self.files
@@ -126,23 +132,8 @@ impl LakeState {
 
 /// `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet` for a file whose rows start at `min_time`.
 pub fn file_path(db: &str, table: &str, min_time: i64, id: u64) -> String {
-    let (y, m, d) = civil_from_days(min_time.div_euclid(DAY_NANOS));
-    format!("{DBS_PREFIX}/{db}/{table}/{y:04}-{m:02}-{d:02}/{id:020}.parquet")
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar; Howard
-/// Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let day = date(min_time.div_euclid(DAY_NANOS));
+    format!("{DBS_PREFIX}/{db}/{table}/{day}/{id:020}.parquet")
 }
 
 #[cfg(test)]
@@ -155,9 +146,6 @@ mod tests {
             file_path("db", "cpu", 1_767_225_600_000_000_000, 7),
             "dbs/db/cpu/2026-01-01/00000000000000000007.parquet"
         );
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(
             file_path("d", "t", -1, 1),
             "dbs/d/t/1969-12-31/00000000000000000001.parquet"

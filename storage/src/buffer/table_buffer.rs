@@ -17,42 +17,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, DictionaryArray, Float64Array,
-    Int32Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array,
-    UInt64Array, new_null_array,
+    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt32Array, new_null_array,
 };
-use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::Int32Type;
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
 use sluice_model::{FieldValue, Point, Sym, Symbols, TagSetId, WriteBatch};
 
-use crate::catalog::{ColumnKind, TableSchema};
-use crate::last_rows::{LastRows, OwnedValue};
-
-/// Width of a buffer partition. An hour keeps the partition a one-hour query touches small
-/// (100 hosts x 360 rows for TSBS) while a day of data is only 24 partitions.
-pub const PARTITION_NANOS: i64 = 3_600_000_000_000;
-
-/// An inclusive range of nanosecond timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub min: i64,
-    pub max: i64,
-}
-
-impl TimeRange {
-    /// Every time.
-    pub const ALL: TimeRange = TimeRange {
-        min: i64::MIN,
-        max: i64::MAX,
-    };
-
-    /// True if some time is in both ranges.
-    pub fn overlaps(&self, min: i64, max: i64) -> bool {
-        self.min <= max && min <= self.max
-    }
-}
+use super::last_rows::LastRows;
+use crate::catalog::schema::{ColumnKind, TIME_COLUMN, TableSchema};
+use crate::columns::{FieldColumn, align_to_schema};
+use crate::time::{PARTITION_NANOS, TimeRange};
 
 /// The rows of one buffer partition as a scan returns them.
 #[derive(Debug, Clone)]
@@ -203,180 +179,6 @@ struct CachedBatch {
     /// The schema the batch was built for, by column count (columns are only appended).
     columns: usize,
     batch: RecordBatch,
-}
-
-pub(crate) struct FieldColumn {
-    data: FieldData,
-    valid: BooleanBufferBuilder,
-}
-
-enum FieldData {
-    F64(Vec<f64>),
-    I64(Vec<i64>),
-    U64(Vec<u64>),
-    Bool(BooleanBufferBuilder),
-    Str(Vec<String>),
-}
-
-impl FieldColumn {
-    pub(crate) fn new(value: &FieldValue, capacity: usize) -> Self {
-        let data = match value {
-            FieldValue::F64(_) => FieldData::F64(Vec::with_capacity(capacity)),
-            FieldValue::I64(_) => FieldData::I64(Vec::with_capacity(capacity)),
-            FieldValue::U64(_) => FieldData::U64(Vec::with_capacity(capacity)),
-            FieldValue::Bool(_) => FieldData::Bool(BooleanBufferBuilder::new(capacity)),
-            FieldValue::Str(_) => FieldData::Str(Vec::with_capacity(capacity)),
-        };
-        FieldColumn {
-            data,
-            valid: BooleanBufferBuilder::new(capacity),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.valid.len()
-    }
-
-    /// Sets row `row` wherever it is, padding with nulls up to it.
-    pub(crate) fn put(&mut self, row: usize, value: &FieldValue, symbols: &Symbols) {
-        self.pad(row + 1);
-        self.set(row, value, symbols);
-    }
-
-    /// Sets row `row` to `value` (of the column's type) wherever it is.
-    pub(crate) fn put_owned(&mut self, row: usize, value: OwnedValue) {
-        self.pad(row + 1);
-        self.valid.set_bit(row, true);
-        match (&mut self.data, value) {
-            (FieldData::F64(v), OwnedValue::F64(x)) => v[row] = x,
-            (FieldData::I64(v), OwnedValue::I64(x)) => v[row] = x,
-            (FieldData::U64(v), OwnedValue::U64(x)) => v[row] = x,
-            (FieldData::Bool(v), OwnedValue::Bool(x)) => v.set_bit(row, x),
-            (FieldData::Str(v), OwnedValue::Str(x)) => v[row] = x,
-            _ => {
-                self.valid.set_bit(row, false);
-                tracing::error!("field value does not match its column type; stored as null");
-            }
-        }
-    }
-
-    /// Whether row `row` holds a value.
-    pub(crate) fn is_set(&self, row: usize) -> bool {
-        row < self.len() && self.valid.get_bit(row)
-    }
-
-    /// Pads with nulls up to `len` rows.
-    #[inline]
-    fn pad(&mut self, len: usize) {
-        let n = len.saturating_sub(self.len());
-        if n == 0 {
-            return;
-        }
-        self.valid.append_n(n, false);
-        match &mut self.data {
-            FieldData::F64(v) => v.resize(len, 0.0),
-            FieldData::I64(v) => v.resize(len, 0),
-            FieldData::U64(v) => v.resize(len, 0),
-            FieldData::Bool(v) => v.append_n(n, false),
-            FieldData::Str(v) => v.resize(len, String::new()),
-        }
-    }
-
-    /// Appends `values` as rows `start..`, padding with nulls up to `start`; false (and
-    /// nothing changed) unless this is a float column with no row at or past `start`.
-    fn append_f64s(&mut self, start: usize, values: &[f64]) -> bool {
-        if self.len() > start || !matches!(self.data, FieldData::F64(_)) {
-            return false;
-        }
-        self.pad(start);
-        let FieldData::F64(v) = &mut self.data else {
-            unreachable!("checked above")
-        };
-        v.extend_from_slice(values);
-        self.valid.append_n(values.len(), true);
-        true
-    }
-
-    /// Sets row `row`, which is either the last row (a field repeated in one point: the
-    /// later value wins) or the next one. Returns the bytes added.
-    fn set(&mut self, row: usize, value: &FieldValue, symbols: &Symbols) -> usize {
-        self.pad(row);
-        let append = self.len() == row;
-        if append {
-            self.valid.append(true);
-        } else {
-            self.valid.set_bit(row, true);
-        }
-        macro_rules! put {
-            ($v:expr, $x:expr) => {
-                if append { $v.push($x) } else { $v[row] = $x }
-            };
-        }
-        match (&mut self.data, value) {
-            (FieldData::F64(v), FieldValue::F64(x)) => put!(v, *x),
-            (FieldData::I64(v), FieldValue::I64(x)) => put!(v, *x),
-            (FieldData::U64(v), FieldValue::U64(x)) => put!(v, *x),
-            (FieldData::Bool(v), FieldValue::Bool(x)) => {
-                if append {
-                    v.append(*x)
-                } else {
-                    v.set_bit(row, *x)
-                }
-            }
-            (FieldData::Str(v), FieldValue::Str(s)) => {
-                let s = symbols.get(*s).to_string();
-                let n = s.len();
-                put!(v, s);
-                return 8 + n;
-            }
-            // Validation fixed the column's type before the point got here; a mismatch means
-            // a bug, and storing a null is the least harmful answer to it.
-            _ => {
-                self.valid.set_bit(row, false);
-                tracing::error!("field value does not match its column type; stored as null");
-            }
-        }
-        8
-    }
-
-    pub(crate) fn to_array(&self, rows: usize) -> ArrayRef {
-        let n = self.len().min(rows);
-        let mut valid = self.valid.finish_cloned().slice(0, n);
-        if n < rows {
-            let mut b = BooleanBufferBuilder::new(rows);
-            b.append_buffer(&valid);
-            b.append_n(rows - n, false);
-            valid = b.finish();
-        }
-        let nulls = Some(NullBuffer::new(valid));
-        fn values<T: arrow::datatypes::ArrowNativeType>(
-            v: &[T],
-            n: usize,
-            rows: usize,
-        ) -> ScalarBuffer<T> {
-            let mut out = Vec::with_capacity(rows);
-            out.extend_from_slice(&v[..n]);
-            out.resize(rows, T::default());
-            ScalarBuffer::from(out)
-        }
-        match &self.data {
-            FieldData::F64(v) => Arc::new(Float64Array::new(values(v, n, rows), nulls)),
-            FieldData::I64(v) => Arc::new(Int64Array::new(values(v, n, rows), nulls)),
-            FieldData::U64(v) => Arc::new(UInt64Array::new(values(v, n, rows), nulls)),
-            FieldData::Bool(v) => {
-                let mut b = BooleanBufferBuilder::new(rows);
-                b.append_buffer(&v.finish_cloned().slice(0, n));
-                b.append_n(rows - n, false);
-                Arc::new(BooleanArray::new(b.finish(), nulls))
-            }
-            FieldData::Str(v) => {
-                let valid = nulls.as_ref().expect("set above");
-                Arc::new(StringArray::from_iter(
-                    (0..rows).map(|i| (i < n && valid.is_valid(i)).then(|| v[i].as_str())),
-                ))
-            }
-        }
-    }
 }
 
 impl Partition {
@@ -536,23 +338,6 @@ impl KeyGroups {
             group
         })
     }
-}
-
-/// `batch` in `schema`: columns taken by name, columns it lacks (added to the table after the
-/// batch was built) all null.
-pub fn align_to_schema(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> RecordBatch {
-    if batch.schema().fields() == schema.fields() {
-        return batch.clone();
-    }
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.schema().index_of(f.name()) {
-            Ok(i) => batch.column(i).clone(),
-            Err(_) => new_null_array(f.data_type(), batch.num_rows()),
-        })
-        .collect();
-    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the schema")
 }
 
 /// Builds tag columns for the rows of a partition from their series ids.
@@ -990,7 +775,7 @@ impl TableBuffer {
     /// since start-up.
     pub fn merge_last_rows(&self, schema: &TableSchema, batch: &RecordBatch) {
         let Some(times) = batch
-            .column_by_name(crate::catalog::TIME_COLUMN)
+            .column_by_name(TIME_COLUMN)
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         else {
             return;

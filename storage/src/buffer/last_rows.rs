@@ -10,16 +10,15 @@
 //!
 //! The rows start empty at start-up and see every point written or replayed from the WAL
 //! afterwards; the rows only in Parquet files are folded in once per table by
-//! [`crate::TableBuffer::merge_last_rows`] (the query side scans the table the first time
+//! [`super::TableBuffer::merge_last_rows`] (the query side scans the table the first time
 //! the newest rows are asked for). Folding in rows that were seen already changes nothing,
 //! so the scan may overlap the points seen since start-up.
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, BooleanArray};
 use arrow::compute::nullif;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use sluice_model::{FieldValue, Sym, Symbols};
+use sluice_model::{FieldValue, Symbols};
 
-use crate::table_buffer::FieldColumn;
+use crate::columns::{FieldColumn, OwnedValue};
 
 /// The newest row per series id.
 #[derive(Default)]
@@ -119,7 +118,7 @@ impl LastRows {
             {
                 continue;
             }
-            let Some(value) = scalar(array.as_ref(), row) else {
+            let Some(value) = OwnedValue::from_array(array.as_ref(), row) else {
                 tracing::error!(
                     data_type = %array.data_type(),
                     "a field column of an unexpected type; its newest values are left out"
@@ -157,38 +156,4 @@ impl LastRows {
             .collect();
         Some(nullif(&values, &stale).expect("arrays of one length"))
     }
-}
-
-/// A field value taken out of an Arrow array.
-pub(crate) enum OwnedValue {
-    F64(f64),
-    I64(i64),
-    U64(u64),
-    Bool(bool),
-    Str(String),
-}
-
-impl OwnedValue {
-    /// The value as the write path carries it, for choosing a column's type (strings are not
-    /// interned, so their symbol is a placeholder).
-    fn as_field_value(&self) -> FieldValue {
-        match self {
-            OwnedValue::F64(x) => FieldValue::F64(*x),
-            OwnedValue::I64(x) => FieldValue::I64(*x),
-            OwnedValue::U64(x) => FieldValue::U64(*x),
-            OwnedValue::Bool(x) => FieldValue::Bool(*x),
-            OwnedValue::Str(_) => FieldValue::Str(Sym(0)),
-        }
-    }
-}
-
-fn scalar(array: &dyn Array, row: usize) -> Option<OwnedValue> {
-    Some(match array.data_type() {
-        DataType::Float64 => OwnedValue::F64(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Int64 => OwnedValue::I64(array.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt64 => OwnedValue::U64(array.as_primitive::<UInt64Type>().value(row)),
-        DataType::Boolean => OwnedValue::Bool(array.as_boolean().value(row)),
-        DataType::Utf8 => OwnedValue::Str(array.as_string::<i32>().value(row).to_string()),
-        _ => return None,
-    })
 }

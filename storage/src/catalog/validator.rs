@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sluice_model::{FieldValue, Sym, WriteBatch};
 
-use crate::catalog::{CatalogSnapshot, ColumnKind, DatabaseSchema, TIME_COLUMN, TableSchema};
+use super::schema::{CatalogSnapshot, ColumnKind, DatabaseSchema, TIME_COLUMN, TableSchema};
 
 /// Limits that validation enforces.
 #[derive(Debug, Clone, Copy)]

@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::persister::tests::{HOUR, table_rows, write};
-use crate::store::{ObjectStorage, ObjectStoreConfig};
-use crate::write_buffer::{FreezeRule, WriteBufferConfig};
+use crate::lake::store::{ObjectStorage, ObjectStoreConfig};
+use crate::test_util::{HOUR, table_rows, write};
+use crate::{FreezeRule, WriteBuffer, WriteBufferConfig};
 
 async fn open_with_grace(dir: &std::path::Path, grace: Duration) -> WriteBuffer {
     let storage = ObjectStorage::from_config(&ObjectStoreConfig::file(dir.join("lake"))).unwrap();

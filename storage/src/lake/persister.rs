@@ -1,0 +1,235 @@
+//! Persistence: frozen buffer partitions become Parquet files on the object store, the catalog
+//! that lists them is written, and only then do the buffer and the WAL let go of the rows.
+//!
+//! The order is the invariant: (1) freeze (close a WAL segment, take partitions out of the live
+//! buffer; they stay queryable); (2) write every file, durably; (3) write the catalog listing
+//! them and recording which WAL segments they cover, durably; (4) publish the new file list to
+//! queries; (5) drop the frozen rows; (6) delete WAL segments nothing in memory needs. A crash
+//! before (3) leaves the old catalog (the new files are unlisted orphans and the WAL still
+//! holds their rows); a crash after (3) leaves the new catalog, and replay skips the rows it
+//! covers. Either way every acknowledged row is there exactly once.
+//!
+//! A cycle that fails (the object store is down) changes nothing durable: the frozen partitions
+//! stay frozen and queryable, and the next cycle persists them along with whatever it freezes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::live::{FileWriteError, Lake};
+use crate::buffer::{Buffer, FreezeRule, Frozen};
+use crate::catalog::Catalog;
+use crate::columns::align_to_schema;
+use crate::metrics::StorageMetrics;
+use crate::time::Clock;
+use crate::wal::{self, Wal, WalError};
+
+/// Why a persist did not complete. Nothing was lost: the rows are still in the buffer and the
+/// WAL, and the next persist tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot freeze the buffer: {0}")]
+    Freeze(#[from] WalError),
+    #[error("cannot encode Parquet for {table}: {message}")]
+    Encode { table: String, message: String },
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
+    #[error("cannot cut the WAL: {0}")]
+    Wal(#[from] wal::segment::Error),
+}
+
+/// What one persist did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PersistSummary {
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub wal_segments_deleted: usize,
+}
+
+/// When the background persister persists.
+#[derive(Debug, Clone, Copy)]
+pub struct PersistPolicy {
+    /// A buffer partition is persisted once its hour ended this long ago.
+    pub persist_after: Duration,
+    /// Everything is persisted while the buffer holds more than half of this.
+    pub buffer_memory_limit: usize,
+}
+
+/// Moves buffered rows into Parquet files, and lets the WAL go of them.
+pub struct Persister {
+    catalog: Arc<Catalog>,
+    buffer: Arc<Buffer>,
+    lake: Arc<Lake>,
+    wal: Arc<Wal>,
+    metrics: Arc<StorageMetrics>,
+    clock: Clock,
+    policy: PersistPolicy,
+}
+
+impl Persister {
+    /// A persister over these parts.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        buffer: Arc<Buffer>,
+        lake: Arc<Lake>,
+        wal: Arc<Wal>,
+        metrics: Arc<StorageMetrics>,
+        clock: Clock,
+        policy: PersistPolicy,
+    ) -> Self {
+        Persister {
+            catalog,
+            buffer,
+            lake,
+            wal,
+            metrics,
+            clock,
+            policy,
+        }
+    }
+
+    /// Closes the current WAL segment and freezes the live partitions `rule` picks, between
+    /// two group commits. Returns every frozen partition not yet persisted.
+    pub async fn freeze(&self, rule: FreezeRule) -> Result<Frozen, WalError> {
+        let (catalog, buffer) = (self.catalog.clone(), self.buffer.clone());
+        let frozen = self.wal.lock().barrier(move |barrier| {
+            buffer.freeze(&catalog.snapshot(), rule, barrier.through_segment)
+        })?;
+        frozen.await.map_err(|_| WalError::ShuttingDown)?
+    }
+
+    /// Persists the live partitions `rule` picks, and any partition frozen by an earlier
+    /// persist that failed. Returns once the files and the catalog are durable.
+    pub async fn persist(&self, rule: FreezeRule) -> Result<PersistSummary, PersistError> {
+        let _lake_guard = self.lake.lock().await;
+        let frozen = self.freeze(rule).await?;
+        let catalog = self.catalog.snapshot();
+        let mut lake = (*self.lake.state()).clone();
+        let mut summary = PersistSummary::default();
+        let mut done: Vec<(Arc<str>, Arc<str>, Vec<u64>)> = Vec::new();
+        for t in &frozen.tables {
+            let Some(schema) = catalog.table(&t.db, &t.table) else {
+                continue;
+            };
+            let mut files = lake.table_files(&t.db, &t.table).to_vec();
+            for p in &t.partitions {
+                let batch = align_to_schema(&p.batch, schema.arrow_schema());
+                let file = self
+                    .lake
+                    .write_file(&t.db, schema, batch, None)
+                    .await
+                    .map_err(|e| match e {
+                        FileWriteError::Encode(message) => PersistError::Encode {
+                            table: format!("{}.{}", t.db, t.table),
+                            message,
+                        },
+                        FileWriteError::Store(e) => PersistError::Store(e),
+                    })?;
+                let (rows, size) = (file.rows, file.size_bytes);
+                files.push(file);
+                let marker = lake
+                    .persisted_through
+                    .entry((t.db.clone(), t.table.clone(), p.partition))
+                    .or_insert(0);
+                *marker = (*marker).max(frozen.through_segment);
+                summary.files += 1;
+                summary.rows += rows;
+                summary.bytes += size;
+            }
+            lake.files
+                .insert((t.db.clone(), t.table.clone()), files.into());
+            done.push((
+                t.db.clone(),
+                t.table.clone(),
+                t.partitions.iter().map(|p| p.seq).collect(),
+            ));
+        }
+        crash_point("persist-after-files");
+        // Markers for segments that are gone can never match a replayed record.
+        let oldest_on_disk = wal::list_segments(self.wal.dir())?
+            .first()
+            .map_or(0, |(seq, _)| *seq);
+        lake.persisted_through.retain(|_, s| *s >= oldest_on_disk);
+        lake.dropped.retain(|d| d.through_segment >= oldest_on_disk);
+        self.lake.write_catalog(&catalog, &mut lake).await?;
+        crash_point("persist-after-catalog");
+        self.lake.publish(lake);
+        for (db, table, seqs) in done {
+            self.buffer.remove_frozen(&db, &table, &seqs);
+        }
+        // the oldest segment holding rows only in the buffer, or the current one if none:
+        // every older segment may go
+        let current = self.wal.current_segment();
+        let keep_from = self
+            .buffer
+            .min_segment()
+            .map_or(current, |s| s.min(current));
+        summary.wal_segments_deleted = wal::delete_before(self.wal.dir(), keep_from)?;
+        self.metrics.persisted_files.add(summary.files as u64);
+        self.metrics.persisted_rows.add(summary.rows);
+        if summary.files > 0 {
+            tracing::info!(
+                files = summary.files,
+                rows = summary.rows,
+                bytes = summary.bytes,
+                wal_segments_deleted = summary.wal_segments_deleted,
+                "persisted buffered partitions"
+            );
+        }
+        Ok(summary)
+    }
+
+    /// What the background persister should persist at `now_nanos`, if anything: partitions
+    /// whose hour ended `persist_after` ago, or everything while the buffer is over half its
+    /// memory limit (so that writes are not refused while persistence can keep up).
+    pub fn due(&self, now_nanos: i64) -> Option<FreezeRule> {
+        if self.buffer.bytes() >= self.policy.buffer_memory_limit / 2 {
+            return Some(FreezeRule::All);
+        }
+        let cutoff = now_nanos.saturating_sub(
+            i64::try_from(self.policy.persist_after.as_nanos()).unwrap_or(i64::MAX),
+        );
+        let rule = FreezeRule::EndedBy(cutoff);
+        self.buffer.has_due(rule).then_some(rule)
+    }
+
+    /// Runs persistence in the background until `stop` resolves: every `interval`, persists
+    /// what [`Persister::due`] says. Failures are logged and retried next round.
+    pub async fn run(&self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = ticker.tick() => {}
+            }
+            let Some(rule) = self.due(self.clock.now()) else {
+                continue;
+            };
+            if let Err(e) = self.persist(rule).await {
+                self.metrics.persist_errors.add(1);
+                tracing::error!(
+                    "persisting failed; the rows stay in the buffer and the WAL and the next \
+                     round retries: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Kills the process on the spot (no unwinding, no flushing: as `kill -9` would) when the
+/// environment variable `SLUICE_CRASH_POINT` names `point`. Crash-recovery tests use it to stop
+/// the server at an exact step of a persist, which no signal sent from outside can hit
+/// reliably.
+pub fn crash_point(point: &str) {
+    static CHOSEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let chosen = CHOSEN.get_or_init(|| std::env::var("SLUICE_CRASH_POINT").ok());
+    if chosen.as_deref() == Some(point) {
+        eprintln!("SLUICE_CRASH_POINT={point}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Time as storage divides it: hour partitions of the buffer, day folders of the lake, the
+//! clock retention and the persister read, and how times are shown in messages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Width of a buffer partition. An hour keeps the partition a one-hour query touches small
+/// (100 hosts x 360 rows for TSBS) while a day of data is only 24 partitions.
+pub const PARTITION_NANOS: i64 = 3_600_000_000_000;
+
+/// Nanoseconds in a day: the span of a folder of files.
+pub const DAY_NANOS: i64 = 24 * PARTITION_NANOS;
+
+/// An inclusive range of nanosecond timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl TimeRange {
+    /// Every time.
+    pub const ALL: TimeRange = TimeRange {
+        min: i64::MIN,
+        max: i64::MAX,
+    };
+
+    /// True if some time is in both ranges.
+    pub fn overlaps(&self, min: i64, max: i64) -> bool {
+        self.min <= max && min <= self.max
+    }
+}
+
+/// The time now, in Unix nanoseconds: the system clock, or one a test sets.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system's clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        }))
+    }
+
+    /// A clock that shows what `now` holds (tests move it by hand).
+    pub fn manual(now: Arc<AtomicI64>) -> Self {
+        Clock(Arc::new(move || now.load(Ordering::SeqCst)))
+    }
+
+    /// Unix nanoseconds.
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian calendar; Howard
+/// Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A day count since 1970-01-01 as `YYYY-MM-DD`: how the lake names a day's folder.
+pub fn date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `nanos` since the Unix epoch as `2026-01-01T00:00:00Z` (to the second), for messages.
+pub fn rfc3339(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        date(secs.div_euclid(86_400)),
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_times_read_as_utc_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(date(20_454), "2026-01-01");
+        assert_eq!(
+            rfc3339(1_767_225_600_000_000_000 + 3_723_000_000_000),
+            "2026-01-01T01:02:03Z"
+        );
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+}

@@ -1,0 +1,151 @@
+//! How the write buffer is set up, what a client chooses per write, and what comes back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{CatalogSnapshot, Limits, Rejection, Retention};
+use crate::lake::live::LoadError;
+use crate::time::Clock;
+use crate::wal::{self, StartError, WalError};
+
+/// How the write buffer is set up.
+#[derive(Debug, Clone)]
+pub struct WriteBufferConfig {
+    /// Folder of the write-ahead log.
+    pub wal_dir: PathBuf,
+    /// Schema limits applied to writes.
+    pub limits: Limits,
+    /// Create a database on its first write (else writes to unknown databases fail).
+    pub auto_create_databases: bool,
+    /// Writes are refused (retry later) while the buffer holds more than this many bytes.
+    pub buffer_memory_limit: usize,
+    /// A WAL segment is closed and a new one started past this size.
+    pub wal_segment_bytes: u64,
+    /// A buffer partition is persisted once its hour ended this long ago.
+    pub persist_after: Duration,
+    /// How long a file replaced by compaction stays in the object store: longer than any
+    /// query may run, so that no query reading it loses it.
+    pub replaced_file_grace: Duration,
+    /// The retention period of databases created by a write.
+    pub default_retention: Option<Retention>,
+    /// What time it is, for retention and delayed deletes.
+    pub clock: Clock,
+}
+
+impl WriteBufferConfig {
+    /// Defaults with the WAL in `wal_dir`.
+    pub fn new(wal_dir: impl Into<PathBuf>) -> Self {
+        WriteBufferConfig {
+            wal_dir: wal_dir.into(),
+            limits: Limits::default(),
+            auto_create_databases: true,
+            buffer_memory_limit: 4 << 30,
+            wal_segment_bytes: 64 << 20,
+            persist_after: Duration::from_secs(15 * 60),
+            replaced_file_grace: Duration::from_secs(10 * 60),
+            default_retention: None,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Per-write choices of the client.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Keep the valid points when some are rejected (else write nothing).
+    pub accept_partial: bool,
+    /// Acknowledge before the WAL fsync.
+    pub no_sync: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            accept_partial: true,
+            no_sync: false,
+        }
+    }
+}
+
+/// What became of a write.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// Points stored.
+    pub accepted_points: usize,
+    /// Field values stored.
+    pub accepted_values: usize,
+    /// Points rejected by the schema rules.
+    pub rejected: Vec<Rejection>,
+    /// True when points were rejected and, because partial writes were refused, nothing was
+    /// stored.
+    pub all_refused: bool,
+}
+
+/// Why a write was not carried out at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(
+        "database '{0}' does not exist and the server runs with --no-auto-create-databases; \
+         create it first"
+    )]
+    DatabaseNotFound(String),
+    #[error("{0}")]
+    InvalidDatabaseName(String),
+    #[error(
+        "the write buffer is full ({used} bytes held, limit {limit}, --buffer-memory-limit); \
+         retry later"
+    )]
+    BufferFull { used: usize, limit: usize },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+/// Errors opening the write buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Lake(#[from] LoadError),
+    #[error(transparent)]
+    Wal(#[from] wal::segment::Error),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("WAL replay panicked: {0}")]
+    Replay(String),
+}
+
+/// What replay found, for the start-up log.
+#[derive(Debug, Default)]
+pub struct ReplaySummary {
+    pub records: usize,
+    pub points: usize,
+    /// Points skipped because the files listed in the catalog hold them already.
+    pub points_persisted: usize,
+    /// Files the catalog lists.
+    pub files: usize,
+    /// Records that passed their checksum but could not be decoded (skipped).
+    pub undecodable: usize,
+    /// Parquet files on the object store that the catalog does not list (written by a persist
+    /// or compaction that died before its catalog change), deleted.
+    pub orphan_files_deleted: usize,
+    pub cut_tails: Vec<wal::CutTail>,
+}
+
+impl WriteBufferConfig {
+    /// `next` (the catalog a write to `db` made from `before`) with the default retention
+    /// period on `db` if the write created it.
+    pub(crate) fn with_default_retention(
+        &self,
+        mut next: CatalogSnapshot,
+        before: &CatalogSnapshot,
+        db: &str,
+    ) -> CatalogSnapshot {
+        if let Some(retention) = &self.default_retention
+            && before.database(db).is_none()
+            && let Some(created) = next.databases.get_mut(db)
+        {
+            Arc::make_mut(created).retention = Some(retention.clone());
+        }
+        next
+    }
+}
