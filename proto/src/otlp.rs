@@ -2,6 +2,9 @@
 //! messages it carries): `proto/opentelemetry/metrics.proto`. A `oneof` of the protos is
 //! written as its optional members, which decode and encode the same bytes.
 
+/// The gRPC path of `MetricsService/Export`, the one method of the OTLP metrics service.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ExportMetricsServiceRequest {
     #[prost(message, repeated, tag = "1")]

@@ -8,9 +8,9 @@ use axum::response::IntoResponse;
 use serde_json::json;
 use sluice_storage::FreezeRule;
 
-use super::AppState;
 use super::auth::Access;
 use super::error::ApiError;
+use super::state::AppState;
 
 /// The version agents see in `X-Influxdb-Version`: the InfluxDB API generation Sluice speaks
 /// (some clients branch on the major version), then Sluice's own version.

@@ -25,8 +25,8 @@ use base64::Engine;
 use sluice_storage::TokenRecord;
 use sluice_storage::time::rfc3339;
 
-use super::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 
 /// Paths anyone may call, token or not: liveness probes and metrics scrapers.
 const OPEN_PATHS: &[&str] = &["/health", "/ping", "/metrics"];
@@ -153,7 +153,7 @@ fn token_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 
 /// 401, as an HTTP error or, for a gRPC call, as the `UNAUTHENTICATED` status.
 fn unauthorized(request: &Request, message: &str) -> Response {
-    if super::otlp::grpc::is_grpc(request.headers()) {
+    if super::error::is_grpc(request.headers()) {
         return tonic::Status::unauthenticated(message).into_http::<axum::body::Body>();
     }
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();

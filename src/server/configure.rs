@@ -15,10 +15,10 @@ use sluice_query::system_tables::database_list;
 use sluice_storage::catalog::parse_period;
 use sluice_storage::{Retention, TokenSpec};
 
-use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::ApiError;
+use super::state::AppState;
 
 /// The body of a create or change: `{"db": "...", "retention_period": "30d"}`.
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 use serde_json::json;
+use sluice_ingest::remote_write::RequestError;
 use sluice_proto::otlp::{Any, Duration, RetryInfo};
 use sluice_query::QueryError;
 use sluice_storage::{AdminError, CompactionError, PersistError, TokenError, WalError, WriteError};
@@ -120,6 +121,16 @@ impl From<WriteError> for ApiError {
     }
 }
 
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let status = match &e {
+            RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::NotSnappy(_) | RequestError::Malformed { .. } => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         let status = match &e {
@@ -223,6 +234,14 @@ impl ApiError {
             _ => Code::Internal as i32,
         }
     }
+}
+
+/// Whether a request is a gRPC call (by its content type).
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"))
 }
 
 /// An HTTP-style error as a gRPC status. A retry delay goes in `google.rpc.RetryInfo`, both

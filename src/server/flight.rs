@@ -54,10 +54,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 mod sql_info;
 
-use super::AppState;
 use super::auth::Access;
 use super::error::{query_status, status};
 use super::query::scalar;
+use super::state::AppState;
 
 /// The path prefix of Flight's gRPC methods.
 pub const PATH_PREFIX: &str = "/arrow.flight.protocol.FlightService/";

@@ -36,7 +36,7 @@ pub const WRITE_ENDPOINTS: &[&str] = &[
 ];
 
 /// OTLP/gRPC's export method, counted under its gRPC path.
-const OTLP_GRPC: &str = super::otlp::grpc::PATH;
+const OTLP_GRPC: &str = sluice_proto::otlp::EXPORT_PATH;
 
 /// What remote write received and did not store, by kind (see [`ServerMetrics::not_stored`]).
 pub const NOT_STORED: &[&str] = &["stale_marker", "histogram", "exemplar"];

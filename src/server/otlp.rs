@@ -26,10 +26,10 @@ use sluice_ingest::otlp::{json, map};
 use sluice_proto::otlp::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse, Status};
 use sluice_storage::WriteOptions;
 
-use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::ApiError;
+use super::state::AppState;
 
 const PATH: &str = "/v1/metrics";
 const PROTOBUF: &str = "application/x-protobuf";

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use sluice_query::Format;
 use sluice_query::ScalarValue;
 
-use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::ApiError;
+use super::state::AppState;
 
 /// The request, from the query string (GET) or a JSON body (POST).
 #[derive(Debug, Default, Deserialize)]

@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use sluice_ingest::remote_write::{self, Decoded, SeriesError, Version};
 use sluice_storage::WriteOptions;
 
-use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::ApiError;
+use super::state::AppState;
 
 const PATH: &str = "/api/v1/write";
 
@@ -176,39 +176,4 @@ async fn ingest(
         let _ = write!(message, "; and {} more", errors.len() - ERRORS_SHOWN);
     }
     Err(ApiError::bad_request(message))
-}
-
-/// What a decode keeps for the next one: the series cache, and the buffer the body is
-/// decompressed into (kept up to [`Scratch::KEEP_BYTES`]).
-#[derive(Default)]
-pub struct Scratch {
-    cache: remote_write::SeriesCache,
-    message: Vec<u8>,
-}
-
-impl Scratch {
-    const KEEP_BYTES: usize = 16 << 20;
-
-    fn decode(
-        &mut self,
-        raw: &[u8],
-        limit: usize,
-        version: Version,
-        limits: &remote_write::Limits,
-    ) -> Result<Decoded, ApiError> {
-        remote_write::decompress_snappy_into(raw, limit, &mut self.message).map_err(|e| {
-            let status = if e.0.contains("more than the limit") {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            ApiError::new(status, e.0)
-        })?;
-        let decoded = remote_write::decode(&self.message, version, limits, &mut self.cache)
-            .map_err(|e| ApiError::bad_request(e.0));
-        if self.message.capacity() > Self::KEEP_BYTES {
-            self.message = Vec::new();
-        }
-        decoded
-    }
 }

@@ -13,10 +13,10 @@ use serde_json::json;
 use sluice_ingest::line_protocol::{self, ParseOptions, Precision};
 use sluice_storage::WriteOptions;
 
-use super::AppState;
 use super::auth::Access;
 use super::body;
 use super::error::{ApiError, ErrorStyle};
+use super::state::AppState;
 
 /// Which of the three APIs a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use hashbrown::HashTable;
 
-use super::Limits;
+use super::request::Limits;
 use sluice_model::{Sym, WriteBatch};
 
 /// Default byte budget of one cache: about 100,000 Prometheus-like series.

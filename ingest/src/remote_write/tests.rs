@@ -1,5 +1,6 @@
 use super::*;
 use prost::Message;
+use sluice_model::{FieldValue, MetricMetadata, MetricType, WriteBatch};
 use sluice_proto::prometheus::{Histogram, Sample, v1, v2};
 
 fn fixture_dir() -> std::path::PathBuf {
@@ -244,15 +245,32 @@ fn malformed_bodies_refuse_the_request() {
     .encode_to_vec();
     let cut = &req[..req.len() - 3];
     let e = decode_fresh(cut, Version::V1, &Limits::default()).unwrap_err();
-    assert!(e.0.contains("malformed V1 remote write request"), "{e}");
+    assert!(
+        matches!(
+            e,
+            RequestError::Malformed {
+                version: Version::V1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("malformed V1 remote write request"),
+        "{e}"
+    );
     assert!(decode_fresh(&[0x0f], Version::V1, &Limits::default()).is_err());
     let e = decompress_snappy(b"\xff\xff\xff\xff\xffnot snappy", 1 << 20).unwrap_err();
-    assert!(e.0.contains("snappy"), "{e}");
+    assert!(matches!(e, RequestError::NotSnappy(_)), "{e}");
     let big = snap::raw::Encoder::new()
         .compress_vec(&vec![0u8; 2000])
         .unwrap();
     let e = decompress_snappy(&big, 1000).unwrap_err();
-    assert!(e.0.contains("more than the limit of 1000"), "{e}");
+    assert!(
+        matches!(e, RequestError::TooLarge { limit: 1000, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("more than the limit of 1000"), "{e}");
 }
 
 #[test]
@@ -374,7 +392,7 @@ fn remote_write_2_requests_built_from_the_official_proto() {
     let mut bad = req.clone();
     bad.timeseries[0].labels_refs[1] = 99;
     let e = decode_fresh(&bad.encode_to_vec(), Version::V2, &Limits::default()).unwrap_err();
-    assert!(e.0.contains("symbol reference 99"), "{e}");
+    assert!(e.to_string().contains("symbol reference 99"), "{e}");
     // a 2.0 body read as 1.0 has no series (its fields are reserved there), and the reverse
     // finds no symbols
     let as_v1 = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes};
 use prost::Message;
@@ -24,12 +24,12 @@ use sluice_proto::otlp::ExportMetricsServiceResponse;
 use tonic::Status;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use super::super::AppState;
 use super::super::auth::Access;
-use super::super::error::{ApiError, status};
+use super::super::error::{ApiError, is_grpc, status};
+use super::super::state::AppState;
 
 /// The route of the export method.
-pub const PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+pub const PATH: &str = sluice_proto::otlp::EXPORT_PATH;
 
 /// `POST /opentelemetry.proto.collector.metrics.v1.MetricsService/Export` (gRPC).
 pub async fn export(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -51,14 +51,6 @@ pub async fn export(State(state): State<Arc<AppState>>, request: Request) -> Res
         }
     }
     response.map(axum::body::Body::new)
-}
-
-/// Whether a request is a gRPC call (by its content type).
-pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/grpc"))
 }
 
 /// The answer to a gRPC call of a method Sluice does not serve: `UNIMPLEMENTED`, as gRPC

@@ -1,0 +1,57 @@
+//! What the server is configured with and what every handler shares.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sluice_query::{QueryConfig, QueryExecutor};
+use sluice_storage::{Limits, ObjectStoreConfig, WriteBuffer};
+
+use super::metrics::ServerMetrics;
+
+/// Everything `sluice serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub http_bind: SocketAddr,
+    /// A second listener for OTLP/gRPC only (the main one serves it too).
+    pub otlp_grpc_bind: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub wal_dir: PathBuf,
+    pub default_db: String,
+    pub max_request_bytes: usize,
+    pub max_line_bytes: usize,
+    pub remote_write_limits: sluice_ingest::remote_write::Limits,
+    /// How OTLP metrics map to tables and tags.
+    pub otlp: sluice_ingest::otlp::map::Options,
+    pub limits: Limits,
+    pub auto_create_databases: bool,
+    pub buffer_memory_limit: usize,
+    pub query: QueryConfig,
+    pub object_store: ObjectStoreConfig,
+    /// A buffer partition is persisted once its hour ended this long ago.
+    pub persist_after: std::time::Duration,
+    /// How often the persister looks for due partitions.
+    pub persist_interval: std::time::Duration,
+    /// How often the compactor runs.
+    pub compaction_interval: std::time::Duration,
+    /// Largest file compaction writes.
+    pub compaction_target_bytes: u64,
+    /// Retention period of databases created by a write (or created without one).
+    pub default_retention: Option<sluice_storage::Retention>,
+    /// Take requests without tokens even when tokens exist, and listen on any address
+    /// without one.
+    pub without_auth: bool,
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub buffer: Arc<WriteBuffer>,
+    pub query: QueryExecutor,
+    pub metrics: ServerMetrics,
+    /// Remote write decoders' state, one per decode in progress at once (at most one per
+    /// runtime thread, since a decode does not yield).
+    pub remote_write_scratch: parking_lot::Mutex<Vec<sluice_ingest::remote_write::Scratch>>,
+    /// OTLP mapping caches, likewise.
+    pub otlp_caches: parking_lot::Mutex<Vec<sluice_ingest::otlp::map::Cache>>,
+}
