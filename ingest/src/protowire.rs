@@ -129,3 +129,42 @@ impl<'b> Reader<'b> {
         }
     }
 }
+
+/// Reads a length-delimited field (a message, string or bytes).
+pub fn len<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b [u8], WireError> {
+    if wire != WireType::Len {
+        return Err(WireError::Invalid(format!(
+            "a message field has wire type {wire:?}, not length-delimited"
+        )));
+    }
+    r.bytes()
+}
+
+/// Reads a string field.
+pub fn string<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b str, WireError> {
+    if wire != WireType::Len {
+        return Err(WireError::Invalid(format!(
+            "a string field has wire type {wire:?}, not length-delimited"
+        )));
+    }
+    r.str()
+}
+
+/// Calls `f` with each 8-byte little-endian value of a packed field.
+pub fn fixed64s(bytes: &[u8], mut f: impl FnMut(u64)) -> Result<(), WireError> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(WireError::Invalid(format!(
+            "a packed fixed64 field of {} bytes (not a multiple of 8)",
+            bytes.len()
+        )));
+    }
+    for c in bytes.chunks_exact(8) {
+        f(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+    }
+    Ok(())
+}
+
+/// prost's error for a message decoded in place.
+pub fn invalid(e: prost::DecodeError) -> WireError {
+    WireError::Invalid(e.to_string())
+}

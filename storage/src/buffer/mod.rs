@@ -8,7 +8,9 @@
 //! from any thread.
 
 mod last_rows;
+mod partition;
 pub mod table_buffer;
+mod tags;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -11,23 +11,30 @@
 //! may is tracked cheaply on append (a row not newer than its series' last row sets a flag),
 //! so in-order data never pays for the sort. The Arrow batch is cached until the next append
 //! to that partition, so queries over data that is not changing share one copy.
+//!
+//! A partition is in `partition.rs`, the tag values and tag columns in `tags.rs`, the newest
+//! row of each series in `last_rows.rs`. This file holds what changes a table's rows under
+//! its lock (append, freeze, expire, the newest rows folded in from files) and reads them
+//! (scan): about 650 lines, kept together because they share that lock's invariants.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray,
-    TimestampNanosecondArray, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, Int32Array, RecordBatch, TimestampNanosecondArray, UInt32Array,
+    new_null_array,
 };
 use arrow::datatypes::Int32Type;
 use hashbrown::HashMap;
-use parking_lot::{Mutex, RwLock};
-use sluice_model::{FieldValue, Point, Sym, Symbols, TagSetId, WriteBatch};
+use parking_lot::RwLock;
+use sluice_model::{FieldValue, Point, Sym, TagSetId, WriteBatch};
 
 use super::last_rows::LastRows;
+use super::partition::Partition;
+use super::tags::{TagLookup, TagValues};
 use crate::catalog::schema::{ColumnKind, TIME_COLUMN, TableSchema};
-use crate::columns::{FieldColumn, align_to_schema};
+use crate::columns::align_to_schema;
 use crate::time::{PARTITION_NANOS, TimeRange};
 
 /// The rows of one buffer partition as a scan returns them.
@@ -123,293 +130,16 @@ impl TableData {
         }
     }
 
-    /// The id of the series with tag set `key` ((tag column id, value id) pairs sorted by
-    /// column id), added if new.
-    fn series_id(&mut self, key: &[(u32, u32)]) -> u32 {
-        if let Some(&s) = self.series.get(key) {
-            return s;
-        }
-        let s = self.series_tags.len() as u32;
-        let key: Arc<[(u32, u32)]> = key.into();
-        self.series.insert(key.clone(), s);
-        self.series_tags.push(key);
-        self.last.add_series();
-        s
-    }
-}
-
-#[derive(Default)]
-struct TagValues {
-    values: Symbols,
-    /// The values as an Arrow array, rebuilt when values were added since.
-    array: Option<ArrayRef>,
-}
-
-impl TagValues {
-    fn array(&mut self) -> ArrayRef {
-        match &self.array {
-            Some(a) if a.len() == self.values.len() => a.clone(),
-            _ => {
-                let a: ArrayRef = Arc::new(StringArray::from_iter_values(self.values.iter()));
-                self.array = Some(a.clone());
-                a
-            }
-        }
-    }
-}
-
-struct Partition {
-    time: Vec<i64>,
-    series: Vec<u32>,
-    /// Per column id; `None` for tags, `time` and fields this partition has no value for.
-    fields: Vec<Option<FieldColumn>>,
-    min_time: i64,
-    max_time: i64,
-    may_have_duplicates: bool,
-    /// The WAL segment the partition's first row was logged in.
-    min_segment: u64,
-    /// Bytes of rows (not series) this partition accounts for.
-    bytes: usize,
-    /// Rows its columns make room for when they are created (see [`Partition::new`]).
-    expected_rows: usize,
-    cache: Mutex<Option<CachedBatch>>,
-}
-
-struct CachedBatch {
-    /// The schema the batch was built for, by column count (columns are only appended).
-    columns: usize,
-    batch: RecordBatch,
-}
-
-impl Partition {
-    /// An empty partition whose columns start with room for `expected_rows` rows.
-    fn new(min_segment: u64, expected_rows: usize) -> Self {
-        Partition {
-            time: Vec::with_capacity(expected_rows),
-            series: Vec::with_capacity(expected_rows),
-            fields: Vec::new(),
-            min_time: i64::MAX,
-            max_time: i64::MIN,
-            may_have_duplicates: false,
-            min_segment,
-            bytes: 0,
-            expected_rows,
-            cache: Mutex::new(None),
-        }
-    }
-
-    fn rows(&self) -> usize {
-        self.time.len()
-    }
-
-    /// Appends a row's key (series, time), noting whether the partition may now hold two
-    /// rows of one key; returns whether the row is its series' newest ([`LastRows`]).
-    #[inline]
-    fn push_key(&mut self, last: &mut LastRows, series: u32, time: i64) -> bool {
-        // a point not newer than its series' newest may share its key with a buffered one
-        if time <= last.time[series as usize] {
-            self.may_have_duplicates = true;
-        }
-        self.time.push(time);
-        self.series.push(series);
-        self.min_time = self.min_time.min(time);
-        self.max_time = self.max_time.max(time);
-        last.start_point(series, time)
-    }
-
-    /// Field column `col`, created for values like `value` (with room for `capacity` rows)
-    /// if the partition has none yet.
-    #[inline]
-    fn field_column(
+    /// Step one of [`TableBuffer::apply`]: the series id of each point, adding the series
+    /// (and their tag values) the buffer does not have yet. Returns the points with their
+    /// series, and the bytes the new series take.
+    fn series_of_points<'a>(
         &mut self,
-        col: usize,
-        value: &FieldValue,
-        capacity: usize,
-    ) -> &mut FieldColumn {
-        if self.fields.len() <= col {
-            self.fields.resize_with(col + 1, || None);
-        }
-        let capacity = capacity.max(self.expected_rows);
-        self.fields[col].get_or_insert_with(|| FieldColumn::new(value, capacity))
-    }
-
-    /// Builds the partition's rows as one batch in `schema`'s Arrow layout, merging rows of
-    /// one primary key.
-    fn to_batch(&self, schema: &TableSchema, data: &mut TagLookup<'_>) -> RecordBatch {
-        if let Some(c) = &*self.cache.lock()
-            && c.columns == schema.columns().len()
-        {
-            return c.batch.clone();
-        }
-        let rows = self.rows();
-        // For merged partitions: the rows of each primary key, in arrival order.
-        let groups = self
-            .may_have_duplicates
-            .then(|| self.key_groups())
-            .flatten();
-        let first_of_group: Option<UInt32Array> = groups
-            .as_ref()
-            .map(|g| g.iter().map(|rows| rows[0]).collect());
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len());
-        for &id in schema.arrow_order() {
-            let kind = schema.columns()[id].kind;
-            let full: ArrayRef = match kind {
-                ColumnKind::Time => Arc::new(TimestampNanosecondArray::from(self.time.clone())),
-                ColumnKind::Tag => data.tag_column(id, &self.series),
-                ColumnKind::Field(_) => match self.fields.get(id).and_then(Option::as_ref) {
-                    Some(col) => col.to_array(rows),
-                    None => new_null_array(&kind.data_type(), rows),
-                },
-            };
-            let merged = match (&groups, &first_of_group, kind) {
-                (None, _, _) => full,
-                (Some(groups), _, ColumnKind::Field(_)) => {
-                    // the last non-null value of the key wins
-                    let idx: UInt32Array = groups
-                        .iter()
-                        .map(|rows| {
-                            rows.iter()
-                                .rev()
-                                .copied()
-                                .find(|&r| full.is_valid(r as usize))
-                        })
-                        .collect();
-                    arrow::compute::take(&full, &idx, None).expect("indices are in range")
-                }
-                (Some(_), Some(first), _) => {
-                    arrow::compute::take(&full, first, None).expect("indices are in range")
-                }
-                (Some(_), None, _) => unreachable!("first_of_group is set with groups"),
-            };
-            columns.push(merged);
-        }
-        let batch = RecordBatch::try_new(schema.arrow_schema().clone(), columns)
-            .expect("columns are built from the schema");
-        *self.cache.lock() = Some(CachedBatch {
-            columns: schema.columns().len(),
-            batch: batch.clone(),
-        });
-        batch
-    }
-
-    /// Row indices grouped by primary key (series, time), keys in (series, time) order and
-    /// rows within a key in arrival order; `None` if no two rows share a key. (Rows that
-    /// arrive out of order, as writes over several connections do, make a partition one that
-    /// may hold duplicates; most such partitions hold none, and finding that out by hashing
-    /// costs less than the sort.)
-    fn key_groups(&self) -> Option<KeyGroups> {
-        let mut seen: hashbrown::HashSet<(u32, i64), foldhash::fast::FixedState> =
-            hashbrown::HashSet::with_capacity_and_hasher(self.rows(), Default::default());
-        if (0..self.rows()).all(|r| seen.insert((self.series[r], self.time[r]))) {
-            return None;
-        }
-        drop(seen);
-        let mut keyed: Vec<(u32, i64, u32)> = (0..self.rows())
-            .map(|r| (self.series[r], self.time[r], r as u32))
-            .collect();
-        // the row number makes every key distinct: an unstable sort keeps arrival order
-        keyed.sort_unstable();
-        let mut ends = Vec::new();
-        for i in 1..keyed.len() {
-            if (keyed[i].0, keyed[i].1) != (keyed[i - 1].0, keyed[i - 1].1) {
-                ends.push(i as u32);
-            }
-        }
-        ends.push(keyed.len() as u32);
-        Some(KeyGroups {
-            rows: keyed.into_iter().map(|(_, _, r)| r).collect(),
-            ends,
-        })
-    }
-}
-
-/// Rows grouped by primary key: `rows` in key order, each group ending at the next of `ends`.
-struct KeyGroups {
-    rows: Vec<u32>,
-    ends: Vec<u32>,
-}
-
-impl KeyGroups {
-    fn iter(&self) -> impl Iterator<Item = &[u32]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let group = &self.rows[start..end as usize];
-            start = end as usize;
-            group
-        })
-    }
-}
-
-/// Builds tag columns for the rows of a partition from their series ids.
-struct TagLookup<'a> {
-    tag_values: &'a mut [TagValues],
-    series_tags: &'a [Arc<[(u32, u32)]>],
-}
-
-impl TagLookup<'_> {
-    fn tag_column(&mut self, column: usize, series: &[u32]) -> ArrayRef {
-        let values = match self.tag_values.get_mut(column) {
-            Some(v) => v.array(),
-            None => Arc::new(StringArray::from(Vec::<&str>::new())),
-        };
-        // value id of this tag per series, computed once per series rather than per row
-        let per_series: Vec<Option<i32>> = self
-            .series_tags
-            .iter()
-            .map(|tags| {
-                tags.binary_search_by_key(&(column as u32), |(c, _)| *c)
-                    .ok()
-                    .map(|i| tags[i].1 as i32)
-            })
-            .collect();
-        let keys: Int32Array = series.iter().map(|&s| per_series[s as usize]).collect();
-        Arc::new(
-            DictionaryArray::<Int32Type>::try_new(keys, values)
-                .expect("keys index the column's values"),
-        )
-    }
-}
-
-impl std::fmt::Debug for TableBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let data = self.inner.read();
-        f.debug_struct("TableBuffer")
-            .field("rows", &data.rows)
-            .field("series", &data.series_tags.len())
-            .field("partitions", &data.partitions.len())
-            .field("bytes", &data.bytes)
-            .finish()
-    }
-}
-
-impl TableBuffer {
-    /// An empty buffer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends `points` (all of this table, from `batch`, logged in WAL segment `segment`)
-    /// under `schema`, which has every column they use. Returns the bytes added.
-    pub fn apply<'a>(
-        &self,
-        schema: &TableSchema,
         batch: &WriteBatch,
         points: impl Iterator<Item = &'a Point>,
-        segment: u64,
-    ) -> usize {
+        columns: &mut BatchColumns<'_>,
+    ) -> (Vec<(&'a Point, u32)>, usize) {
         const UNRESOLVED: u32 = u32::MAX;
-        let mut data = self.inner.write();
-        let data = &mut *data;
-        let mut col_of_sym = vec![UNRESOLVED; batch.symbols.len()];
-        let mut column = |sym: Sym| -> Option<usize> {
-            let slot = &mut col_of_sym[sym.index()];
-            if *slot == UNRESOLVED {
-                *slot = schema
-                    .column_id(batch.str(sym))
-                    .map_or(UNRESOLVED - 1, |c| c as u32);
-            }
-            (*slot < UNRESOLVED - 1).then_some(*slot as usize)
-        };
         // Points of one series in one batch share a tag range: resolve each range once.
         let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::with_capacity(64);
         // Tag values repeat across series (a region, a datacenter): look each batch symbol
@@ -420,9 +150,8 @@ impl TableBuffer {
             HashMap::default();
         let mut scratch: Vec<(u32, u32)> = Vec::new();
         let mut bytes = 0;
-        // first every point's series, then the rows, a run of points of one partition at a time
         let mut last_range = (usize::MAX, 0, 0);
-        let points: Vec<(&Point, u32)> = points
+        let points: Vec<(&'a Point, u32)> = points
             .map(|point| {
                 let range = point.tag_range();
                 if (range.start, range.end) == (last_range.0, last_range.1) {
@@ -431,7 +160,7 @@ impl TableBuffer {
                 }
                 let set_id = batch.tag_set_id(range.clone());
                 // (a range with a known id needs no entry in `series_of_tags`)
-                let known = set_id.and_then(|id| data.series_of_set.get(&id).copied());
+                let known = set_id.and_then(|id| self.series_of_set.get(&id).copied());
                 let series = match known
                     .or_else(|| series_of_tags.get(&(range.start, range.end)).copied())
                 {
@@ -439,11 +168,13 @@ impl TableBuffer {
                     None => {
                         scratch.clear();
                         for tag in batch.tags_of(point) {
-                            let Some(col) = column(tag.key) else { continue };
-                            if data.tag_values.len() <= col {
-                                data.tag_values.resize_with(col + 1, TagValues::default);
+                            let Some(col) = columns.get(tag.key) else {
+                                continue;
+                            };
+                            if self.tag_values.len() <= col {
+                                self.tag_values.resize_with(col + 1, TagValues::default);
                             }
-                            let values = &mut data.tag_values[col].values;
+                            let values = &mut self.tag_values[col].values;
                             let mut intern = || values.intern(batch.str(tag.value)).0;
                             let slot = &mut value_of_sym[tag.value.index()];
                             let value = if slot.0 == col as u32 {
@@ -457,15 +188,15 @@ impl TableBuffer {
                             scratch.push((col as u32, value));
                         }
                         scratch.sort_unstable();
-                        let known = data.series_tags.len();
-                        let s = data.series_id(&scratch);
-                        if data.series_tags.len() > known {
+                        let known = self.series_tags.len();
+                        let s = self.series_id(&scratch);
+                        if self.series_tags.len() > known {
                             bytes += 16 * scratch.len() + 32;
                         }
                         series_of_tags.insert((range.start, range.end), s);
                         if let Some(id) = set_id {
-                            data.trim_series_of_set();
-                            data.series_of_set.insert(id, s);
+                            self.trim_series_of_set();
+                            self.series_of_set.insert(id, s);
                         }
                         s
                     }
@@ -474,14 +205,27 @@ impl TableBuffer {
                 (point, series)
             })
             .collect();
-        let rows = points.len();
+        (points, bytes)
+    }
+
+    /// Step two of [`TableBuffer::apply`]: appends the rows of `points` (with their series)
+    /// to their partitions, a run of points of one hour at a time, and keeps each series'
+    /// newest row. Returns the bytes added.
+    fn append_rows(
+        &mut self,
+        batch: &WriteBatch,
+        points: &[(&Point, u32)],
+        segment: u64,
+        columns: &mut BatchColumns<'_>,
+    ) -> usize {
         let TableData {
             partitions, last, ..
-        } = data;
+        } = self;
+        let mut bytes = 0;
         // (a run ends at the first point outside its partition's hour: a compare per point
         // instead of a division)
         let mut values: Vec<f64> = Vec::new();
-        let mut rest = &points[..];
+        let mut rest = points;
         while let Some(&(first, _)) = rest.first() {
             let key = first.time.div_euclid(PARTITION_NANOS);
             // (no bounds for the hours at the ends of time, whose bounds do not fit an i64)
@@ -507,7 +251,7 @@ impl TableBuffer {
             let partition = partitions
                 .entry(key)
                 .or_insert_with(|| Partition::new(segment, expected));
-            partition.cache.get_mut().take();
+            partition.invalidate();
             // A run of rows with one float field each (metric rows: OTLP, remote write): the
             // values are gathered first and appended to their column at once.
             values.clear();
@@ -526,7 +270,7 @@ impl TableBuffer {
                     }
                 }
             }
-            if let Some(col) = single.and_then(&mut column) {
+            if let Some(col) = single.and_then(|k| columns.get(k)) {
                 let start = partition.rows();
                 let fc = partition.field_column(col, &FieldValue::F64(0.0), start + run.len());
                 if fc.append_f64s(start, &values) {
@@ -557,7 +301,7 @@ impl TableBuffer {
                 let newest = partition.push_key(last, series, point.time);
                 let mut row_bytes = 12;
                 for field in batch.fields_of(point) {
-                    let Some(col) = column(field.key) else {
+                    let Some(col) = columns.get(field.key) else {
                         continue;
                     };
                     let fc = partition.field_column(col, &field.value, row + 1);
@@ -570,9 +314,95 @@ impl TableBuffer {
                 bytes += row_bytes;
             }
         }
-        data.rows += rows;
-        data.bytes += bytes;
         bytes
+    }
+
+    /// The id of the series with tag set `key` ((tag column id, value id) pairs sorted by
+    /// column id), added if new.
+    fn series_id(&mut self, key: &[(u32, u32)]) -> u32 {
+        if let Some(&s) = self.series.get(key) {
+            return s;
+        }
+        let s = self.series_tags.len() as u32;
+        let key: Arc<[(u32, u32)]> = key.into();
+        self.series.insert(key.clone(), s);
+        self.series_tags.push(key);
+        self.last.add_series();
+        s
+    }
+}
+
+/// The column each symbol of a batch names in the table's schema, looked up once per batch.
+struct BatchColumns<'a> {
+    schema: &'a TableSchema,
+    batch: &'a WriteBatch,
+    /// By symbol: the column id, [`BatchColumns::ABSENT`] or [`BatchColumns::UNRESOLVED`].
+    of_sym: Vec<u32>,
+}
+
+impl<'a> BatchColumns<'a> {
+    const UNRESOLVED: u32 = u32::MAX;
+    const ABSENT: u32 = u32::MAX - 1;
+
+    fn new(schema: &'a TableSchema, batch: &'a WriteBatch) -> Self {
+        BatchColumns {
+            schema,
+            batch,
+            of_sym: vec![Self::UNRESOLVED; batch.symbols.len()],
+        }
+    }
+
+    /// The column `sym` names, if the schema has it.
+    #[inline]
+    fn get(&mut self, sym: Sym) -> Option<usize> {
+        let slot = &mut self.of_sym[sym.index()];
+        if *slot == Self::UNRESOLVED {
+            *slot = self
+                .schema
+                .column_id(self.batch.str(sym))
+                .map_or(Self::ABSENT, |c| c as u32);
+        }
+        (*slot != Self::ABSENT).then_some(*slot as usize)
+    }
+}
+
+impl std::fmt::Debug for TableBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.inner.read();
+        f.debug_struct("TableBuffer")
+            .field("rows", &data.rows)
+            .field("series", &data.series_tags.len())
+            .field("partitions", &data.partitions.len())
+            .field("bytes", &data.bytes)
+            .finish()
+    }
+}
+
+impl TableBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `points` (all of this table, from `batch`, logged in WAL segment `segment`)
+    /// under `schema`, which has every column they use. Returns the bytes added.
+    ///
+    /// Two steps: first every point's series ([`TableData::series_of_points`]), then the
+    /// rows, a run of points of one partition at a time ([`TableData::append_rows`]).
+    pub fn apply<'a>(
+        &self,
+        schema: &TableSchema,
+        batch: &WriteBatch,
+        points: impl Iterator<Item = &'a Point>,
+        segment: u64,
+    ) -> usize {
+        let mut data = self.inner.write();
+        let mut columns = BatchColumns::new(schema, batch);
+        let (points, series_bytes) = data.series_of_points(batch, points, &mut columns);
+        let row_bytes = data.append_rows(batch, &points, segment, &mut columns);
+        data.rows += points.len();
+        data.bytes += series_bytes + row_bytes;
+        series_bytes + row_bytes
     }
 
     /// The buffered rows whose partition overlaps `range`, one chunk per partition (frozen

@@ -1,10 +1,11 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
+use sluice_model::FieldValue;
 use sluice_proto::otlp::{
-    ExportMetricsServiceRequest, Gauge, HistogramDataPoint, InstrumentationScope, Metric,
-    NumberDataPoint, Resource, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
-    ValueAtQuantile,
+    AggregationTemporality, AnyValue, ExportMetricsServiceRequest, Gauge, HistogramDataPoint,
+    InstrumentationScope, KeyValue, Metric, NumberDataPoint, Resource, ResourceMetrics,
+    ScopeMetrics, Sum, Summary, SummaryDataPoint, ValueAtQuantile,
 };
 
 use super::*;
@@ -528,7 +529,7 @@ fn short_names_compare_equal_only_when_equal() {
     for a in words {
         for b in words {
             assert_eq!(
-                super::same_short(a.as_bytes(), b.as_bytes()),
+                super::walk::same_short(a.as_bytes(), b.as_bytes()),
                 a == b,
                 "{a:?} {b:?}"
             );

@@ -1,43 +1,22 @@
-//! An OTLP export request (protobuf bytes, read in place) -> the points of a [`WriteBatch`],
-//! as DESIGN.md's mapping says:
-//!
-//! - gauges and sums: table `<name>` with field `value`; ints and doubles both as Float64;
-//! - explicit-bucket histograms: `<name>_bucket` (tag `le`, cumulative counts, ending at
-//!   `+Inf`), `<name>_sum` (when the point has a sum) and `<name>_count`;
-//! - summaries: `<name>` (tag `quantile`), `<name>_sum`, `<name>_count`;
-//! - tags: the point's attributes; `job` (`service.namespace/service.name`) and `instance`
-//!   (`service.instance.id`) from the resource; `otel_scope_name`, `otel_scope_version`; the
-//!   resource attributes named in [`Options::promote`];
-//! - each resource with other attributes also gets a `target_info` row (value 1, at its newest
-//!   point's time) holding them as tags, beside `job` and `instance`.
-//!
-//! What Prometheus cannot represent is not stored, and counted with a reason, for the
-//! response's `partial_success`: delta or unspecified temporality (Prometheus series are
-//! cumulative), exponential histograms (they would be native histograms), points without a
-//! time. Points flagged "no recorded value" are the OTLP form of a stale marker: skipped, and
-//! not counted as rejected.
+//! The walk over an export request: resources, scopes, metrics, data points, each read in
+//! place, each data point's tags resolved through the cache, and its rows appended to the
+//! batch. One type, [`Mapper`], holds the walk's state; about 800 lines, because the steps
+//! share it and read best top to bottom in the request's own order.
 
 use prost::Message;
-use sluice_proto::otlp::{
-    AggregationTemporality, AnyValue, ExportMetricsServiceRequest, InstrumentationScope, KeyValue,
-    Resource,
-};
-
-use super::names::{MetricKind, label_name, metric_name};
-use crate::bytes_map::BytesMap;
-use crate::protowire::{Reader, WireError, WireType};
 use sluice_model::{FieldValue, Sym, TagSetId, WriteBatch};
+use sluice_proto::otlp::{AggregationTemporality, KeyValue};
+
+use super::cache::{Cache, HashMap, new_context, point_tags, tags_bytes};
+use super::labels::float_label;
+use super::options::Options;
+use super::points::{AttributeSpan, read_histogram_point, read_summary_point};
+use crate::bytes_map::BytesMap;
+use crate::otlp::names::{MetricKind, metric_name};
+use crate::protowire::{Reader, WireError, WireType, invalid, len, string};
 
 /// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
 const NO_RECORDED_VALUE: u32 = 1;
-
-/// How the mapping is set up.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Resource attributes copied onto every series of their resource as tags
-    /// (`--otlp-promote-resource-attributes`).
-    pub promote: Vec<String>,
-}
 
 /// What a request maps to.
 #[derive(Debug, Default)]
@@ -77,197 +56,20 @@ impl Mapped {
 #[error("{0}")]
 pub struct MapError(pub String);
 
-/// Maps an export request in protobuf (`ExportMetricsServiceRequest`); see the module
-/// documentation. The bytes are read in place. Each resource-and-scope and each attribute set
-/// under it is resolved to tags once and kept in `cache` (see [`Cache`]); within a request a
-/// repeated attribute set costs one hash and one compare.
-pub fn map_protobuf(body: &[u8], options: &Options, cache: &mut Cache) -> Result<Mapped, MapError> {
-    cache.prepare(options);
-    let mut m = Mapper::new(body, options, cache);
-    m.request().map_err(|e| MapError(e.to_string()))?;
-    Ok(m.out)
-}
-
-/// Maps a decoded request (OTLP/JSON arrives this way): encoded, then read as
-/// [`map_protobuf`] reads a body, so that both encodings map alike.
-pub fn map(
-    request: &ExportMetricsServiceRequest,
-    options: &Options,
-    cache: &mut Cache,
-) -> Result<Mapped, MapError> {
-    map_protobuf(&request.encode_to_vec(), options, cache)
-}
-
-/// Bytes of keys and tags a [`Cache`] holds before it starts over.
-pub const CACHE_BUDGET: usize = 32 << 20;
-
-type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::FixedState>;
-type BytesHashMap<V> = HashMap<Box<[u8]>, V>;
-
-/// What mapping keeps from one request to the next: the tags of each resource-and-scope it
-/// has seen, and of each attribute set under them, by their bytes. An SDK or a Collector sends
-/// the same resources and attribute sets in every export, so a request decodes and names only
-/// what is new. The server keeps one per mapping in progress at once. Past
-/// [`CACHE_BUDGET`] bytes, or when the options change, it starts over.
-#[derive(Default)]
-pub struct Cache {
-    /// Context key (resource and scope bytes, see `Mapper::context`) -> index in `contexts`.
-    index: BytesHashMap<u32>,
-    contexts: Vec<Context>,
-    /// Every tag key and value the cached tags use, once: tags are held as positions here, so
-    /// that a request interns each distinct string once however many sets share it (the
-    /// label names, a region, a service name).
-    strings: Vec<Box<str>>,
-    string_ids: HashMap<Box<str>, u32>,
-    bytes: usize,
-    promote: Vec<String>,
-}
-
-impl Cache {
-    /// The position of `s` in `strings`, added if new.
-    fn string_id(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.string_ids.get(s) {
-            return id;
-        }
-        let id = self.strings.len() as u32;
-        self.bytes += 2 * s.len() + 48;
-        self.strings.push(s.into());
-        self.string_ids.insert(s.into(), id);
-        id
-    }
-
-    /// `tags` as positions in `strings`.
-    fn tag_ids(&mut self, tags: &[(String, String)]) -> Box<[(u32, u32)]> {
-        self.bytes += 8 * tags.len();
-        tags.iter()
-            .map(|(k, v)| (self.string_id(k), self.string_id(v)))
-            .collect()
-    }
-
-    /// Starts over if the cache is over budget or was filled under other options.
-    fn prepare(&mut self, options: &Options) {
-        if self.bytes > CACHE_BUDGET || self.promote != options.promote {
-            *self = Cache {
-                promote: options.promote.clone(),
-                ..Cache::default()
-            };
-        }
-    }
-}
-
-/// A resource and scope: the tags they give every series under them.
-struct Context {
-    resource: ResourceTags,
-    /// The resource's series tags, then `otel_scope_name` and `otel_scope_version`.
-    scope: Vec<(String, String)>,
-    /// The tags of the resource's `target_info` row (empty values left out).
-    info: CachedTags,
-    /// Attribute bytes -> the tags of a data point with them (empty values left out).
-    sets: BytesHashMap<CachedTags>,
-}
-
-/// A tag set as the cache keeps it: (key, value) positions in `Cache::strings`, and its id.
-type CachedTags = (Box<[(u32, u32)]>, TagSetId);
-
-/// What a resource contributes to its series' tags.
-struct ResourceTags {
-    /// `job`, `instance`.
-    identity: Vec<(String, String)>,
-    /// `identity` plus the promoted attributes: every series of the resource carries them.
-    tags: Vec<(String, String)>,
-    /// The attributes for `target_info`: all but the ones `job` and `instance` come from.
-    info: Vec<(String, String)>,
-}
-
-impl ResourceTags {
-    fn new(attributes: &[KeyValue], options: &Options) -> Self {
-        let get = |key: &str| {
-            attributes
-                .iter()
-                .find(|a| a.key == key)
-                .map(|a| value_string(a.value.as_ref()))
-                .filter(|v| !v.is_empty())
-        };
-        let mut identity = Vec::new();
-        if let Some(name) = get("service.name") {
-            let job = match get("service.namespace") {
-                Some(ns) => format!("{ns}/{name}"),
-                None => name,
-            };
-            identity.push(("job".to_string(), job));
-        }
-        if let Some(instance) = get("service.instance.id") {
-            identity.push(("instance".to_string(), instance));
-        }
-        let mut tags = identity.clone();
-        for key in &options.promote {
-            if let Some(v) = get(key) {
-                tags.push((label_name(key), v));
-            }
-        }
-        let info = attributes
-            .iter()
-            .filter(|a| {
-                !matches!(
-                    a.key.as_str(),
-                    "service.name" | "service.namespace" | "service.instance.id"
-                )
-            })
-            .map(|a| (label_name(&a.key), value_string(a.value.as_ref())))
-            .collect();
-        ResourceTags {
-            identity,
-            tags,
-            info,
-        }
-    }
-}
-
 /// A failure to read the request, with where it happened.
 #[derive(Debug, thiserror::Error)]
 #[error("in a {what} starting at byte {at} of the body: {source}")]
-struct ReadError {
+pub(super) struct ReadError {
     what: &'static str,
     at: usize,
     source: WireError,
 }
 
-type R<T> = Result<T, ReadError>;
+pub(super) type R<T> = Result<T, ReadError>;
 
 /// Makes errors in message `what`, which starts at byte `at` of the body.
 fn at(what: &'static str, at: usize) -> impl Fn(WireError) -> ReadError {
     move |source| ReadError { what, at, source }
-}
-
-/// Where the attributes of a data point are in its bytes.
-#[derive(Debug, Clone, Copy)]
-struct AttributeSpan {
-    start: usize,
-    end: usize,
-    /// No other field came between the attributes (so the span holds them all, and only them).
-    contiguous: bool,
-}
-
-impl AttributeSpan {
-    fn new() -> Self {
-        AttributeSpan {
-            start: 0,
-            end: 0,
-            contiguous: true,
-        }
-    }
-
-    /// Notes a field from `start` to `end`; `attribute` says whether it is one.
-    fn field(&mut self, attribute: bool, start: usize, end: usize) {
-        if attribute {
-            if self.end == 0 {
-                self.start = start;
-            } else if self.end != start {
-                self.contiguous = false;
-            }
-            self.end = end;
-        }
-    }
 }
 
 /// A data point's tags: a set resolved earlier in this scope, or the ones in `Mapper::syms`.
@@ -297,7 +99,7 @@ enum Kind {
     Summary,
 }
 
-struct Mapper<'b, 'o> {
+pub(super) struct Mapper<'b, 'o> {
     body: &'b [u8],
     options: &'o Options,
     cache: &'o mut Cache,
@@ -342,7 +144,7 @@ struct Mapper<'b, 'o> {
 }
 
 impl<'b, 'o> Mapper<'b, 'o> {
-    fn new(body: &'b [u8], options: &'o Options, cache: &'o mut Cache) -> Self {
+    pub(super) fn new(body: &'b [u8], options: &'o Options, cache: &'o mut Cache) -> Self {
         let mut out = Mapped::default();
         // a number point with a few attributes takes 60-120 bytes: room for most requests'
         // points without growing, and never more than about the body's size in memory
@@ -383,7 +185,12 @@ impl<'b, 'o> Mapper<'b, 'o> {
         buf.as_ptr() as usize - self.body.as_ptr() as usize
     }
 
-    fn request(&mut self) -> R<()> {
+    /// What the walk made of the request.
+    pub(super) fn into_mapped(self) -> Mapped {
+        self.out
+    }
+
+    pub(super) fn request(&mut self) -> R<()> {
         let (mut r, err) = (Reader::new(self.body), at("ExportMetricsServiceRequest", 0));
         let mut line = 0u32;
         while let Some((field, wire)) = r.key().map_err(&err)? {
@@ -1033,112 +840,6 @@ impl<'b, 'o> Mapper<'b, 'o> {
     }
 }
 
-/// The fields Sluice stores of a `HistogramDataPoint` or `SummaryDataPoint` besides their
-/// buckets or quantiles (which go to the vectors given to the readers).
-struct AggregatePoint {
-    attributes: AttributeSpan,
-    time: u64,
-    count: u64,
-    sum: Option<f64>,
-    flags: u32,
-}
-
-impl AggregatePoint {
-    fn new() -> Self {
-        AggregatePoint {
-            attributes: AttributeSpan::new(),
-            time: 0,
-            count: 0,
-            sum: None,
-            flags: 0,
-        }
-    }
-}
-
-fn read_histogram_point(
-    buf: &[u8],
-    counts: &mut Vec<u64>,
-    bounds: &mut Vec<f64>,
-) -> Result<AggregatePoint, WireError> {
-    let mut r = Reader::new(buf);
-    let mut p = AggregatePoint::new();
-    loop {
-        let start = r.pos;
-        let Some((field, wire)) = r.key()? else {
-            break;
-        };
-        match (field, wire) {
-            (3, WireType::Fixed64) => p.time = r.fixed64()?,
-            (4, WireType::Fixed64) => p.count = r.fixed64()?,
-            (5, WireType::Fixed64) => p.sum = Some(f64::from_bits(r.fixed64()?)),
-            // repeated fixed64 and double: packed, or (as older writers do) one by one
-            (6, WireType::Len) => fixed64s(r.bytes()?, |v| counts.push(v))?,
-            (6, WireType::Fixed64) => counts.push(r.fixed64()?),
-            (7, WireType::Len) => fixed64s(r.bytes()?, |v| bounds.push(f64::from_bits(v)))?,
-            (7, WireType::Fixed64) => bounds.push(f64::from_bits(r.fixed64()?)),
-            (10, WireType::Varint) => p.flags = r.varint()? as u32,
-            _ => r.skip(wire)?,
-        }
-        p.attributes.field(field == 9, start, r.pos);
-    }
-    Ok(p)
-}
-
-fn read_summary_point(
-    buf: &[u8],
-    quantiles: &mut Vec<(f64, f64)>,
-) -> Result<AggregatePoint, WireError> {
-    let mut r = Reader::new(buf);
-    let mut p = AggregatePoint::new();
-    loop {
-        let start = r.pos;
-        let Some((field, wire)) = r.key()? else {
-            break;
-        };
-        match (field, wire) {
-            (3, WireType::Fixed64) => p.time = r.fixed64()?,
-            (4, WireType::Fixed64) => p.count = r.fixed64()?,
-            (5, WireType::Fixed64) => p.sum = Some(f64::from_bits(r.fixed64()?)),
-            (6, WireType::Len) => {
-                let mut q = Reader::new(r.bytes()?);
-                let (mut quantile, mut value) = (0.0, 0.0);
-                while let Some((f, w)) = q.key()? {
-                    match (f, w) {
-                        (1, WireType::Fixed64) => quantile = f64::from_bits(q.fixed64()?),
-                        (2, WireType::Fixed64) => value = f64::from_bits(q.fixed64()?),
-                        _ => q.skip(w)?,
-                    }
-                }
-                quantiles.push((quantile, value));
-            }
-            (8, WireType::Varint) => p.flags = r.varint()? as u32,
-            _ => r.skip(wire)?,
-        }
-        p.attributes.field(field == 7, start, r.pos);
-    }
-    Ok(p)
-}
-
-/// The tags of a data point: `scope`'s and its attributes', empty values left out.
-/// Attributes whose names become the same label are joined with `;`, as the Collector's
-/// translator does.
-fn point_tags(scope: &[(String, String)], attributes: &[KeyValue]) -> Vec<(String, String)> {
-    let mut tags = scope.to_vec();
-    for a in attributes {
-        let name = label_name(&a.key);
-        let value = value_string(a.value.as_ref());
-        match tags.iter_mut().find(|(k, _)| *k == name) {
-            Some((_, v)) => {
-                v.push(';');
-                v.push_str(&value);
-            }
-            None => tags.push((name, value)),
-        }
-    }
-    tags.retain(|(_, v)| !v.is_empty());
-    tags
-}
-
 /// Interns `tags` in `batch` into `syms`.
 fn intern_tags(batch: &mut WriteBatch, syms: &mut Vec<(Sym, Sym)>, tags: &[(String, String)]) {
     syms.clear();
@@ -1147,48 +848,10 @@ fn intern_tags(batch: &mut WriteBatch, syms: &mut Vec<(Sym, Sym)>, tags: &[(Stri
     }
 }
 
-/// About the bytes `tags` hold.
-fn tags_bytes(tags: &[(String, String)]) -> usize {
-    tags.iter()
-        .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
-        .sum()
-}
-
-/// Resolves a resource and a scope, given the bytes of each occurrence of
-/// `ResourceMetrics.resource` and of `ScopeMetrics.scope` (nearly always one each).
-fn new_context(
-    resources: &[&[u8]],
-    scopes: &[&[u8]],
-    options: &Options,
-) -> Result<Context, WireError> {
-    let mut resource = Resource::default();
-    for b in resources {
-        resource.merge(*b).map_err(invalid)?;
-    }
-    let mut scope = InstrumentationScope::default();
-    for b in scopes {
-        scope.merge(*b).map_err(invalid)?;
-    }
-    let resource = ResourceTags::new(&resource.attributes, options);
-    let mut scope_tags = resource.tags.clone();
-    if !scope.name.is_empty() {
-        scope_tags.push(("otel_scope_name".into(), scope.name));
-    }
-    if !scope.version.is_empty() {
-        scope_tags.push(("otel_scope_version".into(), scope.version));
-    }
-    Ok(Context {
-        resource,
-        scope: scope_tags,
-        info: (Box::default(), TagSetId::next()),
-        sets: BytesHashMap::default(),
-    })
-}
-
 /// Whether `a` and `b` are equal, for the short strings of names and units: up to 16 bytes in
 /// two word compares, without a call to `memcmp` (which costs more than the compare there).
 #[inline]
-fn same_short(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_short(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -1201,117 +864,3 @@ fn same_short(a: &[u8], b: &[u8]) -> bool {
         _ => a == b,
     }
 }
-
-/// Reads a length-delimited field (a message, string or bytes).
-fn len<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b [u8], WireError> {
-    if wire != WireType::Len {
-        return Err(WireError::Invalid(format!(
-            "a message field has wire type {wire:?}, not length-delimited"
-        )));
-    }
-    r.bytes()
-}
-
-fn string<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b str, WireError> {
-    if wire != WireType::Len {
-        return Err(WireError::Invalid(format!(
-            "a string field has wire type {wire:?}, not length-delimited"
-        )));
-    }
-    r.str()
-}
-
-/// Calls `f` with each 8-byte little-endian value of a packed field.
-fn fixed64s(bytes: &[u8], mut f: impl FnMut(u64)) -> Result<(), WireError> {
-    if !bytes.len().is_multiple_of(8) {
-        return Err(WireError::Invalid(format!(
-            "a packed fixed64 field of {} bytes (not a multiple of 8)",
-            bytes.len()
-        )));
-    }
-    for c in bytes.chunks_exact(8) {
-        f(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-    }
-    Ok(())
-}
-
-/// prost's error for a message decoded in place.
-fn invalid(e: prost::DecodeError) -> WireError {
-    WireError::Invalid(e.to_string())
-}
-
-/// An attribute value as a tag value: strings as they are, numbers and booleans as text,
-/// arrays and maps as JSON.
-fn value_string(value: Option<&AnyValue>) -> String {
-    let Some(v) = value else {
-        return String::new();
-    };
-    if let Some(s) = &v.string_value {
-        s.clone()
-    } else if let Some(b) = v.bool_value {
-        b.to_string()
-    } else if let Some(i) = v.int_value {
-        i.to_string()
-    } else if let Some(d) = v.double_value {
-        float_label(d)
-    } else if let Some(a) = &v.array_value {
-        let items: Vec<String> = a.values.iter().map(|x| json(Some(x))).collect();
-        format!("[{}]", items.join(","))
-    } else if let Some(kv) = &v.kvlist_value {
-        let items: Vec<String> = kv
-            .values
-            .iter()
-            .map(|x| format!("{}:{}", json_string(&x.key), json(x.value.as_ref())))
-            .collect();
-        format!("{{{}}}", items.join(","))
-    } else if let Some(b) = &v.bytes_value {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    } else {
-        String::new()
-    }
-}
-
-fn json(value: Option<&AnyValue>) -> String {
-    match value {
-        Some(v) if v.string_value.is_some() || v.bytes_value.is_some() => {
-            json_string(&value_string(Some(v)))
-        }
-        Some(v) if v.double_value.is_some_and(|d| !d.is_finite()) => {
-            json_string(&value_string(Some(v)))
-        }
-        Some(_) => value_string(value),
-        None => "null".to_string(),
-    }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A float as Prometheus writes it in `le` and `quantile`: `+Inf`, `-Inf`, `NaN`, or the
-/// shortest decimal that reads back the same.
-fn float_label(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".to_string()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else if v.is_nan() {
-        "NaN".to_string()
-    } else {
-        format!("{v}")
-    }
-}
-
-#[cfg(test)]
-mod tests;
