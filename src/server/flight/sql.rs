@@ -1,35 +1,17 @@
-//! Arrow Flight and Flight SQL on the main port (gRPC over h2c): SQL results as Arrow record
-//! batches, streamed as the query computes them.
-//!
-//! Two ways in:
-//! - **Flight SQL** (Grafana's InfluxDB data source in SQL mode, ADBC, JDBC): `GetFlightInfo`
-//!   with a `CommandStatementQuery` plans the statement and answers with its schema and one
-//!   endpoint, whose ticket `DoGet` then runs.
-//!   Tools browse with `GetCatalogs` (one, `public`), `GetDbSchemas` (the databases),
-//!   `GetTables`, `GetTableTypes`, `GetSqlInfo`, `GetPrimaryKeys` (tags, then `time`),
-//!   `GetXdbcTypeInfo`, and the foreign-key commands (none exist).
-//! - **A JSON ticket** (the influxdb3 client libraries): `DoGet` with
-//!   `{"database": "...", "sql_query": "...", "query_type": "sql"}` runs the query at once.
-//!
-//! The database comes from the `database` gRPC metadata (also `bucket` or `bucket-name`, as
-//! older clients send it), else the server's default. Tokens come as the `authorization`
-//! metadata (see `auth`); a token needs read access to the database. Errors carry the SQL
-//! error's message in a gRPC status.
+//! The Flight SQL commands: statements and prepared statements (run as SQL queries), and
+//! the commands tools browse with (catalogs, schemas, tables, keys, types, `GetSqlInfo`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::{
-    SqlInfoData, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
-};
+use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
@@ -37,46 +19,34 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, Nullable,
-    ProstMessageExt, Searchable, SqlInfo, TicketStatementQuery, XdbcDataType, XdbcDatetimeSubcode,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
-    HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, SchemaResult, Ticket,
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
+    Ticket,
 };
 use futures::{Stream, TryStreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use sluice_query::ScalarValue;
-use sluice_storage::lake::deduplicate::primary_key_columns;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
-mod sql_info;
-
-use super::auth::Access;
-use super::error::{query_status, status};
-use super::query::scalar;
-use super::state::AppState;
-
-/// The path prefix of Flight's gRPC methods.
-pub const PATH_PREFIX: &str = "/arrow.flight.protocol.FlightService/";
-
-/// The Flight service, ready to be routed.
-pub fn service(state: Arc<AppState>) -> FlightServiceServer<Flight> {
-    FlightServiceServer::new(Flight {
-        sql: FlightSql {
-            state,
-            sql_info: std::sync::OnceLock::new(),
-        },
-    })
-}
+use super::super::auth::Access;
+use super::super::error::{query_status, status};
+use super::super::query::scalar;
+use super::super::state::AppState;
+use super::metadata::{
+    CATALOG_NAME, PrimaryKeys, TABLE_TYPE, foreign_keys_schema, primary_keys_schema, xdbc_types,
+};
+use super::sql_info;
 
 /// The Flight SQL commands.
 pub struct FlightSql {
-    state: Arc<AppState>,
+    pub(super) state: Arc<AppState>,
     /// `GetSqlInfo`'s answers, made at the first call.
-    sql_info: std::sync::OnceLock<SqlInfoData>,
+    pub(super) sql_info: std::sync::OnceLock<SqlInfoData>,
 }
 
 /// What a Flight SQL statement ticket (or prepared statement handle) holds: the query to
@@ -145,14 +115,15 @@ fn json_of(column: &dyn arrow::array::Array) -> Result<serde_json::Value, Status
 
 /// The JSON ticket of the influxdb3 client libraries.
 #[derive(Debug, Deserialize)]
-struct JsonTicket {
-    database: String,
-    sql_query: String,
+pub(super) struct JsonTicket {
+    pub(super) database: String,
+    pub(super) sql_query: String,
     #[serde(default)]
-    query_type: Option<String>,
+    pub(super) query_type: Option<String>,
 }
 
-type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+pub(super) type DoGetStream =
+    Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
 impl FlightSql {
     /// The database the call's metadata names, else the server's default.
@@ -165,7 +136,7 @@ impl FlightSql {
     }
 
     /// Runs `sql` in `db` for the caller of `request` and streams the result.
-    async fn run<T>(
+    pub(super) async fn run<T>(
         &self,
         request: &Request<T>,
         db: &str,
@@ -575,7 +546,9 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         access(&request)?;
-        let schema = query.into_builder(&xdbc_types()?).schema();
+        let schema = query
+            .into_builder(&xdbc_types().map_err(Status::internal)?)
+            .schema();
         command_info(&query, &schema, request.into_inner())
     }
 
@@ -586,16 +559,13 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         access(&request)?;
-        one_batch(query.into_builder(&xdbc_types()?).build())
+        one_batch(
+            query
+                .into_builder(&xdbc_types().map_err(Status::internal)?)
+                .build(),
+        )
     }
 }
-
-/// The Flight SQL catalog holding every database (as a schema): DataFusion's, which queries
-/// can name too.
-const CATALOG_NAME: &str = sluice_query::catalog_provider::CATALOG_NAME;
-
-/// The one kind of table Sluice has.
-const TABLE_TYPE: &str = "BASE TABLE";
 
 impl FlightSql {
     /// What `GetSqlInfo` answers.
@@ -623,133 +593,12 @@ impl FlightSql {
     }
 }
 
-/// The columns of a `GetPrimaryKeys` answer, as Flight SQL defines them.
-fn primary_keys_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("catalog_name", DataType::Utf8, true),
-        Field::new("db_schema_name", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("column_name", DataType::Utf8, false),
-        Field::new("key_name", DataType::Utf8, true),
-        Field::new("key_sequence", DataType::Int32, false),
-    ]))
-}
-
-/// The rows of a `GetPrimaryKeys` answer.
-#[derive(Default)]
-struct PrimaryKeys {
-    db: Vec<String>,
-    table: Vec<String>,
-    column: Vec<String>,
-    sequence: Vec<i32>,
-}
-
-impl PrimaryKeys {
-    /// `table`'s key columns, in key order.
-    fn append(&mut self, db: &str, table: &sluice_storage::TableSchema) {
-        let schema = table.arrow_schema();
-        let key = primary_key_columns(schema).unwrap_or_default();
-        for (n, i) in key.into_iter().enumerate() {
-            self.db.push(db.to_string());
-            self.table.push(table.name.to_string());
-            self.column.push(schema.field(i).name().clone());
-            self.sequence.push(n as i32 + 1);
-        }
-    }
-
-    fn build(self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        use arrow::array::{Int32Array, StringArray};
-        let rows = self.db.len();
-        RecordBatch::try_new(
-            primary_keys_schema(),
-            vec![
-                Arc::new(StringArray::from(vec![CATALOG_NAME; rows])),
-                Arc::new(StringArray::from(self.db)),
-                Arc::new(StringArray::from(self.table)),
-                Arc::new(StringArray::from(self.column)),
-                Arc::new(StringArray::from(vec![PRIMARY_KEY_NAME; rows])),
-                Arc::new(Int32Array::from(self.sequence)),
-            ],
-        )
-    }
-}
-
-/// What `GetPrimaryKeys` calls every table's key.
-const PRIMARY_KEY_NAME: &str = "primary_key";
-
-/// The columns of a `GetExportedKeys`, `GetImportedKeys` or `GetCrossReference` answer.
-fn foreign_keys_schema() -> SchemaRef {
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    Arc::new(Schema::new(vec![
-        text("pk_catalog_name", true),
-        text("pk_db_schema_name", true),
-        text("pk_table_name", false),
-        text("pk_column_name", false),
-        text("fk_catalog_name", true),
-        text("fk_db_schema_name", true),
-        text("fk_table_name", false),
-        text("fk_column_name", false),
-        Field::new("key_sequence", DataType::Int32, false),
-        text("fk_key_name", true),
-        text("pk_key_name", true),
-        Field::new("update_rule", DataType::UInt8, false),
-        Field::new("delete_rule", DataType::UInt8, false),
-    ]))
-}
-
 /// The answer to every foreign-key command: none (for a caller with access).
 fn no_foreign_keys(request: &Request<Ticket>) -> Result<Response<DoGetStream>, Status> {
     access(request)?;
     one_batch(Ok::<_, Status>(RecordBatch::new_empty(
         foreign_keys_schema(),
     )))
-}
-
-/// The SQL types a Sluice column or result has: tags and string fields, the numeric
-/// fields, booleans and `time`.
-fn xdbc_types() -> Result<XdbcTypeInfoData, Status> {
-    let mut types = XdbcTypeInfoDataBuilder::new();
-    let mut add = |name: &str, kind: XdbcDataType, size: Option<i32>, unsigned: Option<bool>| {
-        let text = kind == XdbcDataType::XdbcVarchar;
-        let time = kind == XdbcDataType::XdbcTimestamp;
-        types.append(XdbcTypeInfo {
-            type_name: name.into(),
-            data_type: kind,
-            column_size: size,
-            literal_prefix: (text || time).then(|| "'".into()),
-            literal_suffix: (text || time).then(|| "'".into()),
-            create_params: None,
-            nullable: Nullable::NullabilityNullable,
-            case_sensitive: text,
-            searchable: Searchable::Full,
-            unsigned_attribute: unsigned,
-            fixed_prec_scale: false,
-            auto_increment: Some(false),
-            local_type_name: Some(name.into()),
-            minimum_scale: None,
-            maximum_scale: None,
-            sql_data_type: if time {
-                XdbcDataType::XdbcDatetime
-            } else {
-                kind
-            },
-            datetime_subcode: time.then_some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
-            num_prec_radix: unsigned.map(|_| 2),
-            interval_precision: None,
-        });
-    };
-    add("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None);
-    add("DOUBLE", XdbcDataType::XdbcDouble, Some(53), Some(false));
-    add("BIGINT", XdbcDataType::XdbcBigint, Some(64), Some(false));
-    add(
-        "BIGINT UNSIGNED",
-        XdbcDataType::XdbcBigint,
-        Some(64),
-        Some(true),
-    );
-    add("VARCHAR", XdbcDataType::XdbcVarchar, None, None);
-    add("TIMESTAMP", XdbcDataType::XdbcTimestamp, Some(29), None);
-    types.build().map_err(|e| Status::internal(e.to_string()))
 }
 
 /// A `FlightInfo` for a metadata command: its schema, and one endpoint whose ticket is the
@@ -786,118 +635,4 @@ fn one_batch<E: std::fmt::Display>(
         .build(futures::stream::iter([Ok(batch)]))
         .map_err(Status::from);
     Ok(Response::new(Box::pin(flight)))
-}
-
-/// Flight: Flight SQL, plus `DoGet` with the influxdb3 clients' JSON tickets.
-pub struct Flight {
-    sql: FlightSql,
-}
-
-#[tonic::async_trait]
-impl FlightService for Flight {
-    type HandshakeStream = <FlightSql as FlightService>::HandshakeStream;
-    type ListFlightsStream = <FlightSql as FlightService>::ListFlightsStream;
-    type DoGetStream = DoGetStream;
-    type DoPutStream = <FlightSql as FlightService>::DoPutStream;
-    type DoExchangeStream = <FlightSql as FlightService>::DoExchangeStream;
-    type DoActionStream = <FlightSql as FlightService>::DoActionStream;
-    type ListActionsStream = <FlightSql as FlightService>::ListActionsStream;
-
-    /// Tokens travel as `authorization` metadata on every call, so a handshake has nothing
-    /// to exchange: it answers with an empty payload (clients that handshake first work).
-    async fn handshake(
-        &self,
-        _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let answer = HandshakeResponse {
-            protocol_version: 0,
-            payload: Default::default(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(answer)]))))
-    }
-
-    async fn list_flights(
-        &self,
-        request: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        FlightService::list_flights(&self.sql, request).await
-    }
-
-    async fn get_flight_info(
-        &self,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        FlightService::get_flight_info(&self.sql, request).await
-    }
-
-    async fn poll_flight_info(
-        &self,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        FlightService::poll_flight_info(&self.sql, request).await
-    }
-
-    async fn get_schema(
-        &self,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        FlightService::get_schema(&self.sql, request).await
-    }
-
-    async fn do_get(
-        &self,
-        request: Request<Ticket>,
-    ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = &request.get_ref().ticket;
-        if ticket.first() == Some(&b'{') {
-            let t: JsonTicket = serde_json::from_slice(ticket).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "the ticket is not JSON like {{\"database\": \"db\", \"sql_query\": \
-                     \"SELECT 1\", \"query_type\": \"sql\"}}: {e}"
-                ))
-            })?;
-            match t.query_type.as_deref() {
-                None | Some("sql") => {}
-                Some(other) => {
-                    return Err(Status::invalid_argument(format!(
-                        "query_type '{other}' is not supported; use \"sql\""
-                    )));
-                }
-            }
-            let stream = self
-                .sql
-                .run(&request, &t.database, &t.sql_query, HashMap::new())
-                .await?;
-            return Ok(Response::new(stream));
-        }
-        FlightService::do_get(&self.sql, request).await
-    }
-
-    async fn do_put(
-        &self,
-        request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
-        FlightService::do_put(&self.sql, request).await
-    }
-
-    async fn do_exchange(
-        &self,
-        request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        FlightService::do_exchange(&self.sql, request).await
-    }
-
-    async fn do_action(
-        &self,
-        request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
-        FlightService::do_action(&self.sql, request).await
-    }
-
-    async fn list_actions(
-        &self,
-        request: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        FlightService::list_actions(&self.sql, request).await
-    }
 }
