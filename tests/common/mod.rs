@@ -251,3 +251,25 @@ pub fn python_json(
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The program the environment variable `var` names (`.ci/run` installs it and sets the
+/// variable), or `None` after printing that `test` is SKIPPED and what it needs. Every test
+/// that drives an outside program (Python with its packages, Prometheus, node_exporter) asks
+/// here, so a machine without them skips those tests the same way and CI skips none.
+pub fn external(var: &str, test: &str, needs: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os(var).map(std::path::PathBuf::from);
+    if found.is_none() {
+        eprintln!("SKIPPED {test}: set {var} to {needs} (.ci/run installs it and does)");
+    }
+    found
+}
+
+/// The Python `SLUICE_TEST_PYTHON` names, with `packages` installed (see [`external`]).
+pub fn python(test: &str, packages: &str) -> Option<std::ffi::OsString> {
+    external(
+        "SLUICE_TEST_PYTHON",
+        test,
+        &format!("a Python with {packages}"),
+    )
+    .map(std::path::PathBuf::into_os_string)
+}

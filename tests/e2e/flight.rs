@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::common::{Server, python_json};
+use crate::common::{Server, python, python_json};
 
 pub(crate) async fn channel(s: &Server) -> Channel {
     Channel::from_shared(s.url.clone())
@@ -187,11 +187,10 @@ async fn flight_calls_need_a_token_with_read_access_once_tokens_exist() {
 /// both answer what `/api/v3/query_sql` answers.
 #[tokio::test]
 async fn the_influxdb3_python_client_and_adbc_read_what_http_reads() {
-    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED the influxdb3-python and ADBC clients: set SLUICE_TEST_PYTHON to a Python \
-             with influxdb3-python and adbc-driver-flightsql (.ci/run does)"
-        );
+    let Some(python) = python(
+        "the influxdb3-python and ADBC clients",
+        "influxdb3-python and adbc-driver-flightsql",
+    ) else {
         return;
     };
     let s = Server::start();

@@ -22,8 +22,9 @@ use sluice_storage::time::rfc3339;
 use tonic::transport::Channel;
 
 use crate::common::Server;
+use crate::common::external;
 use crate::flight::channel;
-use crate::remote_write::{Child, free_port, program, start_prometheus};
+use crate::remote_write::{Child, free_port, start_prometheus};
 
 fn docs() -> PathBuf {
     // at run time: a test binary built from another clone sharing CARGO_TARGET_DIR keeps
@@ -601,8 +602,12 @@ async fn the_node_exporter_dashboard_draws_from_real_prometheus_data() {
     let db = database_of(&dash.data_source);
     let test = "the node_exporter dashboard";
     let (Some(prometheus), Some(node_exporter)) = (
-        program("SLUICE_TEST_PROMETHEUS", test),
-        program("SLUICE_TEST_NODE_EXPORTER", test),
+        external("SLUICE_TEST_PROMETHEUS", test, "the prometheus program"),
+        external(
+            "SLUICE_TEST_NODE_EXPORTER",
+            test,
+            "the prometheus-node-exporter program",
+        ),
     ) else {
         return;
     };

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sluice_proto::otlp::{ExportMetricsServiceResponse, Status};
 
-use crate::common::Server;
+use crate::common::{Server, python};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -266,11 +266,10 @@ exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=True,
 /// database from `sys.argv[2]`), and flushes. False, with a note, when there is no Python
 /// with the SDK to run it.
 fn python_sdk_export(url: &str, db: &str, exporter: &str) -> bool {
-    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED the Python SDK export: set SLUICE_TEST_PYTHON to a Python with \
-             opentelemetry-sdk and its OTLP exporters (.ci/run does)"
-        );
+    let Some(python) = python(
+        "the Python SDK export",
+        "opentelemetry-sdk and its OTLP exporters",
+    ) else {
         return false;
     };
     let script = r#"

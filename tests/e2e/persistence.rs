@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Server, python_json};
+use crate::common::{Server, python, python_json};
 
 const START: i64 = 1_767_225_600_000_000_000;
 
@@ -186,11 +186,7 @@ async fn the_memory_store_works_for_a_session() {
 /// that has it.
 #[tokio::test]
 async fn duckdb_reads_the_files_with_the_right_rows_in_sorted_order() {
-    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED duckdb_reads_the_files...: set SLUICE_TEST_PYTHON to a Python with the \
-             duckdb package (.ci/run does)"
-        );
+    let Some(python) = python("duckdb_reads_the_files...", "the duckdb package") else {
         return;
     };
     let s = Server::start();
@@ -386,11 +382,7 @@ impl Drop for S3Endpoint {
 
 #[tokio::test]
 async fn an_s3_bucket_holds_the_files_and_catalog_and_a_server_on_an_empty_folder_reads_them() {
-    let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED an_s3_bucket_holds...: set SLUICE_TEST_PYTHON to a Python with the moto \
-             package (.ci/run does)"
-        );
+    let Some(python) = python("an_s3_bucket_holds...", "the moto package") else {
         return;
     };
     let s3 = S3Endpoint::start(&python).await;

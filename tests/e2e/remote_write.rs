@@ -2,7 +2,7 @@
 //! real Prometheus scraping a target and remote-writing to Sluice.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use prost::Message;
@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use sluice_proto::prometheus::{Sample, v1, v2};
 
-use crate::common::Server;
+use crate::common::{Server, external};
 
 const V1: &str = "application/x-protobuf";
 
@@ -358,7 +358,11 @@ async fn malformed_requests_get_the_status_senders_expect() {
 /// remote-writes what it scrapes to Sluice; SQL then sees the scraped series.
 #[tokio::test]
 async fn a_real_prometheus_scrapes_and_remote_writes_to_sluice() {
-    let Some(prometheus) = program("SLUICE_TEST_PROMETHEUS", "a real Prometheus") else {
+    let Some(prometheus) = external(
+        "SLUICE_TEST_PROMETHEUS",
+        "a real Prometheus",
+        "the prometheus program",
+    ) else {
         return;
     };
     let s = Server::start();
@@ -468,15 +472,4 @@ pub(crate) fn start_prometheus(prometheus: &Path, dir: &Path, config: &str) -> C
             .spawn()
             .unwrap(),
     )
-}
-
-/// The program the environment variable `var` names (`.ci/run` sets it after installing the
-/// program), or `None` after saying that `test` is skipped, as the tests that need Python
-/// packages do without `SLUICE_TEST_PYTHON`.
-pub(crate) fn program(var: &str, test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(var).map(PathBuf::from);
-    if found.is_none() {
-        eprintln!("SKIPPED {test}: set {var} to the program (.ci/run installs it and does)");
-    }
-    found
 }
