@@ -11,7 +11,9 @@
 //! of its series key (`measurement,tag=value,...`), which turns the eleven interning lookups
 //! of a TSBS line into one.
 
-use std::fmt;
+mod report;
+
+pub use report::{LineError, WriteReport};
 
 use crate::bytes_map::BytesMap;
 
@@ -106,27 +108,6 @@ pub struct ParseOptions {
     pub default_time: i64,
     /// Lines longer than this are rejected.
     pub max_line_bytes: usize,
-}
-
-/// A line that could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    /// 1-based line number in the body.
-    pub line_number: u32,
-    /// The line as sent (cut to 1 KiB).
-    pub original_line: String,
-    /// What is wrong, in words a user can act on.
-    pub message: String,
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}: {}: {}",
-            self.line_number, self.message, self.original_line
-        )
-    }
 }
 
 /// What parsing a body produced.

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
-use sluice_ingest::line_protocol::{self, ParseOptions, Precision};
+use sluice_ingest::line_protocol::{self, LineError, ParseOptions, Precision, WriteReport};
 use sluice_storage::WriteOptions;
 
 use super::auth::Access;
@@ -126,13 +126,6 @@ fn flag(params: &HashMap<String, String>, key: &str, default: bool) -> Result<bo
     }
 }
 
-/// One rejected line, as reported to the client.
-struct LineReport {
-    line_number: u32,
-    original_line: String,
-    error_message: String,
-}
-
 async fn ingest(
     state: &AppState,
     access: &Access,
@@ -162,79 +155,58 @@ async fn ingest(
             max_line_bytes: state.config.max_line_bytes,
         },
     );
-    let total_lines = parsed.lines;
-    let mut reports: Vec<LineReport> = parsed
-        .errors
-        .into_iter()
-        .map(|e| LineReport {
-            line_number: e.line_number,
-            original_line: e.original_line,
-            error_message: e.message,
-        })
-        .collect();
-    let mut accepted = 0;
+    let mut report = WriteReport::new(parsed.lines, parsed.errors, opts.accept_partial);
     let mut values = 0;
-    let refuse_all = !opts.accept_partial && !reports.is_empty();
-    if !refuse_all && !parsed.batch.is_empty() {
+    if report.should_store() && !parsed.batch.is_empty() {
         let outcome = state
             .buffer
             .write(db, parsed.batch, opts)
             .await
             .map_err(|e| ApiError::from(e).with_style(style))?;
-        accepted = outcome.accepted_points;
         values = outcome.accepted_values;
-        reports.extend(outcome.rejected.into_iter().map(|r| LineReport {
+        let rejected = outcome.rejected.into_iter().map(|r| LineError {
             line_number: r.line,
             original_line: line_protocol::line_text(&body, r.line),
-            error_message: r.message,
-        }));
+            message: r.message,
+        });
+        report.stored(outcome.accepted_points, rejected);
     }
-    state
-        .metrics
-        .write(api.path(), accepted, total_lines - accepted, values);
-    if reports.is_empty() {
+    let accepted = report.accepted();
+    state.metrics.write(
+        api.path(),
+        accepted,
+        report.total_lines() - accepted,
+        values,
+    );
+    let Some(first) = report.errors().first() else {
         return Ok(StatusCode::NO_CONTENT);
-    }
-    reports.sort_by_key(|r| r.line_number);
-    let rejected = reports.len();
-    let message = if accepted == 0 && !opts.accept_partial {
-        format!(
-            "write refused: {rejected} of {total_lines} lines have errors and \
-             accept_partial=false, so nothing was written"
-        )
-    } else if accepted == 0 {
-        format!("no data written: all {total_lines} lines were rejected")
-    } else {
-        format!(
-            "partial write of line protocol occurred: {accepted} of {total_lines} lines were \
-             written, {rejected} rejected"
-        )
     };
     let err = match style {
         ErrorStyle::V3 => {
-            let data = reports
+            let data = report
+                .errors()
                 .iter()
-                .map(|r| {
+                .map(|e| {
                     json!({
-                        "original_line": r.original_line,
-                        "line_number": r.line_number,
-                        "error_message": r.error_message,
+                        "original_line": e.original_line,
+                        "line_number": e.line_number,
+                        "error_message": e.message,
                     })
                 })
                 .collect();
             ApiError {
                 data: Some(serde_json::Value::Array(data)),
-                ..ApiError::bad_request(message)
+                ..ApiError::bad_request(report.summary())
             }
         }
-        ErrorStyle::Influx => {
-            let first = &reports[0];
-            ApiError::bad_request(format!(
-                "{message}; first error at line {}: {}: '{}'",
-                first.line_number, first.error_message, first.original_line
-            ))
-            .with_style(style)
-        }
+        ErrorStyle::Influx => ApiError::bad_request(format!(
+            "{}; first error at line {}: {}: '{}'",
+            report.summary(),
+            first.line_number,
+            first.message,
+            first.original_line
+        ))
+        .with_style(style),
     };
     Err(err)
 }

@@ -1,0 +1,137 @@
+//! What a line-protocol write did, line by line: the lines that failed (in parsing, or in
+//! storage's schema and retention checks) with why, and the sentence that sums it up, as
+//! InfluxDB 3 words it. The server only renders it, in each API's error shape.
+
+use std::fmt;
+
+/// A line that was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number in the body.
+    pub line_number: u32,
+    /// The line as sent (cut to 1 KiB).
+    pub original_line: String,
+    /// What is wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: {}: {}",
+            self.line_number, self.message, self.original_line
+        )
+    }
+}
+
+/// The outcome of one line-protocol write.
+#[derive(Debug, Clone)]
+pub struct WriteReport {
+    /// Lines that held a point or an error (not comments or blank lines).
+    total_lines: usize,
+    /// Lines stored.
+    accepted: usize,
+    accept_partial: bool,
+    /// The lines not stored, by line number once [`WriteReport::stored`] ran.
+    errors: Vec<LineError>,
+}
+
+impl WriteReport {
+    /// The report of a body of `total_lines` lines of which `errors` did not parse, written
+    /// with or without `accept_partial`.
+    pub fn new(total_lines: usize, errors: Vec<LineError>, accept_partial: bool) -> Self {
+        WriteReport {
+            total_lines,
+            accepted: 0,
+            accept_partial,
+            errors,
+        }
+    }
+
+    /// Whether the lines that parsed go to storage: not when partial writes are refused and
+    /// a line failed to parse.
+    pub fn should_store(&self) -> bool {
+        self.accept_partial || self.errors.is_empty()
+    }
+
+    /// Records what storage made of the lines that parsed: `accepted` stored, `rejected`
+    /// refused by its rules.
+    pub fn stored(&mut self, accepted: usize, rejected: impl IntoIterator<Item = LineError>) {
+        self.accepted = accepted;
+        self.errors.extend(rejected);
+        self.errors.sort_by_key(|e| e.line_number);
+    }
+
+    /// Lines stored.
+    pub fn accepted(&self) -> usize {
+        self.accepted
+    }
+
+    /// Lines that held a point or an error.
+    pub fn total_lines(&self) -> usize {
+        self.total_lines
+    }
+
+    /// The lines not stored, by line number; empty when every line was.
+    pub fn errors(&self) -> &[LineError] {
+        &self.errors
+    }
+
+    /// What happened, in a sentence: the write was refused, stored nothing, or stored part.
+    pub fn summary(&self) -> String {
+        let (accepted, total, rejected) = (self.accepted, self.total_lines, self.errors.len());
+        if accepted == 0 && !self.accept_partial {
+            format!(
+                "write refused: {rejected} of {total} lines have errors and accept_partial=false, \
+                 so nothing was written"
+            )
+        } else if accepted == 0 {
+            format!("no data written: all {total} lines were rejected")
+        } else {
+            format!(
+                "partial write of line protocol occurred: {accepted} of {total} lines were \
+                 written, {rejected} rejected"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(line_number: u32) -> LineError {
+        LineError {
+            line_number,
+            original_line: format!("line {line_number}"),
+            message: "bad".into(),
+        }
+    }
+
+    #[test]
+    fn a_report_orders_the_lines_and_says_what_was_written() {
+        let mut partial = WriteReport::new(4, vec![error(3)], true);
+        assert!(partial.should_store());
+        partial.stored(2, [error(1)]);
+        let lines: Vec<u32> = partial.errors().iter().map(|e| e.line_number).collect();
+        assert_eq!(lines, [1, 3]);
+        assert_eq!(
+            partial.summary(),
+            "partial write of line protocol occurred: 2 of 4 lines were written, 2 rejected"
+        );
+
+        let refused = WriteReport::new(4, vec![error(2)], false);
+        assert!(!refused.should_store());
+        assert!(refused.summary().starts_with("write refused: 1 of 4 lines"));
+
+        let mut none = WriteReport::new(2, vec![error(1)], true);
+        none.stored(0, [error(2)]);
+        assert_eq!(none.summary(), "no data written: all 2 lines were rejected");
+
+        let mut clean = WriteReport::new(2, Vec::new(), false);
+        assert!(clean.should_store());
+        clean.stored(2, []);
+        assert!(clean.errors().is_empty());
+    }
+}
