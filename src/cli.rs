@@ -163,7 +163,7 @@ pub struct RetentionArg {
 pub fn parse_retention(s: &str) -> Result<RetentionArg, String> {
     Ok(RetentionArg {
         text: s.trim().to_string(),
-        period: Retention::parse(s)?,
+        period: Retention::parse(s).map_err(|e| e.to_string())?,
     })
 }
 

@@ -55,7 +55,7 @@ pub async fn create_database(
     access.admin()?;
     let request = database_request(&state, &headers, body).await?;
     let retention = match &request.retention_period {
-        Some(text) => Retention::parse(text).map_err(ApiError::bad_request)?,
+        Some(text) => Retention::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => state.buffer.config().default_retention.clone(),
     };
     state.buffer.create_database(&request.db, retention).await?;
@@ -79,7 +79,7 @@ pub async fn update_database(
             "nothing to change: give \"retention_period\", such as \"30d\" or \"none\"",
         )
     })?;
-    let retention = Retention::parse(&text).map_err(ApiError::bad_request)?;
+    let retention = Retention::parse(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
     state.buffer.set_retention(&request.db, retention).await?;
     tracing::info!(
         db = request.db,
@@ -173,7 +173,7 @@ impl TokenRequest {
                 ));
             }
             (Some(text), None) => parse_period(text, "expiry")
-                .map_err(ApiError::bad_request)?
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
                 .map(|(_, _, nanos)| nanos),
             (None, Some(secs)) => Some(
                 i64::try_from(secs)

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use crate::buffer::{Buffer, DropTarget};
 use crate::catalog::{
-    Catalog, CatalogSnapshot, DatabaseSchema, Retention, TokenError, validate_database_name,
+    Catalog, CatalogSnapshot, DatabaseSchema, NameError, Retention, TokenError,
+    validate_database_name,
 };
 use crate::lake::files::{Dropped, LakeState};
 use crate::lake::live::Lake;
@@ -27,8 +28,8 @@ use crate::wal::{Wal, WalError};
 /// Why an administrative change was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{0}")]
-    InvalidName(String),
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
     #[error("database '{0}' does not exist")]
     DatabaseNotFound(String),
     #[error("table '{table}' does not exist in database '{db}'")]
@@ -79,7 +80,7 @@ impl Admin {
         name: &str,
         retention: Option<Retention>,
     ) -> Result<(), AdminError> {
-        validate_database_name(name).map_err(AdminError::InvalidName)?;
+        validate_database_name(name)?;
         let _lake_guard = self.lake.lock().await;
         self.change_catalog(|current| {
             if current.database(name).is_some() {

@@ -15,8 +15,8 @@ pub mod schema;
 pub mod tokens;
 pub mod validator;
 
-pub use names::{RESERVED_DATABASE_NAMES, validate_database_name};
-pub use retention::{Retention, parse_period};
+pub use names::{NameError, RESERVED_DATABASE_NAMES, validate_database_name};
+pub use retention::{PeriodError, Retention, parse_period};
 pub use schema::{
     Catalog, CatalogSnapshot, Column, ColumnKind, DatabaseSchema, ROLE_METADATA_KEY, TIME_COLUMN,
     TableSchema, field_data_type,

@@ -2,10 +2,26 @@
 
 use std::sync::Arc;
 
+/// A period that is not one; `what` names the period (`retention period`, `expiry`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    #[error(
+        "{what} '{text}' is not 'none' or a whole number with a unit: h, d, w, mo (30 days) \
+         or y (365 days), as in 30d"
+    )]
+    Unit { what: String, text: String },
+    #[error("{what} '{text}' needs a whole number before its unit, as in 30d")]
+    Number { what: String, text: String },
+    #[error("{what} '{text}' is too long; use 'none'")]
+    TooLong { what: String, text: String },
+    #[error("retention period '{0}' would keep nothing; give a positive period or 'none'")]
+    KeepsNothing(String),
+}
+
 /// Parses a period written as `none` (`Ok(None)`) or a whole number and a unit: `h`, `d`, `w`,
 /// `mo` (30 days) or `y` (365 days), as in `30d`. Returns the number, the unit and the
 /// period in nanoseconds; `what` names the period in errors.
-pub fn parse_period(s: &str, what: &str) -> Result<Option<(i64, String, i64)>, String> {
+pub fn parse_period(s: &str, what: &str) -> Result<Option<(i64, String, i64)>, PeriodError> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("infinite") {
         return Ok(None);
@@ -19,19 +35,23 @@ pub fn parse_period(s: &str, what: &str) -> Result<Option<(i64, String, i64)>, S
         "mo" => 30 * 24,
         "y" => 365 * 24,
         _ => {
-            return Err(format!(
-                "{what} '{s}' is not 'none' or a whole number with a unit: h, d, w, mo (30 \
-                 days) or y (365 days), as in 30d"
-            ));
+            return Err(PeriodError::Unit {
+                what: what.to_string(),
+                text: s.to_string(),
+            });
         }
     };
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("{what} '{s}' needs a whole number before its unit, as in 30d"))?;
+    let n: i64 = number.parse().map_err(|_| PeriodError::Number {
+        what: what.to_string(),
+        text: s.to_string(),
+    })?;
     let nanos = n
         .checked_mul(hours * 3_600_000_000_000)
         .filter(|&v| v < i64::MAX / 2)
-        .ok_or_else(|| format!("{what} '{s}' is too long; use 'none'"))?;
+        .ok_or_else(|| PeriodError::TooLong {
+            what: what.to_string(),
+            text: s.to_string(),
+        })?;
     Ok(Some((n, unit.to_string(), nanos)))
 }
 
@@ -46,15 +66,12 @@ pub struct Retention {
 
 impl Retention {
     /// Parses a retention period: `none` (keep forever: `Ok(None)`) or a duration like `30d`.
-    pub fn parse(s: &str) -> Result<Option<Retention>, String> {
+    pub fn parse(s: &str) -> Result<Option<Retention>, PeriodError> {
         let Some((n, unit, nanos)) = parse_period(s, "retention period")? else {
             return Ok(None);
         };
         if n == 0 {
-            return Err(format!(
-                "retention period '{}' would keep nothing; give a positive period or 'none'",
-                s.trim()
-            ));
+            return Err(PeriodError::KeepsNothing(s.trim().to_string()));
         }
         Ok(Some(Retention {
             text: format!("{n}{unit}").into(),
@@ -105,7 +122,7 @@ mod tests {
             ("99999999999y", "too long"),
         ] {
             let e = Retention::parse(bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
         }
     }
 }

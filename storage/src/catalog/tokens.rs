@@ -14,7 +14,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::names::validate_database_name;
+use super::names::{NameError, validate_database_name};
 
 /// What every token starts with, so that one is easy to recognise (and to scan for in leaks).
 pub const TOKEN_PREFIX: &str = "apiv3_";
@@ -99,8 +99,8 @@ pub enum TokenError {
     /// lasting admin token).
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    InvalidName(String),
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
     #[error("no token has id {0}")]
     NotFound(u64),
     /// Only an admin token may do this (or, while no token exists, only the first admin
@@ -133,7 +133,7 @@ pub fn check_spec(spec: &TokenSpec) -> Result<(), TokenError> {
     }
     for db in spec.read.iter().chain(&spec.write) {
         if db != ANY_DATABASE {
-            validate_database_name(db).map_err(TokenError::InvalidName)?;
+            validate_database_name(db)?;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{CatalogSnapshot, Limits, Rejection, Retention};
+use crate::catalog::{CatalogSnapshot, Limits, NameError, Rejection, Retention};
 use crate::lake::live::LoadError;
 use crate::time::Clock;
 use crate::wal::{self, StartError, WalError};
@@ -90,8 +90,8 @@ pub enum WriteError {
          create it first"
     )]
     DatabaseNotFound(String),
-    #[error("{0}")]
-    InvalidDatabaseName(String),
+    #[error(transparent)]
+    InvalidDatabaseName(#[from] NameError),
     #[error(
         "the write buffer is full ({used} bytes held, limit {limit}, --buffer-memory-limit); \
          retry later"

@@ -37,7 +37,7 @@ impl Writer {
         mut batch: WriteBatch,
         opts: WriteOptions,
     ) -> Result<WriteOutcome, WriteError> {
-        validate_database_name(db).map_err(WriteError::InvalidDatabaseName)?;
+        validate_database_name(db)?;
         if let Some(e) = self.wal.failure() {
             return Err(WriteError::Wal(e));
         }
@@ -166,7 +166,7 @@ impl Writer {
         db: &str,
         metadata: &[(String, MetricMetadata)],
     ) -> Result<(), WriteError> {
-        validate_database_name(db).map_err(WriteError::InvalidDatabaseName)?;
+        validate_database_name(db)?;
         let _serialized = self.wal.lock();
         let snapshot = self.catalog.snapshot();
         let existing = snapshot.database(db);
