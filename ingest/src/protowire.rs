@@ -131,6 +131,7 @@ impl<'b> Reader<'b> {
 }
 
 /// Reads a length-delimited field (a message, string or bytes).
+#[inline]
 pub fn len<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b [u8], WireError> {
     if wire != WireType::Len {
         return Err(WireError::Invalid(format!(
@@ -141,6 +142,7 @@ pub fn len<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b [u8], WireError
 }
 
 /// Reads a string field.
+#[inline]
 pub fn string<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b str, WireError> {
     if wire != WireType::Len {
         return Err(WireError::Invalid(format!(
@@ -151,6 +153,7 @@ pub fn string<'b>(r: &mut Reader<'b>, wire: WireType) -> Result<&'b str, WireErr
 }
 
 /// Calls `f` with each 8-byte little-endian value of a packed field.
+#[inline]
 pub fn fixed64s(bytes: &[u8], mut f: impl FnMut(u64)) -> Result<(), WireError> {
     if !bytes.len().is_multiple_of(8) {
         return Err(WireError::Invalid(format!(
@@ -165,6 +168,7 @@ pub fn fixed64s(bytes: &[u8], mut f: impl FnMut(u64)) -> Result<(), WireError> {
 }
 
 /// prost's error for a message decoded in place.
+#[inline]
 pub fn invalid(e: prost::DecodeError) -> WireError {
     WireError::Invalid(e.to_string())
 }

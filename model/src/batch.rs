@@ -33,6 +33,7 @@ pub enum FieldType {
 
 impl FieldValue {
     /// The type of column this value belongs in.
+    #[inline]
     pub fn field_type(&self) -> FieldType {
         match self {
             FieldValue::F64(_) => FieldType::Float,
@@ -46,6 +47,7 @@ impl FieldValue {
 
 impl FieldType {
     /// The name users see in errors and in `SHOW COLUMNS`-like output, in line-protocol terms.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             FieldType::Float => "float",
@@ -86,13 +88,27 @@ pub struct Point {
 impl Point {
     /// The position of this point's tags in [`WriteBatch::tags_of`]; points of one series in
     /// one batch usually share it, which lets storage resolve each series once per batch.
+    #[inline]
     pub fn tag_range(&self) -> Range<usize> {
         self.tags.0 as usize..self.tags.1 as usize
     }
 
     /// The position of this point's fields in [`WriteBatch::all_fields`].
+    #[inline]
     pub fn field_range(&self) -> Range<usize> {
         self.fields.0 as usize..self.fields.1 as usize
+    }
+
+    /// [`Point::tag_range`] as the (start, end) pair [`Point::from_parts`] takes.
+    #[inline]
+    pub fn tag_span(&self) -> (u32, u32) {
+        self.tags
+    }
+
+    /// [`Point::field_range`] as the (start, end) pair [`Point::from_parts`] takes.
+    #[inline]
+    pub fn field_span(&self) -> (u32, u32) {
+        self.fields
     }
 
     /// A point of `table` at `time` whose tags and fields are the ranges `tags` and `fields`
@@ -151,27 +167,32 @@ impl WriteBatch {
 
     /// Makes room for `points` more points with one field each, so that a decoder that can
     /// tell roughly how many a request holds does not grow the batch step by step.
+    #[inline]
     pub fn reserve(&mut self, points: usize) {
         self.points.reserve(points);
         self.fields.reserve(points);
     }
 
     /// The points, in request order.
+    #[inline]
     pub fn points(&self) -> &[Point] {
         &self.points
     }
 
     /// Number of points.
+    #[inline]
     pub fn len(&self) -> usize {
         self.points.len()
     }
 
     /// True when the batch has no point.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
 
     /// Total number of field values over all points.
+    #[inline]
     pub fn field_value_count(&self) -> usize {
         self.points
             .iter()
@@ -180,38 +201,45 @@ impl WriteBatch {
     }
 
     /// The tags of `point`.
+    #[inline]
     pub fn tags_of(&self, point: &Point) -> &[Tag] {
         &self.tags[point.tags.0 as usize..point.tags.1 as usize]
     }
 
     /// The fields of `point`.
+    #[inline]
     pub fn fields_of(&self, point: &Point) -> &[Field] {
         &self.fields[point.fields.0 as usize..point.fields.1 as usize]
     }
 
     /// The string behind `sym`.
+    #[inline]
     pub fn str(&self, sym: Sym) -> &str {
         self.symbols.get(sym)
     }
 
     /// Starts a new tag range; add tags with [`WriteBatch::push_tag`] and close it with
     /// [`WriteBatch::end_tags`].
+    #[inline]
     pub fn begin_tags(&self) -> u32 {
         self.tags.len() as u32
     }
 
     /// Appends a tag to the open tag range.
+    #[inline]
     pub fn push_tag(&mut self, key: Sym, value: Sym) {
         self.tags.push(Tag { key, value });
     }
 
     /// Closes the tag range opened at `start`, returning it for [`WriteBatch::push_point`].
+    #[inline]
     pub fn end_tags(&self, start: u32) -> (u32, u32) {
         (start, self.tags.len() as u32)
     }
 
     /// Names the tag range `range` (from [`WriteBatch::end_tags`]) by `id`, whose tags it
     /// must hold. A range keeps its first id; ids are not written to the WAL.
+    #[inline]
     pub fn set_tag_set_id(&mut self, range: (u32, u32), id: TagSetId) {
         match self.tag_set_ids.last() {
             Some(&(last, _)) if last >= range => {
@@ -224,6 +252,7 @@ impl WriteBatch {
     }
 
     /// The id the decoder gave the tag range `range`, if any.
+    #[inline]
     pub fn tag_set_id(&self, range: Range<usize>) -> Option<TagSetId> {
         let key = (range.start as u32, range.end as u32);
         let i = self.tag_set_ids.binary_search_by_key(&key, |e| e.0).ok()?;
@@ -231,27 +260,32 @@ impl WriteBatch {
     }
 
     /// Drops tags added since `start` (a line that failed to parse).
+    #[inline]
     pub fn truncate_tags(&mut self, start: u32) {
         self.tags.truncate(start as usize);
     }
 
     /// Starts the field list of the next point.
+    #[inline]
     pub fn begin_fields(&self) -> u32 {
         self.fields.len() as u32
     }
 
     /// Appends a field to the open field list.
+    #[inline]
     pub fn push_field(&mut self, key: Sym, value: FieldValue) {
         self.fields.push(Field { key, value });
     }
 
     /// Drops fields added since `start` (a line that failed to parse).
+    #[inline]
     pub fn truncate_fields(&mut self, start: u32) {
         self.fields.truncate(start as usize);
     }
 
     /// Adds a point whose tags are `tags` (from [`WriteBatch::end_tags`], possibly shared with
     /// earlier points) and whose fields are those pushed since `fields_start`.
+    #[inline]
     pub fn push_point(
         &mut self,
         table: Sym,
@@ -282,11 +316,13 @@ impl WriteBatch {
 
     /// Every tag of the batch, in the order the decoder added them; points refer to ranges
     /// of it ([`Point::tag_range`]), and dropped points leave theirs in place.
+    #[inline]
     pub fn all_tags(&self) -> &[Tag] {
         &self.tags
     }
 
     /// Every field of the batch, likewise ([`Point::field_range`]).
+    #[inline]
     pub fn all_fields(&self) -> &[Field] {
         &self.fields
     }

@@ -10,6 +10,7 @@ pub struct Sym(pub u32);
 
 impl Sym {
     /// The symbol's position, usable as an index into per-batch lookup tables.
+    #[inline]
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -30,6 +31,7 @@ impl std::fmt::Debug for Symbols {
     }
 }
 
+#[inline]
 fn span(ends: &[u32], id: u32) -> Range<usize> {
     let start = if id == 0 {
         0
@@ -41,6 +43,7 @@ fn span(ends: &[u32], id: u32) -> Range<usize> {
 
 impl Symbols {
     /// Returns the symbol for `s`, adding it if this batch has not seen it.
+    #[inline]
     pub fn intern(&mut self, s: &str) -> Sym {
         use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(s);
@@ -69,6 +72,7 @@ impl Symbols {
 
     /// Adds `s` without looking for an equal string: for values that rarely repeat, such as
     /// string fields, where hashing would cost more than it saves.
+    #[inline]
     pub fn push_unique(&mut self, s: &str) -> Sym {
         let id = self.ends.len() as u32;
         self.data.push_str(s);
@@ -77,16 +81,19 @@ impl Symbols {
     }
 
     /// The string behind `sym`.
+    #[inline]
     pub fn get(&self, sym: Sym) -> &str {
         &self.data[span(&self.ends, sym.0)]
     }
 
     /// Number of symbols (including unique ones).
+    #[inline]
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
     /// True when no symbol has been added.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -97,17 +104,20 @@ impl Symbols {
     }
 
     /// Total bytes of string data held.
+    #[inline]
     pub fn data_len(&self) -> usize {
         self.data.len()
     }
 
     /// The string data of every symbol, back to back: what [`Symbols::ends`] indexes.
+    #[inline]
     pub fn data(&self) -> &str {
         &self.data
     }
 
     /// Where each symbol's string ends in [`Symbols::data`] (it starts where the one before
     /// ends), by symbol index.
+    #[inline]
     pub fn ends(&self) -> &[u32] {
         &self.ends
     }

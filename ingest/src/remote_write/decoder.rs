@@ -67,6 +67,7 @@ impl<'b> Decoder<'_, 'b> {
     /// labels were read and checked first: a second pass, since a sender may put samples
     /// before labels, starting at the first sample's field (`first_sample`, found by the
     /// first pass).
+    #[inline]
     pub(super) fn samples(
         &mut self,
         buf: &[u8],
@@ -91,6 +92,7 @@ impl<'b> Decoder<'_, 'b> {
 
     /// Checks the labels of the series just read and interns them as its table and tags;
     /// `None` (with the error recorded) when the series breaks a rule.
+    #[inline]
     pub(super) fn series_tags(&mut self, series: u32) -> SeriesTags {
         if let Err(message) = self.check_labels() {
             let mut labels = String::from("{");
@@ -120,6 +122,7 @@ impl<'b> Decoder<'_, 'b> {
         Some((table?, batch.end_tags(start)))
     }
 
+    #[inline]
     fn check_labels(&self) -> Result<(), String> {
         let limits = self.limits;
         if self.labels.len() > limits.max_labels_per_series {
@@ -184,6 +187,7 @@ impl<'b> Decoder<'_, 'b> {
         }
     }
 
+    #[inline]
     fn push_sample(&mut self, tags: SeriesTags, (value, ms): (f64, i64), line: u32) {
         self.out.samples += 1;
         if value.to_bits() == STALE_NAN_BITS {
@@ -220,6 +224,7 @@ impl<'b> Decoder<'_, 'b> {
     }
 }
 
+#[inline]
 fn sample(buf: &[u8]) -> Result<(f64, i64), WireError> {
     let mut r = Reader::new(buf);
     let (mut value, mut ms) = (0.0, 0);

@@ -160,11 +160,7 @@ pub fn encode_batch(batch: &WriteBatch, out: &mut Vec<u8>) {
     put_varint(out, points.len() as u64);
     let (mut time, mut line, mut tags_start, mut fields_end) = (0i64, 0u32, 0u32, 0u32);
     for p in points {
-        let (t, f) = (p.tag_range(), p.field_range());
-        let (t, f) = (
-            (t.start as u32, t.end as u32),
-            (f.start as u32, f.end as u32),
-        );
+        let (t, f) = (p.tag_span(), p.field_span());
         put_varint(out, u64::from(p.table.0));
         put_varint(out, zigzag(p.time.wrapping_sub(time)));
         put_varint(out, zigzag(i64::from(p.line) - i64::from(line)));

@@ -13,6 +13,7 @@ pub(super) struct AttributeSpan {
 }
 
 impl AttributeSpan {
+    #[inline]
     pub(super) fn new() -> Self {
         AttributeSpan {
             start: 0,
@@ -22,6 +23,7 @@ impl AttributeSpan {
     }
 
     /// Notes a field from `start` to `end`; `attribute` says whether it is one.
+    #[inline]
     pub(super) fn field(&mut self, attribute: bool, start: usize, end: usize) {
         if attribute {
             if self.end == 0 {
