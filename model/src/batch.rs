@@ -93,19 +93,14 @@ impl Point {
         self.tags.0 as usize..self.tags.1 as usize
     }
 
-    /// The position of this point's fields in [`WriteBatch::all_fields`].
-    #[inline]
-    pub fn field_range(&self) -> Range<usize> {
-        self.fields.0 as usize..self.fields.1 as usize
-    }
-
     /// [`Point::tag_range`] as the (start, end) pair [`Point::from_parts`] takes.
     #[inline]
     pub fn tag_span(&self) -> (u32, u32) {
         self.tags
     }
 
-    /// [`Point::field_range`] as the (start, end) pair [`Point::from_parts`] takes.
+    /// Where this point's fields are in [`WriteBatch::all_fields`]: the (start, end) pair
+    /// [`Point::from_parts`] takes.
     #[inline]
     pub fn field_span(&self) -> (u32, u32) {
         self.fields
@@ -321,7 +316,7 @@ impl WriteBatch {
         &self.tags
     }
 
-    /// Every field of the batch, likewise ([`Point::field_range`]).
+    /// Every field of the batch, likewise ([`Point::field_span`]).
     #[inline]
     pub fn all_fields(&self) -> &[Field] {
         &self.fields

@@ -42,13 +42,8 @@ impl FieldColumn {
     }
 
     /// Rows held, the null ones included.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.valid.len()
-    }
-
-    /// True while the column holds no row.
-    pub fn is_empty(&self) -> bool {
-        self.valid.is_empty()
     }
 
     /// Sets row `row` wherever it is, padding with nulls up to it.

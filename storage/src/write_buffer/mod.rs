@@ -134,12 +134,12 @@ impl WriteBuffer {
         )?);
         let clock = config.clock.clone();
         let write_buffer = WriteBuffer {
-            writer: writer::Writer {
-                catalog: catalog.clone(),
-                buffer: buffer.clone(),
-                wal: wal.clone(),
-                config: config.clone(),
-            },
+            writer: writer::Writer::new(
+                catalog.clone(),
+                buffer.clone(),
+                wal.clone(),
+                config.clone(),
+            ),
             persister: Persister::new(
                 catalog.clone(),
                 buffer.clone(),
@@ -253,12 +253,6 @@ impl WriteBuffer {
     /// The time now, by the buffer's clock (Unix nanoseconds).
     pub fn now(&self) -> i64 {
         self.config.clock.now()
-    }
-
-    /// The earliest time (Unix nanoseconds) database `db` keeps rows of now, if it has a
-    /// retention period: queries hide older rows.
-    pub fn retention_cutoff(&self, db: &str) -> Option<i64> {
-        self.catalog().retention_cutoff(db, self.now())
     }
 
     /// Closes the current WAL segment and freezes the live partitions `rule` picks, between

@@ -22,13 +22,28 @@ use crate::wal::{LoggedWrite, Wal, WalError, encode_record};
 
 /// Takes writes: validates them, changes the catalog, and hands them to the WAL.
 pub(crate) struct Writer {
-    pub(crate) catalog: Arc<Catalog>,
-    pub(crate) buffer: Arc<Buffer>,
-    pub(crate) wal: Arc<Wal>,
-    pub(crate) config: WriteBufferConfig,
+    catalog: Arc<Catalog>,
+    buffer: Arc<Buffer>,
+    wal: Arc<Wal>,
+    config: WriteBufferConfig,
 }
 
 impl Writer {
+    /// A writer over these parts, with `config`'s limits and defaults.
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        buffer: Arc<Buffer>,
+        wal: Arc<Wal>,
+        config: WriteBufferConfig,
+    ) -> Self {
+        Writer {
+            catalog,
+            buffer,
+            wal,
+            config,
+        }
+    }
+
     /// Validates and stores `batch` in database `db`. Returns once the accepted points are
     /// durable (or, with `no_sync`, applied) and queryable.
     pub async fn write(

@@ -36,9 +36,9 @@ fn encode_batch_fixed(batch: &WriteBatch, out: &mut Vec<u8>) {
         put_u32(out, p.table.0);
         out.extend_from_slice(&p.time.to_le_bytes());
         put_u32(out, p.line);
-        let (t, f) = (p.tag_range(), p.field_range());
-        for v in [t.start, t.end, f.start, f.end] {
-            put_u32(out, v as u32);
+        let (t, f) = (p.tag_span(), p.field_span());
+        for v in [t.0, t.1, f.0, f.1] {
+            put_u32(out, v);
         }
     }
 }
