@@ -230,6 +230,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_TABLES_PER_DATABASE", default_value_t = 10_000)]
     pub max_tables_per_database: usize,
 
+    /// Longest table or column name, in bytes of UTF-8; a point with a longer one is refused.
+    #[arg(long, env = "SLUICE_MAX_NAME_BYTES", default_value_t = 256)]
+    pub max_name_bytes: usize,
+
     /// Memory the write buffer may hold; past it, writes get 503 with Retry-After.
     #[arg(long, env = "SLUICE_BUFFER_MEMORY_LIMIT", default_value = "4GiB", value_parser = parse_size)]
     pub buffer_memory_limit: usize,

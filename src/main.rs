@@ -81,6 +81,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         limits: Limits {
             max_columns_per_table: args.max_columns_per_table,
             max_tables_per_database: args.max_tables_per_database,
+            max_name_bytes: args.max_name_bytes,
         },
         auto_create_databases: !args.no_auto_create_databases,
         buffer_memory_limit: args.buffer_memory_limit,

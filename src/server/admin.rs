@@ -56,6 +56,7 @@ pub async fn persist(
         "rows": summary.rows,
         "bytes": summary.bytes,
         "wal_segments_deleted": summary.wal_segments_deleted,
+        "failed_partitions": summary.failed_partitions,
     })))
 }
 

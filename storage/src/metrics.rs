@@ -116,6 +116,8 @@ pub struct StorageMetrics {
     pub persisted_rows: Counter,
     /// Persist rounds that failed (and were retried later).
     pub persist_errors: Counter,
+    /// Buffer partitions that a persist could not write (and left for the next one).
+    pub persist_partition_errors: Counter,
     /// Files replaced by compaction.
     pub compacted_files: Counter,
     /// Compaction rounds that failed.
@@ -164,6 +166,12 @@ impl StorageMetrics {
                 "sluice_persist_errors_total",
                 "Persist rounds that failed; their rows stay buffered and are retried.",
                 self.persist_errors.get(),
+            ),
+            (
+                "sluice_persist_partition_errors_total",
+                "Buffer partitions a persist could not write while it wrote the others; \
+                 their rows stay buffered and are retried.",
+                self.persist_partition_errors.get(),
             ),
             (
                 "sluice_compacted_files_total",

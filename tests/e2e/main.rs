@@ -12,6 +12,7 @@ mod cli;
 mod durability;
 mod flight;
 mod grafana;
+mod hostile;
 mod otlp;
 mod otlp_grpc;
 mod persistence;

@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_columns_per_table: usize,
     /// Tables per database.
     pub max_tables_per_database: usize,
+    /// Bytes in a table or column name.
+    pub max_name_bytes: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +29,7 @@ impl Default for Limits {
         Limits {
             max_columns_per_table: 500,
             max_tables_per_database: 10_000,
+            max_name_bytes: 256,
         }
     }
 }
@@ -37,6 +40,7 @@ impl Limits {
         Limits {
             max_columns_per_table: usize::MAX,
             max_tables_per_database: usize::MAX,
+            max_name_bytes: usize::MAX,
         }
     }
 }
@@ -68,41 +72,70 @@ impl Validated {
     }
 }
 
-const UNRESOLVED: u32 = u32::MAX;
-const ABSENT: u32 = u32::MAX - 1;
+/// What a (table, name) of the batch resolves to: a column id below `NEW`, a column the point
+/// being checked would add (`NEW | index into new_cols`), or `ABSENT`.
+const NEW: u32 = 1 << 31;
+const ABSENT: u32 = u32::MAX;
+
+/// A (table, name) of the batch: the column it resolved to, and the number (plus one) of the
+/// last point that used it as a tag, which finds a tag written twice in one point.
+#[derive(Clone, Copy)]
+struct Resolved {
+    column: u32,
+    tag_of_point: u32,
+}
+
+/// Columns of the batch's tables by (table slot, batch symbol). One map for every table, so
+/// that what it holds grows with the names the batch uses, never with tables x symbols.
+type ColumnMap = hashbrown::HashMap<u64, Resolved, foldhash::fast::FixedState>;
 
 struct TableState {
     name: Arc<str>,
+    /// The position of this table among the batch's tables.
+    slot: u32,
     schema: Option<Arc<TableSchema>>,
     changed: bool,
-    /// Batch symbol -> column id, `ABSENT` or `UNRESOLVED`.
-    col_of_sym: Vec<u32>,
+    /// Why the table's name breaks the naming rule, if it does: every point of it is refused.
+    bad_name: Option<String>,
 }
 
 impl TableState {
-    fn column(&mut self, batch: &WriteBatch, sym: Sym) -> Option<usize> {
-        let slot = &mut self.col_of_sym[sym.index()];
-        if *slot == UNRESOLVED {
-            *slot = self
+    /// What `sym` names in this table, resolving it against the schema on first use.
+    fn resolve<'m>(
+        &self,
+        columns: &'m mut ColumnMap,
+        batch: &WriteBatch,
+        sym: Sym,
+    ) -> &'m mut Resolved {
+        let key = (u64::from(self.slot) << 32) | sym.index() as u64;
+        columns.entry(key).or_insert_with(|| Resolved {
+            column: self
                 .schema
                 .as_ref()
                 .and_then(|s| s.column_id(batch.str(sym)))
-                .map_or(ABSENT, |id| id as u32);
-        }
-        (*slot != ABSENT).then_some(*slot as usize)
+                .map_or(ABSENT, |id| id as u32),
+            tag_of_point: 0,
+        })
     }
 
-    fn kind(&self, id: usize) -> ColumnKind {
+    fn kind(&self, id: u32) -> ColumnKind {
         self.schema
             .as_ref()
             .expect("resolved column has a schema")
-            .columns()[id]
+            .columns()[id as usize]
             .kind
+    }
+
+    fn column_count(&self) -> usize {
+        self.schema.as_ref().map_or(1, |s| s.columns().len())
     }
 }
 
 /// Validates `batch` for database `db`. `create_database` says whether a missing database
 /// may be created; if not, `None` is returned for a missing one.
+///
+/// What it allocates grows with the batch (its points, and the distinct names each table
+/// uses), and every per-point check is linear in the point's size.
 pub fn validate(
     catalog: &CatalogSnapshot,
     db: &str,
@@ -115,13 +148,13 @@ pub fn validate(
         return None;
     }
     let mut table_count = existing_db.map_or(0, |d| d.tables.len());
-    // the tables of the batch, and by table symbol the position of its state (or u32::MAX)
+    // the tables of the batch, and by table symbol the position of its state
     let mut tables: Vec<TableState> = Vec::new();
     let mut table_of_sym: Vec<u32> = vec![u32::MAX; batch.symbols.len()];
+    let mut columns = ColumnMap::default();
     let mut keep = Vec::with_capacity(batch.len());
     let mut rejected = Vec::new();
     let mut new_cols: Vec<(Sym, ColumnKind)> = Vec::new();
-    let n_syms = batch.symbols.len();
 
     // The tables and tag ranges of points that passed: a later point of the same series
     // (decoders share one tag range among a series' points) needs only its fields checked.
@@ -140,7 +173,7 @@ pub fn validate(
                 .zip(fb)
                 .all(|(x, y)| x.key == y.key && x.value.field_type() == y.value.field_type())
     };
-    for point in batch.points() {
+    for (n, point) in batch.points().iter().enumerate() {
         let range = point.tag_range();
         let series = (point.table, range.start, range.end);
         if let Some(last) = last_point
@@ -159,33 +192,37 @@ pub fn validate(
             let name = batch.str(point.table);
             tables.push(TableState {
                 name: name.into(),
+                slot: *slot,
                 schema: existing_db.and_then(|d| d.tables.get(name)).cloned(),
                 changed: false,
-                col_of_sym: vec![UNRESOLVED; n_syms],
+                bad_name: check_name("table", name, limits.max_name_bytes).err(),
             });
         }
-        let state = &mut tables[*slot as usize];
+        let slot = *slot;
+        let state = &mut tables[slot as usize];
         new_cols.clear();
-        let result = check_point(state, batch, point, !same_series, &mut new_cols).and_then(|()| {
-            let existing = state.schema.as_ref().map_or(1, |s| s.columns().len());
-            if existing + new_cols.len() > limits.max_columns_per_table {
-                return Err(format!(
-                    "table '{}' would have {} columns, over the limit of {} \
-                     (--max-columns-per-table); write fewer distinct tag and field names",
-                    state.name,
-                    existing + new_cols.len(),
-                    limits.max_columns_per_table
-                ));
+        let result = if let Some(why) = &state.bad_name {
+            Err(why.clone())
+        } else if state.schema.is_none() && table_count >= limits.max_tables_per_database {
+            Err(format!(
+                "database '{db}' already has {table_count} tables, the limit \
+                 (--max-tables-per-database); table '{}' was not created",
+                state.name
+            ))
+        } else {
+            let check = Check {
+                state,
+                batch,
+                limits,
+                point_no: n as u32 + 1,
+            };
+            let result = check.point(&mut columns, point, !same_series, &mut new_cols);
+            // what the point would have added is absent again for the next point
+            for &(sym, _) in &new_cols {
+                state.resolve(&mut columns, batch, sym).column = ABSENT;
             }
-            if state.schema.is_none() && table_count >= limits.max_tables_per_database {
-                return Err(format!(
-                    "database '{db}' already has {table_count} tables, the limit \
-                     (--max-tables-per-database); table '{}' was not created",
-                    state.name
-                ));
-            }
-            Ok(())
-        });
+            result
+        };
         match result {
             Ok(()) => {
                 if state.schema.is_none() {
@@ -197,7 +234,8 @@ pub fn validate(
                     let schema = Arc::make_mut(state.schema.as_mut().expect("set above"));
                     for &(sym, kind) in &new_cols {
                         let id = schema.push(batch.str(sym), kind);
-                        state.col_of_sym[sym.index()] = id as u32;
+                        let key = (u64::from(state.slot) << 32) | sym.index() as u64;
+                        columns.get_mut(&key).expect("resolved above").column = id as u32;
                     }
                     state.changed = true;
                 }
@@ -242,106 +280,170 @@ pub fn validate(
     })
 }
 
-/// Checks `point`'s tags (unless `check_tags` is false: the same tags passed just before) and
-/// fields against `state`'s table, listing the columns it would add in `new_cols`.
-fn check_point(
-    state: &mut TableState,
-    batch: &WriteBatch,
-    point: &sluice_model::Point,
-    check_tags: bool,
-    new_cols: &mut Vec<(Sym, ColumnKind)>,
-) -> Result<(), String> {
-    let tags = if check_tags {
-        batch.tags_of(point)
-    } else {
-        &[]
-    };
-    for (i, tag) in tags.iter().enumerate() {
-        if tags[..i].iter().any(|t| t.key == tag.key) {
-            return Err(format!(
-                "tag '{}' appears twice in this point of table '{}'; a series has one value \
-                 per tag",
-                batch.str(tag.key),
-                state.name
-            ));
-        }
-        // an existing tag column is never `time` (that column is the timestamp): only other
-        // names need the name checked
-        match state.column(batch, tag.key) {
-            Some(id) if state.kind(id) == ColumnKind::Tag => {}
-            column => {
-                let name = batch.str(tag.key);
-                if name == TIME_COLUMN {
-                    return Err(format!(
-                        "tag 'time' in table '{}': 'time' is reserved for the timestamp; \
-                         rename the tag",
-                        state.name
-                    ));
-                }
-                match column {
-                    Some(id) => {
-                        return Err(format!(
-                            "column '{name}' of table '{}' is {}; it cannot also be a tag",
-                            state.name,
-                            state.kind(id).describe()
-                        ));
-                    }
-                    None => new_cols.push((tag.key, ColumnKind::Tag)),
-                }
-            }
-        }
+/// Checks a table or column name against the naming rule: not empty, at most `max_bytes`
+/// bytes of UTF-8, no control characters. Any such name round-trips through the object store
+/// (see `lake::files::path_segment`).
+pub fn check_name(what: &str, name: &str, max_bytes: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name is empty; name the {what}"));
     }
-    let tag_cols = new_cols.len();
-    for field in batch.fields_of(point) {
-        let wrote = field.value.field_type();
-        let column = state.column(batch, field.key);
-        // an existing field column is never `time`: only new names need the check
-        if !matches!(column.map(|id| state.kind(id)), Some(ColumnKind::Field(_)))
-            && batch.str(field.key) == TIME_COLUMN
-        {
-            return Err(format!(
-                "field 'time' in table '{}': 'time' is reserved for the timestamp; rename the \
-                 field",
-                state.name
-            ));
-        }
-        let kind = match column {
-            Some(id) => Some(state.kind(id)),
-            None => new_cols
-                .iter()
-                .find(|(s, _)| *s == field.key)
-                .map(|(_, k)| *k),
-        };
-        match kind {
-            None => new_cols.push((field.key, ColumnKind::Field(wrote))),
-            Some(ColumnKind::Field(t)) if t == wrote => {}
-            Some(ColumnKind::Field(t)) => {
-                let name = batch.str(field.key);
-                let earlier = if new_cols[tag_cols..].iter().any(|(s, _)| *s == field.key) {
-                    "earlier in this point"
-                } else {
-                    "already"
-                };
-                return Err(format!(
-                    "field '{name}' of table '{}' is {earlier} of type {}, but this point \
-                     writes a {} ({}); a column's type is fixed by its first write",
-                    state.name,
-                    t.name(),
-                    wrote.name(),
-                    show_value(batch, &field.value),
-                ));
-            }
-            Some(other) => {
-                let name = batch.str(field.key);
-                return Err(format!(
-                    "column '{name}' of table '{}' is {}; it cannot also be a field",
-                    state.name,
-                    other.describe()
-                ));
-            }
-        }
+    let shown = || {
+        let cut: String = name.chars().take(40).collect();
+        let more = if cut.len() < name.len() { "…" } else { "" };
+        format!("{cut:?}{more}")
+    };
+    if name.len() > max_bytes {
+        return Err(format!(
+            "{what} name {} is {} bytes long, over the limit of {max_bytes} \
+             (--max-name-bytes); use a shorter name",
+            shown(),
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{what} name {} contains the control character U+{:04X}; names may not hold \
+             control characters",
+            shown(),
+            c as u32
+        ));
     }
     Ok(())
+}
+
+/// The checks of one point against its table.
+struct Check<'a> {
+    state: &'a TableState,
+    batch: &'a WriteBatch,
+    limits: &'a Limits,
+    /// The point's position in the batch, plus one.
+    point_no: u32,
+}
+
+impl Check<'_> {
+    /// Checks `point`'s tags (unless `check_tags` is false: the same tags passed just before)
+    /// and fields, listing the columns it would add in `new_cols` (and resolving them in
+    /// `columns` to `NEW | index`; the caller sets them back).
+    fn point(
+        &self,
+        columns: &mut ColumnMap,
+        point: &sluice_model::Point,
+        check_tags: bool,
+        new_cols: &mut Vec<(Sym, ColumnKind)>,
+    ) -> Result<(), String> {
+        let (state, batch) = (self.state, self.batch);
+        let tags = if check_tags {
+            batch.tags_of(point)
+        } else {
+            &[]
+        };
+        for tag in tags {
+            let resolved = state.resolve(columns, batch, tag.key);
+            if resolved.tag_of_point == self.point_no {
+                return Err(format!(
+                    "tag '{}' appears twice in this point of table '{}'; a series has one \
+                     value per tag",
+                    batch.str(tag.key),
+                    state.name
+                ));
+            }
+            resolved.tag_of_point = self.point_no;
+            let column = resolved.column;
+            // an existing tag column is never `time` (that column is the timestamp): only
+            // other names need the name checked
+            if column < NEW && state.kind(column) == ColumnKind::Tag {
+                continue;
+            }
+            let name = batch.str(tag.key);
+            if name == TIME_COLUMN {
+                return Err(format!(
+                    "tag 'time' in table '{}': 'time' is reserved for the timestamp; rename \
+                     the tag",
+                    state.name
+                ));
+            }
+            if column < NEW {
+                return Err(format!(
+                    "column '{name}' of table '{}' is {}; it cannot also be a tag",
+                    state.name,
+                    state.kind(column).describe()
+                ));
+            }
+            self.add(columns, new_cols, tag.key, ColumnKind::Tag)?;
+        }
+        let tag_cols = new_cols.len();
+        for field in batch.fields_of(point) {
+            let wrote = field.value.field_type();
+            let column = state.resolve(columns, batch, field.key).column;
+            let kind = match column {
+                ABSENT => None,
+                c if c & NEW != 0 => Some(new_cols[(c & !NEW) as usize].1),
+                c => Some(state.kind(c)),
+            };
+            match kind {
+                None => {
+                    // an existing field column is never `time`: only new names need the check
+                    if batch.str(field.key) == TIME_COLUMN {
+                        return Err(format!(
+                            "field 'time' in table '{}': 'time' is reserved for the timestamp; \
+                             rename the field",
+                            state.name
+                        ));
+                    }
+                    self.add(columns, new_cols, field.key, ColumnKind::Field(wrote))?;
+                }
+                Some(ColumnKind::Field(t)) if t == wrote => {}
+                Some(ColumnKind::Field(t)) => {
+                    let name = batch.str(field.key);
+                    let earlier = if column & NEW != 0 && (column & !NEW) as usize >= tag_cols {
+                        "earlier in this point"
+                    } else {
+                        "already"
+                    };
+                    return Err(format!(
+                        "field '{name}' of table '{}' is {earlier} of type {}, but this point \
+                         writes a {} ({}); a column's type is fixed by its first write",
+                        state.name,
+                        t.name(),
+                        wrote.name(),
+                        show_value(batch, &field.value),
+                    ));
+                }
+                Some(other) => {
+                    let name = batch.str(field.key);
+                    return Err(format!(
+                        "column '{name}' of table '{}' is {}; it cannot also be a field",
+                        state.name,
+                        other.describe()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists `sym` as a column the point adds, after the column limit and the naming rule.
+    fn add(
+        &self,
+        columns: &mut ColumnMap,
+        new_cols: &mut Vec<(Sym, ColumnKind)>,
+        sym: Sym,
+        kind: ColumnKind,
+    ) -> Result<(), String> {
+        let state = self.state;
+        let count = state.column_count() + new_cols.len() + 1;
+        if count > self.limits.max_columns_per_table {
+            return Err(format!(
+                "table '{}' would have {count} columns, over the limit of {} \
+                 (--max-columns-per-table); write fewer distinct tag and field names",
+                state.name, self.limits.max_columns_per_table
+            ));
+        }
+        check_name("column", self.batch.str(sym), self.limits.max_name_bytes)?;
+        state.resolve(columns, self.batch, sym).column = NEW | new_cols.len() as u32;
+        new_cols.push((sym, kind));
+        Ok(())
+    }
 }
 
 fn show_value(batch: &WriteBatch, v: &FieldValue) -> String {

@@ -130,10 +130,51 @@ impl LakeState {
     }
 }
 
-/// `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet` for a file whose rows start at `min_time`.
+/// `dbs/<db>/<table>/<YYYY-MM-DD>/<id>.parquet` for a file whose rows start at `min_time`,
+/// with the table name made a [`path_segment`].
 pub fn file_path(db: &str, table: &str, min_time: i64, id: u64) -> String {
     let day = date(min_time.div_euclid(DAY_NANOS));
+    let table = path_segment(table);
     format!("{DBS_PREFIX}/{db}/{table}/{day}/{id:020}.parquet")
+}
+
+/// The longest [`path_segment`], in bytes: far under the 255 bytes a file name may have on
+/// local disks, and under what every object store allows in a key.
+const MAX_SEGMENT: usize = 120;
+
+/// `name` as one segment of an object-store path, the same for every store and unchanged by
+/// `object_store::path::Path` (so the path listed is the path written): ASCII letters, digits,
+/// `_`, `-` and a `.` that does not start it are kept; every other byte is `=` and two hex
+/// digits. A segment that would be longer than [`MAX_SEGMENT`] bytes keeps its start and ends
+/// with a hash of the whole name. Files have unique ids, so two names sharing a segment would
+/// still not share a file.
+pub fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    if out.len() > MAX_SEGMENT {
+        // cut at a byte that does not split an escape, then add the hash
+        let mut cut = MAX_SEGMENT - 17;
+        while out.as_bytes()[cut - 1] == b'=' || out.as_bytes()[cut - 2] == b'=' {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(&format!("-{:016x}", fnv1a(name.as_bytes())));
+    }
+    out
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every build, so that paths are.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -150,5 +191,28 @@ mod tests {
             file_path("d", "t", -1, 1),
             "dbs/d/t/1969-12-31/00000000000000000001.parquet"
         );
+    }
+
+    #[test]
+    fn any_name_is_one_segment_that_the_object_store_keeps_as_it_is() {
+        let long = "x".repeat(300);
+        let wide = "é".repeat(100);
+        for name in [
+            "cpu", "cpu%x", "disk#1", "a//b", "a/b", "..", ".", ".hidden", "a b", "a=b", "naïve",
+            "x{y}", "~", &long, &wide,
+        ] {
+            let seg = path_segment(name);
+            assert!(seg.len() <= MAX_SEGMENT, "{name}: {seg}");
+            let path = file_path("db", name, 0, 1);
+            let parsed = object_store::path::Path::from(path.as_str());
+            assert_eq!(parsed.as_ref(), path, "{name}");
+            assert_eq!(parsed.parts().count(), 5, "{name}: {path}");
+        }
+        assert_eq!(path_segment("cpu%x"), "cpu=25x");
+        assert_eq!(path_segment(".."), "=2E.");
+        assert_ne!(path_segment("a/b"), path_segment("a=2Fb"));
+        // names that share a long start still get their own folder
+        let (a, b) = (format!("{long}a"), format!("{long}b"));
+        assert_ne!(path_segment(&a), path_segment(&b));
     }
 }

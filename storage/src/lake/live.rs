@@ -172,14 +172,17 @@ impl Lake {
     /// is such a leftover.
     pub async fn delete_orphan_files(&self) -> Result<usize, store::Error> {
         let lake = self.state();
-        let known: HashSet<&str> = lake
+        // compared as the store names them: a catalog written before table names became
+        // path segments holds raw names, which `Path` escapes when it reads or writes them
+        let known: HashSet<Path> = lake
             .all_files()
             .map(|(_, f)| f.path.as_str())
             .chain(lake.pending_deletes.iter().map(|p| p.path.as_str()))
+            .map(Path::from)
             .collect();
         let mut deleted = 0;
         for path in self.storage.list(&Path::from(DBS_PREFIX)).await? {
-            if path.extension() != Some("parquet") || known.contains(path.as_ref()) {
+            if path.extension() != Some("parquet") || known.contains(&path) {
                 continue;
             }
             tracing::info!(path = %path, "deleting a Parquet file the catalog does not list");

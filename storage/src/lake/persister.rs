@@ -44,6 +44,8 @@ pub struct PersistSummary {
     pub rows: u64,
     pub bytes: u64,
     pub wal_segments_deleted: usize,
+    /// Partitions that could not be written, left frozen for the next persist.
+    pub failed_partitions: usize,
 }
 
 /// When the background persister persists.
@@ -107,26 +109,43 @@ impl Persister {
         let mut lake = (*self.lake.state()).clone();
         let mut summary = PersistSummary::default();
         let mut done: Vec<(Arc<str>, Arc<str>, Vec<u64>)> = Vec::new();
+        let mut first_error = None;
         for t in &frozen.tables {
             let Some(schema) = catalog.table(&t.db, &t.table) else {
                 continue;
             };
             let mut files = lake.table_files(&t.db, &t.table).to_vec();
+            let mut seqs = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
                 let batch = align_to_schema(&p.batch, schema.arrow_schema());
-                let file = self
-                    .lake
-                    .write_file(&t.db, schema, batch, None)
-                    .await
-                    .map_err(|e| match e {
-                        FileWriteError::Encode(message) => PersistError::Encode {
-                            table: format!("{}.{}", t.db, t.table),
-                            message,
-                        },
-                        FileWriteError::Store(e) => PersistError::Store(e),
-                    })?;
+                let file = match self.lake.write_file(&t.db, schema, batch, None).await {
+                    Ok(file) => file,
+                    // one partition that cannot be written does not hold up the others: it
+                    // stays frozen (queryable, in the WAL) and the next persist retries it
+                    Err(e) => {
+                        let e = match e {
+                            FileWriteError::Encode(message) => PersistError::Encode {
+                                table: format!("{}.{}", t.db, t.table),
+                                message,
+                            },
+                            FileWriteError::Store(e) => PersistError::Store(e),
+                        };
+                        tracing::error!(
+                            db = %t.db,
+                            table = %t.table,
+                            partition = p.partition,
+                            "cannot persist a buffer partition; its rows stay buffered and the \
+                             next persist retries: {e}"
+                        );
+                        self.metrics.persist_partition_errors.add(1);
+                        summary.failed_partitions += 1;
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
                 let (rows, size) = (file.rows, file.size_bytes);
                 files.push(file);
+                seqs.push(p.seq);
                 let marker = lake
                     .persisted_through
                     .entry((t.db.clone(), t.table.clone(), p.partition))
@@ -136,13 +155,18 @@ impl Persister {
                 summary.rows += rows;
                 summary.bytes += size;
             }
+            if seqs.is_empty() {
+                continue;
+            }
             lake.files
                 .insert((t.db.clone(), t.table.clone()), files.into());
-            done.push((
-                t.db.clone(),
-                t.table.clone(),
-                t.partitions.iter().map(|p| p.seq).collect(),
-            ));
+            done.push((t.db.clone(), t.table.clone(), seqs));
+        }
+        // nothing could be written: the store is down, not one partition
+        if let Some(e) = first_error
+            && summary.files == 0
+        {
+            return Err(e);
         }
         crash_point("persist-after-files");
         // Markers for segments that are gone can never match a replayed record.
@@ -170,6 +194,7 @@ impl Persister {
         if summary.files > 0 {
             tracing::info!(
                 files = summary.files,
+                failed_partitions = summary.failed_partitions,
                 rows = summary.rows,
                 bytes = summary.bytes,
                 wal_segments_deleted = summary.wal_segments_deleted,

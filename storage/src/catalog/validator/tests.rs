@@ -181,3 +181,71 @@ fn missing_database_without_auto_create() {
         .is_none()
     );
 }
+
+#[test]
+fn table_and_column_names_have_a_rule() {
+    let long = "x".repeat(257);
+    let lp = format!("{long} v=1 1\nm,{long}=a v=1 2\nm {long}=1 3\nok v=1 4");
+    let v = run(&CatalogSnapshot::default(), &lp, Limits::default());
+    assert_eq!(v.keep, vec![false, false, false, true]);
+    let m = messages(&v);
+    assert!(m[0].1.contains("table name \"xxx"), "{m:?}");
+    assert!(
+        m[0].1.contains("257 bytes long, over the limit of 256"),
+        "{m:?}"
+    );
+    assert!(m[0].1.contains("--max-name-bytes"), "{m:?}");
+    assert!(m[1].1.starts_with("column name"), "{m:?}");
+    assert!(m[2].1.starts_with("column name"), "{m:?}");
+    // 256 bytes is allowed
+    let v = run(
+        &CatalogSnapshot::default(),
+        &format!("{} v=1 1", "y".repeat(256)),
+        Limits::default(),
+    );
+    assert_eq!(v.keep, vec![true]);
+    // control characters never reach a name
+    let mut b = WriteBatch::new();
+    let (t, k) = (b.symbols.intern("a\u{1}b"), b.symbols.intern("v"));
+    let tags = b.begin_tags();
+    let tags = b.end_tags(tags);
+    let f = b.begin_fields();
+    b.push_field(k, FieldValue::F64(1.0));
+    b.push_point(t, tags, f, 1, 1);
+    let v = validate(
+        &CatalogSnapshot::default(),
+        "db",
+        &b,
+        &Limits::default(),
+        true,
+    )
+    .unwrap();
+    assert!(v.rejected[0].message.contains("U+0001"), "{:?}", v.rejected);
+}
+
+#[test]
+fn a_batch_of_many_tables_and_names_costs_what_it_holds() {
+    // 20,000 one-line tables, each its own field name: a table x symbol table would be
+    // 20,000 x 40,000 entries (3.2 GB); what validation holds grows with the names used
+    let lp: String = (0..20_000).map(|i| format!("m{i} f{i}=1 1\n")).collect();
+    let v = run(&CatalogSnapshot::default(), &lp, Limits::default());
+    assert_eq!(v.accepted(), 10_000, "the table limit holds");
+    assert!(v.rejected[0].message.contains("--max-tables-per-database"));
+}
+
+#[test]
+fn a_point_with_thousands_of_tags_is_refused_at_the_column_limit() {
+    // each tag is checked once, and the point stops at the limit
+    let tags: String = (0..50_000).map(|i| format!(",t{i}=v")).collect();
+    let dup: String = (0..50_000).map(|_| ",a=v").collect();
+    let lp = format!("m{tags} v=1 1\nm{dup} v=1 2\nm,a=1,b=2,a=3 v=1 3");
+    let v = run(&CatalogSnapshot::default(), &lp, Limits::default());
+    assert_eq!(v.keep, vec![false, false, false]);
+    let m = messages(&v);
+    assert!(
+        m[0].1.contains("501 columns, over the limit of 500"),
+        "{m:?}"
+    );
+    assert!(m[1].1.contains("tag 'a' appears twice"), "{m:?}");
+    assert!(m[2].1.contains("tag 'a' appears twice"), "{m:?}");
+}
