@@ -159,6 +159,18 @@ pub struct RetentionArg {
     pub period: Option<Retention>,
 }
 
+/// How far ahead of the clock a point may be: `None` for any time.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxFuture(pub Option<Duration>);
+
+/// Parses `--max-future`: `none`, or a duration such as `2d`.
+pub fn parse_max_future(s: &str) -> Result<MaxFuture, String> {
+    if s.trim() == "none" {
+        return Ok(MaxFuture(None));
+    }
+    parse_duration(s).map(|d| MaxFuture(Some(d)))
+}
+
 /// Parses a retention period: `none`, or e.g. `30d`.
 pub fn parse_retention(s: &str) -> Result<RetentionArg, String> {
     Ok(RetentionArg {
@@ -283,6 +295,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_PERSIST_AFTER", default_value = "15m", value_parser = parse_duration)]
     pub persist_after: Duration,
 
+    /// Persist everything once the WAL on disk passes this size, whatever the buffered
+    /// hours' ages (bounds replay time after a crash).
+    #[arg(long, env = "SLUICE_WAL_PERSIST_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub wal_persist_bytes: usize,
+
+    /// Refuse points more than this far ahead of the server's clock (e.g. 2d, 36h), or
+    /// `none`. A point far in the future keeps its buffered hour, and the WAL, from ever
+    /// being let go of.
+    #[arg(long, env = "SLUICE_MAX_FUTURE", default_value = "2d", value_parser = parse_max_future)]
+    pub max_future: MaxFuture,
+
     /// How often to look for buffered hours due for persistence.
     #[arg(long, env = "SLUICE_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub persist_interval: Duration,
@@ -383,15 +406,16 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = number_and_unit(s)
-        .ok_or_else(|| format!("'{s}' is not a duration; write e.g. 500ms, 60s, 5m or 1h"))?;
+        .ok_or_else(|| format!("'{s}' is not a duration; write e.g. 500ms, 60s, 5m, 1h or 2d"))?;
     let secs = match unit {
         "ms" => num / 1000.0,
         "s" | "" => num,
         "m" => num * 60.0,
         "h" => num * 3600.0,
+        "d" => num * 86_400.0,
         other => {
             return Err(format!(
-                "unknown duration unit '{other}' in '{s}'; use ms, s, m or h"
+                "unknown duration unit '{other}' in '{s}'; use ms, s, m, h or d"
             ));
         }
     };

@@ -101,6 +101,8 @@ fn server_config(args: ServeArgs) -> ServerConfig {
             aws_allow_http: args.aws_allow_http,
         },
         persist_after: args.persist_after,
+        wal_persist_bytes: args.wal_persist_bytes as u64,
+        max_future: args.max_future.0,
         persist_interval: args.persist_interval,
         compaction_interval: args.compaction_interval,
         compaction_target_bytes: args.compaction_target_bytes as u64,

@@ -135,6 +135,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     wb_config.auto_create_databases = config.auto_create_databases;
     wb_config.buffer_memory_limit = config.buffer_memory_limit;
     wb_config.persist_after = config.persist_after;
+    wb_config.wal_persist_bytes = config.wal_persist_bytes;
+    wb_config.max_future = config.max_future;
     wb_config.default_retention = config.default_retention.clone();
     // a replaced file outlives every query that may have started before it was replaced
     wb_config.replaced_file_grace = config.query.timeout + std::time::Duration::from_secs(60);

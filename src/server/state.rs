@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub object_store: ObjectStoreConfig,
     /// A buffer partition is persisted once its hour ended this long ago.
     pub persist_after: std::time::Duration,
+    /// Everything is persisted once the WAL on disk holds more than this.
+    pub wal_persist_bytes: u64,
+    /// Points more than this far ahead of the clock are refused (`None`: any time).
+    pub max_future: Option<std::time::Duration>,
     /// How often the persister looks for due partitions.
     pub persist_interval: std::time::Duration,
     /// How often the compactor runs.

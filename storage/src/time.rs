@@ -96,9 +96,34 @@ pub fn rfc3339(nanos: i64) -> String {
     )
 }
 
+/// `d` in the largest unit that holds it whole (`2d`, `36h`, `90s`, `1500ms`), for messages.
+pub fn describe_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_their_largest_whole_unit() {
+        use std::time::Duration;
+        assert_eq!(describe_duration(Duration::from_secs(2 * 86_400)), "2d");
+        assert_eq!(describe_duration(Duration::from_secs(36 * 3600)), "36h");
+        assert_eq!(describe_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(describe_duration(Duration::from_millis(1500)), "1500ms");
+    }
 
     #[test]
     fn days_and_times_read_as_utc_dates() {

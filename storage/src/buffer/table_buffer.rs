@@ -90,6 +90,9 @@ pub struct FrozenPartition {
     pub min_segment: u64,
     /// Buffer bytes this partition accounts for.
     pub bytes: usize,
+    /// Buffer rows this partition accounts for: the rows written to it, before merging rows
+    /// of one primary key (the batch has fewer when a series was written twice at one time).
+    pub rows: usize,
 }
 
 /// The buffered rows of one table.
@@ -488,6 +491,7 @@ impl TableBuffer {
                 max_time: p.max_time,
                 min_segment: p.min_segment,
                 bytes: p.bytes,
+                rows: p.rows(),
             }));
             *next_seq += 1;
         }
@@ -502,7 +506,7 @@ impl TableBuffer {
         data.frozen.retain(|f| {
             let drop = seqs.contains(&f.seq);
             if drop {
-                rows += f.batch.num_rows();
+                rows += f.rows;
                 bytes += f.bytes;
             }
             !drop

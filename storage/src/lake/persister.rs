@@ -55,6 +55,8 @@ pub struct PersistPolicy {
     pub persist_after: Duration,
     /// Everything is persisted while the buffer holds more than half of this.
     pub buffer_memory_limit: usize,
+    /// Everything is persisted while the WAL on disk holds more than this.
+    pub wal_persist_bytes: u64,
 }
 
 /// Moves buffered rows into Parquet files, and lets the WAL go of them.
@@ -206,10 +208,18 @@ impl Persister {
 
     /// What the background persister should persist at `now_nanos`, if anything: partitions
     /// whose hour ended `persist_after` ago, or everything while the buffer is over half its
-    /// memory limit (so that writes are not refused while persistence can keep up).
+    /// memory limit (so that writes are not refused while persistence can keep up) or the
+    /// WAL over its bound (so that replay stays bounded, whatever times the rows have).
     pub fn due(&self, now_nanos: i64) -> Option<FreezeRule> {
         if self.buffer.bytes() >= self.policy.buffer_memory_limit / 2 {
             return Some(FreezeRule::All);
+        }
+        match wal::bytes_on_disk(self.wal.dir()) {
+            Ok(bytes) if bytes > self.policy.wal_persist_bytes && self.buffer.rows() > 0 => {
+                return Some(FreezeRule::All);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot measure the WAL: {e}"),
         }
         let cutoff = now_nanos.saturating_sub(
             i64::try_from(self.policy.persist_after.as_nanos()).unwrap_or(i64::MAX),

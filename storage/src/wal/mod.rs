@@ -16,5 +16,5 @@ pub mod segment;
 pub mod writer;
 
 pub use record::{RecordError, decode_record, encode_record};
-pub use segment::{CutTail, WalWriter, delete_before, list_segments, replay};
+pub use segment::{CutTail, WalWriter, bytes_on_disk, delete_before, list_segments, replay};
 pub use writer::{Apply, Barrier, LoggedWrite, StartError, Wal, WalError, WalLock};

@@ -202,6 +202,20 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// Bytes the segments in `dir` take on disk (the open segment with its zero-filled room).
+pub fn bytes_on_disk(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for (_, path) in list_segments(dir)? {
+        match fs::metadata(&path) {
+            Ok(m) => total += m.len(),
+            // deleted since it was listed
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    Ok(total)
+}
+
 /// What replay found wrong at the end of a segment, which it cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CutTail {

@@ -29,6 +29,12 @@ pub struct WriteBufferConfig {
     pub replaced_file_grace: Duration,
     /// The retention period of databases created by a write.
     pub default_retention: Option<Retention>,
+    /// Points more than this far ahead of the clock are refused: a buffered hour that never
+    /// ends would keep its WAL segments forever. `None` takes any time.
+    pub max_future: Option<Duration>,
+    /// Everything is persisted once the WAL on disk holds more than this many bytes,
+    /// whatever the buffered hours' ages, so that replay after a crash stays bounded.
+    pub wal_persist_bytes: u64,
     /// What time it is, for retention and delayed deletes.
     pub clock: Clock,
 }
@@ -45,6 +51,8 @@ impl WriteBufferConfig {
             persist_after: Duration::from_secs(15 * 60),
             replaced_file_grace: Duration::from_secs(10 * 60),
             default_retention: None,
+            max_future: None,
+            wal_persist_bytes: 1 << 30,
             clock: Clock::system(),
         }
     }

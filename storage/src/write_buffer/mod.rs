@@ -149,6 +149,7 @@ impl WriteBuffer {
                 clock.clone(),
                 PersistPolicy {
                     persist_after: config.persist_after,
+                    wal_persist_bytes: config.wal_persist_bytes,
                     buffer_memory_limit: config.buffer_memory_limit,
                 },
             ),

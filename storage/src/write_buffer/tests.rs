@@ -346,3 +346,113 @@ async fn wal_records_of_the_first_fixed_width_format_replay() {
         "{shown}"
     );
 }
+
+async fn open_with(
+    dir: &std::path::Path,
+    change: impl FnOnce(&mut WriteBufferConfig),
+) -> WriteBuffer {
+    let storage = ObjectStorage::from_config(&crate::lake::store::ObjectStoreConfig::file(
+        dir.join("lake"),
+    ))
+    .unwrap();
+    let mut config = WriteBufferConfig::new(dir.join("wal"));
+    change(&mut config);
+    WriteBuffer::open(config, storage).await.unwrap().0
+}
+
+#[tokio::test]
+async fn points_too_far_ahead_of_the_clock_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_767_225_600_000_000_000i64; // 2026-01-01
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(now));
+    let wb = open_with(dir.path(), |c| {
+        c.clock = crate::time::Clock::manual(clock.clone());
+        c.max_future = Some(std::time::Duration::from_secs(2 * 86_400));
+    })
+    .await;
+    let day = 86_400_000_000_000i64;
+    let lp = format!(
+        "m v=1 {}\nm v=2 {}\nm v=3 {}\nm v=4 9000000000000000000",
+        now + day,
+        now + 2 * day,
+        now + 2 * day + 1
+    );
+    let out = wb
+        .write("db", batch(&lp), WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.accepted_points, 2);
+    let lines: Vec<u32> = out.rejected.iter().map(|r| r.line).collect();
+    assert_eq!(lines, vec![3, 4]);
+    let m = &out.rejected[1].message;
+    assert!(
+        m.contains("2255-") && m.contains("more than 2d ahead"),
+        "{m}"
+    );
+    assert!(
+        m.contains("--max-future") && m.contains("2026-01-01T00:00:00Z"),
+        "{m}"
+    );
+    // refusing partial writes, nothing is written
+    let out = wb
+        .write(
+            "db",
+            batch(&format!("m v=5 {now}\nm v=6 {}", now + 3 * day)),
+            WriteOptions {
+                accept_partial: false,
+                no_sync: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(out.all_refused);
+    assert_eq!(rows(&wb, "db", "m"), 2);
+}
+
+#[tokio::test]
+async fn a_wal_past_its_bound_gets_everything_persisted_whatever_the_hours() {
+    // segments of 1 KiB are closed (and cut to their records) at once
+    const BOUND: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_767_225_600_000_000_000i64;
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(now));
+    let wb = open_with(dir.path(), |c| {
+        c.clock = crate::time::Clock::manual(clock.clone());
+        c.wal_segment_bytes = 1024;
+        c.wal_persist_bytes = BOUND;
+    })
+    .await;
+    // a point ten years ahead: its hour does not end in any test's lifetime
+    let lp: String = (0..2000)
+        .map(|i| format!("m,k=v{i} v={i} {}\n", now + 3650 * 86_400_000_000_000))
+        .collect();
+    write_all(&wb, &lp).await;
+    assert_eq!(wb.persist_due(now), None, "small WAL, hour not ended");
+    for round in 0..60 {
+        let lp: String = (0..2000)
+            .map(|i| {
+                format!(
+                    "m,k=v{i} v={} {now}\n",
+                    (i * 7919 + round * 104_729) as f64 / 3.0
+                )
+            })
+            .collect();
+        write_all(&wb, &lp).await;
+    }
+    let bytes = wal::bytes_on_disk(&dir.path().join("wal")).unwrap();
+    assert!(bytes > BOUND, "{bytes}");
+    let rule = wb.persist_due(now).expect("the WAL is over its bound");
+    assert!(matches!(rule, FreezeRule::All), "{rule:?}");
+    let s = wb.persist(rule).await.unwrap();
+    assert_eq!(wb.buffer_rows(), 0, "{s:?}");
+    assert!(wal::bytes_on_disk(&dir.path().join("wal")).unwrap() < BOUND);
+    assert_eq!(wb.persist_due(now), None);
+}
+
+async fn write_all(wb: &WriteBuffer, lp: &str) {
+    let out = wb
+        .write("db", batch(lp), WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+}

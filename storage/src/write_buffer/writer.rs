@@ -69,7 +69,7 @@ impl Writer {
         // or that another write's catalog change overtook, is checked again under the lock.
         let checked_against = self.catalog.snapshot();
         let mut outcome = WriteOutcome::default();
-        if !self.drop_expired(&checked_against, db, &mut batch, opts, &mut outcome) {
+        if !self.drop_out_of_range(&checked_against, db, &mut batch, opts, &mut outcome) {
             return Ok(outcome);
         }
         let first = validate(
@@ -131,9 +131,10 @@ impl Writer {
 
     /// Rejects the points of `batch` older than the retention period of `db` (or, for a
     /// database the write creates, `--default-retention`): they would never be queried, and
-    /// a sender should hear so rather than see its write vanish. False when nothing is left
-    /// to write (or, refusing partial writes, something was rejected).
-    fn drop_expired(
+    /// a sender should hear so rather than see its write vanish. Rejects those more than
+    /// `max_future` ahead of the clock too. False when nothing is left to write (or, refusing
+    /// partial writes, something was rejected).
+    fn drop_out_of_range(
         &self,
         catalog: &CatalogSnapshot,
         db: &str,
@@ -145,30 +146,48 @@ impl Writer {
             Some(d) => d.retention.as_ref(),
             None => self.config.default_retention.as_ref(),
         };
-        let Some(retention) = retention else {
-            return true;
-        };
-        let cutoff = retention.cutoff(self.config.clock.now());
-        if batch.points().iter().all(|p| p.time >= cutoff) {
+        let max_future = self.config.max_future;
+        if retention.is_none() && max_future.is_none() {
             return true;
         }
-        let expired: Vec<bool> = batch.points().iter().map(|p| p.time < cutoff).collect();
-        for (p, _) in batch.points().iter().zip(&expired).filter(|(_, e)| **e) {
-            outcome.rejected.push(Rejection {
-                line: p.line,
-                message: format!(
-                    "time {} is older than the retention period of database '{db}' ({retention}, \
-                     so before {}): it would never be queried",
+        let now = self.config.clock.now();
+        let cutoff = retention.map_or(i64::MIN, |r| r.cutoff(now));
+        let latest = max_future.map_or(i64::MAX, |d| {
+            now.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        });
+        let in_range = |t: i64| (cutoff..=latest).contains(&t);
+        if batch.points().iter().all(|p| in_range(p.time)) {
+            return true;
+        }
+        let keep: Vec<bool> = batch.points().iter().map(|p| in_range(p.time)).collect();
+        for (p, _) in batch.points().iter().zip(&keep).filter(|(_, k)| !**k) {
+            let message = if p.time < cutoff {
+                let retention = retention.expect("a cutoff comes from a retention period");
+                format!(
+                    "time {} is older than the retention period of database '{db}' \
+                     ({retention}, so before {}): it would never be queried",
                     rfc3339(p.time),
                     rfc3339(cutoff)
-                ),
+                )
+            } else {
+                format!(
+                    "time {} is more than {} ahead of the server's clock ({}; \
+                     --max-future): check the timestamp's precision and the sender's clock",
+                    rfc3339(p.time),
+                    crate::time::describe_duration(max_future.expect("a limit ahead")),
+                    rfc3339(now)
+                )
+            };
+            outcome.rejected.push(Rejection {
+                line: p.line,
+                message,
             });
         }
         if !opts.accept_partial {
             outcome.all_refused = true;
             return false;
         }
-        batch.retain_points(|i| !expired[i]);
+        batch.retain_points(|i| keep[i]);
         !batch.is_empty()
     }
 
