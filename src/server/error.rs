@@ -112,9 +112,9 @@ impl From<WriteError> for ApiError {
         let status = match &e {
             WriteError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
             WriteError::InvalidDatabaseName(_) => StatusCode::BAD_REQUEST,
-            WriteError::BufferFull { .. } | WriteError::Wal(WalError::ShuttingDown) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            WriteError::BufferFull { .. }
+            | WriteError::BeingDeleted(_)
+            | WriteError::Wal(WalError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             WriteError::Wal(WalError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string()).retry_after_if_unavailable()

@@ -1,22 +1,22 @@
 //! Database administration: creating databases, changing their retention, deleting databases
 //! and tables, and enforcing retention.
 //!
-//! Every change is recorded in the catalog on the object store before it is acknowledged.
-//! A delete also closes the WAL segment (between two group commits, as a freeze does) and
-//! records the database or table as dropped through that segment, so that replaying the
-//! WAL after a crash does not bring back the writes before the delete. The deleted files are
+//! Every change is recorded in the catalog on the object store before it is acknowledged,
+//! and is all or nothing. A delete also closes the WAL segment (between two group commits,
+//! as a freeze does) and records the database or table as dropped through that segment, so
+//! that replaying the WAL after a crash does not bring back the writes before the delete;
+//! writes to what is being deleted are refused until it is recorded (see [`Admin::delete`]). The deleted files are
 //! removed from the object store after the grace period replaced files get, so that a query
 //! that started before the delete can finish; until then the catalog lists them as pending
 //! deletes.
 
 mod tokens;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use crate::buffer::{Buffer, DropTarget};
 use crate::catalog::{
-    Catalog, CatalogSnapshot, DatabaseSchema, NameError, Retention, TokenError,
+    Catalog, CatalogSnapshot, DatabaseSchema, Deleting, NameError, Retention, TokenError,
     validate_database_name,
 };
 use crate::lake::files::{Dropped, LakeState};
@@ -124,36 +124,33 @@ impl Admin {
     /// Deletes database `name`: its rows disappear at once, its files after the grace period.
     pub async fn delete_database(&self, name: &str) -> Result<(), AdminError> {
         let _lake_guard = self.lake.lock().await;
-        let through = {
-            let current = self.catalog.snapshot();
-            if current.database(name).is_none() {
-                return Err(AdminError::DatabaseNotFound(name.into()));
-            }
-            let mut next = (*current).clone();
-            next.databases.remove(name);
-            self.drop_in_wal(next, DropTarget::Database(name.into()))?
+        if self.catalog.snapshot().database(name).is_none() {
+            return Err(AdminError::DatabaseNotFound(name.into()));
+        }
+        let target = Deleting {
+            db: name.into(),
+            table: None,
         };
-        let through_segment = through.await?;
-        let delete_after = self.lake.delete_after(self.clock.now());
-        self.record_catalog(|lake| {
-            let gone: Vec<_> = lake
-                .files
-                .keys()
-                .filter(|(d, _)| &**d == name)
-                .cloned()
-                .collect();
-            for key in gone {
-                if let Some(files) = lake.files.remove(&key) {
-                    lake.delete_later(&files, delete_after);
+        self.delete(
+            target,
+            |catalog| {
+                catalog.databases.remove(name);
+            },
+            |lake, delete_after| {
+                let gone: Vec<_> = lake
+                    .files
+                    .keys()
+                    .filter(|(d, _)| &**d == name)
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    if let Some(files) = lake.files.remove(&key) {
+                        lake.delete_later(&files, delete_after);
+                    }
                 }
-            }
-            lake.persisted_through.retain(|(d, _, _), _| &**d != name);
-            lake.dropped.push(Dropped {
-                db: name.into(),
-                table: None,
-                through_segment,
-            });
-        })
+                lake.persisted_through.retain(|(d, _, _), _| &**d != name);
+            },
+        )
         .await
     }
 
@@ -161,63 +158,93 @@ impl Admin {
     /// the grace period. A later write may create it again, with a new schema.
     pub async fn delete_table(&self, db: &str, table: &str) -> Result<(), AdminError> {
         let _lake_guard = self.lake.lock().await;
-        let through = {
-            let current = self.catalog.snapshot();
-            let Some(db_schema) = current.database(db) else {
-                return Err(AdminError::DatabaseNotFound(db.into()));
-            };
-            if !db_schema.tables.contains_key(table) {
-                return Err(AdminError::TableNotFound {
-                    db: db.into(),
-                    table: table.into(),
-                });
-            }
-            let mut changed = (**db_schema).clone();
-            changed.tables.remove(table);
-            let mut next = (*current).clone();
-            next.databases.insert(db.into(), Arc::new(changed));
-            self.drop_in_wal(next, DropTarget::Table(db.into(), table.into()))?
+        let current = self.catalog.snapshot();
+        let Some(db_schema) = current.database(db) else {
+            return Err(AdminError::DatabaseNotFound(db.into()));
         };
-        let through_segment = through.await?;
-        let delete_after = self.lake.delete_after(self.clock.now());
-        self.record_catalog(|lake| {
-            if let Some(files) = lake.files.remove(&(db.into(), table.into())) {
-                lake.delete_later(&files, delete_after);
-            }
-            lake.persisted_through
-                .retain(|(d, t, _), _| !(&**d == db && &**t == table));
-            lake.dropped.push(Dropped {
+        if !db_schema.tables.contains_key(table) {
+            return Err(AdminError::TableNotFound {
                 db: db.into(),
-                table: Some(table.into()),
-                through_segment,
+                table: table.into(),
             });
-        })
+        }
+        let target = Deleting {
+            db: db.into(),
+            table: Some(table.into()),
+        };
+        self.delete(
+            target,
+            |catalog| {
+                if let Some(d) = catalog.databases.get_mut(db) {
+                    Arc::make_mut(d).tables.remove(table);
+                }
+            },
+            |lake, delete_after| {
+                if let Some(files) = lake.files.remove(&(db.into(), table.into())) {
+                    lake.delete_later(&files, delete_after);
+                }
+                lake.persisted_through
+                    .retain(|(d, t, _), _| !(&**d == db && &**t == table));
+            },
+        )
         .await
     }
 
-    /// Makes `next` (the catalog without what is deleted) current and has the WAL close the
-    /// segment and the apply thread drop the buffered rows; the future answers with the
-    /// segment closed, through which every write to what is deleted is logged. Under the
-    /// write lock, so that no write slips between the two.
-    fn drop_in_wal(
+    /// Deletes `target`, all or nothing. The caller holds the lake lock.
+    ///
+    /// 1. Under the write lock, writes to the target start being refused (503, retry) and
+    ///    the WAL closes its segment: every write to the target is logged through it.
+    /// 2. The catalog without the target (`remove`), its files listed for deletion
+    ///    (`forget_files`) and the target recorded as dropped through that segment (replay
+    ///    skips those writes) is written to the object store.
+    /// 3. Only then, under the write lock, the live catalog and the buffer let go of it and
+    ///    writes to its name are taken again (they create it anew).
+    ///
+    /// If 2 fails, nothing changed: the rows are still there, and a retry starts afresh. A
+    /// crash after 2 leaves the target deleted, and a crash before it leaves it whole.
+    async fn delete(
         &self,
-        next: CatalogSnapshot,
-        target: DropTarget,
-    ) -> Result<impl Future<Output = Result<u64, AdminError>> + use<>, AdminError> {
-        let lock = self.wal.lock();
-        let buffer = self.buffer.clone();
-        let through = lock.barrier(move |barrier| {
-            buffer.drop_target(&target);
-            barrier.through_segment
-        })?;
-        self.catalog.replace(next);
-        Ok(async move {
-            match through.await {
-                Ok(Ok(segment)) => Ok(segment),
-                Ok(Err(e)) => Err(AdminError::Wal(e)),
-                Err(_) => Err(AdminError::Wal(WalError::ShuttingDown)),
-            }
-        })
+        target: Deleting,
+        remove: impl Fn(&mut CatalogSnapshot),
+        forget_files: impl FnOnce(&mut LakeState, i64),
+    ) -> Result<(), AdminError> {
+        let through = {
+            let lock = self.wal.lock();
+            let through = lock.barrier(|barrier| barrier.through_segment)?;
+            self.catalog.set_deleting(Some(target.clone()));
+            through
+        };
+        // whatever happens from here, writes to the target are taken again at the end
+        let _refusing = RefusingWrites(&self.catalog);
+        let through_segment = match through.await {
+            Ok(Ok(segment)) => segment,
+            Ok(Err(e)) => return Err(AdminError::Wal(e)),
+            Err(_) => return Err(AdminError::Wal(WalError::ShuttingDown)),
+        };
+        let mut next = (*self.catalog.snapshot()).clone();
+        remove(&mut next);
+        let mut lake = (*self.lake.state()).clone();
+        forget_files(&mut lake, self.lake.delete_after(self.clock.now()));
+        lake.dropped.push(Dropped {
+            db: target.db.to_string(),
+            table: target.table.as_deref().map(str::to_string),
+            through_segment,
+        });
+        self.lake.write_catalog(&next, &mut lake).await?;
+        {
+            let _write = self.wal.lock();
+            // writes to other tables may have changed the catalog since `next` was taken
+            let mut current = (*self.catalog.snapshot()).clone();
+            remove(&mut current);
+            self.catalog.replace(current);
+            self.buffer.drop_target(&match &target.table {
+                None => DropTarget::Database(target.db.clone()),
+                Some(t) => DropTarget::Table(target.db.clone(), t.clone()),
+            });
+            self.catalog.set_deleting(None);
+        }
+        self.lake.publish(lake);
+        Ok(())
     }
 
     /// Replaces the catalog with what `change` makes of the current one (nothing changes if
@@ -252,6 +279,15 @@ impl Admin {
         change(&mut lake);
         self.lake.record(&self.catalog.snapshot(), lake).await?;
         Ok(())
+    }
+}
+
+/// Takes writes to a deleted target again when dropped (on every way out of a delete).
+struct RefusingWrites<'a>(&'a Catalog);
+
+impl Drop for RefusingWrites<'_> {
+    fn drop(&mut self) {
+        self.0.set_deleting(None);
     }
 }
 

@@ -437,3 +437,45 @@ async fn the_first_admin_token_needs_none_and_later_ones_need_an_admin() {
     wb.delete_token(a.id).await.unwrap();
     assert!(!wb.has_tokens());
 }
+
+#[tokio::test]
+async fn a_delete_the_store_refuses_changes_nothing_and_a_retry_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicI64::new(NOW));
+    let (store, storage) = faulty(dir.path());
+    let wb = open_at(dir.path(), storage.clone(), &now).await;
+    write(&wb, "db", &rows(&[3])).await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    write(
+        &wb,
+        "db",
+        &format!("{}mem,host=a used=1 {NOW}\n", rows(&[2])),
+    )
+    .await;
+    store.fail_next(u64::MAX, "catalog.json");
+    for delete in [
+        wb.delete_table("db", "cpu").await,
+        wb.delete_database("db").await,
+    ] {
+        assert!(matches!(delete, Err(AdminError::Store(_))), "{delete:?}");
+        assert!(wb.catalog().table("db", "cpu").is_some());
+        assert_eq!(wb.table_buffer("db", "cpu").unwrap().rows(), 1);
+        assert_eq!(wb.lake().table_files("db", "cpu").len(), 1);
+    }
+    // writes to it are taken again
+    write(&wb, "db", &rows(&[1])).await;
+    // a crash now: everything comes back, as the catalog on the store still says
+    std::mem::forget(wb);
+    store.fail_next(0, "");
+    let wb = open_at(dir.path(), storage.clone(), &now).await;
+    assert_eq!(wb.table_buffer("db", "cpu").unwrap().rows(), 2);
+    assert_eq!(wb.lake().table_files("db", "cpu").len(), 1);
+    // and the retry deletes, for good
+    wb.delete_table("db", "cpu").await.unwrap();
+    std::mem::forget(wb);
+    let wb = open_at(dir.path(), storage, &now).await;
+    assert!(wb.catalog().table("db", "cpu").is_none());
+    assert!(wb.table_buffer("db", "cpu").is_none());
+    assert!(wb.lake().table_files("db", "cpu").is_empty());
+    assert_eq!(wb.table_buffer("db", "mem").unwrap().rows(), 1);
+}

@@ -18,8 +18,8 @@ pub mod validator;
 pub use names::{NameError, RESERVED_DATABASE_NAMES, validate_database_name};
 pub use retention::{PeriodError, Retention, parse_period};
 pub use schema::{
-    Catalog, CatalogSnapshot, Column, ColumnKind, DatabaseSchema, ROLE_METADATA_KEY, TIME_COLUMN,
-    TableSchema, field_data_type,
+    Catalog, CatalogSnapshot, Column, ColumnKind, DatabaseSchema, Deleting, ROLE_METADATA_KEY,
+    TIME_COLUMN, TableSchema, field_data_type,
 };
 pub use tokens::{
     ANY_DATABASE, TOKEN_PREFIX, TokenError, TokenRecord, TokenSpec, Tokens, hash_token,

@@ -226,6 +226,25 @@ impl CatalogSnapshot {
 #[derive(Debug, Default)]
 pub struct Catalog {
     current: RwLock<Arc<CatalogSnapshot>>,
+    /// What a delete in progress takes away: writes to it are refused until the delete is
+    /// recorded (or failed), so that no write is acknowledged into what then disappears.
+    deleting: RwLock<Option<Deleting>>,
+}
+
+/// A database (`table` is `None`) or a table being deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleting {
+    pub db: Arc<str>,
+    pub table: Option<Arc<str>>,
+}
+
+impl std::fmt::Display for Deleting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.table {
+            None => write!(f, "database '{}'", self.db),
+            Some(t) => write!(f, "table '{t}' of database '{}'", self.db),
+        }
+    }
 }
 
 impl Catalog {
@@ -242,6 +261,16 @@ impl Catalog {
     /// Replaces the state. Only the write path calls this, under its write lock.
     pub(crate) fn replace(&self, next: CatalogSnapshot) {
         *self.current.write() = Arc::new(next);
+    }
+
+    /// What a delete in progress takes away, if one is. Writers read it under the write
+    /// lock; the delete sets and clears it under the same lock.
+    pub(crate) fn deleting(&self) -> Option<Deleting> {
+        self.deleting.read().clone()
+    }
+
+    pub(crate) fn set_deleting(&self, target: Option<Deleting>) {
+        *self.deleting.write() = target;
     }
 }
 

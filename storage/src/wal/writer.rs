@@ -255,13 +255,20 @@ fn wal_loop(
     apply: mpsc::Sender<ApplyMsg>,
 ) {
     let mut writes: Vec<(LoggedWrite, Reply)> = Vec::new();
-    let mut barriers: Vec<Task> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 WalMsg::Write(write, reply) => writes.push((write, reply)),
-                WalMsg::Barrier(task) => barriers.push(task),
+                // A barrier goes exactly where it was queued: the writes handed over before
+                // it end in the segment it closes, and those handed over after it (a write
+                // validated after a delete) go to the next one, applied after its task.
+                WalMsg::Barrier(task) => {
+                    if !writes.is_empty() {
+                        commit_group(&shared, &mut wal, &mut writes, &apply);
+                    }
+                    run_barrier(&shared, &mut wal, task, &apply);
+                }
             }
             if writes.len() < MAX_GROUP {
                 next = rx.try_recv().ok();
@@ -270,30 +277,29 @@ fn wal_loop(
         if !writes.is_empty() {
             commit_group(&shared, &mut wal, &mut writes, &apply);
         }
-        // Barriers go after the writes queued with them: those were acknowledged-to-be, so a
-        // barrier asked for after a write was acknowledged always comes after it. Each closes
-        // the segment, so that the writes before it end in it.
-        for task in barriers.drain(..) {
-            let rotated = match shared.failure() {
-                Some(e) => Err(e),
-                None => wal.rotate().map_err(|e| WalError::Failed(e.to_string())),
-            };
-            match rotated {
-                Ok(through_segment) => {
-                    let barrier = Barrier {
-                        through_segment,
-                        next_segment: wal.sequence(),
-                    };
-                    // a closed channel drops the task: its caller hears the server is
-                    // shutting down
-                    let _ = apply.send(ApplyMsg::Barrier(task, barrier));
-                }
-                Err(e) => task(Err(e)),
-            }
-        }
     }
     if let Err(e) = wal.finish() {
         tracing::error!("final WAL fsync at shutdown failed: {e}");
+    }
+}
+
+/// Closes the current segment and hands `task` to the apply thread, which runs it after
+/// every write logged so far.
+fn run_barrier(shared: &Shared, wal: &mut WalWriter, task: Task, apply: &mpsc::Sender<ApplyMsg>) {
+    let rotated = match shared.failure() {
+        Some(e) => Err(e),
+        None => wal.rotate().map_err(|e| WalError::Failed(e.to_string())),
+    };
+    match rotated {
+        Ok(through_segment) => {
+            let barrier = Barrier {
+                through_segment,
+                next_segment: wal.sequence(),
+            };
+            // a closed channel drops the task: its caller hears the server is shutting down
+            let _ = apply.send(ApplyMsg::Barrier(task, barrier));
+        }
+        Err(e) => task(Err(e)),
     }
 }
 
@@ -387,6 +393,70 @@ fn apply_loop(shared: Arc<Shared>, mut apply: impl Apply, rx: mpsc::Receiver<App
                     .current_segment
                     .store(barrier.next_segment, Ordering::Relaxed);
                 task(Ok(barrier));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records each applied write's database and segment, and barrier tasks as `"|"`.
+    #[derive(Clone, Default)]
+    struct Record(Arc<Mutex<Vec<(String, u64)>>>);
+
+    impl Apply for Record {
+        fn apply(&mut self, db: &str, _: &WriteBatch, segment: u64) {
+            self.0.lock().push((db.to_string(), segment));
+        }
+    }
+
+    fn write(db: &str) -> LoggedWrite {
+        LoggedWrite {
+            payload: vec![0; 16],
+            db: db.into(),
+            batch: WriteBatch::new(),
+            no_sync: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_handed_over_after_a_barrier_is_logged_and_applied_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Record::default();
+        let wal = Wal::start(dir.path(), 64 << 20, record.clone(), Default::default()).unwrap();
+        for round in 0..20 {
+            let (before, barrier, after) = {
+                let lock = wal.lock();
+                // enough writes that the WAL thread is busy with them while the barrier and
+                // the write after it queue up together
+                let before: Vec<_> = (0..200)
+                    .map(|_| lock.log(write("before")).unwrap())
+                    .collect();
+                let log = record.clone();
+                let barrier = lock
+                    .barrier(move |b| {
+                        log.0.lock().push(("|".into(), b.through_segment));
+                        b
+                    })
+                    .unwrap();
+                (before, barrier, lock.log(write("after")).unwrap())
+            };
+            for rx in before {
+                rx.await.unwrap().unwrap();
+            }
+            let barrier = barrier.await.unwrap().unwrap();
+            after.await.unwrap().unwrap();
+            let applied = std::mem::take(&mut *record.0.lock());
+            let order: Vec<&str> = applied.iter().map(|(db, _)| db.as_str()).collect();
+            assert_eq!(order[200..], ["|", "after"], "round {round}");
+            for (db, segment) in &applied {
+                match db.as_str() {
+                    "before" => assert!(*segment <= barrier.through_segment),
+                    "after" => assert_eq!(*segment, barrier.next_segment, "round {round}"),
+                    _ => {}
+                }
             }
         }
     }

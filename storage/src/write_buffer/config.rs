@@ -105,6 +105,8 @@ pub enum WriteError {
          retry later"
     )]
     BufferFull { used: usize, limit: usize },
+    #[error("{0} is being deleted; retry, and the write creates it anew")]
+    BeingDeleted(crate::catalog::Deleting),
     #[error(transparent)]
     Wal(#[from] WalError),
 }

@@ -456,3 +456,32 @@ async fn write_all(wb: &WriteBuffer, lp: &str) {
         .unwrap();
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
 }
+
+#[tokio::test]
+async fn writes_to_what_is_being_deleted_are_refused_until_the_delete_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path()).await;
+    write_all(&wb, "cpu v=1 1\nmem v=1 1").await;
+    wb.catalog.set_deleting(Some(crate::catalog::Deleting {
+        db: "db".into(),
+        table: Some("cpu".into()),
+    }));
+    let refused = wb
+        .write("db", batch("mem v=2 2\ncpu v=2 2"), WriteOptions::default())
+        .await;
+    let Err(e @ WriteError::BeingDeleted(_)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(
+        e.to_string()
+            .contains("table 'cpu' of database 'db' is being deleted")
+    );
+    // other tables and databases are written meanwhile
+    write_all(&wb, "mem v=3 3").await;
+    wb.write("other", batch("cpu v=1 1"), WriteOptions::default())
+        .await
+        .unwrap();
+    wb.catalog.set_deleting(None);
+    write_all(&wb, "cpu v=4 4").await;
+    assert_eq!(rows(&wb, "db", "cpu"), 2);
+}

@@ -115,6 +115,15 @@ impl Writer {
                 }
                 payload = Some(encode_record(db, &batch));
             }
+            if let Some(target) = self.catalog.deleting()
+                && *target.db == *db
+                && target
+                    .table
+                    .as_deref()
+                    .is_none_or(|t| batch.points().iter().any(|p| batch.str(p.table) == t))
+            {
+                return Err(WriteError::BeingDeleted(target));
+            }
             lock.log(LoggedWrite {
                 payload: payload.expect("encoded above"),
                 db: db.into(),
