@@ -11,7 +11,7 @@ use serde_json::json;
 use sluice_ingest::remote_write::RequestError;
 use sluice_proto::otlp::{Any, Duration, RetryInfo};
 use sluice_query::QueryError;
-use sluice_storage::{AdminError, CompactionError, PersistError, TokenError, WalError, WriteError};
+use sluice_storage::{AdminError, CompactionError, PersistError, TokenError, WriteError};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
@@ -112,10 +112,9 @@ impl From<WriteError> for ApiError {
         let status = match &e {
             WriteError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
             WriteError::InvalidDatabaseName(_) => StatusCode::BAD_REQUEST,
-            WriteError::BufferFull { .. }
-            | WriteError::BeingDeleted(_)
-            | WriteError::Wal(WalError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
-            WriteError::Wal(WalError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            WriteError::BufferFull { .. } | WriteError::BeingDeleted(_) | WriteError::Wal(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         ApiError::new(status, e.to_string()).retry_after_if_unavailable()
     }
@@ -143,12 +142,8 @@ impl From<AdminError> for ApiError {
             | AdminError::TableNotFound { .. }
             | AdminError::Token(TokenError::NotFound(_)) => StatusCode::NOT_FOUND,
             AdminError::DatabaseExists(_) => StatusCode::CONFLICT,
-            AdminError::Wal(WalError::ShuttingDown) | AdminError::Store(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            AdminError::Wal(WalError::Failed(_)) | AdminError::Token(TokenError::Random(_)) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            AdminError::Wal(_) | AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Token(TokenError::Random(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

@@ -125,3 +125,142 @@ async fn a_point_far_in_the_future_is_refused_unless_the_server_allows_it() {
         vec![json!({"v": 2.0}), json!({"v": 1.0})]
     );
 }
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    /// A `size` (e.g. `16m`) tmpfs, or `None` after printing that `test` is SKIPPED (mounting
+    /// needs root, which CI has).
+    fn mount(size: &str, test: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED {test}: cannot mount a tmpfs (needs root, as CI runs)");
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// One request's line protocol: `n` points of series `req=<req>`.
+fn request_lines(req: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "disk,req=r{req} v={i}.25,pad=\"{:016x}{:016x}\" {}\n",
+                (req * 7919 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                (req * 104_729 + i).wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+                1_767_225_600_000_000_000i64 + i as i64
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_wal_disk_gets_503_loses_nothing_acknowledged_and_recovers_by_itself() {
+    let Some(disk) = SmallDisk::mount("24m", "a_full_wal_disk_gets_503...") else {
+        return;
+    };
+    // most of the disk taken by something else, so the WAL's 8 MiB zero-fill cannot fit
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 20 << 20]).unwrap();
+    let wal_dir = disk.path().join("wal");
+    let wal_arg = wal_dir.to_str().unwrap();
+    // nothing persisted (which would let WAL segments go) until asked
+    let s = Server::start_with(&["--wal-dir", wal_arg, "--persist-after", "3650d"]);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for req in 0..2000 {
+        let r = s
+            .client
+            .post(s.at("/api/v3/write_lp?db=h"))
+            .body(request_lines(req, 200))
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::NO_CONTENT => acked.push(req),
+            status => {
+                let retry = r.headers().get("retry-after").cloned();
+                refused = Some((status, retry, r.text().await.unwrap()));
+                break;
+            }
+        }
+    }
+    let (status, retry, body) = refused.expect("the disk filled up");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(retry.is_some(), "503 carries Retry-After");
+    assert!(
+        body.contains("write-ahead log") && body.contains("retry"),
+        "{body}"
+    );
+    assert!(acked.len() > 10, "{}", acked.len());
+    healthy(&s).await;
+    // while the disk is full, writes keep getting 503 and queries answer
+    let (status, _) = s
+        .post("/api/v3/write_lp?db=h", request_lines(9999, 200))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let n = s
+        .sql("h", "SELECT count(DISTINCT req) AS n FROM disk")
+        .await;
+    assert!(n[0]["n"].as_u64().unwrap() >= acked.len() as u64, "{n:?}");
+
+    // room again: writes resume without a restart
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = false;
+    for attempt in 0..100 {
+        let (status, _) = s
+            .post("/api/v3/write_lp?db=h", request_lines(5000 + attempt, 200))
+            .await;
+        if status == StatusCode::NO_CONTENT {
+            acked.push(5000 + attempt);
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "writes resumed once the disk had room");
+
+    // a crash: every acknowledged request is there in full
+    let dir = s.kill();
+    let s = Server::start_in(dir, &["--wal-dir", wal_arg, "--persist-after", "3650d"]);
+    let rows = s
+        .sql("h", "SELECT req, count(*) AS n FROM disk GROUP BY req")
+        .await;
+    let counts: std::collections::HashMap<String, u64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["req"].as_str().unwrap().to_string(),
+                r["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for req in &acked {
+        assert_eq!(counts.get(&format!("r{req}")), Some(&200), "request {req}");
+    }
+    // a write refused mid-append is all there or not at all
+    assert!(counts.values().all(|&n| n == 200), "{counts:?}");
+    drop(s);
+    drop(disk);
+}

@@ -276,8 +276,8 @@ impl ObjectStorage {
     }
 
     /// Writes `bytes` at `path`, replacing what was there, atomically (readers see the old or
-    /// the new object, never a part), and durably: on the local store the file and its
-    /// folder are fsynced before this returns.
+    /// the new object, never a part), and durably: on the local store the file and every
+    /// folder up to the root are fsynced before this returns.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.retrying("put", path, || {
             self.store.put(path, PutPayload::from_bytes(bytes.clone()))
@@ -290,7 +290,10 @@ impl ObjectStorage {
                 path: file.clone(),
                 source,
             })?;
-            if let Some(dir) = file.parent() {
+            // every folder from the file's up to the root: the put may have created
+            // `dbs/<db>/<table>/<day>/`, and a folder's entry is durable only once its parent
+            // is synced (else a power loss can take a file the catalog lists)
+            for dir in file.ancestors().skip(1).take_while(|d| d.starts_with(root)) {
                 sync(dir).map_err(|source| Error::Sync {
                     path: dir.to_path_buf(),
                     source,

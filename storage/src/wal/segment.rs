@@ -47,9 +47,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 }
 
 /// Appends records to the current segment and rolls to a new one past a size.
+///
+/// A failed append or sync leaves the segment as it is (its torn end, if any, is cut at the
+/// next start, as after a crash) and is never written after: after a failed fsync the file's
+/// pages are in an unknown state, and a retried fsync may report success for data that is
+/// gone. The next append opens a new segment, and fails while that cannot be done (the disk
+/// is still full, no file descriptor is free).
 pub struct WalWriter {
     dir: PathBuf,
-    file: File,
+    /// The open segment; `None` after a failed append or sync (segment `sequence` is opened
+    /// by the next append).
+    file: Option<File>,
     path: PathBuf,
     sequence: u64,
     /// Where the next record goes: the end of the records.
@@ -65,25 +73,53 @@ impl WalWriter {
     pub fn create(dir: &Path, segment_bytes: u64) -> Result<Self> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let sequence = list_segments(dir)?.last().map_or(1, |(seq, _)| seq + 1);
-        let (file, path) = new_segment(dir, sequence)?;
-        Ok(WalWriter {
+        let mut writer = WalWriter {
             dir: dir.to_path_buf(),
-            file,
-            path,
+            file: None,
+            path: segment_path(dir, sequence),
             sequence,
             size: HEADER_LEN as u64,
             zeroed: HEADER_LEN as u64,
             segment_bytes,
             scratch: Vec::new(),
-        })
+        };
+        writer.open()?;
+        Ok(writer)
+    }
+
+    /// Whether a segment is open: false after a failed append or sync, until an append (or
+    /// [`WalWriter::open`]) opens the next one.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Opens segment `sequence` if none is open.
+    pub fn open(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            let (file, path) = new_segment(&self.dir, self.sequence)?;
+            self.file = Some(file);
+            self.path = path;
+            self.size = HEADER_LEN as u64;
+            self.zeroed = HEADER_LEN as u64;
+        }
+        Ok(())
+    }
+
+    /// Gives up the open segment after a failed write or sync: the next one is written.
+    fn abandon<T>(&mut self, e: Error) -> Result<T> {
+        if self.file.take().is_some() {
+            self.sequence += 1;
+        }
+        Err(e)
     }
 
     /// Frames `payloads` as records and writes them with one system call. They are durable
     /// only after [`WalWriter::sync`].
     pub fn append<'a>(&mut self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
-        if self.size >= self.segment_bytes {
-            self.rotate()?;
+        if self.file.is_some() && self.size >= self.segment_bytes {
+            self.rotate();
         }
+        self.open()?;
         self.scratch.clear();
         for p in payloads {
             self.scratch
@@ -94,12 +130,18 @@ impl WalWriter {
         }
         let end = self.size + self.scratch.len() as u64;
         if end > self.zeroed {
-            let to = end.max((self.zeroed + ZERO_AHEAD).min(self.segment_bytes));
-            self.zero_fill(to)?;
+            let ahead = end.max((self.zeroed + ZERO_AHEAD).min(self.segment_bytes));
+            // short of room for the zeros ahead, the records alone may still fit
+            if self.zero_fill(ahead).is_err()
+                && let Err(e) = self.zero_fill(end)
+            {
+                return self.abandon(e);
+            }
         }
-        self.file
-            .write_all_at(&self.scratch, self.size)
-            .map_err(io_err(&self.path))?;
+        let file = self.file.as_ref().expect("opened above");
+        if let Err(e) = file.write_all_at(&self.scratch, self.size) {
+            return self.abandon(io_err(&self.path)(e));
+        }
         self.size = end;
         Ok(())
     }
@@ -107,10 +149,10 @@ impl WalWriter {
     /// Grows the file with zeros to `to` bytes.
     fn zero_fill(&mut self, to: u64) -> Result<()> {
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let file = self.file.as_ref().expect("called with a segment open");
         while self.zeroed < to {
             let n = (to - self.zeroed).min(ZEROS.len() as u64) as usize;
-            self.file
-                .write_all_at(&ZEROS[..n], self.zeroed)
+            file.write_all_at(&ZEROS[..n], self.zeroed)
                 .map_err(io_err(&self.path))?;
             self.zeroed += n as u64;
         }
@@ -119,42 +161,65 @@ impl WalWriter {
 
     /// Makes everything appended so far durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().map_err(io_err(&self.path))
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if let Err(e) = file.sync_data() {
+            return self.abandon(io_err(&self.path)(e));
+        }
+        Ok(())
     }
 
-    /// Makes the current segment durable and starts the next one. Returns the number of the
-    /// segment just closed: every record appended so far is in it or an earlier one.
-    pub fn rotate(&mut self) -> Result<u64> {
-        self.finish()?;
+    /// Closes the current segment (made durable and cut to its records, as far as the disk
+    /// lets it) and starts the next one. Returns the number of the segment just closed: every
+    /// record appended so far is in it or an earlier one. Does not fail: a segment that
+    /// cannot be finished stays as it is (every record acknowledged in it was synced), and a
+    /// next one that cannot be opened is opened by the next append.
+    pub fn rotate(&mut self) -> u64 {
+        if self.file.is_none() {
+            return self.sequence - 1;
+        }
+        if let Err(e) = self.finish() {
+            tracing::warn!("cannot finish WAL segment {}: {e}", self.path.display());
+        }
         let closed = self.sequence;
-        let (file, path) = new_segment(&self.dir, self.sequence + 1)?;
+        self.file = None;
         self.sequence += 1;
-        self.file = file;
-        self.path = path;
-        self.size = HEADER_LEN as u64;
-        self.zeroed = HEADER_LEN as u64;
-        Ok(closed)
+        if let Err(e) = self.open() {
+            tracing::warn!("cannot open the next WAL segment; the next write tries again: {e}");
+        }
+        closed
     }
 
     /// Makes everything appended so far durable and cuts the segment's zero-filled space off:
     /// at shutdown, the segment ends with its last record.
     pub fn finish(&mut self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         if self.zeroed > self.size {
-            self.file.set_len(self.size).map_err(io_err(&self.path))?;
+            file.set_len(self.size).map_err(io_err(&self.path))?;
             self.zeroed = self.size;
         }
-        self.file.sync_all().map_err(io_err(&self.path))
+        file.sync_all().map_err(io_err(&self.path))
     }
 
-    /// The segment being written.
+    /// The segment being written (or last written).
     pub fn current_segment(&self) -> &Path {
         &self.path
     }
 
-    /// The number of the segment being written.
+    /// The number of the segment being written, or, with none open, of the next one.
     pub fn sequence(&self) -> u64 {
         self.sequence
     }
+}
+
+/// Makes `dir`'s entries (files created or removed in it) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
@@ -169,12 +234,18 @@ fn new_segment(dir: &Path, sequence: u64) -> Result<(File, PathBuf)> {
         .write(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    file.write_all(MAGIC).map_err(io_err(&path))?;
-    file.sync_all().map_err(io_err(&path))?;
-    // The new file's directory entry must be durable too, or a crash could lose the segment.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
+    let made = file
+        .write_all(MAGIC)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&path))
+        // The new file's directory entry must be durable too, or a crash could lose the
+        // segment.
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = made {
+        // a half-made segment (no room for its header) is not left to be tried again
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((file, path))
 }
 
@@ -239,9 +310,7 @@ pub fn delete_before(dir: &Path, keep_from: u64) -> Result<usize> {
         deleted += 1;
     }
     if deleted > 0 {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        sync_dir(dir)?;
     }
     Ok(deleted)
 }

@@ -33,12 +33,16 @@ use crate::metrics::StorageMetrics;
 /// Most writes taken into one group commit.
 const MAX_GROUP: usize = 4096;
 
+/// How often the WAL thread tries to open a new segment while it cannot append.
+pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Why the WAL did not take or finish a write or a barrier.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WalError {
-    /// An append or fsync failed; nothing more is logged until restart.
-    #[error("the write-ahead log failed and writes are disabled until restart: {0}")]
-    Failed(String),
+    /// An append or fsync failed, or no new segment can be opened since one did: writes are
+    /// refused until one can (the WAL thread tries every [`RECOVERY_INTERVAL`]).
+    #[error("the write-ahead log cannot append now ({0}); retry later")]
+    Unavailable(String),
     #[error("the server is shutting down; retry against the restarted server")]
     ShuttingDown,
 }
@@ -106,7 +110,7 @@ struct Shared {
 
 impl Shared {
     fn failure(&self) -> Option<WalError> {
-        self.failed.lock().clone().map(WalError::Failed)
+        self.failed.lock().clone().map(WalError::Unavailable)
     }
 }
 
@@ -255,7 +259,24 @@ fn wal_loop(
     apply: mpsc::Sender<ApplyMsg>,
 ) {
     let mut writes: Vec<(LoggedWrite, Reply)> = Vec::new();
-    while let Ok(first) = rx.recv() {
+    loop {
+        // while the WAL cannot append, try to open a new segment now and then, so that
+        // writes (refused meanwhile, see `Wal::failure`) are taken again once it can
+        let first = if shared.failure().is_some() {
+            match rx.recv_timeout(RECOVERY_INTERVAL) {
+                Ok(msg) => msg,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    recover(&shared, &mut wal);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => break,
+            }
+        };
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -267,7 +288,7 @@ fn wal_loop(
                     if !writes.is_empty() {
                         commit_group(&shared, &mut wal, &mut writes, &apply);
                     }
-                    run_barrier(&shared, &mut wal, task, &apply);
+                    run_barrier(&mut wal, task, &apply);
                 }
             }
             if writes.len() < MAX_GROUP {
@@ -283,24 +304,42 @@ fn wal_loop(
     }
 }
 
-/// Closes the current segment and hands `task` to the apply thread, which runs it after
-/// every write logged so far.
-fn run_barrier(shared: &Shared, wal: &mut WalWriter, task: Task, apply: &mpsc::Sender<ApplyMsg>) {
-    let rotated = match shared.failure() {
-        Some(e) => Err(e),
-        None => wal.rotate().map_err(|e| WalError::Failed(e.to_string())),
-    };
-    match rotated {
-        Ok(through_segment) => {
-            let barrier = Barrier {
-                through_segment,
-                next_segment: wal.sequence(),
-            };
-            // a closed channel drops the task: its caller hears the server is shutting down
-            let _ = apply.send(ApplyMsg::Barrier(task, barrier));
+/// Opens a new segment after a failed append or sync, and takes writes again if it could.
+fn recover(shared: &Shared, wal: &mut WalWriter) {
+    match wal.open() {
+        Ok(()) => {
+            tracing::info!(
+                segment = %wal.current_segment().display(),
+                "the WAL appends again, to a new segment"
+            );
+            *shared.failed.lock() = None;
         }
-        Err(e) => task(Err(e)),
+        Err(e) => *shared.failed.lock() = Some(e.to_string()),
     }
+}
+
+/// Records that the WAL cannot append, for `Wal::failure` (writes are refused until a new
+/// segment opens).
+fn fail(shared: &Shared, what: &str, e: &segment::Error) -> WalError {
+    let reason = e.to_string();
+    if shared.failed.lock().replace(reason.clone()).is_none() {
+        tracing::error!("WAL {what} failed; writes get 503 until a new segment opens: {reason}");
+    }
+    WalError::Unavailable(reason)
+}
+
+/// Closes the current segment and hands `task` to the apply thread, which runs it after
+/// every write logged so far. It works while the WAL cannot append (the segment is closed as
+/// it is), so that a freeze can persist the buffer and let WAL segments go, which may be
+/// what frees the disk.
+fn run_barrier(wal: &mut WalWriter, task: Task, apply: &mpsc::Sender<ApplyMsg>) {
+    let through_segment = wal.rotate();
+    let barrier = Barrier {
+        through_segment,
+        next_segment: wal.sequence(),
+    };
+    // a closed channel drops the task: its caller hears the server is shutting down
+    let _ = apply.send(ApplyMsg::Barrier(task, barrier));
 }
 
 /// Appends one group of writes, hands them to the apply thread, fsyncs, then tells the
@@ -311,21 +350,14 @@ fn commit_group(
     writes: &mut Vec<(LoggedWrite, Reply)>,
     apply: &mpsc::Sender<ApplyMsg>,
 ) {
-    if let Some(e) = shared.failure() {
+    if let Err(e) = wal.append(writes.iter().map(|(w, _)| w.payload.as_slice())) {
+        let e = fail(shared, "append", &e);
         for (_, reply) in writes.drain(..) {
             let _ = reply.send(Err(e.clone()));
         }
         return;
     }
-    if let Err(e) = wal.append(writes.iter().map(|(w, _)| w.payload.as_slice())) {
-        let reason = e.to_string();
-        tracing::error!("WAL append failed, refusing further writes: {reason}");
-        *shared.failed.lock() = Some(reason.clone());
-        for (_, reply) in writes.drain(..) {
-            let _ = reply.send(Err(WalError::Failed(reason.clone())));
-        }
-        return;
-    }
+    *shared.failed.lock() = None;
     let segment = wal.sequence();
     let bytes: usize = writes.iter().map(|(w, _)| w.payload.len() + 8).sum();
     shared.metrics.wal_bytes.add(bytes as u64);
@@ -351,12 +383,7 @@ fn commit_group(
             shared.metrics.wal_grouped_writes.add(waiting as u64);
             Ok(())
         }
-        Err(e) => {
-            let reason = e.to_string();
-            tracing::error!("WAL fsync failed, refusing further writes: {reason}");
-            *shared.failed.lock() = Some(reason.clone());
-            Err(WalError::Failed(reason))
-        }
+        Err(e) => Err(fail(shared, "fsync", &e)),
     };
     let _ = apply.send(ApplyMsg::Synced(synced));
 }

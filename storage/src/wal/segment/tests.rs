@@ -35,9 +35,9 @@ fn rotation_closes_a_segment_and_old_segments_can_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = WalWriter::create(dir.path(), 1 << 20).unwrap();
     w.append([b"a".as_slice()]).unwrap();
-    assert_eq!(w.rotate().unwrap(), 1);
+    assert_eq!(w.rotate(), 1);
     w.append([b"b".as_slice()]).unwrap();
-    assert_eq!(w.rotate().unwrap(), 2);
+    assert_eq!(w.rotate(), 2);
     w.append([b"c".as_slice()]).unwrap();
     w.sync().unwrap();
     assert_eq!(w.sequence(), 3);
@@ -158,7 +158,7 @@ fn finished_segments_end_with_their_last_record_and_large_records_fit() {
     w.append([b"small".as_slice()]).unwrap();
     w.append([large.as_slice()]).unwrap();
     let first = w.current_segment().to_path_buf();
-    assert_eq!(w.rotate().unwrap(), 1);
+    assert_eq!(w.rotate(), 1);
     assert_eq!(
         fs::metadata(&first).unwrap().len(),
         HEADER_LEN as u64 + 8 + 5 + 8 + large.len() as u64
