@@ -134,24 +134,27 @@ pub fn parse(body: &[u8], opts: &ParseOptions) -> ParseOutcome {
 
 const ORIGINAL_LINE_LIMIT: usize = 1024;
 
-/// The text of line `line_number` (1-based, as in [`LineError::line_number`] and
-/// [`sluice_model::Point::line`]) of `body`, cut to 1 KiB: for error reports about points that parsed
-/// but were rejected later. Scans the body, so it is meant for the error path only.
-pub fn line_text(body: &[u8], line_number: u32) -> String {
-    let mut start = 0;
-    let mut n = 0;
-    while start < body.len() {
+/// The texts of lines `numbers` (1-based, ascending, as in [`LineError::line_number`] and
+/// [`sluice_model::Point::line`]) of `body`, each cut to 1 KiB: for error reports about points
+/// that parsed but were rejected later. One pass over the body, however many lines are asked
+/// for; a number past the last line gets an empty text.
+pub fn line_texts(body: &[u8], numbers: &[u32]) -> Vec<String> {
+    let mut out = Vec::with_capacity(numbers.len());
+    let mut wanted = numbers.iter().copied().peekable();
+    let (mut start, mut n) = (0, 0u32);
+    while start < body.len() && wanted.peek().is_some() {
         n += 1;
         let end = line_end(body, start);
-        if n == line_number {
+        while wanted.next_if_eq(&n).is_some() {
             let line = body[start..end]
                 .strip_suffix(b"\r")
                 .unwrap_or(&body[start..end]);
-            return shorten(String::from_utf8_lossy(line).into_owned());
+            out.push(shorten(String::from_utf8_lossy(line).into_owned()));
         }
         start = end + 1;
     }
-    String::new()
+    out.resize(numbers.len(), String::new());
+    out
 }
 
 /// Splits `body` into pieces of at most `max_bytes` that end at line ends (never inside a

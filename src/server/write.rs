@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
-use sluice_ingest::line_protocol::{self, LineError, ParseOptions, Precision, WriteReport};
+use sluice_ingest::line_protocol::{self, ParseOptions, Precision, WriteReport};
 use sluice_storage::WriteOptions;
 
 use super::auth::Access;
@@ -164,12 +164,8 @@ async fn ingest(
             .await
             .map_err(|e| ApiError::from(e).with_style(style))?;
         values = outcome.accepted_values;
-        let rejected = outcome.rejected.into_iter().map(|r| LineError {
-            line_number: r.line,
-            original_line: line_protocol::line_text(&body, r.line),
-            message: r.message,
-        });
-        report.stored(outcome.accepted_points, rejected);
+        let rejected = outcome.rejected.into_iter().map(|r| (r.line, r.message));
+        report.stored(outcome.accepted_points, rejected, &body);
     }
     let accepted = report.accepted();
     state.metrics.write(

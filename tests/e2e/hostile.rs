@@ -264,3 +264,28 @@ async fn a_full_wal_disk_gets_503_loses_nothing_acknowledged_and_recovers_by_its
     drop(s);
     drop(disk);
 }
+
+#[tokio::test]
+async fn sixty_thousand_rejected_lines_get_a_short_report() {
+    let s = Server::start();
+    s.write_lp("h", "m v=1 1").await;
+    // 0.8 MB of type conflicts: each line's report used to rescan the body from its start
+    let body: String = (0..60_000).map(|i| format!("m v={i}i {i}\n")).collect();
+    let (status, text) = s.post("/api/v3/write_lp?db=h", body.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.len() < 40_000, "{} bytes", text.len());
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 100);
+    assert_eq!(v["data"][99]["line_number"], 100);
+    assert_eq!(v["data"][99]["original_line"], "m v=99i 99");
+    let summary = v["error"].as_str().unwrap();
+    assert!(
+        summary.contains("all 60000 lines were rejected (the first 100 are listed)"),
+        "{summary}"
+    );
+    // the 1.x API says the same in one message
+    let (status, text) = s.post("/write?db=h", body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.len() < 2_000, "{text}");
+    healthy(&s).await;
+}

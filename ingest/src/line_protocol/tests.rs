@@ -215,10 +215,16 @@ fn line_numbers_count_every_physical_line() {
 #[test]
 fn line_text_finds_lines_by_number() {
     let body = b"# c\nm v=1 1\r\nm s=\"two\nlines\" 2\nlast v=1";
-    assert_eq!(line_text(body, 2), "m v=1 1");
-    assert_eq!(line_text(body, 3), "m s=\"two\nlines\" 2");
-    assert_eq!(line_text(body, 4), "last v=1");
-    assert_eq!(line_text(body, 9), "");
+    assert_eq!(
+        line_texts(body, &[2, 3, 3, 4, 9]),
+        [
+            "m v=1 1",
+            "m s=\"two\nlines\" 2",
+            "m s=\"two\nlines\" 2",
+            "last v=1",
+            ""
+        ]
+    );
 }
 
 #[test]
