@@ -249,6 +249,10 @@ async fn new_token(
         read: request.read,
         write: request.write,
     };
+    // a token that may not administer is forbidden to (401 is for no token, or a bad one)
+    if matches!(access, Access::Token(_)) {
+        access.admin()?;
+    }
     let (token, record) = state.buffer.create_token(spec, access.is_admin()).await?;
     tracing::info!(
         id = record.id,
@@ -306,7 +310,18 @@ pub async fn delete_token(
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("token id '{id}' is not a number")))?;
-    let removed = state.buffer.delete_token(id).await?;
+    // a server listening beyond loopback keeps its last token: without one it would serve
+    // everyone (the start-up check holds only at start)
+    let keep_one = super::exposed_address(&state.config).is_some();
+    let removed = state
+        .buffer
+        .delete_token(id, keep_one)
+        .await
+        .inspect_err(|e| {
+            if keep_one {
+                tracing::warn!(id, "refused to delete a token: {e}");
+            }
+        })?;
     tracing::info!(id, name = removed.name, "token deleted");
     Ok(StatusCode::OK)
 }

@@ -257,10 +257,7 @@ fn check_exposure(config: &ServerConfig, buffer: &WriteBuffer) -> Result<(), Str
     if buffer.has_tokens() {
         return Ok(());
     }
-    let exposed = std::iter::once(config.http_bind)
-        .chain(config.otlp_grpc_bind)
-        .find(|a| !a.ip().is_loopback());
-    match exposed {
+    match exposed_address(config) {
         Some(addr) => Err(format!(
             "refusing to listen on {addr} without authentication: no token exists yet. Start \
              on a loopback address, create one with `sluice token create --admin`, then \
@@ -268,6 +265,17 @@ fn check_exposure(config: &ServerConfig, buffer: &WriteBuffer) -> Result<(), Str
         )),
         None => Ok(()),
     }
+}
+
+/// An address beyond loopback the server listens on, unless `--without-auth` says that
+/// something else guards it: such a server must always have a token.
+pub(crate) fn exposed_address(config: &ServerConfig) -> Option<std::net::SocketAddr> {
+    if config.without_auth {
+        return None;
+    }
+    std::iter::once(config.http_bind)
+        .chain(config.otlp_grpc_bind)
+        .find(|a| !a.ip().is_loopback())
 }
 
 async fn shutdown_signal() {

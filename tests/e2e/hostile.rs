@@ -289,3 +289,110 @@ async fn sixty_thousand_rejected_lines_get_a_short_report() {
     assert!(text.len() < 2_000, "{text}");
     healthy(&s).await;
 }
+
+#[tokio::test]
+async fn tokens_ids_and_names_that_change_access() {
+    let s = Server::start();
+    let create = |auth: Option<String>, body: Value| {
+        let mut r = s
+            .client
+            .post(s.at("/api/v3/configure/token/admin"))
+            .json(&body);
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, admin) = create(None, json!({"name": "root"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{admin}");
+    let admin = admin["token"].as_str().unwrap().to_string();
+    let path = "/api/v3/configure/token";
+    let mk = |body: Value, auth: String| {
+        let r = s.client.post(s.at(path)).bearer_auth(auth).json(&body);
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, writer) = mk(json!({"name": "w", "write": ["*"]}), admin.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{writer}");
+    assert_eq!(writer["id"], 2);
+    // a token that may not administer is forbidden to make tokens: 403, not 401
+    let writer_token = writer["token"].as_str().unwrap().to_string();
+    let (status, _) = mk(json!({"name": "x", "admin": true}), writer_token.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // `iox` is InfluxDB 3's name for the database queried: no database may take it
+    let (status, body) = s
+        .client
+        .post(s.at("/api/v3/write_lp?db=iox"))
+        .bearer_auth(&writer_token)
+        .body("cpu v=1 1")
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.text().await.unwrap().contains("reserved"));
+    // a deleted token's id is never given again, not even after a restart
+    let delete_here = |id: u64| {
+        s.client
+            .delete(s.at(&format!("/api/v3/configure/token?id={id}")))
+            .bearer_auth(&admin)
+            .send()
+    };
+    assert_eq!(delete_here(2).await.unwrap().status(), StatusCode::OK);
+    let (_, third) = mk(json!({"name": "w2", "write": ["*"]}), admin.clone()).await;
+    assert_eq!(third["id"], 3);
+    assert_eq!(delete_here(3).await.unwrap().status(), StatusCode::OK);
+    let dir = s.kill();
+
+    // started beyond loopback (it has a token, so it may), it keeps its last token
+    let mut child = std::process::Command::new(crate::common::sluice_bin())
+        .args(["serve", "--http-bind", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{url}/api/v3/configure/token"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "w3", "write": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    let fourth: Value = r.json().await.unwrap();
+    assert_eq!(fourth["id"], 4, "{fourth}");
+    let delete = |id: u64| {
+        client
+            .delete(format!("{url}/api/v3/configure/token?id={id}"))
+            .bearer_auth(&admin)
+            .send()
+    };
+    assert_eq!(delete(4).await.unwrap().status(), StatusCode::OK);
+    let r = delete(1).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("last token") && text.contains("beyond loopback"),
+        "{text}"
+    );
+    // and the server still refuses requests without a token
+    let r = client
+        .get(format!("{url}/api/v3/configure/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let _ = child.kill();
+    let _ = child.wait();
+}

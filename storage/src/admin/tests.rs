@@ -167,11 +167,11 @@ async fn tokens_expire_but_one_admin_token_never_does() {
     let record = wb.authenticate(&reader).unwrap();
     assert!(!record.expired(NOW + HOUR - 1) && record.expired(NOW + HOUR));
     // an admin token that expires does not stand in for the one that does not
-    let e = wb.delete_token(lasting.id).await.unwrap_err();
+    let e = wb.delete_token(lasting.id, false).await.unwrap_err();
     assert!(e.to_string().contains("does not expire"), "{e}");
-    wb.delete_token(expiring_admin.id).await.unwrap();
-    wb.delete_token(record.id).await.unwrap();
-    wb.delete_token(lasting.id).await.unwrap();
+    wb.delete_token(expiring_admin.id, false).await.unwrap();
+    wb.delete_token(record.id, false).await.unwrap();
+    wb.delete_token(lasting.id, false).await.unwrap();
     assert!(!wb.has_tokens());
 }
 
@@ -424,17 +424,17 @@ async fn the_first_admin_token_needs_none_and_later_ones_need_an_admin() {
 
     // revoking: never the last admin token while others remain
     assert!(matches!(
-        wb.delete_token(a.id).await,
+        wb.delete_token(a.id, false).await,
         Err(AdminError::Token(TokenError::Invalid(_)))
     ));
-    wb.delete_token(r.id).await.unwrap();
+    wb.delete_token(r.id, false).await.unwrap();
     assert_eq!(wb.authenticate(&reader), None);
     assert!(matches!(
-        wb.delete_token(r.id).await,
+        wb.delete_token(r.id, false).await,
         Err(AdminError::Token(TokenError::NotFound(_)))
     ));
-    wb.delete_token(any.id).await.unwrap();
-    wb.delete_token(a.id).await.unwrap();
+    wb.delete_token(any.id, false).await.unwrap();
+    wb.delete_token(a.id, false).await.unwrap();
     assert!(!wb.has_tokens());
 }
 

@@ -20,9 +20,17 @@ impl Admin {
         let hash = hash_token(&token);
         let record = self
             .change_catalog(|current| {
-                let (tokens, record) = tokens::add(&current.tokens, spec, hash, by_admin, now)?;
+                let (tokens, record) = tokens::add(
+                    &current.tokens,
+                    current.next_token_id,
+                    spec,
+                    hash,
+                    by_admin,
+                    now,
+                )?;
                 let mut next = current.clone();
                 next.tokens = tokens;
+                next.next_token_id = record.id + 1;
                 Ok((next, record))
             })
             .await?;
@@ -30,11 +38,12 @@ impl Admin {
     }
 
     /// Revokes the token numbered `id`: requests with it fail from now on. The last admin
-    /// token that does not expire goes only with the last token.
-    pub async fn delete_token(&self, id: u64) -> Result<TokenRecord, AdminError> {
+    /// token that does not expire goes only with the last token, and with `keep_one` (a
+    /// server listening beyond loopback) the last token does not go at all.
+    pub async fn delete_token(&self, id: u64, keep_one: bool) -> Result<TokenRecord, AdminError> {
         let _lake_guard = self.lake.lock().await;
         self.change_catalog(|current| {
-            let (tokens, removed) = tokens::remove(&current.tokens, id)?;
+            let (tokens, removed) = tokens::remove(&current.tokens, id, keep_one)?;
             let mut next = current.clone();
             next.tokens = tokens;
             Ok((next, removed))

@@ -1,8 +1,10 @@
 //! What a database may be called.
 
 /// Names SQL already uses for schemas of its own (`system.parquet_files`,
-/// `information_schema.tables`), so no database may take them.
-pub const RESERVED_DATABASE_NAMES: &[&str] = &["system", "information_schema"];
+/// `information_schema.tables`, and `iox.cpu`, InfluxDB 3's name for a table of the
+/// database queried), so no database may take them: a database called `iox` would change
+/// what `iox.cpu` means for every reader.
+pub const RESERVED_DATABASE_NAMES: &[&str] = &["system", "information_schema", "iox"];
 
 /// A database name that breaks the naming rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,10 @@ mod tests {
             Err(NameError::Reserved("system".into()))
         );
         assert!(validate_database_name(&"x".repeat(65)).is_err());
+        assert_eq!(
+            validate_database_name("iox"),
+            Err(NameError::Reserved("iox".into()))
+        );
         assert!(
             validate_database_name("a.b")
                 .unwrap_err()

@@ -201,6 +201,8 @@ pub struct CatalogSnapshot {
     pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
     /// Access tokens, hashed (see `tokens`).
     pub tokens: Tokens,
+    /// The id the next token gets: ids are never reused.
+    pub next_token_id: u64,
 }
 
 impl CatalogSnapshot {

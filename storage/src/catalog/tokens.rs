@@ -148,9 +148,12 @@ pub fn find(tokens: &Tokens, token: &str) -> Option<TokenRecord> {
 /// `tokens` with a token hashed `hash`, made at `now` as `spec` says, and its record.
 /// `by_admin` says whether an admin token asked; without one, only the first admin token may
 /// be created, while no token exists, and it may not expire (once it had, no one could
-/// administer the server, nor make a new token).
+/// administer the server, nor make a new token). The token gets id `next_id` (or, for a
+/// catalog from before ids were counted, one past the largest), never one a deleted token had:
+/// a retried delete must not revoke another token.
 pub fn add(
     tokens: &Tokens,
+    next_id: u64,
     spec: TokenSpec,
     hash: String,
     by_admin: bool,
@@ -172,7 +175,12 @@ pub fn add(
         ));
     }
     let record = TokenRecord {
-        id: tokens.iter().map(|t| t.id + 1).max().unwrap_or(1),
+        id: tokens
+            .iter()
+            .map(|t| t.id + 1)
+            .chain([next_id, 1])
+            .max()
+            .expect("not empty"),
         name: spec.name,
         hash,
         admin: spec.admin,
@@ -192,10 +200,21 @@ pub fn add(
 /// `tokens` without the token numbered `id`, and its record. The last admin token that does
 /// not expire goes only with the last token (then the server is open again, as before the
 /// first token): without one, no one could create or revoke tokens any more, sooner or later.
-pub fn remove(tokens: &Tokens, id: u64) -> Result<(Tokens, TokenRecord), TokenError> {
+/// `keep_one` (a server listening beyond loopback) refuses to remove the last token at all:
+/// without tokens such a server would serve everyone.
+pub fn remove(
+    tokens: &Tokens,
+    id: u64,
+    keep_one: bool,
+) -> Result<(Tokens, TokenRecord), TokenError> {
     let Some(removed) = tokens.iter().find(|t| t.id == id).cloned() else {
         return Err(TokenError::NotFound(id));
     };
+    if keep_one && tokens.len() == 1 {
+        return Err(TokenError::Invalid(format!(
+            "token {id} is the last token, and the server listens beyond loopback: without              tokens it would serve everyone; create another admin token first (or restart on              a loopback address)"
+        )));
+    }
     let lasting_admin = |t: &TokenRecord| t.admin && t.expires.is_none();
     let others = tokens.iter().filter(|t| t.id != id);
     let lasting_left = others.clone().filter(|t| lasting_admin(t)).count();

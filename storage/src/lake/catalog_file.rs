@@ -39,6 +39,13 @@ struct CatalogDoc {
     /// Access tokens, hashed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tokens: Vec<TokenRecord>,
+    /// The id the next token gets (absent in catalogs from before it was kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    next_token_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -173,6 +180,7 @@ pub fn encode(catalog: &CatalogSnapshot, lake: &LakeState) -> Vec<u8> {
         pending_deletes: lake.pending_deletes.clone(),
         dropped: lake.dropped.clone(),
         tokens: catalog.tokens.to_vec(),
+        next_token_id: catalog.next_token_id,
     };
     serde_json::to_vec_pretty(&doc).expect("the catalog document serializes")
 }
@@ -199,6 +207,7 @@ pub fn decode(bytes: &[u8]) -> Result<(CatalogSnapshot, LakeState), CatalogFileE
     }
     let mut catalog = CatalogSnapshot {
         tokens: doc.tokens.into(),
+        next_token_id: doc.next_token_id,
         ..CatalogSnapshot::default()
     };
     let mut lake = LakeState {

@@ -354,8 +354,8 @@ impl WriteBuffer {
     }
 
     /// Revokes the token numbered `id`.
-    pub async fn delete_token(&self, id: u64) -> Result<TokenRecord, AdminError> {
-        self.admin.delete_token(id).await
+    pub async fn delete_token(&self, id: u64, keep_one: bool) -> Result<TokenRecord, AdminError> {
+        self.admin.delete_token(id, keep_one).await
     }
 
     /// Stops taking writes, lets the WAL make every queued write durable and applied, and
