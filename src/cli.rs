@@ -324,6 +324,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_WITHOUT_AUTH")]
     pub without_auth: bool,
 
+    /// Origins (scheme://host:port, comma-separated, or *) whose web pages may send requests
+    /// from a browser; pages of other sites are refused (403), as are browser requests for a
+    /// name other than localhost while the server listens on loopback only (DNS rebinding).
+    #[arg(
+        long,
+        env = "SLUICE_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allow_origin: Vec<String>,
+
     /// Largest file compaction writes; a bigger day becomes several files.
     #[arg(long, env = "SLUICE_COMPACTION_TARGET_BYTES", default_value = "100MiB", value_parser = parse_size)]
     pub compaction_target_bytes: usize,

@@ -108,6 +108,12 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         compaction_target_bytes: args.compaction_target_bytes as u64,
         default_retention: args.default_retention.period.clone(),
         without_auth: args.without_auth,
+        allow_origins: args
+            .allow_origin
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
         data_dir: args.data_dir,
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod flight;
 pub mod listen;
 pub mod metrics;
+pub mod origin;
 pub mod otlp;
 pub mod query;
 pub mod remote_write;
@@ -94,6 +95,10 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_site_only,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -265,6 +270,13 @@ fn check_exposure(config: &ServerConfig, buffer: &WriteBuffer) -> Result<(), Str
         )),
         None => Ok(()),
     }
+}
+
+/// Whether every address the server listens on is a loopback one.
+pub(crate) fn listens_on_loopback_only(config: &ServerConfig) -> bool {
+    std::iter::once(config.http_bind)
+        .chain(config.otlp_grpc_bind)
+        .all(|a| a.ip().is_loopback())
 }
 
 /// An address beyond loopback the server listens on, unless `--without-auth` says that

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// Take requests without tokens even when tokens exist, and listen on any address
     /// without one.
     pub without_auth: bool,
+    /// Origins (`scheme://host:port`, or `*`) whose pages' browser requests are taken.
+    pub allow_origins: Vec<String>,
 }
 
 /// State shared by every handler.

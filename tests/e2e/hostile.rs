@@ -396,3 +396,58 @@ async fn tokens_ids_and_names_that_change_access() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn pages_of_other_sites_cannot_use_a_server_on_loopback() {
+    let s = Server::start();
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let post = |path: &str, headers: &[(&'static str, String)], body: &'static str| {
+        let mut r = s.client.post(s.at(path)).body(body);
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let evil = [("origin", "http://evil.example".to_string())];
+    let (status, body) = post("/api/v3/configure/token/admin", &evil, "{}").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("--allow-origin"), "{body}");
+    let (status, _) = post("/api/v3/write_lp?db=h", &evil, "m v=1 1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // DNS rebinding: the page's name resolves to 127.0.0.1, so it is "the same site"
+    let rebound = [
+        ("host", format!("evil.example:{port}")),
+        ("origin", format!("http://evil.example:{port}")),
+    ];
+    let (status, _) = post("/api/v3/write_lp?db=h", &rebound, "m v=1 1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // the server's own page, and every client that is not a browser, pass
+    let own = [("origin", format!("http://127.0.0.1:{port}"))];
+    let (status, body) = post("/api/v3/write_lp?db=h", &own, "m v=1 1").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // nothing the refused requests asked for happened: no token, one row
+    let (status, _) = s.get("/api/v3/configure/token").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        s.sql("h", "SELECT count(*) AS n FROM m").await,
+        vec![json!({"n": 1})]
+    );
+    let (status, _) = s.post("/api/v3/configure/token/admin", "{}").await;
+    assert_eq!(status, StatusCode::CREATED);
+    drop(s);
+
+    // an origin the operator allows passes
+    let s = Server::start_with(&["--allow-origin", "http://evil.example"]);
+    let r = s
+        .client
+        .post(s.at("/api/v3/write_lp?db=h"))
+        .header("origin", "http://evil.example")
+        .body("m v=1 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
