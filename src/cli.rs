@@ -335,6 +335,20 @@ pub struct ServeArgs {
     )]
     pub allow_origin: Vec<String>,
 
+    /// Time a connection has to send a request's headers, counted from the end of the
+    /// previous response (so it is also how long an idle keep-alive connection stays open).
+    #[arg(long, env = "SLUICE_HTTP_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// Longest a request body may stall (nothing arriving) before the request gets 408.
+    #[arg(long, env = "SLUICE_HTTP_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+
+    /// Most connections open at once (per listener); past it, new ones wait in the kernel's
+    /// queue until one closes.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// Largest file compaction writes; a bigger day becomes several files.
     #[arg(long, env = "SLUICE_COMPACTION_TARGET_BYTES", default_value = "100MiB", value_parser = parse_size)]
     pub compaction_target_bytes: usize,

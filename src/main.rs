@@ -14,6 +14,7 @@ use sluice_storage::{Limits, ObjectStoreConfig};
 
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
+    raise_open_files_limit();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -108,6 +109,11 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         compaction_target_bytes: args.compaction_target_bytes as u64,
         default_retention: args.default_retention.period.clone(),
         without_auth: args.without_auth,
+        connections: crate::server::listen::ConnectionLimits {
+            header_timeout: args.http_header_timeout,
+            max_connections: args.max_connections,
+        },
+        http_body_timeout: args.http_body_timeout,
         allow_origins: args
             .allow_origin
             .iter()
@@ -115,6 +121,28 @@ fn server_config(args: ServeArgs) -> ServerConfig {
             .filter(|o| !o.is_empty())
             .collect(),
         data_dir: args.data_dir,
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: every connection, WAL segment and
+/// local Parquet file takes a descriptor, and the usual soft limit (1024) is far below what a
+/// server with `--max-connections` connections needs.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let from = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                eprintln!("cannot raise the open-files limit from {from}");
+            }
+        }
     }
 }
 

@@ -22,8 +22,9 @@ use crate::table_provider::SluiceTable;
 /// Name of the DataFusion catalog holding the databases.
 pub const CATALOG_NAME: &str = "public";
 
-/// The schema InfluxDB 3 keeps its tables in: here another name for the query's database,
-/// unless a database of that name exists. Not listed among the schemas (it would show every
+/// The schema InfluxDB 3 keeps its tables in: here another name for the query's database
+/// (unless a database of that name exists, which only a catalog from before the name was
+/// reserved can hold). Not listed among the schemas (it would show every
 /// table twice in `information_schema`).
 pub const IOX_SCHEMA: &str = "iox";
 

@@ -4,6 +4,7 @@
 //! that a small gzip bomb cannot make the server hold gigabytes.
 
 use std::io::Read;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,9 +12,15 @@ use futures::StreamExt;
 
 use super::error::ApiError;
 
-/// Reads `body` (at most `limit` bytes) and decompresses it as its `Content-Encoding` says
-/// (`gzip`, or none/`identity`), again to at most `limit` bytes.
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads `body` (at most `limit` bytes, each piece within `timeout` of the one before) and
+/// decompresses it as its `Content-Encoding` says (`gzip`, or none/`identity`), again to at
+/// most `limit` bytes.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let encoding = content_encoding(headers);
     if !matches!(encoding.as_str(), "" | "identity" | "gzip" | "x-gzip") {
         return Err(ApiError::new(
@@ -21,7 +28,7 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
             format!("Content-Encoding '{encoding}' is not supported; send gzip or no encoding"),
         ));
     }
-    let raw = read_raw(headers, body, limit).await?;
+    let raw = read_raw(headers, body, limit, timeout).await?;
     if encoding.ends_with("gzip") {
         let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
         let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
@@ -52,13 +59,20 @@ pub fn content_encoding(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Reads `body` as it is on the wire, at most `limit` bytes.
+/// Reads `body` as it is on the wire, at most `limit` bytes. A client that sends nothing for
+/// `timeout` (`--http-body-timeout`) gets 408: a stalled upload does not hold a worker and
+/// its buffer forever.
 ///
 /// A body that arrives in one piece is returned as it is; a longer one is copied, piece by
 /// piece as it arrives, into one buffer of the size `Content-Length` declares. Each piece goes
 /// back to the connection as soon as it is copied, so the connection reuses its read buffer
 /// instead of allocating fresh memory for the next piece.
-pub async fn read_raw(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_raw(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,14 +91,24 @@ pub async fn read_raw(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    let mut pieces = body.into_data_stream();
-    let Some(first) = pieces.next().await.transpose().map_err(unreadable)? else {
+    let mut stream = body.into_data_stream();
+    let mut pieces = async || match tokio::time::timeout(timeout, stream.next()).await {
+        Ok(piece) => piece.transpose().map_err(unreadable),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body stalled: nothing arrived for {} s (--http-body-timeout)",
+                timeout.as_secs()
+            ),
+        )),
+    };
+    let Some(first) = pieces().await? else {
         return Ok(Bytes::new());
     };
     if first.len() > limit {
         return Err(too_large());
     }
-    let Some(second) = pieces.next().await.transpose().map_err(unreadable)? else {
+    let Some(second) = pieces().await? else {
         return Ok(first);
     };
     let expected = declared.map_or(0, |len| len as usize);
@@ -96,7 +120,7 @@ pub async fn read_raw(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
             return Err(too_large());
         }
         out.extend_from_slice(&piece);
-        next = pieces.next().await.transpose().map_err(unreadable)?;
+        next = pieces().await?;
     }
     Ok(Bytes::from(out))
 }

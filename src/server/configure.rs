@@ -121,7 +121,13 @@ async fn database_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<DatabaseRequest, ApiError> {
-    let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
+    let bytes = body::read(
+        headers,
+        body,
+        state.config.max_request_bytes,
+        state.config.http_body_timeout,
+    )
+    .await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "request body is not a JSON object like {{\"db\": \"name\", \"retention_period\": \"30d\"}}: {e}"
@@ -224,7 +230,13 @@ async fn token_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<TokenRequest, ApiError> {
-    let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
+    let bytes = body::read(
+        headers,
+        body,
+        state.config.max_request_bytes,
+        state.config.http_body_timeout,
+    )
+    .await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(TokenRequest::default());
     }

@@ -10,32 +10,65 @@
 use std::future::Future;
 use std::io;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// How large hyper's read buffer of an HTTP/1 connection may grow. The buffer grows only
 /// while reads fill it, and shrinks again when they do not.
 pub const HTTP1_MAX_BUF: usize = 4 << 20;
 
+/// How long connections that do not close after a stop are waited for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How connections are bounded: a slow or silent client holds a connection (and a file
+/// descriptor) only so long, and only so many are open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time an HTTP/1 connection has to send a request's headers, counted from the end of
+    /// the previous response (hyper's header read timeout: it is also the idle timeout of a
+    /// keep-alive connection). An HTTP/2 connection that does not answer a ping within it
+    /// is closed.
+    pub header_timeout: Duration,
+    /// Connections open at once; past it, new ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop` completes; then stops accepting, lets every
 /// connection finish the requests it has begun (HTTP/1 connections close after their
-/// current response; HTTP/2 connections send GOAWAY), and returns once all are closed.
+/// current response; HTTP/2 connections send GOAWAY), and returns once all are closed, or
+/// after [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stopping_tx, stopping) = watch::channel(false);
     // every connection holds a clone; the channel closes when the last one ends
     let (open_tx, open) = watch::channel(());
     let mut stop = pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -56,7 +89,16 @@ pub async fn serve(
         let open = open.clone();
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(HTTP1_MAX_BUF);
+            builder
+                .http1()
+                .max_buf_size(HTTP1_MAX_BUF)
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(limits.header_timeout)
+                .keep_alive_timeout(limits.header_timeout);
             let mut conn =
                 pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
             let mut asked_to_stop = false;
@@ -75,12 +117,21 @@ pub async fn serve(
                 }
             }
             drop(open);
+            drop(slot);
         });
     }
     drop(listener);
     let _ = stopping_tx.send(true);
     drop(open);
-    open_tx.closed().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after the stop are left behind",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
     Ok(())
 }
 

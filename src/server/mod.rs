@@ -217,7 +217,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
                 .map_err(|e| format!("cannot read the listening address: {e}"))?;
             tracing::info!(address = %local, "OTLP/gRPC is listening");
             println!("Sluice OTLP/gRPC listening on http://{local}");
-            let server = listen::serve(listener, otlp_grpc_router(state.clone()), stop_requested());
+            let server = listen::serve(
+                listener,
+                otlp_grpc_router(state.clone()),
+                state.config.connections,
+                stop_requested(),
+            );
             Some(tokio::spawn(server))
         }
         None => None,
@@ -226,7 +231,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     // A line on stdout for whoever started us (tests bind port 0 and read it); it comes last,
     // once every listener is bound.
     println!("Sluice listening on http://{local}");
-    let main = tokio::spawn(listen::serve(listener, router(state), stop_requested()));
+    let main = tokio::spawn(listen::serve(
+        listener,
+        router(state.clone()),
+        state.config.connections,
+        stop_requested(),
+    ));
     shutdown_signal().await;
     let _ = stop_serving.send(true);
     main.await

@@ -131,7 +131,13 @@ async fn ingest(
 ) -> Result<ExportMetricsServiceResponse, ApiError> {
     let db = database(state, params.get("db").map(String::as_str), headers);
     access.write(db)?;
-    let bytes = body::read(headers, body, state.config.max_request_bytes).await?;
+    let bytes = body::read(
+        headers,
+        body,
+        state.config.max_request_bytes,
+        state.config.http_body_timeout,
+    )
+    .await?;
     let mapped = match encoding {
         Encoding::Protobuf => {
             with_cache(state, |c| map::map_protobuf(&bytes, &state.config.otlp, c)).map_err(

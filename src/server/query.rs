@@ -47,7 +47,13 @@ pub async fn query_post(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut request = from_query_string(params)?;
-    let bytes = body::read(&headers, body, state.config.max_request_bytes).await?;
+    let bytes = body::read(
+        &headers,
+        body,
+        state.config.max_request_bytes,
+        state.config.http_body_timeout,
+    )
+    .await?;
     if !bytes.is_empty() {
         let posted: QueryRequest = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request(format!(

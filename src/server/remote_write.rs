@@ -106,7 +106,7 @@ async fn ingest(
     };
     access.write(db)?;
     let limit = state.config.max_request_bytes;
-    let raw = body::read_raw(headers, body, limit).await?;
+    let raw = body::read_raw(headers, body, limit, state.config.http_body_timeout).await?;
     let mut scratch = state.remote_write_scratch.lock().pop().unwrap_or_default();
     let decoded = scratch.decode(&raw, limit, version, &state.config.remote_write_limits);
     state.remote_write_scratch.lock().push(scratch);

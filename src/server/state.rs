@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub without_auth: bool,
     /// Origins (`scheme://host:port`, or `*`) whose pages' browser requests are taken.
     pub allow_origins: Vec<String>,
+    /// How connections are bounded.
+    pub connections: super::listen::ConnectionLimits,
+    /// Longest wait for the next piece of a request body.
+    pub http_body_timeout: std::time::Duration,
 }
 
 /// State shared by every handler.

@@ -451,3 +451,69 @@ async fn pages_of_other_sites_cannot_use_a_server_on_loopback() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 }
+
+/// Reads from `stream` until the server closes it; returns what it sent. Panics if that takes
+/// longer than `limit` (far longer than the timeout under test).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut out))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn slow_and_silent_connections_are_closed_and_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start_with(&[
+        "--http-header-timeout",
+        "1s",
+        "--http-body-timeout",
+        "1s",
+        "--max-connections",
+        "3",
+    ]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // a half-sent header
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"POST /api/v3/write_lp?db=h HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut half, Duration::from_secs(30)).await;
+    // a body that stops coming
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"POST /api/v3/write_lp?db=h HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nm v=1 1\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(30)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--http-body-timeout"), "{answer}");
+    healthy(&s).await;
+
+    // at the connection limit, a new connection waits until one closes
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // (their accept is asynchronous: give the server a moment to take all three)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (a client of its own: the shared one would reuse a connection it keeps open)
+    let waiting = reqwest::Client::new()
+        .get(s.at("/health"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        waiting.is_err(),
+        "a fourth connection was served: {waiting:?}"
+    );
+    drop(held);
+    healthy(&s).await;
+}
