@@ -16,7 +16,6 @@ use sluice_storage::catalog::parse_period;
 use sluice_storage::{Retention, TokenSpec};
 
 use super::auth::Access;
-use super::body;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -121,13 +120,7 @@ async fn database_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<DatabaseRequest, ApiError> {
-    let bytes = body::read(
-        headers,
-        body,
-        state.config.max_request_bytes,
-        state.config.http_body_timeout,
-    )
-    .await?;
+    let bytes = state.read_body(headers, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "request body is not a JSON object like {{\"db\": \"name\", \"retention_period\": \"30d\"}}: {e}"
@@ -230,13 +223,7 @@ async fn token_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<TokenRequest, ApiError> {
-    let bytes = body::read(
-        headers,
-        body,
-        state.config.max_request_bytes,
-        state.config.http_body_timeout,
-    )
-    .await?;
+    let bytes = state.read_body(headers, body).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(TokenRequest::default());
     }

@@ -27,7 +27,6 @@ use sluice_proto::otlp::{ExportMetricsPartialSuccess, ExportMetricsServiceRespon
 use sluice_storage::WriteOptions;
 
 use super::auth::Access;
-use super::body;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -131,13 +130,7 @@ async fn ingest(
 ) -> Result<ExportMetricsServiceResponse, ApiError> {
     let db = database(state, params.get("db").map(String::as_str), headers);
     access.write(db)?;
-    let bytes = body::read(
-        headers,
-        body,
-        state.config.max_request_bytes,
-        state.config.http_body_timeout,
-    )
-    .await?;
+    let bytes = state.read_body(headers, body).await?;
     let mapped = match encoding {
         Encoding::Protobuf => {
             with_cache(state, |c| map::map_protobuf(&bytes, &state.config.otlp, c)).map_err(

@@ -12,7 +12,6 @@ use sluice_query::Format;
 use sluice_query::ScalarValue;
 
 use super::auth::Access;
-use super::body;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -47,13 +46,7 @@ pub async fn query_post(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut request = from_query_string(params)?;
-    let bytes = body::read(
-        &headers,
-        body,
-        state.config.max_request_bytes,
-        state.config.http_body_timeout,
-    )
-    .await?;
+    let bytes = state.read_body(&headers, body).await?;
     if !bytes.is_empty() {
         let posted: QueryRequest = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request(format!(

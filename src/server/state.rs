@@ -65,3 +65,21 @@ pub struct AppState {
     /// OTLP mapping caches, likewise.
     pub otlp_caches: parking_lot::Mutex<Vec<sluice_ingest::otlp::map::Cache>>,
 }
+
+impl AppState {
+    /// A request's body, decompressed, within `--max-request-bytes` and
+    /// `--http-body-timeout` (see [`super::body::read`]).
+    pub async fn read_body(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<bytes::Bytes, super::error::ApiError> {
+        super::body::read(
+            headers,
+            body,
+            self.config.max_request_bytes,
+            self.config.http_body_timeout,
+        )
+        .await
+    }
+}

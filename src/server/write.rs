@@ -14,7 +14,6 @@ use sluice_ingest::line_protocol::{self, ParseOptions, Precision, WriteReport};
 use sluice_storage::WriteOptions;
 
 use super::auth::Access;
-use super::body;
 use super::error::{ApiError, ErrorStyle};
 use super::state::AppState;
 
@@ -142,14 +141,10 @@ async fn ingest(
         _ => state.config.default_db.as_str(),
     };
     access.write(db).map_err(|e| e.with_style(style))?;
-    let body = body::read(
-        headers,
-        body,
-        state.config.max_request_bytes,
-        state.config.http_body_timeout,
-    )
-    .await
-    .map_err(|e| e.with_style(style))?;
+    let body = state
+        .read_body(headers, body)
+        .await
+        .map_err(|e| e.with_style(style))?;
     // lines without a time get the buffer's clock, the one retention reads
     let received = state.buffer.now();
     let parsed = line_protocol::parse(
