@@ -311,7 +311,7 @@ pub async fn delete_token(
         .map_err(|_| ApiError::bad_request(format!("token id '{id}' is not a number")))?;
     // a server listening beyond loopback keeps its last token: without one it would serve
     // everyone (the start-up check holds only at start)
-    let keep_one = super::exposed_address(&state.config).is_some();
+    let keep_one = state.config.exposed_address().is_some();
     let removed = state
         .buffer
         .delete_token(id, keep_one)

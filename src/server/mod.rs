@@ -272,7 +272,7 @@ fn check_exposure(config: &ServerConfig, buffer: &WriteBuffer) -> Result<(), Str
     if buffer.has_tokens() {
         return Ok(());
     }
-    match exposed_address(config) {
+    match config.exposed_address() {
         Some(addr) => Err(format!(
             "refusing to listen on {addr} without authentication: no token exists yet. Start \
              on a loopback address, create one with `sluice token create --admin`, then \
@@ -280,24 +280,6 @@ fn check_exposure(config: &ServerConfig, buffer: &WriteBuffer) -> Result<(), Str
         )),
         None => Ok(()),
     }
-}
-
-/// Whether every address the server listens on is a loopback one.
-pub(crate) fn listens_on_loopback_only(config: &ServerConfig) -> bool {
-    std::iter::once(config.http_bind)
-        .chain(config.otlp_grpc_bind)
-        .all(|a| a.ip().is_loopback())
-}
-
-/// An address beyond loopback the server listens on, unless `--without-auth` says that
-/// something else guards it: such a server must always have a token.
-pub(crate) fn exposed_address(config: &ServerConfig) -> Option<std::net::SocketAddr> {
-    if config.without_auth {
-        return None;
-    }
-    std::iter::once(config.http_bind)
-        .chain(config.otlp_grpc_bind)
-        .find(|a| !a.ip().is_loopback())
 }
 
 async fn shutdown_signal() {

@@ -33,7 +33,7 @@ pub async fn same_site_only(
     request: Request,
     next: Next,
 ) -> Response {
-    let loopback_only = super::listens_on_loopback_only(&state.config);
+    let loopback_only = state.config.listens_on_loopback_only();
     if let Err(why) = check(
         request.headers(),
         &state.config.allow_origins,

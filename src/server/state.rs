@@ -53,6 +53,26 @@ pub struct ServerConfig {
     pub http_body_timeout: std::time::Duration,
 }
 
+impl ServerConfig {
+    /// Whether every address the server listens on is a loopback one.
+    pub fn listens_on_loopback_only(&self) -> bool {
+        std::iter::once(self.http_bind)
+            .chain(self.otlp_grpc_bind)
+            .all(|a| a.ip().is_loopback())
+    }
+
+    /// An address beyond loopback the server listens on, unless `--without-auth` says that
+    /// something else guards it: such a server must always have a token.
+    pub fn exposed_address(&self) -> Option<std::net::SocketAddr> {
+        if self.without_auth {
+            return None;
+        }
+        std::iter::once(self.http_bind)
+            .chain(self.otlp_grpc_bind)
+            .find(|a| !a.ip().is_loopback())
+    }
+}
+
 /// State shared by every handler.
 pub struct AppState {
     pub config: ServerConfig,

@@ -165,7 +165,9 @@ async fn ingest(
             .map_err(|e| ApiError::from(e).with_style(style))?;
         values = outcome.accepted_values;
         let rejected = outcome.rejected.into_iter().map(|r| (r.line, r.message));
-        report.stored(outcome.accepted_points, rejected, &body);
+        report.stored(outcome.accepted_points, rejected, |lines| {
+            line_protocol::line_texts(&body, lines)
+        });
     }
     let accepted = report.accepted();
     state.metrics.write(

@@ -64,13 +64,14 @@ impl WriteReport {
     }
 
     /// Records what storage made of the lines that parsed: `accepted` stored, `rejected`
-    /// refused by its rules (as line numbers and why; their text is taken from `body`).
+    /// refused by its rules (as line numbers and why; `texts` gives the texts of ascending
+    /// line numbers, as `line_protocol::line_texts` does from the body).
     /// Keeps the first [`LISTED_ERRORS`] lines not stored, and counts the rest.
     pub fn stored(
         &mut self,
         accepted: usize,
         rejected: impl IntoIterator<Item = (u32, String)>,
-        body: &[u8],
+        texts: impl FnOnce(&[u32]) -> Vec<String>,
     ) {
         self.accepted = accepted;
         self.errors.extend(
@@ -92,7 +93,7 @@ impl WriteReport {
             .filter(|e| e.original_line.is_empty())
             .map(|e| e.line_number)
             .collect();
-        let mut texts = super::line_texts(body, &wanted).into_iter();
+        let mut texts = texts(&wanted).into_iter();
         for e in self
             .errors
             .iter_mut()
@@ -151,6 +152,7 @@ impl WriteReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line_protocol::line_texts;
 
     fn error(line_number: u32) -> LineError {
         LineError {
@@ -164,7 +166,9 @@ mod tests {
     fn a_report_orders_the_lines_and_says_what_was_written() {
         let mut partial = WriteReport::new(4, vec![error(3)], true);
         assert!(partial.should_store());
-        partial.stored(2, [(1, "bad".to_string())], b"first\nsecond");
+        partial.stored(2, [(1, "bad".to_string())], |l| {
+            line_texts(b"first\nsecond", l)
+        });
         let lines: Vec<u32> = partial.errors().iter().map(|e| e.line_number).collect();
         assert_eq!(lines, [1, 3]);
         assert_eq!(partial.errors()[0].original_line, "first");
@@ -178,12 +182,12 @@ mod tests {
         assert!(refused.summary().starts_with("write refused: 1 of 4 lines"));
 
         let mut none = WriteReport::new(2, vec![error(1)], true);
-        none.stored(0, [(2, "bad".to_string())], b"");
+        none.stored(0, [(2, "bad".to_string())], |l| line_texts(b"", l));
         assert_eq!(none.summary(), "no data written: all 2 lines were rejected");
 
         let mut clean = WriteReport::new(2, Vec::new(), false);
         assert!(clean.should_store());
-        clean.stored(2, [], b"");
+        clean.stored(2, [], |l| line_texts(b"", l));
         assert!(clean.errors().is_empty());
     }
 
@@ -196,7 +200,7 @@ mod tests {
             (1..=60_000u32)
                 .filter(|&l| l != 7 && l != 9)
                 .map(|l| (l, "conflict".to_string())),
-            body.as_bytes(),
+            |l| line_texts(body.as_bytes(), l),
         );
         assert_eq!(report.rejected(), 59_999);
         assert_eq!(report.errors().len(), LISTED_ERRORS);
