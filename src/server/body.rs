@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 
@@ -82,33 +82,25 @@ pub async fn read_raw(
             ),
         )
     };
-    let unreadable =
-        |e: axum::Error| ApiError::bad_request(format!("could not read the request body: {e}"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|len| len > limit as u64) {
+        if declared.is_some_and(|len| len <= (limit + DRAIN_BYTES) as u64) {
+            drain(&mut stream, timeout).await;
+        }
         return Err(too_large());
     }
-    let mut stream = body.into_data_stream();
-    let mut pieces = async || match tokio::time::timeout(timeout, stream.next()).await {
-        Ok(piece) => piece.transpose().map_err(unreadable),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body stalled: nothing arrived for {} s (--http-body-timeout)",
-                timeout.as_secs()
-            ),
-        )),
-    };
-    let Some(first) = pieces().await? else {
+    let Some(first) = next_piece(&mut stream, timeout).await? else {
         return Ok(Bytes::new());
     };
     if first.len() > limit {
+        drain(&mut stream, timeout).await;
         return Err(too_large());
     }
-    let Some(second) = pieces().await? else {
+    let Some(second) = next_piece(&mut stream, timeout).await? else {
         return Ok(first);
     };
     let expected = declared.map_or(0, |len| len as usize);
@@ -117,10 +109,48 @@ pub async fn read_raw(
     let mut next = Some(second);
     while let Some(piece) = next {
         if out.len() + piece.len() > limit {
+            drain(&mut stream, timeout).await;
             return Err(too_large());
         }
         out.extend_from_slice(&piece);
-        next = pieces().await?;
+        next = next_piece(&mut stream, timeout).await?;
     }
     Ok(Bytes::from(out))
+}
+
+/// Most bytes read and dropped after a body turned out too large. A client that writes its
+/// whole body before it reads the answer (Python's urllib, any client on a slow link) would
+/// otherwise find the connection reset under it and never see the 413, and Telegraf, which
+/// splits a batch on 413, retries the same batch forever on a connection error.
+const DRAIN_BYTES: usize = 64 << 20;
+
+/// Reads and drops the rest of a body that is too large, up to [`DRAIN_BYTES`], so that the
+/// client gets to read the 413.
+async fn drain(stream: &mut BodyDataStream, timeout: Duration) {
+    let mut drained = 0;
+    while drained <= DRAIN_BYTES {
+        match next_piece(stream, timeout).await {
+            Ok(Some(piece)) => drained += piece.len(),
+            _ => break,
+        }
+    }
+}
+
+/// The next piece of a body, within `timeout` (else 408).
+async fn next_piece(
+    stream: &mut BodyDataStream,
+    timeout: Duration,
+) -> Result<Option<Bytes>, ApiError> {
+    match tokio::time::timeout(timeout, stream.next()).await {
+        Ok(piece) => piece
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body stalled: nothing arrived for {} s (--http-body-timeout)",
+                timeout.as_secs()
+            ),
+        )),
+    }
 }

@@ -517,3 +517,49 @@ async fn slow_and_silent_connections_are_closed_and_bounded() {
     drop(held);
     healthy(&s).await;
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_whole_oversize_body_first_reads_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start_with(&["--max-request-bytes", "1MiB"]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let body = "m v=1 1\n".repeat(400_000); // 3.2 MB
+    for chunked in [false, true] {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = if chunked {
+            "POST /api/v3/write_lp?db=h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_string()
+        } else {
+            format!(
+                "POST /api/v3/write_lp?db=h HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+        };
+        c.write_all(head.as_bytes()).await.unwrap();
+        // all of it, before reading anything, as urllib does
+        for piece in body.as_bytes().chunks(64 << 10) {
+            if chunked {
+                c.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                    .await
+                    .unwrap();
+                c.write_all(piece).await.unwrap();
+                c.write_all(b"\r\n").await.unwrap();
+            } else {
+                c.write_all(piece)
+                    .await
+                    .expect("the server reads the whole body");
+            }
+        }
+        if chunked {
+            c.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let mut answer = vec![0; 4096];
+        let n = c.read(&mut answer).await.expect("an answer, not a reset");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {answer}"
+        );
+    }
+    healthy(&s).await;
+}
