@@ -29,6 +29,9 @@ pub(super) struct Decoder<'l, 'b> {
     pub(super) bad_series: BytesMap<'b, ()>,
     /// 2.0: the symbol each entry of the request's symbols table interns to, once used.
     pub(super) symbol_syms: Vec<Option<Sym>>,
+    /// Where each metric family's metadata is in `out.metadata`: a request may describe
+    /// thousands of families, and a later description of one replaces the earlier.
+    pub(super) metadata_at: hashbrown::HashMap<String, usize, foldhash::fast::FixedState>,
 }
 
 /// A series' table and tag range in the batch; `None` for a series that broke a rule.
@@ -58,6 +61,7 @@ impl<'l, 'b> Decoder<'l, 'b> {
             cache,
             bad_series: BytesMap::default(),
             symbol_syms: Vec::new(),
+            metadata_at: Default::default(),
         }
     }
 }
@@ -217,9 +221,13 @@ impl<'b> Decoder<'_, 'b> {
             help: help.to_string(),
             unit: unit.to_string(),
         };
-        match self.out.metadata.iter_mut().find(|(f, _)| f == family) {
-            Some((_, x)) => *x = m,
-            None => self.out.metadata.push((family.to_string(), m)),
+        match self.metadata_at.get(family) {
+            Some(&i) => self.out.metadata[i].1 = m,
+            None => {
+                self.metadata_at
+                    .insert(family.to_string(), self.out.metadata.len());
+                self.out.metadata.push((family.to_string(), m));
+            }
         }
     }
 }

@@ -527,3 +527,27 @@ fn the_series_cache_carries_checked_series_across_requests() {
         assert_eq!(tiny.len(), 2);
     }
 }
+
+#[test]
+fn thousands_of_metadata_entries_are_kept_once_each_the_last_description_winning() {
+    let entry = |family: String, help: &str| v1::MetricMetadata {
+        r#type: 1,
+        metric_family_name: family,
+        help: help.to_string(),
+        unit: String::new(),
+    };
+    // each entry used to be matched against every earlier one: quadratic in the request
+    let mut metadata: Vec<_> = (0..50_000)
+        .map(|i| entry(format!("m{i}"), "first"))
+        .collect();
+    metadata.push(entry("m7".into(), "last"));
+    let req = v1::WriteRequest {
+        timeseries: vec![],
+        metadata,
+    };
+    let got = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
+    assert_eq!(got.metadata.len(), 50_000);
+    assert_eq!(got.metadata[7].0, "m7");
+    assert_eq!(got.metadata[7].1.help, "last");
+    assert_eq!(got.metadata[8].1.help, "first");
+}
