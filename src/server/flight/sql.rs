@@ -42,6 +42,9 @@ use super::metadata::{
 };
 use super::sql_info;
 
+/// Batches a parameter binding reads before giving up on finding a row of values.
+const MAX_PARAMETER_BATCHES: usize = 16;
+
 /// The Flight SQL commands.
 pub struct FlightSql {
     pub(super) state: Arc<AppState>,
@@ -272,13 +275,25 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let mut handle = StatementHandle::decode(&query.prepared_statement_handle)?;
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+        // The values are the first row sent: reading stops at the first batch with rows (or
+        // after a few empty ones), so a client streaming batches does not fill memory.
+        let mut stream = FlightRecordBatchStream::new_from_flight_data(
             request.into_inner().map_err(FlightError::from),
-        )
-        .try_collect()
-        .await
-        .map_err(|e| Status::invalid_argument(format!("the parameters do not decode: {e}")))?;
-        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        );
+        let mut found: Option<RecordBatch> = None;
+        for _ in 0..MAX_PARAMETER_BATCHES {
+            match stream.try_next().await.map_err(|e| {
+                Status::invalid_argument(format!("the parameters do not decode: {e}"))
+            })? {
+                Some(b) if b.num_rows() > 0 => {
+                    found = Some(b);
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let Some(batch) = found.as_ref() else {
             return Err(Status::invalid_argument("no parameter values were sent"));
         };
         handle.params = batch
