@@ -250,6 +250,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_BUFFER_MEMORY_LIMIT", default_value = "4GiB", value_parser = parse_size)]
     pub buffer_memory_limit: usize,
 
+    /// Queries that run at once; one past them waits up to 10 s for a slot, then gets 503
+    /// with Retry-After.
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
+    pub max_concurrent_queries: usize,
+
     /// Memory one query may use in sorts, aggregations and joins.
     #[arg(long, env = "SLUICE_QUERY_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_size)]
     pub query_memory_limit: usize,

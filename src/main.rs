@@ -89,6 +89,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         query: QueryConfig {
             memory_limit: args.query_memory_limit,
             timeout: args.query_timeout,
+            max_concurrent: args.max_concurrent_queries,
             ..QueryConfig::default()
         },
         object_store: ObjectStoreConfig {

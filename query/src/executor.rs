@@ -47,6 +47,10 @@ pub struct QueryConfig {
     /// A query whose table scans read at most about this many rows is planned in one
     /// partition: for small scans, repartitioning and merging cost more than they save.
     pub single_partition_rows: usize,
+    /// Queries that run at once; a query past them waits up to `queue_timeout` for one to
+    /// finish, then is refused ([`QueryError::Busy`]).
+    pub max_concurrent: usize,
+    pub queue_timeout: Duration,
 }
 
 impl Default for QueryConfig {
@@ -55,6 +59,8 @@ impl Default for QueryConfig {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(60),
             single_partition_rows: 500_000,
+            max_concurrent: 16,
+            queue_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -72,6 +78,11 @@ pub enum QueryError {
     MemoryLimit { limit: usize, detail: String },
     #[error("query did not finish within {0:?} (--query-timeout)")]
     Timeout(Duration),
+    #[error(
+        "{0} queries are running, the limit (--max-concurrent-queries), and none finished \
+         in time to start this one; retry later"
+    )]
+    Busy(usize),
     #[error("internal error running the query: {0}")]
     Internal(String),
 }
@@ -99,6 +110,8 @@ pub struct QueryExecutor {
     /// A session with DataFusion's functions registered, copied for each query: registering
     /// them anew costs about a millisecond, a copy a fraction of that.
     base_state: SessionState,
+    /// One permit per query running (`max_concurrent` in all).
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl QueryExecutor {
@@ -129,6 +142,7 @@ impl QueryExecutor {
         );
         Ok(QueryExecutor {
             storage,
+            running: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
             config,
             runtime,
             base_state,
@@ -175,8 +189,19 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
+        let _running = self.admit().await?;
         self.within_timeout(self.run(db, sql, params, readable))
             .await
+    }
+
+    /// A permit to run a query: at once if fewer than `max_concurrent` run, else once one
+    /// finishes, waiting at most `queue_timeout`.
+    async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+        let acquire = self.running.clone().acquire_owned();
+        match tokio::time::timeout(self.config.queue_timeout, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(QueryError::Busy(self.config.max_concurrent)),
+        }
     }
 
     /// A session for one query in `db`: a copy of the base session whose only catalog is a
@@ -252,6 +277,7 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<(SchemaRef, SendableRecordBatchStream), QueryError> {
+        let running = self.admit().await?;
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let planned = async {
             let (state, plan) = self.logical(db, sql, params, readable).await?;
@@ -259,7 +285,16 @@ impl QueryExecutor {
         };
         let (schema, plan, task_ctx) = self.within_timeout(planned).await?;
         let stream = execute_stream(plan, task_ctx).map_err(|e| self.classify(e))?;
-        Ok((schema, until(stream, deadline, self.config.timeout)))
+        let stream = until(stream, deadline, self.config.timeout);
+        // the query counts as running until its stream is read or dropped
+        let held = stream.map(move |batch| {
+            let _running = &running;
+            batch
+        });
+        Ok((
+            schema.clone(),
+            Box::pin(RecordBatchStreamAdapter::new(schema, held)),
+        ))
     }
 
     async fn within_timeout<T>(

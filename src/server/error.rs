@@ -158,6 +158,9 @@ impl From<QueryError> for ApiError {
             }
             // As Prometheus answers a query timeout: the server could not, retrying may help.
             QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Busy(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1);
+            }
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -283,6 +286,7 @@ pub fn query_status(e: QueryError) -> Status {
         QueryError::NotAllowed(_) | QueryError::Invalid(_) => Status::invalid_argument(message),
         QueryError::MemoryLimit { .. } => Status::resource_exhausted(message),
         QueryError::Timeout(_) => Status::deadline_exceeded(message),
+        QueryError::Busy(_) => Status::unavailable(message),
         QueryError::Internal(_) => Status::internal(message),
     }
 }

@@ -619,3 +619,25 @@ async fn a_streamed_query_ends_with_the_timeout_error_once_its_time_is_up() {
     assert!(e.to_string().contains("--query-timeout"), "{e}");
     assert!(s.next().await.is_none());
 }
+
+#[tokio::test]
+async fn queries_past_the_concurrency_limit_wait_then_are_refused() {
+    let f = fixture(QueryConfig {
+        max_concurrent: 1,
+        queue_timeout: std::time::Duration::from_millis(50),
+        ..QueryConfig::default()
+    })
+    .await;
+    f.write("db", CPU).await;
+    // a streamed answer counts as running until it is read or dropped
+    let (_, held) = f
+        .exec
+        .query_stream("db", "SELECT * FROM cpu", HashMap::new(), None)
+        .await
+        .unwrap();
+    let err = f.sql("db", "SELECT count(*) FROM cpu").await.unwrap_err();
+    assert!(matches!(err, QueryError::Busy(1)), "{err:?}");
+    assert!(err.to_string().contains("--max-concurrent-queries"), "{err}");
+    drop(held);
+    assert!(f.sql("db", "SELECT count(*) FROM cpu").await.is_ok());
+}
