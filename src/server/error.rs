@@ -159,7 +159,8 @@ impl From<QueryError> for ApiError {
             // As Prometheus answers a query timeout: the server could not, retrying may help.
             QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Busy(_) => {
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1);
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .retry_after(1);
             }
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -637,7 +637,10 @@ async fn queries_past_the_concurrency_limit_wait_then_are_refused() {
         .unwrap();
     let err = f.sql("db", "SELECT count(*) FROM cpu").await.unwrap_err();
     assert!(matches!(err, QueryError::Busy(1)), "{err:?}");
-    assert!(err.to_string().contains("--max-concurrent-queries"), "{err}");
+    assert!(
+        err.to_string().contains("--max-concurrent-queries"),
+        "{err}"
+    );
     drop(held);
     assert!(f.sql("db", "SELECT count(*) FROM cpu").await.is_ok());
 }
