@@ -5,10 +5,10 @@
 //! and is all or nothing. A delete also closes the WAL segment (between two group commits,
 //! as a freeze does) and records the database or table as dropped through that segment, so
 //! that replaying the WAL after a crash does not bring back the writes before the delete;
-//! writes to what is being deleted are refused until it is recorded (see [`Admin::delete`]). The deleted files are
-//! removed from the object store after the grace period replaced files get, so that a query
-//! that started before the delete can finish; until then the catalog lists them as pending
-//! deletes.
+//! writes to what is being deleted are refused until it is recorded (see `Admin::delete`).
+//! The deleted files are removed from the object store after the grace period replaced files
+//! get, so that a query that started before the delete can finish; until then the catalog
+//! lists them as pending deletes.
 
 mod tokens;
 

@@ -89,6 +89,11 @@ struct Resolved {
 /// that what it holds grows with the names the batch uses, never with tables x symbols.
 type ColumnMap = hashbrown::HashMap<u64, Resolved, foldhash::fast::FixedState>;
 
+/// The [`ColumnMap`] key of name `sym` in the table at `slot`.
+fn key(slot: u32, sym: Sym) -> u64 {
+    (u64::from(slot) << 32) | sym.index() as u64
+}
+
 struct TableState {
     name: Arc<str>,
     /// The position of this table among the batch's tables.
@@ -107,8 +112,7 @@ impl TableState {
         batch: &WriteBatch,
         sym: Sym,
     ) -> &'m mut Resolved {
-        let key = (u64::from(self.slot) << 32) | sym.index() as u64;
-        columns.entry(key).or_insert_with(|| Resolved {
+        columns.entry(self.key(sym)).or_insert_with(|| Resolved {
             column: self
                 .schema
                 .as_ref()
@@ -116,6 +120,11 @@ impl TableState {
                 .map_or(ABSENT, |id| id as u32),
             tag_of_point: 0,
         })
+    }
+
+    /// Where `sym`, a name in this table, is in the [`ColumnMap`].
+    fn key(&self, sym: Sym) -> u64 {
+        key(self.slot, sym)
     }
 
     fn kind(&self, id: u32) -> ColumnKind {
@@ -216,12 +225,7 @@ pub fn validate(
                 limits,
                 point_no: n as u32 + 1,
             };
-            let result = check.point(&mut columns, point, !same_series, &mut new_cols);
-            // what the point would have added is absent again for the next point
-            for &(sym, _) in &new_cols {
-                state.resolve(&mut columns, batch, sym).column = ABSENT;
-            }
-            result
+            check.point(&mut columns, point, !same_series, &mut new_cols)
         };
         match result {
             Ok(()) => {
@@ -231,11 +235,11 @@ pub fn validate(
                     table_count += 1;
                 }
                 if !new_cols.is_empty() {
+                    let slot = state.slot;
                     let schema = Arc::make_mut(state.schema.as_mut().expect("set above"));
                     for &(sym, kind) in &new_cols {
                         let id = schema.push(batch.str(sym), kind);
-                        let key = (u64::from(state.slot) << 32) | sym.index() as u64;
-                        columns.get_mut(&key).expect("resolved above").column = id as u32;
+                        columns.get_mut(&key(slot, sym)).expect("resolved").column = id as u32;
                     }
                     state.changed = true;
                 }
@@ -247,6 +251,10 @@ pub fn validate(
                 last_point = Some(point);
             }
             Err(message) => {
+                // what the point would have added is absent again for the next point
+                for &(sym, _) in &new_cols {
+                    columns.get_mut(&state.key(sym)).expect("resolved").column = ABSENT;
+                }
                 keep.push(false);
                 rejected.push(Rejection {
                     line: point.line,

@@ -87,12 +87,6 @@ impl WalWriter {
         Ok(writer)
     }
 
-    /// Whether a segment is open: false after a failed append or sync, until an append (or
-    /// [`WalWriter::open`]) opens the next one.
-    pub fn is_open(&self) -> bool {
-        self.file.is_some()
-    }
-
     /// Opens segment `sequence` if none is open.
     pub fn open(&mut self) -> Result<()> {
         if self.file.is_none() {
@@ -216,7 +210,7 @@ impl WalWriter {
 }
 
 /// Makes `dir`'s entries (files created or removed in it) durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
+fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
