@@ -1,9 +1,26 @@
 //! InfluxDB line protocol -> [`WriteBatch`].
 //!
-//! The grammar and its escaping rules are those of the `influxdb-line-protocol` crate (IOx's
-//! port of the Go parser), which the tests use as an oracle over generated and fixture lines.
-//! Two deliberate leniencies: a `\r` before the line's `\n` and spaces after the last field
-//! when no timestamp follows are accepted, as the Go parser and Telegraf expect.
+//! A line is read as InfluxDB 1.x reads it, which is what clients written for it expect
+//! (`tests/e2e/influxdb.rs` sends the same generated and mutated lines to InfluxDB 1.6 and to
+//! Sluice and compares what each stores):
+//!
+//! - In the measurement and the tags, a byte is escaped when a backslash comes right before
+//!   it: `east\\ ` is a tag value that goes on past its space.
+//! - Unescaping removes the backslash of `\,`, `\ ` and `\=` (and of `\"` in measurements and
+//!   field keys) and keeps every other backslash: `\\` stays two backslashes; only string
+//!   field values know `\\` and `\"`.
+//! - A tag key ends at the first unescaped `=`, a tag value at the first unescaped `,` or
+//!   space; an unescaped `=` in a tag value, or `,` or space in a tag key, is an error.
+//! - Floats are `-?(digits[.digits] | .digits)` with an optional exponent: `1.`, `.1`, `-0.`
+//!   and `.0E4` are floats; values past the range of an f64 are errors.
+//!
+//! Sluice refuses, with an error, the lines InfluxDB 1.x reads two ways (its check of the field
+//! set and its reading of it disagree) or stores where no query finds them, instead of storing
+//! what InfluxDB stores: text after a string value's closing quote (`s="a"b`), a field key
+//! with an unescaped comma, a field key ending in backslashes before its delimiter
+//! (`f\\=1`), and a measurement with two backslashes before `,`, space, `=` or `"`. It also
+//! accepts unsigned integers (`12u`) as InfluxDB 2 and 3 do and a `\r` before the line's
+//! `\n`, and refuses names with control characters.
 //!
 //! The parser is a plain loop over bytes. It allocates per batch, never per line: names are
 //! interned into the batch's symbols, unescaping goes through one reused scratch buffer, and
@@ -278,7 +295,7 @@ impl<'a> Parser<'a> {
     fn parse_line(&mut self, start: usize, end: usize, line_number: u32) -> LineResult<()> {
         let body = self.body;
         // Series key: measurement and tags, up to the first unescaped space.
-        let key_end = scan_until(body, start, end, |c| c == b' ' || c == b'\t');
+        let key_end = scan_escaped_until(body, start + 1, end, |c| c == b' ');
         let key = &body[start..key_end];
         let hash = self.series.hash(key);
         let cached = self.series.get(hash, key);
@@ -286,15 +303,13 @@ impl<'a> Parser<'a> {
             Some(hit) => hit,
             None => self.parse_series(start, key_end)?,
         };
-        if key_end == end || body[key_end] == b'\t' {
-            return Err(if key_end == end {
-                "missing fields: expected a space and then field=value after the tags".into()
-            } else {
-                "invalid tab after the series key; separate sections with spaces".into()
-            });
+        if key_end == end {
+            return Err(
+                "missing fields: expected a space and then field=value after the tags".into(),
+            );
         }
         let mut pos = key_end;
-        while pos < end && body[pos] == b' ' {
+        while pos < end && matches!(body[pos], b' ' | b'\t') {
             pos += 1;
         }
         let fields_start = self.batch.begin_fields();
@@ -309,12 +324,24 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// Parses `measurement[,key=value...]` spanning exactly `start..end`.
+    /// Parses `measurement[,key=value...]` spanning exactly `start..end` (which ends at an
+    /// unescaped space or the end of the line).
     fn parse_series(&mut self, start: usize, end: usize) -> LineResult<(Sym, (u32, u32))> {
         let body = self.body;
-        let m_end = scan_until(body, start, end, |c| c == b',');
-        if m_end == start {
+        if body[start] == b',' {
             return Err("missing measurement name at the start of the line".into());
+        }
+        let m_end = scan_escaped_until(body, start + 1, end, |c| c == b',');
+        if let Some(at) = body[start..m_end].windows(3).position(|w| {
+            w[0] == b'\\' && w[1] == b'\\' && matches!(w[2], b',' | b' ' | b'=' | b'"')
+        }) {
+            // InfluxDB 1.x acknowledges such a point and then cannot find it in any query.
+            return Err(format!(
+                "measurement '{}' has two backslashes before a '{}', which InfluxDB 1.x stores \
+                 under a name no query finds; remove a backslash",
+                lossy(&body[start..m_end]),
+                body[start + at + 2] as char
+            ));
         }
         let table = self.name(start, m_end, Token::Measurement)?;
         let tags = self.batch.begin_tags();
@@ -322,25 +349,35 @@ impl<'a> Parser<'a> {
         while pos < end {
             // body[pos] == ','
             pos += 1;
-            // As in the crate (and so InfluxDB 3), only '=' ends a tag key: an unescaped comma
-            // is part of it.
-            let k_end = scan_until(body, pos, end, |c| c == b'=');
-            if k_end == end {
+            let k_end = scan_escaped_until(body, pos, end, |c| matches!(c, b'=' | b','));
+            if k_end == pos {
+                return Err("empty tag key after ','".into());
+            }
+            if k_end == end || body[k_end] == b',' {
                 return Err(format!(
-                    "tag '{}' has no '=value'; tags are written key=value",
+                    "tag '{}' has no '=value'; tags are written key=value (escape a comma, \
+                     space or '=' in a tag key with a backslash)",
                     lossy(&body[pos..k_end])
                 ));
             }
-            if k_end == pos {
-                return Err("empty tag key before '='".into());
-            }
             let key = self.name(pos, k_end, Token::TagKey)?;
             let v_start = k_end + 1;
-            let v_end = scan_until(body, v_start, end, |c| c == b',');
-            if v_end == v_start {
+            if v_start == end || body[v_start] == b',' {
                 return Err(format!(
                     "tag '{}' has an empty value; omit the tag instead",
                     self.batch.str(key)
+                ));
+            }
+            // The first byte of a value may be '=' (InfluxDB 1.x reads `t==x` as "=x").
+            let v_end = scan_escaped_until(body, v_start + 1, end, |c| matches!(c, b',' | b'='));
+            if v_end < end && body[v_end] == b'=' {
+                return Err(format!(
+                    "tag '{}' has an unescaped '=' in its value '{}'; escape it as \\=",
+                    self.batch.str(key),
+                    lossy(&body[v_start..end])
+                        .split(',')
+                        .next()
+                        .unwrap_or_default()
                 ));
             }
             let value = self.name(v_start, v_end, Token::TagValue)?;
@@ -354,10 +391,34 @@ impl<'a> Parser<'a> {
     fn parse_fields(&mut self, mut pos: usize, end: usize) -> LineResult<usize> {
         let body = self.body;
         loop {
-            let k_end = scan_until(body, pos, end, |c| c == b'=' || c == b' ');
+            let k_end = scan_until(body, pos, end, |c| matches!(c, b'=' | b' ' | b','));
+            // InfluxDB 1.x checks a field set taking `\\` as one escape, then reads keys
+            // taking a byte after any backslash as escaped; the two disagree on a delimiter
+            // after an even run of backslashes, so such a key is refused.
+            let backslashes = body[pos..k_end]
+                .iter()
+                .rev()
+                .take_while(|&&c| c == b'\\')
+                .count();
+            if backslashes > 0 && k_end < end {
+                return Err(format!(
+                    "field key '{}' ends in backslashes right before a '{}', which InfluxDB 1.x \
+                     reads two ways; remove a backslash or put another character after them",
+                    lossy(&body[pos..k_end]),
+                    body[k_end] as char
+                ));
+            }
+            if k_end < end && body[k_end] == b',' {
+                return Err(format!(
+                    "field key '{}' is followed by an unescaped ','; fields are written \
+                     key=value, and a comma in a field key is escaped as \\,",
+                    lossy(&body[pos..k_end])
+                ));
+            }
             if k_end == end || body[k_end] != b'=' {
                 return Err(format!(
-                    "field '{}' has no '=value'; fields are written key=value",
+                    "field '{}' has no '=value'; fields are written key=value (escape a \
+                     space or '=' in a field key with a backslash)",
                     lossy(&body[pos..k_end])
                 ));
             }
@@ -472,7 +533,7 @@ impl<'a> Parser<'a> {
 
     fn parse_timestamp(&self, mut pos: usize, end: usize) -> LineResult<i64> {
         let body = self.body;
-        while pos < end && body[pos] == b' ' {
+        while pos < end && matches!(body[pos], b' ' | b'\t') {
             pos += 1;
         }
         if pos == end {
@@ -543,13 +604,6 @@ impl<'a> Parser<'a> {
             self.scratch.push_str(as_str(&raw[i..next]));
             i = next;
         }
-        if self.scratch.ends_with('\\') {
-            return Err(format!(
-                "{} '{}' ends with a backslash; escape it as \\\\ or remove it",
-                token.what(),
-                lossy(raw)
-            ));
-        }
         Ok(self.batch.symbols.intern(&self.scratch))
     }
 }
@@ -572,10 +626,11 @@ impl Token {
         }
     }
 
+    /// The bytes whose escaping backslash InfluxDB 1.x removes; every other backslash stays.
     fn escapable(self, c: u8) -> bool {
         match self {
-            Token::Measurement => matches!(c, b',' | b' ' | b'\\'),
-            _ => matches!(c, b',' | b' ' | b'=' | b'\\'),
+            Token::Measurement | Token::FieldKey => matches!(c, b',' | b' ' | b'=' | b'"'),
+            Token::TagKey | Token::TagValue => matches!(c, b',' | b' ' | b'='),
         }
     }
 }
@@ -617,8 +672,9 @@ fn line_end(body: &[u8], start: usize) -> usize {
     body.len()
 }
 
-/// The first position in `start..end` holding a byte that `stop` accepts and that is not
-/// escaped by a backslash; `end` if there is none.
+/// The first position in `start..end` holding a byte that `stop` accepts and that no
+/// backslash escapes, where a backslash escapes the byte after it and a `\\` pair is one
+/// escape (the rule of the field set); `end` if there is none.
 #[inline]
 fn scan_until(body: &[u8], start: usize, end: usize, stop: impl Fn(u8) -> bool) -> usize {
     let mut i = start;
@@ -634,6 +690,16 @@ fn scan_until(body: &[u8], start: usize, end: usize, stop: impl Fn(u8) -> bool) 
         i += 1;
     }
     end
+}
+
+/// The first position in `start..end` holding a byte that `stop` accepts and that does not
+/// come right after a backslash (the rule InfluxDB 1.x reads measurements and tags by, so
+/// `a\\,b` is one name); `end` if there is none. `start` must not be the line's first byte.
+#[inline]
+fn scan_escaped_until(body: &[u8], start: usize, end: usize, stop: impl Fn(u8) -> bool) -> usize {
+    (start..end)
+        .find(|&i| stop(body[i]) && body[i - 1] != b'\\')
+        .unwrap_or(end)
 }
 
 /// Parses an unquoted field value. `None`: not a value of any type; `Some(Err)`: the right
@@ -670,14 +736,17 @@ fn parse_scalar(raw: &[u8]) -> Option<Result<FieldValue, &'static str>> {
     if !is_float(raw) {
         return None;
     }
-    // Plain integers written as floats are common (`usage=0`): parse them exactly and fast.
-    if raw.len() <= 15 && is_signed_integer(raw) {
+    // Plain integers written as floats are common (`usage=0`): parse them exactly and fast
+    // (`-0` is the float -0).
+    if raw.len() <= 15 && is_signed_integer(raw) && raw != b"-0" {
         return parse_i64(raw).map(|v| Ok(FieldValue::F64(v as f64)));
     }
-    as_str(raw)
-        .parse::<f64>()
-        .ok()
-        .map(|v| Ok(FieldValue::F64(v)))
+    let v = as_str(raw).parse::<f64>().ok()?;
+    Some(if v.is_finite() {
+        Ok(FieldValue::F64(v))
+    } else {
+        Err("float")
+    })
 }
 
 fn is_signed_integer(raw: &[u8]) -> bool {
@@ -685,7 +754,8 @@ fn is_signed_integer(raw: &[u8]) -> bool {
     !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
-/// `-?\d+(\.\d+)?([eE][+-]?\d+)?`, the float grammar of the line-protocol crate.
+/// `-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?`, the floats of InfluxDB 1.x: `1.`, `.5` and `-0.`
+/// are floats, a lone `.` is not.
 fn is_float(raw: &[u8]) -> bool {
     let mut i = usize::from(raw.first() == Some(&b'-'));
     let digits = |i: &mut usize| {
@@ -695,14 +765,14 @@ fn is_float(raw: &[u8]) -> bool {
         }
         *i > s
     };
-    if !digits(&mut i) {
-        return false;
-    }
+    let whole = digits(&mut i);
+    let mut fraction = false;
     if i < raw.len() && raw[i] == b'.' {
         i += 1;
-        if !digits(&mut i) {
-            return false;
-        }
+        fraction = digits(&mut i);
+    }
+    if !whole && !fraction {
+        return false;
     }
     if i < raw.len() && matches!(raw[i], b'e' | b'E') {
         i += 1;

@@ -13,6 +13,7 @@ mod durability;
 mod flight;
 mod grafana;
 mod hostile;
+mod influxdb;
 mod otlp;
 mod otlp_grpc;
 mod persistence;

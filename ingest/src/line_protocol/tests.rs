@@ -105,13 +105,32 @@ fn line_without_tags_or_timestamp_gets_the_request_time() {
     assert_eq!(rows[1].time, NOW);
 }
 
+// The escape rules are InfluxDB 1.x's; each case below was checked against InfluxDB 1.6, and
+// tests/e2e/influxdb.rs checks generated lines against it.
+
 #[test]
 fn escapes_in_measurement() {
     assert_eq!(one(r"my\ cpu\,x v=1").table, "my cpu,x");
-    // '=' needs no escape in a measurement; an unknown escape keeps its backslash
+    // '=' needs no escape in a measurement, and `\=` and `\"` lose their backslash
     assert_eq!(one(r"a=b v=1").table, "a=b");
-    assert_eq!(one(r"a\=b v=1").table, r"a\=b");
-    assert_eq!(one(r"a\\b v=1").table, r"a\b");
+    assert_eq!(one(r#"a\=b\"c v=1"#).table, r#"a=b"c"#);
+    // any other backslash stays, `\\` included
+    assert_eq!(one(r"a\\b\x v=1").table, r"a\\b\x");
+    // a backslash escapes the byte after it even when it follows another backslash; InfluxDB
+    // 1.x acknowledges such a measurement and then no query finds it, so it is refused
+    let lines = [
+        r"cpu\\ x v=1",
+        r"a\\,b v=1",
+        r"a\\\,b v=1",
+        r"a\\=b v=1",
+        r#"a\\"b v=1"#,
+    ];
+    for line in lines {
+        assert!(
+            parse_err(line).message.contains("two backslashes before a"),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -126,15 +145,45 @@ fn escapes_in_tag_keys_and_values() {
             (s("path"), s(r"C:\temp")),
         ]
     );
-    // '=' inside a tag value needs no escape
-    assert_eq!(one("m,expr=a=b f=1").tags, vec![(s("expr"), s("a=b"))]);
+    // InfluxDB stores `east\ ` for `east\\ ` (the space is escaped, one backslash stays)
+    // and `two\\ words` for `two\\\ words`; `\"` keeps its backslash in tags
+    assert_eq!(
+        one(r"cpu,regions=east\\  value=1.0").tags,
+        vec![(s("regions"), s(r"east\ "))]
+    );
+    assert_eq!(
+        one(r#"cpu,host=two\\\ words,q=a\"b value=42"#).tags,
+        vec![(s("host"), s(r"two\\ words")), (s("q"), s(r#"a\"b"#))]
+    );
+    // a value may start with '=' but holds no other unescaped one
+    assert_eq!(one("m,t==x f=1").tags, vec![(s("t"), s("=x"))]);
+    assert!(
+        parse_err("m,expr=a=b f=1")
+            .message
+            .contains("unescaped '=' in its value")
+    );
 }
 
 #[test]
 fn escapes_in_field_keys() {
-    let r = one(r"m field\ one=1,field\,two=2,field\=three=3");
+    let r = one(r#"m field\ one=1,field\,two=2,field\=three=3,q\"x\y=4"#);
     let keys: Vec<_> = r.fields.iter().map(|f| f.0.as_str()).collect();
-    assert_eq!(keys, vec!["field one", "field,two", "field=three"]);
+    assert_eq!(
+        keys,
+        vec!["field one", "field,two", "field=three", r#"q"x\y"#]
+    );
+}
+
+#[test]
+fn floats_as_influxdb_1_reads_them() {
+    let r = one("m a=1.,b=.1,c=-0.,d=.0E4,e=1.e5,f=-.5,g=-0,h=007,i=1e-400");
+    let got: Vec<_> = r.fields.iter().map(|f| f.1.clone()).collect();
+    assert_eq!(
+        got,
+        [1.0, 0.1, -0.0, 0.0, 1e5, -0.5, -0.0, 7.0, 0.0].map(Val::F)
+    );
+    assert!(matches!(&r.fields[2].1, Val::F(v) if v.is_sign_negative()));
+    assert!(matches!(&r.fields[6].1, Val::F(v) if v.is_sign_negative()));
 }
 
 #[test]
@@ -308,13 +357,20 @@ fn errors_name_what_is_wrong() {
         ("cpu,host v=1", "tag 'host' has no '=value'"),
         ("cpu,host= v=1", "empty value"),
         ("cpu,=a v=1", "empty tag key"),
-        ("cpu,host=a, v=1", "tag '' has no '=value'"),
+        ("cpu,host=a, v=1", "empty tag key"),
         ("cpu v", "field 'v' has no '=value'"),
         ("cpu =1", "empty field key"),
         ("cpu v=", "has no value"),
         ("cpu v=abc", "invalid value 'abc' for field 'v'"),
-        ("cpu v=1.", "invalid value '1.'"),
-        ("cpu v=.5", "invalid value '.5'"),
+        ("cpu v=.", "invalid value '.'"),
+        ("cpu v=-.", "invalid value '-.'"),
+        ("cpu v=.e5", "invalid value '.e5'"),
+        ("cpu v=1e", "invalid value '1e'"),
+        ("cpu v=1e400", "float '1e400' for field 'v' is out of range"),
+        (
+            "cpu v=-1e400",
+            "float '-1e400' for field 'v' is out of range",
+        ),
         ("cpu v=+5", "invalid value '+5'"),
         ("cpu v=NaN", "invalid value 'NaN'"),
         ("cpu v=tru", "invalid value 'tru'"),
@@ -334,10 +390,13 @@ fn errors_name_what_is_wrong() {
         ("cpu v=1 1 2", "unexpected text after the timestamp"),
         ("cpu v=1 99999999999999999999", "invalid timestamp"),
         ("cpu\\ v=1", "missing fields"),
-        ("cp\tu v=1", "invalid tab"),
-        ("cpu,host=a\\ v=1", "missing fields"),
-        ("cpu,host=a\\\\ v=1", "ends with a backslash"),
-        ("cpu v\\\\=1", "ends with a backslash"),
+        ("cp\tu v=1", "measurement 'cp\tu' contains a tab"),
+        ("cpu,host=a\\ v=1", "unescaped '=' in its value"),
+        ("cpu,host=a\\\\ v=1", "unescaped '=' in its value"),
+        ("cpu,ho st=a v=1", "tag 'ho' has no '=value'"),
+        ("cpu,ho,st=a v=1", "tag 'ho' has no '=value'"),
+        ("cpu v\\\\=1", "ends in backslashes right before a '='"),
+        ("cpu a,b=1", "field key 'a' is followed by an unescaped ','"),
     ];
     for (line, want) in cases {
         let e = parse_err(line);
@@ -410,7 +469,10 @@ fn repeated_series_share_tags() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Differential tests against the influxdb-line-protocol crate.
+// Differential tests against the influxdb-line-protocol crate, over lines where it agrees
+// with InfluxDB 1.x: names without backslashes (the crate reads `\\` as one backslash,
+// InfluxDB 1.x as two). Mutated lines, where the two differ more, are compared with InfluxDB
+// 1.6 itself in tests/e2e/influxdb.rs.
 
 fn oracle(body: &str) -> Vec<Result<Row, String>> {
     use influxdb_line_protocol as ilp;
@@ -467,7 +529,7 @@ impl Rng {
 }
 
 const NAME_CHARS: &[&str] = &[
-    "a", "b", "z", "_", "-", "0", "9", ".", ":", "é", "✓", "日", ",", " ", "=", "\\", "\"", "#",
+    "a", "b", "z", "_", "-", "0", "9", ".", ":", "é", "✓", "日", ",", " ", "=", "\"", "#",
 ];
 
 fn gen_name(rng: &mut Rng) -> String {
@@ -475,10 +537,6 @@ fn gen_name(rng: &mut Rng) -> String {
     let mut s = String::new();
     for _ in 0..n {
         s.push_str(rng.pick(NAME_CHARS));
-    }
-    // The crate refuses names that end in a backslash; so does the format.
-    if s.ends_with('\\') {
-        s.push('x');
     }
     s
 }
@@ -499,19 +557,19 @@ fn gen_line(rng: &mut Rng) -> String {
     if table.starts_with('#') {
         table.insert(0, 'm');
     }
-    let mut line = escape(&table, &[',', ' ', '\\']);
+    let mut line = escape(&table, &[',', ' ']);
     for _ in 0..rng.below(4) {
         line.push(',');
-        line.push_str(&escape(&gen_name(rng), &[',', '=', ' ', '\\']));
+        line.push_str(&escape(&gen_name(rng), &[',', '=', ' ']));
         line.push('=');
-        line.push_str(&escape(&gen_name(rng), &[',', '=', ' ', '\\']));
+        line.push_str(&escape(&gen_name(rng), &[',', '=', ' ']));
     }
     line.push(' ');
     for i in 0..1 + rng.below(4) {
         if i > 0 {
             line.push(',');
         }
-        line.push_str(&escape(&gen_name(rng), &[',', '=', ' ', '\\']));
+        line.push_str(&escape(&gen_name(rng), &[',', '=', ' ']));
         line.push('=');
         let v = match rng.below(9) {
             0 => format!("{}", rng.next() as i64 % 1000),
@@ -564,52 +622,6 @@ fn generated_lines_parse_as_the_crate_parses_them() {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g, w, "body:\n{body}");
-        }
-    }
-}
-
-#[test]
-fn mutated_lines_are_accepted_only_as_the_crate_accepts_them() {
-    // Damage valid lines (drop, duplicate or replace a byte): wherever the crate still
-    // accepts a line, we must accept it with the same result; where it rejects, so must we,
-    // except for the two documented leniencies (CR and trailing spaces).
-    let mut rng = Rng(0xdead_beef_0bad_cafe);
-    let specials = [
-        b' ', b',', b'=', b'"', b'\\', b'\n', b'i', b'u', b'.', b'-', b'e', b't',
-    ];
-    for _ in 0..5000 {
-        let mut line = gen_line(&mut rng).into_bytes();
-        let at = rng.below(line.len());
-        match rng.below(3) {
-            0 => {
-                line.remove(at);
-            }
-            1 => line.insert(at, line[at]),
-            _ => line[at] = rng.pick(&specials),
-        }
-        let Ok(body) = String::from_utf8(line) else {
-            continue;
-        };
-        // The crate accepts a dangling comma after the first tag or field only (a quirk of its
-        // list combinator); we reject it everywhere, as the Go parser does.
-        if body.contains(", ") || body.ends_with(',') || body.contains(",\n") {
-            continue;
-        }
-        let want = oracle(&body);
-        let out = parse(body.as_bytes(), &opts(Precision::Nanosecond));
-        let got = rows_of(&out.batch);
-        let want_ok: Vec<Row> = want.iter().filter_map(|r| r.clone().ok()).collect();
-        let lenient = body.ends_with(' ') || body.contains(" \n");
-        if !lenient {
-            assert_eq!(
-                got, want_ok,
-                "body: {body:?}\noracle: {want:?}\nours: {:?}",
-                out.errors
-            );
-        } else {
-            for w in &want_ok {
-                assert!(got.contains(w), "body {body:?}: missing {w:?}");
-            }
         }
     }
 }
