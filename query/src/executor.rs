@@ -170,6 +170,16 @@ impl QueryExecutor {
         sections
     }
 
+    /// The limits queries run under.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// What went wrong, for an error from a stream of [`QueryExecutor::query_stream`].
+    pub fn error_of(&self, e: DataFusionError) -> QueryError {
+        self.classify(e)
+    }
+
     /// Runs `sql` in database `db`, binding `params` to `$name` placeholders.
     pub async fn query(
         &self,
@@ -387,6 +397,13 @@ impl QueryExecutor {
     }
 
     fn classify(&self, e: DataFusionError) -> QueryError {
+        let e = match e {
+            DataFusionError::External(inner) => match inner.downcast::<QueryError>() {
+                Ok(q) => return *q,
+                Err(inner) => DataFusionError::External(inner),
+            },
+            e => e,
+        };
         let root = e.find_root();
         match root {
             DataFusionError::Plan(m)
@@ -420,8 +437,8 @@ fn until(
     let bounded = futures::stream::unfold(Some((stream, sleep)), move |state| async move {
         let (mut stream, mut sleep) = state?;
         let timed_out = || {
-            let e = QueryError::Timeout(timeout).to_string();
-            Some((Err(DataFusionError::Execution(e)), None))
+            let e = Box::new(QueryError::Timeout(timeout));
+            Some((Err(DataFusionError::External(e)), None))
         };
         if tokio::time::Instant::now() >= deadline {
             return timed_out();

@@ -14,7 +14,7 @@ pub mod system_tables;
 pub mod table_provider;
 
 /// Values bound to `$name` placeholders.
-pub use datafusion::common::ScalarValue;
+pub use datafusion::common::{DataFusionError, ScalarValue};
 /// The words of the SQL dialect queries are parsed in.
 pub use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS as SQL_KEYWORDS;
 pub use executor::{QueryConfig, QueryError, QueryExecutor, QueryOutput};

@@ -1,15 +1,23 @@
 //! `GET/POST /api/v3/query_sql`: SQL over HTTP.
+//!
+//! Answers are sent while the query runs (JSON, JSON lines, CSV and Parquet): the server holds
+//! one batch at a time, however long the answer, and a client that reads slowly slows the
+//! query down instead of making the server buffer for it. The first batch is computed before
+//! the answer starts, so an error that comes at once (most do) gets its own status; an error
+//! after that ends the body early (the client sees it cut). The pretty format needs every row
+//! for its column widths: it is collected, up to the query memory limit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
-use sluice_query::Format;
-use sluice_query::ScalarValue;
+use sluice_query::format::StreamEncoder;
+use sluice_query::{DataFusionError, Format, QueryError, QueryExecutor, ScalarValue};
 
 use super::auth::Access;
 use super::error::ApiError;
@@ -33,7 +41,7 @@ pub async fn query_get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = from_query_string(params)?;
-    run(&state, &access, request, &headers).await
+    run(state, &access, request, &headers).await
 }
 
 /// `POST /api/v3/query_sql` with a JSON body `{"db", "q", "format", "params"}`; parameters in
@@ -58,7 +66,7 @@ pub async fn query_post(
         request.format = posted.format.or(request.format);
         request.params = posted.params.or(request.params);
     }
-    run(&state, &access, request, &headers).await
+    run(state, &access, request, &headers).await
 }
 
 fn from_query_string(mut params: HashMap<String, String>) -> Result<QueryRequest, ApiError> {
@@ -79,7 +87,7 @@ fn from_query_string(mut params: HashMap<String, String>) -> Result<QueryRequest
 }
 
 async fn run(
-    state: &AppState,
+    state: Arc<AppState>,
     access: &Access,
     request: QueryRequest,
     headers: &HeaderMap,
@@ -113,19 +121,77 @@ async fn run(
             )));
         }
     };
-    let output = state
-        .query
-        .query_as(&db, &sql, params, access.readable())
+    let query = &state.query;
+    let (schema, mut batches) = query
+        .query_stream(&db, &sql, params, access.readable())
         .await?;
-    let bytes = format
-        .encode(&output.schema, &output.batches)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not encode the result: {e}"),
-            )
-        })?;
-    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+    let content_type = [(header::CONTENT_TYPE, format.content_type())];
+    let Some(mut encoder) = format.stream_encoder(&schema).map_err(encode_error)? else {
+        let mut all = Vec::new();
+        let mut held = 0;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|e| query.error_of(e))?;
+            held += batch.get_array_memory_size();
+            let limit = query.config().memory_limit;
+            if held > limit {
+                return Err(QueryError::MemoryLimit {
+                    limit,
+                    detail: format!(
+                        "the pretty format holds the whole answer, and it passed {held} bytes; \
+                         ask for json, jsonl, csv or parquet, which are sent as they are computed"
+                    ),
+                }
+                .into());
+            }
+            all.push(batch);
+        }
+        let bytes = format.encode(&schema, &all).map_err(encode_error)?;
+        return Ok((content_type, bytes).into_response());
+    };
+    let first = match batches.next().await {
+        Some(batch) => encoder
+            .batch(&batch.map_err(|e| query.error_of(e))?)
+            .map_err(encode_error)?,
+        None => Vec::new(),
+    };
+    let rest = futures::stream::unfold(
+        (batches, Some(encoder), state.clone()),
+        |(mut batches, encoder, state)| async move {
+            let mut encoder: StreamEncoder = encoder?;
+            let next = match batches.next().await {
+                Some(Ok(batch)) => encoder
+                    .batch(&batch)
+                    .map_err(|e| cut(&state.query, e.into())),
+                Some(Err(e)) => Err(cut(&state.query, e)),
+                None => {
+                    let last = encoder.finish().map_err(|e| cut(&state.query, e.into()));
+                    return Some((last, (batches, None, state)));
+                }
+            };
+            let encoder = next.is_ok().then_some(encoder);
+            Some((next, (batches, encoder, state)))
+        },
+    );
+    let body = futures::stream::once(async { Ok(first) })
+        .chain(rest)
+        .filter(|piece| std::future::ready(!matches!(piece, Ok(b) if b.is_empty())))
+        .map(|piece| piece.map(Bytes::from));
+    Ok((content_type, Body::from_stream(body)).into_response())
+}
+
+/// The error that ends an answer already under way: logged, and given to hyper, which cuts
+/// the body so that the client sees it incomplete.
+fn cut(query: &QueryExecutor, e: DataFusionError) -> std::io::Error {
+    let e = query.error_of(e);
+    tracing::warn!(error = %e, "a query failed while its answer was being sent; the answer was cut");
+    std::io::Error::other(e)
+}
+
+fn encode_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("could not encode the result: {e}"),
+    )
 }
 
 /// A `$name` parameter's value from its JSON form.

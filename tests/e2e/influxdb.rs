@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{Server, external};
+use crate::common::{Rng, Server, external};
 use crate::remote_write::Child;
 
 /// A running `influxd`, its data in a temporary folder.
@@ -228,27 +228,6 @@ fn normal_time(t: i64) -> i64 {
 
 /// Nanosecond times of the generated lines: 1970-01-12, inside one InfluxDB shard.
 const BASE: i64 = 1_000_000_000_000_000;
-
-/// xorshift64*: the same lines on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// Bytes of names and tag values: letters, and every byte the grammar gives a meaning to.
 const NAME_BYTES: &[&str] = &[

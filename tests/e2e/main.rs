@@ -9,6 +9,7 @@ mod common;
 mod admin;
 mod auth;
 mod cli;
+mod crash;
 mod durability;
 mod flight;
 mod grafana;

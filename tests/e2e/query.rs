@@ -197,3 +197,103 @@ async fn unknown_database_table_and_missing_query() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.unwrap().contains("'q'"));
 }
+
+/// GETs `sql` in `db` in `format` and returns the response, headers read, body not.
+async fn start_query(s: &Server, db: &str, sql: &str, format: &str) -> reqwest::Response {
+    s.client
+        .get(s.at("/api/v3/query_sql"))
+        .query(&[("db", db), ("q", sql), ("format", format)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_sent_as_it_is_computed_and_a_client_may_stop_reading() {
+    // one query at a time: the second query below runs only if the first let go of its slot
+    let s = Server::start_with(&["--max-concurrent-queries", "1"]);
+    s.write_lp("q", "cpu v=1 1\n").await;
+    for format in ["json", "jsonl", "csv", "parquet"] {
+        let mut r = start_query(
+            &s,
+            "q",
+            "SELECT value, 'some text' AS t FROM generate_series(1, 9223372036854775807)",
+            format,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // 8 MB arrive while the query runs; collected first, they never would
+        let mut got = 0;
+        while got < 8 << 20 {
+            got += r.chunk().await.unwrap().expect("more of the answer").len();
+        }
+        drop(r);
+        let rows = s.sql("q", "SELECT count(*) AS n FROM cpu").await;
+        assert_eq!(rows, vec![json!({"n": 1})], "{format}");
+    }
+}
+
+#[tokio::test]
+async fn an_error_before_the_first_row_gets_its_status_and_one_after_cuts_the_answer() {
+    let s = Server::start();
+    s.write_lp("q", "cpu v=1 1\n").await;
+    // fails on the first batch: a status, and a message
+    let r = start_query(
+        &s,
+        "q",
+        "SELECT 1 / (value - 1) FROM generate_series(1, 100000)",
+        "json",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("Divide by zero"));
+    // fails at row 2,000,000, after megabytes of rows were sent: the body ends without its
+    // closing ']'
+    let r = start_query(
+        &s,
+        "q",
+        "SELECT 1 / (value - 2000000) AS x FROM generate_series(1, 3000000)",
+        "json",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = Vec::new();
+    let mut r = r;
+    let cut = loop {
+        match r.chunk().await {
+            Ok(Some(piece)) => body.extend_from_slice(&piece),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "the answer ended as if complete");
+    assert!(
+        body.starts_with(b"[{\"x\":"),
+        "{:?}",
+        &body[..body.len().min(40)]
+    );
+    assert!(serde_json::from_slice::<Value>(&body).is_err());
+}
+
+#[tokio::test]
+async fn the_pretty_format_is_held_up_to_the_query_memory_limit() {
+    let s = Server::start_with(&["--query-memory-limit", "4MiB"]);
+    s.write_lp("q", "cpu v=1 1\n").await;
+    let (status, body) = s
+        .query_raw("q", "SELECT value FROM generate_series(1, 10)", "pretty")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("| 10    |"), "{body}");
+    let (status, body) = s
+        .query_raw(
+            "q",
+            "SELECT value FROM generate_series(1, 10000000)",
+            "pretty",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("--query-memory-limit") && body.contains("jsonl"),
+        "{body}"
+    );
+}
