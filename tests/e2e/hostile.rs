@@ -563,3 +563,35 @@ async fn a_client_that_sends_its_whole_oversize_body_first_reads_the_413() {
     }
     healthy(&s).await;
 }
+
+/// Item 11: high-cardinality churn. Each round writes 20,000 series never seen before, then
+/// persists; the series index lets go of the series whose rows are all persisted, so the
+/// buffer's counted bytes go back down instead of ratcheting up to the memory limit.
+#[tokio::test]
+async fn series_that_stop_are_forgotten_once_their_rows_are_persisted() {
+    let s = Server::start();
+    let mut after_persist = Vec::new();
+    for round in 0..3 {
+        let lp: String = (0..20_000)
+            .map(|i| format!("churn,pod=p{round}x{i},node=n{} v=1 {}\n", i % 50, 1000 + i))
+            .collect();
+        s.write_lp("h", &lp).await;
+        let (_, metrics) = s.get("/metrics").await;
+        let written = sample(&metrics, "sluice_buffer_bytes");
+        assert!(written > 20_000.0 * 60.0, "the index is counted: {written}");
+        persist(&s).await;
+        let (_, metrics) = s.get("/metrics").await;
+        assert_eq!(sample(&metrics, "sluice_buffer_rows"), 0.0);
+        after_persist.push(sample(&metrics, "sluice_buffer_bytes"));
+    }
+    assert!(
+        after_persist.iter().all(|&b| b < 500_000.0),
+        "bytes counted after each persist: {after_persist:?}"
+    );
+    healthy(&s).await;
+    // the series are still queryable, from the files
+    let rows = s
+        .sql("h", "SELECT count(DISTINCT pod) AS n FROM churn")
+        .await;
+    assert_eq!(rows, vec![json!({"n": 60_000})]);
+}

@@ -139,6 +139,33 @@ impl LastRows {
         self.fields[column].get_or_insert_with(|| LastColumn::new(new()))
     }
 
+    /// Keeps the newest rows of series `kept` (old ids, ascending), which become series
+    /// `0..kept.len()`.
+    pub(crate) fn retain(&mut self, kept: &[u32]) {
+        for slot in &mut self.fields {
+            let Some(c) = slot else { continue };
+            let array = c.values.to_array(self.time.len());
+            let mut values: Option<FieldColumn> = None;
+            let mut times = Vec::with_capacity(kept.len());
+            for (n, &s) in kept.iter().enumerate() {
+                let s = s as usize;
+                times.push(c.times.get(s).copied().unwrap_or(i64::MIN));
+                if let Some(v) = c
+                    .values
+                    .is_set(s)
+                    .then(|| OwnedValue::from_array(&array, s))
+                    .flatten()
+                {
+                    values
+                        .get_or_insert_with(|| FieldColumn::new(&v.as_field_value(), kept.len()))
+                        .put_owned(n, v);
+                }
+            }
+            *slot = values.map(|values| LastColumn { values, times });
+        }
+        self.time = kept.iter().map(|&s| self.time[s as usize]).collect();
+    }
+
     /// The series ids that have a newest row.
     pub(crate) fn series(&self) -> Vec<u32> {
         (0..self.time.len() as u32)

@@ -65,6 +65,19 @@ impl Partition {
         self.time.len()
     }
 
+    /// The series id of each row.
+    pub(super) fn series(&self) -> &[u32] {
+        &self.series
+    }
+
+    /// Gives each row the series id `new_id[its old one]` (the table dropped idle series).
+    /// A cached batch stays right: it holds tag values, not series ids.
+    pub(super) fn renumber_series(&mut self, new_id: &[u32]) {
+        for s in &mut self.series {
+            *s = new_id[*s as usize];
+        }
+    }
+
     /// Appends a row's key (series, time), noting whether the partition may now hold two
     /// rows of one key; returns whether the row is its series' newest ([`LastRows`]).
     #[inline]

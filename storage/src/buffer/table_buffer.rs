@@ -118,6 +118,15 @@ struct TableData {
     /// Per series id: its newest row, among every point seen since start-up and, once
     /// [`TableBuffer::merge_last_rows`] ran, the table's files.
     last: LastRows,
+    /// Per series id: its rows in live partitions. A series with none has all its rows
+    /// frozen or persisted; once such series outnumber the others, they are dropped
+    /// ([`TableData::drop_idle_series`]).
+    live_rows: Vec<u32>,
+    /// Series whose `live_rows` is not zero.
+    series_with_rows: usize,
+    /// Bytes of `bytes` that are the series index (tag sets, tag values, newest rows)
+    /// rather than rows.
+    index_bytes: usize,
     partitions: BTreeMap<i64, Partition>,
     /// Partitions being persisted, oldest first.
     frozen: Vec<Arc<FrozenPartition>>,
@@ -125,7 +134,98 @@ struct TableData {
     bytes: usize,
 }
 
+/// Bytes a series costs in the index besides its tag values: its tag set (in the map and the
+/// list), its newest row's time and its row count.
+fn series_bytes(tags: usize) -> usize {
+    16 * tags + 48
+}
+
+/// Bytes a tag value costs: its text, its place in the column's dictionary and its entry in
+/// the Arrow array built from it.
+fn tag_value_bytes(value: &str) -> usize {
+    value.len() + 40
+}
+
+/// Idle series are dropped only past this many, so that a small table never spends time on it.
+const IDLE_SERIES_FLOOR: usize = 1024;
+
 impl TableData {
+    /// Counts the rows of `series` leaving the live partitions (frozen or dropped).
+    fn rows_left(&mut self, series: &[u32]) {
+        for &s in series {
+            let n = &mut self.live_rows[s as usize];
+            *n -= 1;
+            if *n == 0 {
+                self.series_with_rows -= 1;
+            }
+        }
+    }
+
+    /// Drops the series without live rows once they outnumber the others (and
+    /// [`IDLE_SERIES_FLOOR`]): their tag sets, the tag values no other series uses and their
+    /// newest rows. Series ids are renumbered. Costs a pass over the live rows and the
+    /// series, paid for by the at least as many series added since the last time. Returns
+    /// the bytes released.
+    ///
+    /// The newest rows of dropped series come back from the files the next time they are
+    /// asked for ([`TableBuffer::last_rows_complete`] is reset), and a dropped series that is
+    /// written to again is added again.
+    fn drop_idle_series(&mut self) -> Option<usize> {
+        let idle = self.series_tags.len() - self.series_with_rows;
+        if idle <= self.series_with_rows.max(IDLE_SERIES_FLOOR) {
+            return None;
+        }
+        // old series id -> new one, u32::MAX for a dropped series
+        let mut new_id = vec![u32::MAX; self.series_tags.len()];
+        let kept: Vec<u32> = (0..self.series_tags.len() as u32)
+            .filter(|&s| self.live_rows[s as usize] > 0)
+            .collect();
+        for (n, &s) in kept.iter().enumerate() {
+            new_id[s as usize] = n as u32;
+        }
+        for p in self.partitions.values_mut() {
+            p.renumber_series(&new_id);
+        }
+        // tag values still used, renumbered per column
+        let mut value_ids: Vec<Vec<u32>> = self
+            .tag_values
+            .iter()
+            .map(|v| vec![u32::MAX; v.values.len()])
+            .collect();
+        let mut values: Vec<TagValues> = Vec::new();
+        values.resize_with(self.tag_values.len(), TagValues::default);
+        let mut index_bytes = 0;
+        let mut series_tags = Vec::with_capacity(kept.len());
+        let mut series = HashMap::with_capacity(kept.len());
+        for (n, &s) in kept.iter().enumerate() {
+            let tags: Arc<[(u32, u32)]> = self.series_tags[s as usize]
+                .iter()
+                .map(|&(col, value)| {
+                    let slot = &mut value_ids[col as usize][value as usize];
+                    if *slot == u32::MAX {
+                        let text = self.tag_values[col as usize].values.get(Sym(value));
+                        index_bytes += tag_value_bytes(text);
+                        *slot = values[col as usize].values.intern(text).0;
+                    }
+                    (col, *slot)
+                })
+                .collect();
+            index_bytes += series_bytes(tags.len());
+            series.insert(tags.clone(), n as u32);
+            series_tags.push(tags);
+        }
+        self.last.retain(&kept);
+        self.tag_values = values;
+        self.series_tags = series_tags;
+        self.series = series;
+        self.series_of_set.clear();
+        self.live_rows = kept.iter().map(|&s| self.live_rows[s as usize]).collect();
+        let released = self.index_bytes.saturating_sub(index_bytes);
+        self.index_bytes = index_bytes;
+        self.bytes = self.bytes.saturating_sub(released);
+        Some(released)
+    }
+
     /// Keeps `series_of_set` within a few entries per series.
     fn trim_series_of_set(&mut self) {
         if self.series_of_set.len() > 4 * self.series_tags.len() + 4096 {
@@ -134,14 +234,14 @@ impl TableData {
     }
 
     /// Step one of [`TableBuffer::apply`]: the series id of each point, adding the series
-    /// (and their tag values) the buffer does not have yet. Returns the points with their
-    /// series, and the bytes the new series take.
+    /// (and their tag values) the buffer does not have yet (counted in `index_bytes`).
+    /// Returns the points with their series.
     fn series_of_points<'a>(
         &mut self,
         batch: &WriteBatch,
         points: impl Iterator<Item = &'a Point>,
         columns: &mut BatchColumns<'_>,
-    ) -> (Vec<(&'a Point, u32)>, usize) {
+    ) -> Vec<(&'a Point, u32)> {
         const UNRESOLVED: u32 = u32::MAX;
         // Points of one series in one batch share a tag range: resolve each range once.
         let mut series_of_tags: HashMap<(usize, usize), u32> = HashMap::with_capacity(64);
@@ -152,7 +252,6 @@ impl TableData {
         let mut value_ids: HashMap<(usize, Sym), u32, foldhash::fast::FixedState> =
             HashMap::default();
         let mut scratch: Vec<(u32, u32)> = Vec::new();
-        let mut bytes = 0;
         let mut last_range = (usize::MAX, 0, 0);
         let points: Vec<(&'a Point, u32)> = points
             .map(|point| {
@@ -178,7 +277,15 @@ impl TableData {
                                 self.tag_values.resize_with(col + 1, TagValues::default);
                             }
                             let values = &mut self.tag_values[col].values;
-                            let mut intern = || values.intern(batch.str(tag.value)).0;
+                            let index_bytes = &mut self.index_bytes;
+                            let mut intern = || {
+                                let (text, known) = (batch.str(tag.value), values.len());
+                                let id = values.intern(text).0;
+                                if values.len() > known {
+                                    *index_bytes += tag_value_bytes(text);
+                                }
+                                id
+                            };
                             let slot = &mut value_of_sym[tag.value.index()];
                             let value = if slot.0 == col as u32 {
                                 slot.1
@@ -191,11 +298,7 @@ impl TableData {
                             scratch.push((col as u32, value));
                         }
                         scratch.sort_unstable();
-                        let known = self.series_tags.len();
                         let s = self.series_id(&scratch);
-                        if self.series_tags.len() > known {
-                            bytes += 16 * scratch.len() + 32;
-                        }
                         series_of_tags.insert((range.start, range.end), s);
                         if let Some(id) = set_id {
                             self.trim_series_of_set();
@@ -208,7 +311,7 @@ impl TableData {
                 (point, series)
             })
             .collect();
-        (points, bytes)
+        points
     }
 
     /// Step two of [`TableBuffer::apply`]: appends the rows of `points` (with their series)
@@ -327,10 +430,12 @@ impl TableData {
             return s;
         }
         let s = self.series_tags.len() as u32;
+        self.index_bytes += series_bytes(key.len());
         let key: Arc<[(u32, u32)]> = key.into();
         self.series.insert(key.clone(), s);
         self.series_tags.push(key);
         self.last.add_series();
+        self.live_rows.push(0);
         s
     }
 }
@@ -401,11 +506,20 @@ impl TableBuffer {
     ) -> usize {
         let mut data = self.inner.write();
         let mut columns = BatchColumns::new(schema, batch);
-        let (points, series_bytes) = data.series_of_points(batch, points, &mut columns);
+        let index_before = data.index_bytes;
+        let points = data.series_of_points(batch, points, &mut columns);
         let row_bytes = data.append_rows(batch, &points, segment, &mut columns);
+        for &(_, s) in &points {
+            let n = &mut data.live_rows[s as usize];
+            *n += 1;
+            if *n == 1 {
+                data.series_with_rows += 1;
+            }
+        }
+        let bytes = data.index_bytes - index_before + row_bytes;
         data.rows += points.len();
-        data.bytes += series_bytes + row_bytes;
-        series_bytes + row_bytes
+        data.bytes += bytes;
+        bytes
     }
 
     /// The buffered rows whose partition overlaps `range`, one chunk per partition (frozen
@@ -475,6 +589,7 @@ impl TableBuffer {
             let Some(p) = data.partitions.remove(&key) else {
                 continue;
             };
+            data.rows_left(p.series());
             if p.rows() == 0 {
                 continue;
             }
@@ -513,7 +628,11 @@ impl TableBuffer {
         });
         data.rows = data.rows.saturating_sub(rows);
         data.bytes = data.bytes.saturating_sub(bytes);
-        (rows, bytes)
+        let index = data.drop_idle_series();
+        if index.is_some() {
+            self.last_rows_complete.store(false, Ordering::Release);
+        }
+        (rows, bytes + index.unwrap_or(0))
     }
 
     /// Drops the live partitions whose hour ended at or before `cutoff` (Unix nanoseconds):
@@ -531,13 +650,18 @@ impl TableBuffer {
         let partitions = expired.len();
         for key in expired {
             if let Some(p) = data.partitions.remove(&key) {
+                data.rows_left(p.series());
                 rows += p.rows();
                 bytes += p.bytes;
             }
         }
         data.rows = data.rows.saturating_sub(rows);
         data.bytes = data.bytes.saturating_sub(bytes);
-        (partitions, rows, bytes)
+        let index = data.drop_idle_series();
+        if index.is_some() {
+            self.last_rows_complete.store(false, Ordering::Release);
+        }
+        (partitions, rows, bytes + index.unwrap_or(0))
     }
 
     /// The oldest WAL segment that holds rows still only in this buffer (live or frozen).

@@ -508,3 +508,85 @@ fn tag_set_ids_find_series_across_batches() {
         ])
     );
 }
+
+#[test]
+fn series_whose_rows_all_left_are_dropped_and_their_bytes_released() {
+    const HOUR: i64 = PARTITION_NANOS;
+    let mut f = Fixture::new();
+    let schema = |f: &Fixture| f.catalog.table("db", "m").unwrap().clone();
+    // hour 0: 3,000 series that will go idle; two of them keep writing in hour 1
+    let lp: String = (0..3000)
+        .map(|i| format!("m,id=s{i},zone=z{} v={i} {}\n", i % 7, i))
+        .collect();
+    f.write(&lp);
+    f.write(&format!(
+        "m,id=s1,zone=z1 v=-1 {HOUR}\nm,id=s2,zone=z2 v=-2 {HOUR}\n"
+    ));
+    let buffer = &f.buffers["m"];
+    assert_eq!(buffer.series_count(), 3000);
+    let written = buffer.bytes();
+    let mut seq = 0;
+    let frozen = buffer.freeze(&schema(&f), |p| p == 0, &mut seq);
+    assert_eq!(frozen.len(), 1);
+    let (rows, released) = buffer.remove_frozen(&[frozen[0].seq]);
+    assert_eq!(rows, 3000);
+    // the idle series went: their tag sets and the values only they used
+    assert_eq!(buffer.series_count(), 2);
+    assert!(
+        released > frozen[0].bytes + 3000 * 40,
+        "{released} of {written} bytes released; rows alone were {}",
+        frozen[0].bytes
+    );
+    assert!(!buffer.last_rows_complete());
+    // the two live series keep their rows, tags and newest rows under their new ids
+    assert_eq!(
+        f.show("m"),
+        table(&[
+            "+----+---------------------+------+------+",
+            "| id | time                | v    | zone |",
+            "+----+---------------------+------+------+",
+            "| s1 | 1970-01-01T01:00:00 | -1.0 | z1   |",
+            "| s2 | 1970-01-01T01:00:00 | -2.0 | z2   |",
+            "+----+---------------------+------+------+",
+        ])
+    );
+    assert_eq!(
+        f.last("m"),
+        table(&[
+            "+----+---------------------+------+------+",
+            "| id | time                | v    | zone |",
+            "+----+---------------------+------+------+",
+            "| s1 | 1970-01-01T01:00:00 | -1.0 | z1   |",
+            "| s2 | 1970-01-01T01:00:00 | -2.0 | z2   |",
+            "+----+---------------------+------+------+",
+        ])
+    );
+    // a dropped series written again is a series again, and a repeated key still merges
+    f.write(&format!(
+        "m,id=s9,zone=z2 v=9 {HOUR}\nm,id=s1,zone=z1 w=5 {HOUR}\nm,id=s9,zone=z2 w=1 {HOUR}\n"
+    ));
+    assert_eq!(f.buffers["m"].series_count(), 3);
+    assert_eq!(
+        f.show("m"),
+        table(&[
+            "+----+---------------------+------+-----+------+",
+            "| id | time                | v    | w   | zone |",
+            "+----+---------------------+------+-----+------+",
+            "| s1 | 1970-01-01T01:00:00 | -1.0 | 5.0 | z1   |",
+            "| s2 | 1970-01-01T01:00:00 | -2.0 |     | z2   |",
+            "| s9 | 1970-01-01T01:00:00 | 9.0  | 1.0 | z2   |",
+            "+----+---------------------+------+-----+------+",
+        ])
+    );
+    // once every row left, the table holds no bytes
+    let buffer = &f.buffers["m"];
+    let frozen = buffer.freeze(&schema(&f), |_| true, &mut seq);
+    let seqs: Vec<u64> = frozen.iter().map(|p| p.seq).collect();
+    buffer.remove_frozen(&seqs);
+    assert_eq!(
+        buffer.series_count(),
+        3,
+        "three idle series are under the floor"
+    );
+    assert_eq!(buffer.rows(), 0);
+}
