@@ -357,6 +357,11 @@ pub struct ServeArgs {
     /// Largest file compaction writes; a bigger day becomes several files.
     #[arg(long, env = "SLUICE_COMPACTION_TARGET_BYTES", default_value = "100MiB", value_parser = parse_size)]
     pub compaction_target_bytes: usize,
+
+    /// Most rows compaction merges at a time, in bytes as they are in memory (about 8 a
+    /// value, 4 a tag); a day with more is merged a time range at a time, each range a file.
+    #[arg(long, env = "SLUICE_COMPACTION_MEMORY", default_value = "32MiB", value_parser = parse_size)]
+    pub compaction_memory: usize,
 }
 
 #[derive(Debug, Args)]

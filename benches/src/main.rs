@@ -277,7 +277,16 @@ async fn run(args: Args) -> Result<(), String> {
     if !args.skip_load {
         load(&args, spec, &client).await?;
     }
-    after_load(&args, spec, &client).await
+    after_load(&args, spec, &client).await?;
+    if let Some(pid) = args.server_pid
+        && (args.persist || args.settle_secs > 0)
+        && let Some(mib) = peak_rss_mib(pid)
+    {
+        // the peak again, now that it covers persistence and compaction (or a peer's
+        // background merges during --settle-secs)
+        println!("server peak RSS:   {mib:.0} MiB (whole run)");
+    }
+    Ok(())
 }
 
 async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), String> {

@@ -139,7 +139,7 @@ impl ExecutionPlan for DeduplicateExec {
                 batches.extend(common::collect(file.execute(0, context.clone())?).await?);
             }
             batches.extend(chunks);
-            let (merged, _) = merge_by_primary_key(&schema, &batches)
+            let (merged, _) = merge_by_primary_key(&schema, batches)
                 .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
             Ok(match &projection {
                 Some(p) => merged.project(p)?,

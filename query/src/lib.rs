@@ -14,7 +14,9 @@ pub mod system_tables;
 pub mod table_provider;
 
 /// Values bound to `$name` placeholders.
+pub use datafusion::arrow::record_batch::RecordBatch;
 pub use datafusion::common::{DataFusionError, ScalarValue};
+pub use datafusion::physical_plan::SendableRecordBatchStream;
 /// The words of the SQL dialect queries are parsed in.
 pub use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS as SQL_KEYWORDS;
 pub use executor::{QueryConfig, QueryError, QueryExecutor, QueryOutput};

@@ -57,6 +57,7 @@ pub async fn persist(
         "bytes": summary.bytes,
         "wal_segments_deleted": summary.wal_segments_deleted,
         "failed_partitions": summary.failed_partitions,
+        "rounds": summary.rounds,
     })))
 }
 

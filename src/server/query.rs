@@ -17,7 +17,10 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use sluice_query::format::StreamEncoder;
-use sluice_query::{DataFusionError, Format, QueryError, QueryExecutor, ScalarValue};
+use sluice_query::{
+    DataFusionError, Format, QueryError, QueryExecutor, RecordBatch, ScalarValue,
+    SendableRecordBatchStream,
+};
 
 use super::auth::Access;
 use super::error::ApiError;
@@ -121,33 +124,59 @@ async fn run(
             )));
         }
     };
-    let query = &state.query;
-    let (schema, mut batches) = query
+    let (schema, batches) = state
+        .query
         .query_stream(&db, &sql, params, access.readable())
         .await?;
     let content_type = [(header::CONTENT_TYPE, format.content_type())];
-    let Some(mut encoder) = format.stream_encoder(&schema).map_err(encode_error)? else {
-        let mut all = Vec::new();
-        let mut held = 0;
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| query.error_of(e))?;
-            held += batch.get_array_memory_size();
-            let limit = query.config().memory_limit;
-            if held > limit {
-                return Err(QueryError::MemoryLimit {
-                    limit,
-                    detail: format!(
-                        "the pretty format holds the whole answer, and it passed {held} bytes; \
-                         ask for json, jsonl, csv or parquet, which are sent as they are computed"
-                    ),
-                }
-                .into());
+    Ok(
+        match format.stream_encoder(&schema).map_err(encode_error)? {
+            Some(encoder) => {
+                (content_type, streamed(state, encoder, batches).await?).into_response()
             }
-            all.push(batch);
+            None => {
+                let all = held_whole(&state.query, batches).await?;
+                let bytes = format.encode(&schema, &all).map_err(encode_error)?;
+                (content_type, bytes).into_response()
+            }
+        },
+    )
+}
+
+/// Every batch of an answer that cannot be streamed, refused past the query memory limit.
+async fn held_whole(
+    query: &QueryExecutor,
+    mut batches: SendableRecordBatchStream,
+) -> Result<Vec<RecordBatch>, ApiError> {
+    let mut all = Vec::new();
+    let mut held = 0;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|e| query.error_of(e))?;
+        held += batch.get_array_memory_size();
+        let limit = query.config().memory_limit;
+        if held > limit {
+            return Err(QueryError::MemoryLimit {
+                limit,
+                detail: format!(
+                    "the pretty format holds the whole answer, and it passed {held} bytes; ask \
+                     for json, jsonl, csv or parquet, which are sent as they are computed"
+                ),
+            }
+            .into());
         }
-        let bytes = format.encode(&schema, &all).map_err(encode_error)?;
-        return Ok((content_type, bytes).into_response());
-    };
+        all.push(batch);
+    }
+    Ok(all)
+}
+
+/// The body of an answer sent as it is computed: the first batch is encoded before the
+/// answer starts (so that its error keeps its status), the rest as the client reads.
+async fn streamed(
+    state: Arc<AppState>,
+    mut encoder: StreamEncoder,
+    mut batches: SendableRecordBatchStream,
+) -> Result<Body, ApiError> {
+    let query = &state.query;
     let first = match batches.next().await {
         Some(batch) => encoder
             .batch(&batch.map_err(|e| query.error_of(e))?)
@@ -176,7 +205,7 @@ async fn run(
         .chain(rest)
         .filter(|piece| std::future::ready(!matches!(piece, Ok(b) if b.is_empty())))
         .map(|piece| piece.map(Bytes::from));
-    Ok((content_type, Body::from_stream(body)).into_response())
+    Ok(Body::from_stream(body))
 }
 
 /// The error that ends an answer already under way: logged, and given to hyper, which cuts

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub compaction_interval: std::time::Duration,
     /// Largest file compaction writes.
     pub compaction_target_bytes: u64,
+    /// Most bytes of decoded rows one compaction step merges.
+    pub compaction_memory: u64,
     /// Retention period of databases created by a write (or created without one).
     pub default_retention: Option<sluice_storage::Retention>,
     /// Take requests without tokens even when tokens exist, and listen on any address

@@ -77,7 +77,7 @@ pub(crate) async fn table_rows(wb: &WriteBuffer) -> String {
         .map(|b| align_to_schema(b, schema.arrow_schema()))
         .chain(chunks.into_iter().map(|c| c.batch))
         .collect();
-    let (merged, _) = merge_by_primary_key(schema.arrow_schema(), &batches).unwrap();
+    let (merged, _) = merge_by_primary_key(schema.arrow_schema(), batches).unwrap();
     pretty_format_batches(&[merged]).unwrap().to_string()
 }
 

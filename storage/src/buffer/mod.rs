@@ -60,6 +60,8 @@ pub struct FrozenTable {
 pub struct Frozen {
     pub through_segment: u64,
     pub tables: Vec<FrozenTable>,
+    /// Buffer bytes of the partitions this freeze took (not of those frozen earlier).
+    pub taken_bytes: usize,
 }
 
 /// What a delete takes out of the buffer.
@@ -129,24 +131,38 @@ impl Buffer {
     }
 
     /// Freezes the live partitions `rule` picks in every table (see
-    /// [`TableBuffer::freeze`]); `through_segment` is the WAL segment just closed, through
-    /// which every write applied so far is logged. Runs on the apply thread, between writes.
+    /// [`TableBuffer::freeze`]), oldest hour first within a table, until they hold `budget`
+    /// bytes (at least one partition is taken); `through_segment` is the WAL segment just
+    /// closed, through which every write applied so far is logged. Runs on the apply thread,
+    /// between writes.
     pub fn freeze(
         &self,
         catalog: &CatalogSnapshot,
         rule: FreezeRule,
         through_segment: u64,
+        budget: usize,
     ) -> Frozen {
         let mut out = Frozen {
             through_segment,
             tables: Vec::new(),
+            taken_bytes: 0,
         };
         let mut next_seq = self.next_freeze_seq.load(Ordering::Relaxed);
+        let taken = &mut out.taken_bytes;
+        let mut any = false;
         for (db, table, buffer) in self.all() {
             let Some(schema) = catalog.table(&db, &table) else {
                 continue;
             };
-            let partitions = buffer.freeze(schema, |p| rule.takes(p), &mut next_seq);
+            let take = |p: i64, bytes: usize| {
+                if !rule.takes(p) || (any && *taken >= budget) {
+                    return false;
+                }
+                any = true;
+                *taken += bytes;
+                true
+            };
+            let partitions = buffer.freeze(schema, take, &mut next_seq);
             if !partitions.is_empty() {
                 out.tables.push(FrozenTable {
                     db,

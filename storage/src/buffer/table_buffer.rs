@@ -567,23 +567,24 @@ impl TableBuffer {
         out
     }
 
-    /// Takes the live partitions for which `due(partition key)` holds out of the live buffer
-    /// and freezes them (rows merged per primary key, in `schema`'s layout), numbering them
-    /// from `*next_seq`. Later writes to the same hours start new partitions. Returns every
-    /// frozen partition of the table, those frozen earlier and not yet removed first.
+    /// Takes the live partitions for which `due(partition key, its bytes)` holds out of the
+    /// live buffer and freezes them (rows merged per primary key, in `schema`'s layout),
+    /// numbering them from `*next_seq`. Later writes to the same hours start new partitions.
+    /// Returns every frozen partition of the table, those frozen earlier and not yet removed
+    /// first.
     pub fn freeze(
         &self,
         schema: &TableSchema,
-        mut due: impl FnMut(i64) -> bool,
+        mut due: impl FnMut(i64, usize) -> bool,
         next_seq: &mut u64,
     ) -> Vec<Arc<FrozenPartition>> {
         let mut data = self.inner.write();
         let data = &mut *data;
         let keys: Vec<i64> = data
             .partitions
-            .keys()
-            .copied()
-            .filter(|&k| due(k))
+            .iter()
+            .filter(|(k, p)| due(**k, p.bytes))
+            .map(|(k, _)| *k)
             .collect();
         for key in keys {
             let Some(p) = data.partitions.remove(&key) else {

@@ -4,11 +4,13 @@
 //! A round picks, per table and UTC day, the files worth merging: all of the day's files
 //! except a leading run (by order) of files already at least half the target size. With at
 //! least two such files it merges them, one time range at a time: the day is cut into as
-//! many ranges as the target size asks for (about the same bytes each, judged from the files'
-//! sizes and time spans), and each range reads the files that reach into it, keeps their rows
-//! of the range, merges rows per primary key (newer files win, as in queries) and becomes one
-//! file. Memory holds one range, not the day, and the new files do not overlap in time. The new files take the largest order of the files they
-//! replace (see [`ParquetFile::order`]).
+//! many ranges as the target size asks for, and as the memory bound asks for (the rows of a
+//! range, decoded, at most `compaction_memory`; judged from the files' rows, sizes and time
+//! spans), and each range reads the files that reach into it a batch at a time, keeps their
+//! rows of the range, merges rows per primary key (newer files win, as in queries) and
+//! becomes one file. Memory holds one range's rows (about once, see
+//! [`merge_by_primary_key`]), not the day's, and the new files do not overlap in time. The
+//! new files take the largest order of the files they replace (see [`ParquetFile::order`]).
 //!
 //! The heavy work runs without the lake lock, so persistence goes on meanwhile; the lock is
 //! taken to swap the files in the catalog, atomically: one catalog write removes the inputs
@@ -25,10 +27,11 @@ use arrow::compute::filter_record_batch;
 use object_store::path::Path;
 
 use super::background::run_in_background;
+#[cfg(doc)]
 use super::deduplicate::merge_by_primary_key;
 use super::files::{ParquetFile, TableKey};
 use super::live::{FileWriteError, Lake};
-use super::parquet::read_parquet;
+use super::parquet::parquet_batches;
 use super::retention::{self, RetentionSummary};
 use super::store;
 use crate::buffer::Buffer;
@@ -90,16 +93,19 @@ pub struct Compactor {
     lake: Arc<Lake>,
     metrics: Arc<StorageMetrics>,
     clock: Clock,
+    /// Most bytes of decoded rows one range merges.
+    memory: u64,
 }
 
 impl Compactor {
-    /// A compactor over these parts.
+    /// A compactor over these parts, merging at most `memory` bytes of decoded rows at a time.
     pub fn new(
         catalog: Arc<Catalog>,
         buffer: Arc<Buffer>,
         lake: Arc<Lake>,
         metrics: Arc<StorageMetrics>,
         clock: Clock,
+        memory: u64,
     ) -> Self {
         Compactor {
             catalog,
@@ -107,6 +113,7 @@ impl Compactor {
             lake,
             metrics,
             clock,
+            memory,
         }
     }
 
@@ -182,7 +189,10 @@ impl Compactor {
         // times reach into it, and keeps only its own rows of them. Rows of one primary key
         // share their time, so no key spans two ranges.
         let order = c.files.iter().map(|f| f.order).max().unwrap_or(0);
-        let n = bytes_in_of(&c.files).div_ceil(target_bytes.max(1)).max(1) as usize;
+        let by_size = bytes_in_of(&c.files).div_ceil(target_bytes.max(1));
+        let decoded = c.files.iter().map(|f| f.rows).sum::<u64>() * row_bytes(&schema);
+        let by_memory = decoded.div_ceil(self.memory.max(1));
+        let n = by_size.max(by_memory).max(1) as usize;
         let cuts = cut_times(&c.files, n);
         let bounds: Vec<(i64, i64)> = std::iter::once(i64::MIN)
             .chain(cuts.iter().copied())
@@ -205,30 +215,30 @@ impl Compactor {
                     .ok_or_else(|| data_err(format!("listed file {} is missing", f.path)))?;
                 inputs.push(bytes);
             }
-            let schema_for_merge = schema.clone();
-            let merged = run_in_background("compactor", move || {
+            let schema_for_read = schema.clone();
+            let rows = run_in_background("compactor", move || {
+                // a batch at a time: only the range's rows of a file are held
                 let mut batches = Vec::new();
                 for bytes in inputs {
-                    for batch in read_parquet(bytes, &schema_for_merge)? {
-                        let batch = within(&batch, lower, upper)?;
+                    for batch in parquet_batches(bytes, &schema_for_read)? {
+                        let batch = within(&batch?, lower, upper)?;
                         if batch.num_rows() > 0 {
                             batches.push(batch);
                         }
                     }
                 }
-                let (merged, _) = merge_by_primary_key(schema_for_merge.arrow_schema(), &batches)
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(merged)
+                Ok::<_, String>(batches)
             })
             .await
             .and_then(|r| r)
             .map_err(data_err)?;
-            if merged.num_rows() == 0 {
+            if rows.is_empty() {
                 continue;
             }
+            // the merge per primary key happens as the file is encoded
             let file = self
                 .lake
-                .write_file(db, &schema, merged, Some(order))
+                .write_file(db, &schema, rows, Some(order))
                 .await
                 .map_err(|e| match e {
                     FileWriteError::Encode(message) => data_err(message),
@@ -292,6 +302,19 @@ impl Compactor {
 
 fn bytes_in_of(files: &[ParquetFile]) -> u64 {
     files.iter().map(|f| f.size_bytes).sum()
+}
+
+/// About the bytes a row of `schema` takes decoded: 8 a value (time and fields; strings
+/// counted so too), 4 a tag (a dictionary key), and a byte of validity per column.
+fn row_bytes(schema: &crate::catalog::TableSchema) -> u64 {
+    schema
+        .columns()
+        .iter()
+        .map(|c| match c.kind {
+            crate::catalog::ColumnKind::Tag => 5,
+            _ => 9,
+        })
+        .sum()
 }
 
 /// Where to cut a day of `files` into `n` time ranges of about the same bytes: each file's

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use std::collections::HashSet;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortOptions, concat_batches, take};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::compute::{SortOptions, concat, take};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Int32Type};
 use arrow::error::ArrowError;
@@ -90,11 +90,16 @@ pub const KEY_ORDER: SortOptions = SortOptions {
 /// Merges `batches` (all of `schema`, oldest first) into one batch with one row per primary
 /// key, sorted by [`sort_key`]. Returns the rows and the sort key they are in (column
 /// positions).
+///
+/// Memory: the rows are held about once and a column more. Several batches are joined a
+/// column at a time, each column of the inputs let go once joined (a single batch is not
+/// copied), and the sorted columns are built one at a time, each unsorted one let go once
+/// built; only what the caller still holds of the inputs stays.
 pub fn merge_by_primary_key(
     schema: &SchemaRef,
-    batches: &[RecordBatch],
+    batches: Vec<RecordBatch>,
 ) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
-    let all = concat_batches(schema, batches)?;
+    let all = join(schema, batches)?;
     let n = all.num_rows();
     let key = sort_key(schema, &all).ok_or_else(|| {
         ArrowError::SchemaError("a table without a time column has no primary key".into())
@@ -130,20 +135,20 @@ pub fn merge_by_primary_key(
             runs(order, |a, b| rows.row(a) == rows.row(b))
         }
     };
-    let sorted = UInt32Array::from(order.clone());
+    let (_, inputs, _) = all.into_parts();
     if !has_duplicates {
-        let columns = all
-            .columns()
-            .iter()
-            .map(|c| take(c, &sorted, None))
+        let sorted = UInt32Array::from(order);
+        let columns = inputs
+            .into_iter()
+            .map(|c| take(&c, &sorted, None))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok((RecordBatch::try_new(schema.clone(), columns)?, key));
     }
     let first: UInt32Array = runs.iter().map(|&(s, _)| order[s]).collect();
-    let mut columns = Vec::with_capacity(all.num_columns());
-    for (i, column) in all.columns().iter().enumerate() {
+    let mut columns = Vec::with_capacity(inputs.len());
+    for (i, column) in inputs.into_iter().enumerate() {
         let merged = if key.contains(&i) {
-            take(column, &first, None)?
+            take(&column, &first, None)?
         } else {
             // the newest row of the key that has a value, else (all null) any row of it
             let pick: UInt32Array = runs
@@ -157,11 +162,50 @@ pub fn merge_by_primary_key(
                         .unwrap_or(order[s])
                 })
                 .collect();
-            take(column, &pick, None)?
+            take(&column, &pick, None)?
         };
         columns.push(merged);
     }
     Ok((RecordBatch::try_new(Arc::clone(schema), columns)?, key))
+}
+
+/// `batches` as one batch of `schema`, joined a column at a time: each input column is let go
+/// (dropped here, freed unless the caller holds it too) once its joined column is built.
+fn join(schema: &SchemaRef, mut batches: Vec<RecordBatch>) -> Result<RecordBatch, ArrowError> {
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    if batches.len() == 1 && batches[0].schema() == *schema {
+        return Ok(batches.pop().expect("one batch"));
+    }
+    let mut rows = 0;
+    let width = schema.fields().len();
+    let mut per_column: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(batches.len()); width];
+    for b in batches {
+        if b.num_columns() != width {
+            return Err(ArrowError::SchemaError(format!(
+                "a batch to merge has {} columns, its table {width}",
+                b.num_columns()
+            )));
+        }
+        rows += b.num_rows();
+        let (_, columns, _) = b.into_parts();
+        for (i, c) in columns.into_iter().enumerate() {
+            per_column[i].push(c);
+        }
+    }
+    let columns = per_column
+        .into_iter()
+        .map(|arrays| {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            concat(&refs)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
 }
 
 /// `order` (row positions sorted by key) with its runs of rows whose keys `same` says are

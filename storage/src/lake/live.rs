@@ -138,14 +138,17 @@ impl Lake {
         &self,
         db: &Arc<str>,
         schema: &Arc<TableSchema>,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
         order: Option<u64>,
     ) -> Result<ParquetFile, FileWriteError> {
-        let (min_time, max_time) = time_range(&batch)
+        let (min_time, max_time) = batches
+            .iter()
+            .filter_map(time_range)
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
             .ok_or_else(|| FileWriteError::Encode("no rows with a time to write".into()))?;
         let (db2, schema2) = (db.clone(), schema.clone());
         let (bytes, rows, sort_key) =
-            run_in_background("encoder", move || encode_parquet(&db2, &schema2, &[batch]))
+            run_in_background("encoder", move || encode_parquet(&db2, &schema2, batches))
                 .await
                 .and_then(|r| r)
                 .map_err(FileWriteError::Encode)?;

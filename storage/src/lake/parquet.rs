@@ -37,7 +37,7 @@ pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
 pub fn encode_parquet(
     db: &str,
     schema: &TableSchema,
-    batches: &[RecordBatch],
+    batches: Vec<RecordBatch>,
 ) -> Result<(Bytes, u64, Vec<String>), String> {
     let arrow_schema = schema.arrow_schema();
     let (merged, key) = merge_by_primary_key(arrow_schema, batches).map_err(|e| e.to_string())?;
@@ -122,13 +122,21 @@ pub fn encode_parquet(
 
 /// Reads a Parquet file of the table into batches in the table's current schema.
 pub fn read_parquet(bytes: Bytes, schema: &TableSchema) -> Result<Vec<RecordBatch>, String> {
+    parquet_batches(bytes, schema)?.collect()
+}
+
+/// The rows of a Parquet file, decoded a batch (64 Ki rows) at a time as they are read, in
+/// `schema`'s layout.
+pub fn parquet_batches(
+    bytes: Bytes,
+    schema: &TableSchema,
+) -> Result<impl Iterator<Item = Result<RecordBatch, String>>, String> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.with_batch_size(64 * 1024).build())
         .map_err(|e| e.to_string())?;
-    reader
-        .map(|b| {
-            b.map(|b| align_to_schema(&b, schema.arrow_schema()))
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+    let arrow_schema = schema.arrow_schema().clone();
+    Ok(reader.map(move |b| {
+        b.map(|b| align_to_schema(&b, &arrow_schema))
+            .map_err(|e| e.to_string())
+    }))
 }

@@ -46,6 +46,8 @@ pub struct PersistSummary {
     pub wal_segments_deleted: usize,
     /// Partitions that could not be written, left frozen for the next persist.
     pub failed_partitions: usize,
+    /// Rounds it took (see [`Persister::persist`]).
+    pub rounds: usize,
 }
 
 /// When the background persister persists.
@@ -57,6 +59,8 @@ pub struct PersistPolicy {
     pub buffer_memory_limit: usize,
     /// Everything is persisted while the WAL on disk holds more than this.
     pub wal_persist_bytes: u64,
+    /// Buffer bytes one persist round freezes (at least one partition, whatever its size).
+    pub round_bytes: usize,
 }
 
 /// Moves buffered rows into Parquet files, and lets the WAL go of them.
@@ -92,21 +96,64 @@ impl Persister {
         }
     }
 
-    /// Closes the current WAL segment and freezes the live partitions `rule` picks, between
-    /// two group commits. Returns every frozen partition not yet persisted.
-    pub async fn freeze(&self, rule: FreezeRule) -> Result<Frozen, WalError> {
+    /// Closes the current WAL segment and freezes the live partitions `rule` picks, up to
+    /// `budget` bytes of them (see [`Buffer::freeze`]), between two group commits. Returns
+    /// every frozen partition not yet persisted.
+    pub async fn freeze(&self, rule: FreezeRule, budget: usize) -> Result<Frozen, WalError> {
         let (catalog, buffer) = (self.catalog.clone(), self.buffer.clone());
         let frozen = self.wal.lock().barrier(move |barrier| {
-            buffer.freeze(&catalog.snapshot(), rule, barrier.through_segment)
+            buffer.freeze(&catalog.snapshot(), rule, barrier.through_segment, budget)
         })?;
         frozen.await.map_err(|_| WalError::ShuttingDown)?
     }
 
     /// Persists the live partitions `rule` picks, and any partition frozen by an earlier
     /// persist that failed. Returns once the files and the catalog are durable.
+    ///
+    /// It goes in rounds of about [`PersistPolicy::round_bytes`] of buffered rows: a frozen
+    /// partition is held twice while it is written (its rows as Arrow arrays, tags written
+    /// out, and the sorted copy the file is encoded from), so freezing everything at once
+    /// would hold the whole buffer two or three times over. The rounds stop once as many
+    /// bytes as the buffer held at the start went, so that rows written meanwhile do not keep
+    /// it going.
     pub async fn persist(&self, rule: FreezeRule) -> Result<PersistSummary, PersistError> {
         let _lake_guard = self.lake.lock().await;
-        let frozen = self.freeze(rule).await?;
+        let mut left = self.buffer.bytes();
+        let mut summary = PersistSummary::default();
+        loop {
+            let (round, taken) = self.persist_round(rule).await?;
+            summary.files += round.files;
+            summary.rows += round.rows;
+            summary.bytes += round.bytes;
+            summary.wal_segments_deleted += round.wal_segments_deleted;
+            summary.failed_partitions = round.failed_partitions;
+            summary.rounds += 1;
+            left = left.saturating_sub(taken);
+            if taken == 0 || left == 0 || !self.buffer.has_due(rule) {
+                break;
+            }
+        }
+        if summary.files > 0 {
+            tracing::info!(
+                files = summary.files,
+                failed_partitions = summary.failed_partitions,
+                rows = summary.rows,
+                bytes = summary.bytes,
+                wal_segments_deleted = summary.wal_segments_deleted,
+                "persisted buffered partitions"
+            );
+        }
+        Ok(summary)
+    }
+
+    /// One round of [`Persister::persist`], under the lake lock: freezes up to
+    /// [`PersistPolicy::round_bytes`], writes the files and the catalog, lets the buffer and the WAL
+    /// go of the rows. Returns what it did and the buffer bytes it froze.
+    async fn persist_round(
+        &self,
+        rule: FreezeRule,
+    ) -> Result<(PersistSummary, usize), PersistError> {
+        let frozen = self.freeze(rule, self.policy.round_bytes).await?;
         let catalog = self.catalog.snapshot();
         let mut lake = (*self.lake.state()).clone();
         let mut summary = PersistSummary::default();
@@ -120,7 +167,7 @@ impl Persister {
             let mut seqs = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
                 let batch = align_to_schema(&p.batch, schema.arrow_schema());
-                let file = match self.lake.write_file(&t.db, schema, batch, None).await {
+                let file = match self.lake.write_file(&t.db, schema, vec![batch], None).await {
                     Ok(file) => file,
                     // one partition that cannot be written does not hold up the others: it
                     // stays frozen (queryable, in the WAL) and the next persist retries it
@@ -193,17 +240,7 @@ impl Persister {
         summary.wal_segments_deleted = wal::delete_before(self.wal.dir(), keep_from)?;
         self.metrics.persisted_files.add(summary.files as u64);
         self.metrics.persisted_rows.add(summary.rows);
-        if summary.files > 0 {
-            tracing::info!(
-                files = summary.files,
-                failed_partitions = summary.failed_partitions,
-                rows = summary.rows,
-                bytes = summary.bytes,
-                wal_segments_deleted = summary.wal_segments_deleted,
-                "persisted buffered partitions"
-            );
-        }
-        Ok(summary)
+        Ok((summary, frozen.taken_bytes))
     }
 
     /// What the background persister should persist at `now_nanos`, if anything: partitions

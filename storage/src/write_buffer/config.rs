@@ -35,6 +35,12 @@ pub struct WriteBufferConfig {
     /// Everything is persisted once the WAL on disk holds more than this many bytes,
     /// whatever the buffered hours' ages, so that replay after a crash stays bounded.
     pub wal_persist_bytes: u64,
+    /// Buffer bytes one persist round freezes: a persist of more goes in rounds, so that
+    /// the rows held twice while a file is encoded are one round's, not the buffer's.
+    pub persist_round_bytes: usize,
+    /// Most bytes of rows (as decoded in memory) one compaction step merges: a day of more
+    /// is merged as several time ranges, each its own file.
+    pub compaction_memory: u64,
     /// What time it is, for retention and delayed deletes.
     pub clock: Clock,
 }
@@ -53,6 +59,8 @@ impl WriteBufferConfig {
             default_retention: None,
             max_future: None,
             wal_persist_bytes: 1 << 30,
+            compaction_memory: 32 << 20,
+            persist_round_bytes: 32 << 20,
             clock: Clock::system(),
         }
     }

@@ -151,6 +151,7 @@ impl WriteBuffer {
                     persist_after: config.persist_after,
                     wal_persist_bytes: config.wal_persist_bytes,
                     buffer_memory_limit: config.buffer_memory_limit,
+                    round_bytes: config.persist_round_bytes,
                 },
             ),
             compactor: Compactor::new(
@@ -159,6 +160,7 @@ impl WriteBuffer {
                 lake.clone(),
                 metrics.clone(),
                 clock.clone(),
+                config.compaction_memory,
             ),
             admin: Admin::new(
                 catalog.clone(),
@@ -259,7 +261,7 @@ impl WriteBuffer {
     /// Closes the current WAL segment and freezes the live partitions `rule` picks, between
     /// two group commits. Returns every frozen partition not yet persisted.
     pub async fn freeze(&self, rule: FreezeRule) -> Result<Frozen, WalError> {
-        self.persister.freeze(rule).await
+        self.persister.freeze(rule, usize::MAX).await
     }
 
     /// Persists the live partitions `rule` picks (see [`Persister::persist`]).

@@ -526,7 +526,7 @@ fn series_whose_rows_all_left_are_dropped_and_their_bytes_released() {
     assert_eq!(buffer.series_count(), 3000);
     let written = buffer.bytes();
     let mut seq = 0;
-    let frozen = buffer.freeze(&schema(&f), |p| p == 0, &mut seq);
+    let frozen = buffer.freeze(&schema(&f), |p, _| p == 0, &mut seq);
     assert_eq!(frozen.len(), 1);
     let (rows, released) = buffer.remove_frozen(&[frozen[0].seq]);
     assert_eq!(rows, 3000);
@@ -580,7 +580,7 @@ fn series_whose_rows_all_left_are_dropped_and_their_bytes_released() {
     );
     // once every row left, the table holds no bytes
     let buffer = &f.buffers["m"];
-    let frozen = buffer.freeze(&schema(&f), |_| true, &mut seq);
+    let frozen = buffer.freeze(&schema(&f), |_, _| true, &mut seq);
     let seqs: Vec<u64> = frozen.iter().map(|p| p.seq).collect();
     buffer.remove_frozen(&seqs);
     assert_eq!(

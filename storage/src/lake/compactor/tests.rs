@@ -17,6 +17,15 @@ fn day_bytes(wb: &WriteBuffer) -> u64 {
     bytes_in_of(&wb.lake().table_files("db", "cpu"))
 }
 
+/// The files of `db.cpu` cover times that do not overlap.
+fn assert_files_do_not_overlap(wb: &WriteBuffer) {
+    let mut files = wb.lake().table_files("db", "cpu").to_vec();
+    files.sort_by_key(|f| f.min_time);
+    for pair in files.windows(2) {
+        assert!(pair[0].max_time < pair[1].min_time, "{files:?}");
+    }
+}
+
 /// Ten persists of one day: new rows and overwrites of earlier ones, hour by hour.
 async fn many_small_files(wb: &WriteBuffer) {
     for round in 0..10i64 {
@@ -95,11 +104,7 @@ async fn a_day_too_big_for_one_file_is_split_by_time_without_overlap() {
     // a target a third of the day's size: three files
     let s = wb.compact(total / 3 + 1).await.unwrap();
     assert_eq!(s.files_out, 3, "{s:?}");
-    let mut files = wb.lake().table_files("db", "cpu").to_vec();
-    files.sort_by_key(|f| f.min_time);
-    for pair in files.windows(2) {
-        assert!(pair[0].max_time < pair[1].min_time, "{files:?}");
-    }
+    assert_files_do_not_overlap(&wb);
     assert_eq!(table_rows(&wb).await, before);
 }
 
@@ -179,4 +184,32 @@ fn a_day_is_cut_between_the_files_of_its_hours() {
     let cuts = cut_times(&hourly[..1], 4);
     assert_eq!(cuts.len(), 3);
     assert!(cuts.iter().all(|&c| c > 0 && c < HOUR), "{cuts:?}");
+}
+
+#[tokio::test]
+async fn a_day_bigger_than_the_compaction_memory_is_merged_a_range_at_a_time() {
+    // the day's files, as many_small_files writes them, count 57 rows (rows overwritten in
+    // later persists included); a cpu row here is host (a tag), v, r and time: 5 + 3 x 9 = 32
+    // bytes decoded
+    let decoded = 57 * 32;
+    let dir = tempfile::tempdir().unwrap();
+    let storage =
+        ObjectStorage::from_config(&ObjectStoreConfig::file(dir.path().join("lake"))).unwrap();
+    let mut config = WriteBufferConfig::new(dir.path().join("wal"));
+    config.compaction_memory = decoded / 3 + 1;
+    let wb = WriteBuffer::open(config, storage).await.unwrap().0;
+    many_small_files(&wb).await;
+    let rows: u64 = wb
+        .lake()
+        .table_files("db", "cpu")
+        .iter()
+        .map(|f| f.rows)
+        .sum();
+    assert_eq!(rows * 32, decoded);
+    let before = table_rows(&wb).await;
+    // a file size target far above the day's: only the memory bound splits it, in three
+    let s = wb.compact(100 << 20).await.unwrap();
+    assert_eq!(s.files_out, 3, "{s:?}");
+    assert_files_do_not_overlap(&wb);
+    assert_eq!(table_rows(&wb).await, before);
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use arrow::array::{DictionaryArray, Float64Array, Int64Array, TimestampNanosecondArray};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
 use arrow::util::pretty::pretty_format_batches;
 use std::collections::HashMap;
@@ -61,7 +62,7 @@ fn newer_fields_win_and_absent_fields_keep_older_values() {
         (None, Some("b"), Some(11), 5),
         (Some(4.0), Some("a"), Some(40), 6),
     ]);
-    let (merged, _) = merge_by_primary_key(&schema(), &[old, new]).unwrap();
+    let (merged, _) = merge_by_primary_key(&schema(), vec![old, new]).unwrap();
     assert_eq!(
         show(&merged),
         "+-----+------+----+-------------------------------+\n\
@@ -82,7 +83,7 @@ fn later_rows_of_one_batch_win_too_and_unique_rows_are_only_sorted() {
         (Some(9.0), Some("x"), None, 2),
         (Some(5.0), Some("w"), None, 3),
     ]);
-    let (merged, _) = merge_by_primary_key(&schema(), &[b]).unwrap();
+    let (merged, _) = merge_by_primary_key(&schema(), vec![b]).unwrap();
     let a = merged
         .column(0)
         .as_any()
@@ -93,7 +94,7 @@ fn later_rows_of_one_batch_win_too_and_unique_rows_are_only_sorted() {
         (Some(1.0), Some("z"), None, 2),
         (Some(2.0), Some("y"), None, 9),
     ]);
-    let (sorted, _) = merge_by_primary_key(&schema(), &[unique]).unwrap();
+    let (sorted, _) = merge_by_primary_key(&schema(), vec![unique]).unwrap();
     let a = sorted
         .column(0)
         .as_any()
@@ -101,7 +102,10 @@ fn later_rows_of_one_batch_win_too_and_unique_rows_are_only_sorted() {
         .unwrap();
     assert_eq!(a.values().to_vec(), vec![2.0, 1.0]);
     assert_eq!(
-        merge_by_primary_key(&schema(), &[]).unwrap().0.num_rows(),
+        merge_by_primary_key(&schema(), vec![])
+            .unwrap()
+            .0
+            .num_rows(),
         0
     );
 }
@@ -170,8 +174,8 @@ fn packed_ranks_order_rows_as_the_row_encoding_does() {
     let plain_all = concat_batches(&plain_schema, &plain_batches).unwrap();
     assert!(packed_tags(&plain_all, &key).is_none(), "the row path runs");
 
-    let (packed, _) = merge_by_primary_key(&dict_schema, &dict_batches).unwrap();
-    let (rows, _) = merge_by_primary_key(&plain_schema, &plain_batches).unwrap();
+    let (packed, _) = merge_by_primary_key(&dict_schema, dict_batches.clone()).unwrap();
+    let (rows, _) = merge_by_primary_key(&plain_schema, plain_batches.clone()).unwrap();
     assert!(packed.num_rows() < 600, "duplicates were merged");
     let as_plain: Vec<ArrayRef> = packed
         .columns()

@@ -369,3 +369,32 @@ async fn a_catalog_that_lists_raw_names_keeps_its_files_at_start_up() {
     let files = wb.lake().table_files("db", "cpu%x");
     assert_eq!(read_file(&wb, &files[0].path).await[0].num_rows(), 1);
 }
+
+#[tokio::test]
+async fn a_persist_bigger_than_a_round_goes_in_rounds_and_persists_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::WriteBufferConfig::new(dir.path().join("wal"));
+    // every partition is a round of its own
+    config.persist_round_bytes = 1;
+    let wb = crate::WriteBuffer::open(config, file_storage(dir.path()))
+        .await
+        .unwrap()
+        .0;
+    write(
+        &wb,
+        &format!(
+            "cpu,host=a v=1 1\ncpu,host=a v=2 {HOUR}\nmem,host=a v=3 {}",
+            2 * HOUR
+        ),
+    )
+    .await;
+    let expected = table_rows(&wb).await;
+    let summary = wb.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(
+        (summary.rounds, summary.files, summary.rows),
+        (3, 3, 3),
+        "{summary:?}"
+    );
+    assert_eq!(wb.buffer_rows(), 0);
+    assert_eq!(table_rows(&wb).await, expected);
+}
