@@ -124,8 +124,8 @@ struct TableData {
     live_rows: Vec<u32>,
     /// Series whose `live_rows` is not zero.
     series_with_rows: usize,
-    /// Bytes of `bytes` that are the series index (tag sets, tag values, newest rows)
-    /// rather than rows.
+    /// Bytes of `bytes` that are the series index (tag sets and tag values; the newest
+    /// rows' field values are not counted) rather than rows.
     index_bytes: usize,
     partitions: BTreeMap<i64, Partition>,
     /// Partitions being persisted, oldest first.
