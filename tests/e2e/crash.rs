@@ -174,45 +174,28 @@ async fn maintenance(base: String, round: u64, seed: u64, acked: Arc<Mutex<Acked
         let step = match rng.below(4) {
             0 => client.post(format!("{base}/api/v3/persist")).send().await,
             1 => client.post(format!("{base}/api/v3/compact")).send().await,
+            // a database, or a table, that is written to, then deleted, and never written to
+            // again
             2 => {
-                // a database that is written to, then deleted, and never written to again
                 let db = format!("scratch_{round}_{k}");
-                let w = client
-                    .post(format!("{base}/api/v3/write_lp?db={db}"))
-                    .body(format!("gone,x=a v=1 {}\n", ns(k)))
-                    .send()
-                    .await;
-                if !matches!(&w, Ok(r) if r.status().is_success()) {
-                    return;
-                }
-                let d = client
-                    .delete(format!("{base}/api/v3/configure/database?db={db}"))
-                    .send()
-                    .await;
-                if matches!(&d, Ok(r) if r.status().is_success()) {
+                let write = format!("{base}/api/v3/write_lp?db={db}");
+                let delete = format!("{base}/api/v3/configure/database?db={db}");
+                let d = write_then_delete(&client, write, "gone", k, delete).await;
+                if matches!(&d, Some(Ok(r)) if r.status().is_success()) {
                     acked.lock().unwrap().deleted_databases.push(db);
                 }
+                let Some(d) = d else { return };
                 d
             }
             _ => {
                 let table = format!("gone_{round}_{k}");
-                let w = client
-                    .post(format!("{base}/api/v3/write_lp?db=tables"))
-                    .body(format!("{table},x=a v=1 {}\n", ns(k)))
-                    .send()
-                    .await;
-                if !matches!(&w, Ok(r) if r.status().is_success()) {
-                    return;
-                }
-                let d = client
-                    .delete(format!(
-                        "{base}/api/v3/configure/table?db=tables&table={table}"
-                    ))
-                    .send()
-                    .await;
-                if matches!(&d, Ok(r) if r.status().is_success()) {
+                let write = format!("{base}/api/v3/write_lp?db=tables");
+                let delete = format!("{base}/api/v3/configure/table?db=tables&table={table}");
+                let d = write_then_delete(&client, write, &table, k, delete).await;
+                if matches!(&d, Some(Ok(r)) if r.status().is_success()) {
                     acked.lock().unwrap().deleted_tables.push(table);
                 }
+                let Some(d) = d else { return };
                 d
             }
         };
@@ -224,6 +207,26 @@ async fn maintenance(base: String, round: u64, seed: u64, acked: Arc<Mutex<Acked
             Err(_) => return,
         }
     }
+}
+
+/// Writes a point of `table` to `write`, then sends the delete `delete`; `None` if the write
+/// was not acknowledged (the server is going away).
+async fn write_then_delete(
+    client: &reqwest::Client,
+    write: String,
+    table: &str,
+    k: u64,
+    delete: String,
+) -> Option<reqwest::Result<reqwest::Response>> {
+    let w = client
+        .post(write)
+        .body(format!("{table},x=a v=1 {}\n", ns(k)))
+        .send()
+        .await;
+    if !matches!(&w, Ok(r) if r.status().is_success()) {
+        return None;
+    }
+    Some(client.delete(delete).send().await)
 }
 
 /// Every acknowledged point once, no acknowledged delete undone; returns the stored points.

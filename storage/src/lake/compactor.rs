@@ -9,7 +9,7 @@
 //! spans), and each range reads the files that reach into it a batch at a time, keeps their
 //! rows of the range, merges rows per primary key (newer files win, as in queries) and
 //! becomes one file. Memory holds one range's rows (about once, see
-//! [`merge_by_primary_key`]), not the day's, and the new files do not overlap in time. The
+//! [`super::deduplicate::merge_by_primary_key`]), not the day's, and the new files do not overlap in time. The
 //! new files take the largest order of the files they replace (see [`ParquetFile::order`]).
 //!
 //! The heavy work runs without the lake lock, so persistence goes on meanwhile; the lock is
@@ -27,15 +27,13 @@ use arrow::compute::filter_record_batch;
 use object_store::path::Path;
 
 use super::background::run_in_background;
-#[cfg(doc)]
-use super::deduplicate::merge_by_primary_key;
 use super::files::{ParquetFile, TableKey};
 use super::live::{FileWriteError, Lake};
 use super::parquet::parquet_batches;
 use super::retention::{self, RetentionSummary};
 use super::store;
 use crate::buffer::Buffer;
-use crate::catalog::{Catalog, TIME_COLUMN};
+use crate::catalog::{Catalog, ColumnKind, TIME_COLUMN, TableSchema};
 use crate::metrics::StorageMetrics;
 use crate::time::{Clock, date};
 
@@ -306,12 +304,12 @@ fn bytes_in_of(files: &[ParquetFile]) -> u64 {
 
 /// About the bytes a row of `schema` takes decoded: 8 a value (time and fields; strings
 /// counted so too), 4 a tag (a dictionary key), and a byte of validity per column.
-fn row_bytes(schema: &crate::catalog::TableSchema) -> u64 {
+fn row_bytes(schema: &TableSchema) -> u64 {
     schema
         .columns()
         .iter()
         .map(|c| match c.kind {
-            crate::catalog::ColumnKind::Tag => 5,
+            ColumnKind::Tag => 5,
             _ => 9,
         })
         .sum()

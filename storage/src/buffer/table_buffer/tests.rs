@@ -539,28 +539,16 @@ fn series_whose_rows_all_left_are_dropped_and_their_bytes_released() {
     );
     assert!(!buffer.last_rows_complete());
     // the two live series keep their rows, tags and newest rows under their new ids
-    assert_eq!(
-        f.show("m"),
-        table(&[
-            "+----+---------------------+------+------+",
-            "| id | time                | v    | zone |",
-            "+----+---------------------+------+------+",
-            "| s1 | 1970-01-01T01:00:00 | -1.0 | z1   |",
-            "| s2 | 1970-01-01T01:00:00 | -2.0 | z2   |",
-            "+----+---------------------+------+------+",
-        ])
-    );
-    assert_eq!(
-        f.last("m"),
-        table(&[
-            "+----+---------------------+------+------+",
-            "| id | time                | v    | zone |",
-            "+----+---------------------+------+------+",
-            "| s1 | 1970-01-01T01:00:00 | -1.0 | z1   |",
-            "| s2 | 1970-01-01T01:00:00 | -2.0 | z2   |",
-            "+----+---------------------+------+------+",
-        ])
-    );
+    let live = table(&[
+        "+----+---------------------+------+------+",
+        "| id | time                | v    | zone |",
+        "+----+---------------------+------+------+",
+        "| s1 | 1970-01-01T01:00:00 | -1.0 | z1   |",
+        "| s2 | 1970-01-01T01:00:00 | -2.0 | z2   |",
+        "+----+---------------------+------+------+",
+    ]);
+    assert_eq!(f.show("m"), live);
+    assert_eq!(f.last("m"), live);
     // a dropped series written again is a series again, and a repeated key still merges
     f.write(&format!(
         "m,id=s9,zone=z2 v=9 {HOUR}\nm,id=s1,zone=z1 w=5 {HOUR}\nm,id=s9,zone=z2 w=1 {HOUR}\n"
