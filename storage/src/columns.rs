@@ -148,6 +148,30 @@ impl FieldColumn {
         8
     }
 
+    /// The first `rows` rows as an Arrow array (null past the rows it holds), built from the
+    /// column's own vectors without copying them (but for strings).
+    pub fn into_array(mut self, rows: usize) -> ArrayRef {
+        if self.len() > rows {
+            return self.to_array(rows);
+        }
+        self.pad(rows);
+        let nulls = Some(NullBuffer::new(self.valid.finish()));
+        match self.data {
+            FieldData::F64(v) => Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls)),
+            FieldData::I64(v) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
+            FieldData::U64(v) => Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
+            FieldData::Bool(mut v) => Arc::new(BooleanArray::new(v.finish(), nulls)),
+            FieldData::Str(v) => {
+                let valid = nulls.as_ref().expect("set above");
+                Arc::new(StringArray::from_iter(
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, s)| valid.is_valid(i).then_some(s.as_str())),
+                ))
+            }
+        }
+    }
+
     /// The first `rows` rows as an Arrow array (null past the rows it holds).
     pub fn to_array(&self, rows: usize) -> ArrayRef {
         let n = self.len().min(rows);

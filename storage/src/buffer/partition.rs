@@ -118,54 +118,48 @@ impl Partition {
             return c.batch.clone();
         }
         let rows = self.rows();
-        // For merged partitions: the rows of each primary key, in arrival order.
-        let groups = self
-            .may_have_duplicates
-            .then(|| self.key_groups())
-            .flatten();
-        let first_of_group: Option<UInt32Array> = groups
-            .as_ref()
-            .map(|g| g.iter().map(|rows| rows[0]).collect());
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len());
-        for &id in schema.arrow_order() {
-            let kind = schema.columns()[id].kind;
-            let full: ArrayRef = match kind {
-                ColumnKind::Time => Arc::new(TimestampNanosecondArray::from(self.time.clone())),
-                ColumnKind::Tag => data.tag_column(id, &self.series),
-                ColumnKind::Field(_) => match self.fields.get(id).and_then(Option::as_ref) {
-                    Some(col) => col.to_array(rows),
-                    None => new_null_array(&kind.data_type(), rows),
-                },
-            };
-            let merged = match (&groups, &first_of_group, kind) {
-                (None, _, _) => full,
-                (Some(groups), _, ColumnKind::Field(_)) => {
-                    // the last non-null value of the key wins
-                    let idx: UInt32Array = groups
-                        .iter()
-                        .map(|rows| {
-                            rows.iter()
-                                .rev()
-                                .copied()
-                                .find(|&r| full.is_valid(r as usize))
-                        })
-                        .collect();
-                    arrow::compute::take(&full, &idx, None).expect("indices are in range")
-                }
-                (Some(_), Some(first), _) => {
-                    arrow::compute::take(&full, first, None).expect("indices are in range")
-                }
-                (Some(_), None, _) => unreachable!("first_of_group is set with groups"),
-            };
-            columns.push(merged);
-        }
-        let batch = RecordBatch::try_new(schema.arrow_schema().clone(), columns)
-            .expect("columns are built from the schema");
+        let batch = merged_batch(schema, self.key_groups(), |id, kind| match kind {
+            ColumnKind::Time => Arc::new(TimestampNanosecondArray::from(self.time.clone())),
+            ColumnKind::Tag => data.tag_column(id, &self.series),
+            ColumnKind::Field(_) => match self.fields.get(id).and_then(Option::as_ref) {
+                Some(col) => col.to_array(rows),
+                None => new_null_array(&kind.data_type(), rows),
+            },
+        });
         *self.cache.lock() = Some(CachedBatch {
             columns: schema.columns().len(),
             batch: batch.clone(),
         });
         batch
+    }
+
+    /// [`Partition::to_batch`], for a partition that is done with (frozen): its time and
+    /// field vectors become the batch's arrays rather than being copied into them, so that
+    /// the rows are not held twice while the batch is built.
+    pub(super) fn into_batch(
+        mut self,
+        schema: &TableSchema,
+        data: &mut TagLookup<'_>,
+    ) -> RecordBatch {
+        if let Some(c) = self.cache.get_mut().take()
+            && c.columns == schema.columns().len()
+        {
+            return c.batch;
+        }
+        let rows = self.rows();
+        let groups = self.key_groups();
+        let mut time = std::mem::take(&mut self.time);
+        let series = std::mem::take(&mut self.series);
+        let mut fields = std::mem::take(&mut self.fields);
+        drop(self);
+        merged_batch(schema, groups, |id, kind| match kind {
+            ColumnKind::Time => Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut time))),
+            ColumnKind::Tag => data.tag_column(id, &series),
+            ColumnKind::Field(_) => match fields.get_mut(id).and_then(Option::take) {
+                Some(col) => col.into_array(rows),
+                None => new_null_array(&kind.data_type(), rows),
+            },
+        })
     }
 
     /// Row indices grouped by primary key (series, time), keys in (series, time) order and
@@ -174,6 +168,9 @@ impl Partition {
     /// may hold duplicates; most such partitions hold none, and finding that out by hashing
     /// costs less than the sort.)
     fn key_groups(&self) -> Option<KeyGroups> {
+        if !self.may_have_duplicates {
+            return None;
+        }
         let mut seen: hashbrown::HashSet<(u32, i64), foldhash::fast::FixedState> =
             hashbrown::HashSet::with_capacity_and_hasher(self.rows(), Default::default());
         if (0..self.rows()).all(|r| seen.insert((self.series[r], self.time[r]))) {
@@ -197,6 +194,47 @@ impl Partition {
             ends,
         })
     }
+}
+
+/// The batch of `schema`'s columns that `column` builds (by column id, each asked for once,
+/// in Arrow order), with the rows of each primary key in `groups` merged into one: keys take
+/// the group's first row, fields the last value the group has.
+fn merged_batch(
+    schema: &TableSchema,
+    groups: Option<KeyGroups>,
+    mut column: impl FnMut(usize, ColumnKind) -> ArrayRef,
+) -> RecordBatch {
+    let first_of_group: Option<UInt32Array> = groups
+        .as_ref()
+        .map(|g| g.iter().map(|rows| rows[0]).collect());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len());
+    for &id in schema.arrow_order() {
+        let kind = schema.columns()[id].kind;
+        let full = column(id, kind);
+        let merged = match (&groups, &first_of_group, kind) {
+            (None, _, _) => full,
+            (Some(groups), _, ColumnKind::Field(_)) => {
+                // the last non-null value of the key wins
+                let idx: UInt32Array = groups
+                    .iter()
+                    .map(|rows| {
+                        rows.iter()
+                            .rev()
+                            .copied()
+                            .find(|&r| full.is_valid(r as usize))
+                    })
+                    .collect();
+                arrow::compute::take(&full, &idx, None).expect("indices are in range")
+            }
+            (Some(_), Some(first), _) => {
+                arrow::compute::take(&full, first, None).expect("indices are in range")
+            }
+            (Some(_), None, _) => unreachable!("first_of_group is set with groups"),
+        };
+        columns.push(merged);
+    }
+    RecordBatch::try_new(schema.arrow_schema().clone(), columns)
+        .expect("columns are built from the schema")
 }
 
 /// Rows grouped by primary key: `rows` in key order, each group ending at the next of `ends`.

@@ -598,16 +598,18 @@ impl TableBuffer {
                 tag_values: &mut data.tag_values,
                 series_tags: &data.series_tags,
             };
-            let batch = p.to_batch(schema, &mut lookup);
+            let (min_time, max_time, min_segment, bytes, rows) =
+                (p.min_time, p.max_time, p.min_segment, p.bytes, p.rows());
+            let batch = p.into_batch(schema, &mut lookup);
             data.frozen.push(Arc::new(FrozenPartition {
                 partition: key,
                 seq: *next_seq,
                 batch,
-                min_time: p.min_time,
-                max_time: p.max_time,
-                min_segment: p.min_segment,
-                bytes: p.bytes,
-                rows: p.rows(),
+                min_time,
+                max_time,
+                min_segment,
+                bytes,
+                rows,
             }));
             *next_seq += 1;
         }

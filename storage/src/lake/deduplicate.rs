@@ -14,8 +14,6 @@
 //! queries use most (`WHERE host = ...`). Every series is one run of rows either way, so
 //! compression does not suffer.
 
-use std::sync::Arc;
-
 use std::collections::HashSet;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
@@ -94,64 +92,153 @@ pub const KEY_ORDER: SortOptions = SortOptions {
 /// Memory: the rows are held about once and a column more. Several batches are joined a
 /// column at a time, each column of the inputs let go once joined (a single batch is not
 /// copied), and the sorted columns are built one at a time, each unsorted one let go once
-/// built; only what the caller still holds of the inputs stays.
+/// built; only what the caller still holds of the inputs stays. [`Merged::slices`] holds less
+/// still: the inputs and one slice.
 pub fn merge_by_primary_key(
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
-    let all = join(schema, batches)?;
-    let n = all.num_rows();
-    let key = sort_key(schema, &all).ok_or_else(|| {
-        ArrowError::SchemaError("a table without a time column has no primary key".into())
-    })?;
-    if n == 0 {
-        return Ok((all, key));
+    let merged = Merged::new(schema, batches)?;
+    let key = merged.key.clone();
+    Ok((merged.into_batch()?, key))
+}
+
+/// Rows of one table merged per primary key and sorted by [`sort_key`] (see
+/// [`merge_by_primary_key`]), not built yet: the inputs joined and the order to take their
+/// rows in, so that a caller that writes the rows out can build them a slice at a time
+/// instead of holding a sorted copy of them all.
+pub struct Merged {
+    schema: SchemaRef,
+    /// The input rows, joined: a column per schema field.
+    inputs: Vec<ArrayRef>,
+    key: Vec<usize>,
+    /// Input rows in key order, equal keys by position (age, oldest first).
+    order: Vec<u32>,
+    /// When two rows share a key: the runs of `order` with one key, as (start, end).
+    runs: Option<Vec<(usize, usize)>>,
+}
+
+impl Merged {
+    /// `batches` (all of `schema`, oldest first) joined and their merged order worked out.
+    pub fn new(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Merged, ArrowError> {
+        let all = join(schema, batches)?;
+        let n = all.num_rows();
+        let key = sort_key(schema, &all).ok_or_else(|| {
+            ArrowError::SchemaError("a table without a time column has no primary key".into())
+        })?;
+        let (order, runs, has_duplicates) = if n == 0 {
+            (Vec::new(), Vec::new(), false)
+        } else {
+            match packed_tags(&all, &key) {
+                Some((tags, time)) => {
+                    let mut keyed: Vec<(u64, i64, u32)> =
+                        (0..n).map(|r| (tags[r], time[r], r as u32)).collect();
+                    keyed.sort_unstable();
+                    let order = keyed.into_iter().map(|(_, _, r)| r).collect();
+                    runs(order, |a, b| tags[a] == tags[b] && time[a] == time[b])
+                }
+                None => {
+                    let converter = RowConverter::new(
+                        key.iter()
+                            .map(|&i| {
+                                SortField::new_with_options(
+                                    schema.field(i).data_type().clone(),
+                                    KEY_ORDER,
+                                )
+                            })
+                            .collect(),
+                    )?;
+                    let key_arrays: Vec<ArrayRef> =
+                        key.iter().map(|&i| all.column(i).clone()).collect();
+                    let rows = converter.convert_columns(&key_arrays)?;
+                    let mut order: Vec<u32> = (0..n as u32).collect();
+                    order.sort_unstable_by(|&a, &b| {
+                        rows.row(a as usize)
+                            .cmp(&rows.row(b as usize))
+                            .then(a.cmp(&b))
+                    });
+                    runs(order, |a, b| rows.row(a) == rows.row(b))
+                }
+            }
+        };
+        let (_, inputs, _) = all.into_parts();
+        Ok(Merged {
+            schema: schema.clone(),
+            inputs,
+            key,
+            order,
+            runs: has_duplicates.then_some(runs),
+        })
     }
-    // Rows by key, equal keys by position (age, oldest first).
-    let (order, runs, has_duplicates) = match packed_tags(&all, &key) {
-        Some((tags, time)) => {
-            let mut keyed: Vec<(u64, i64, u32)> =
-                (0..n).map(|r| (tags[r], time[r], r as u32)).collect();
-            keyed.sort_unstable();
-            let order = keyed.into_iter().map(|(_, _, r)| r).collect();
-            runs(order, |a, b| tags[a] == tags[b] && time[a] == time[b])
-        }
-        None => {
-            let converter = RowConverter::new(
-                key.iter()
-                    .map(|&i| {
-                        SortField::new_with_options(schema.field(i).data_type().clone(), KEY_ORDER)
-                    })
-                    .collect(),
-            )?;
-            let key_arrays: Vec<ArrayRef> = key.iter().map(|&i| all.column(i).clone()).collect();
-            let rows = converter.convert_columns(&key_arrays)?;
-            let mut order: Vec<u32> = (0..n as u32).collect();
-            order.sort_unstable_by(|&a, &b| {
-                rows.row(a as usize)
-                    .cmp(&rows.row(b as usize))
-                    .then(a.cmp(&b))
-            });
-            runs(order, |a, b| rows.row(a) == rows.row(b))
-        }
-    };
-    let (_, inputs, _) = all.into_parts();
-    if !has_duplicates {
-        let sorted = UInt32Array::from(order);
+
+    /// The sort key the rows are in (column positions).
+    pub fn key(&self) -> &[usize] {
+        &self.key
+    }
+
+    /// Rows once merged.
+    pub fn num_rows(&self) -> usize {
+        self.runs.as_ref().map_or(self.order.len(), Vec::len)
+    }
+
+    /// Bytes the joined inputs hold.
+    pub fn input_bytes(&self) -> usize {
+        self.inputs.iter().map(|c| c.get_array_memory_size()).sum()
+    }
+
+    /// The merged rows in batches of at most `rows` rows, each built when it is asked for.
+    pub fn slices(&self, rows: usize) -> impl Iterator<Item = Result<RecordBatch, ArrowError>> {
+        let rows = rows.max(1);
+        (0..self.num_rows())
+            .step_by(rows)
+            .map(move |start| self.slice(start..(start + rows).min(self.num_rows())))
+    }
+
+    /// The merged rows `range`, as a batch.
+    fn slice(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let columns = (0..self.inputs.len())
+            .map(|i| self.column(i, &self.inputs[i], range.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(range.len())),
+        )
+    }
+
+    /// The merged rows, as one batch: the sorted columns built one at a time, each input
+    /// column let go once its sorted one is built.
+    pub fn into_batch(mut self) -> Result<RecordBatch, ArrowError> {
+        let n = self.num_rows();
+        let inputs = std::mem::take(&mut self.inputs);
         let columns = inputs
             .into_iter()
-            .map(|c| take(&c, &sorted, None))
+            .enumerate()
+            .map(|(i, c)| self.column(i, &c, 0..n))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok((RecordBatch::try_new(schema.clone(), columns)?, key));
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )
     }
-    let first: UInt32Array = runs.iter().map(|&(s, _)| order[s]).collect();
-    let mut columns = Vec::with_capacity(inputs.len());
-    for (i, column) in inputs.into_iter().enumerate() {
-        let merged = if key.contains(&i) {
-            take(&column, &first, None)?
-        } else {
+
+    /// Merged rows `range` of input column `i` (`column`).
+    fn column(
+        &self,
+        i: usize,
+        column: &ArrayRef,
+        range: std::ops::Range<usize>,
+    ) -> Result<ArrayRef, ArrowError> {
+        let order = &self.order;
+        let indices: UInt32Array = match &self.runs {
+            None => order[range].iter().copied().collect(),
+            // a key column: the key's first row
+            Some(runs) if self.key.contains(&i) => {
+                runs[range].iter().map(|&(s, _)| order[s]).collect()
+            }
             // the newest row of the key that has a value, else (all null) any row of it
-            let pick: UInt32Array = runs
+            Some(runs) => runs[range]
                 .iter()
                 .map(|&(s, e)| {
                     order[s..e]
@@ -161,12 +248,10 @@ pub fn merge_by_primary_key(
                         .find(|&r| column.is_valid(r as usize))
                         .unwrap_or(order[s])
                 })
-                .collect();
-            take(&column, &pick, None)?
+                .collect(),
         };
-        columns.push(merged);
+        take(column, &indices, None)
     }
-    Ok((RecordBatch::try_new(Arc::clone(schema), columns)?, key))
 }
 
 /// `batches` as one batch of `schema`, joined a column at a time: each input column is let go

@@ -12,9 +12,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sluice_model::FieldType;
 
-use super::deduplicate::{KEY_ORDER, merge_by_primary_key};
+use super::deduplicate::{KEY_ORDER, Merged};
 use crate::catalog::{ColumnKind, TIME_COLUMN, TableSchema};
 use crate::columns::align_to_schema;
+
+/// Rows [`encode_parquet`] sorts and hands the Parquet writer at a time: half a row group.
+const ENCODE_SLICE_ROWS: usize = 64 * 1024;
 
 /// Key of the Parquet key-value metadata entry holding the table's columns and roles.
 pub const SCHEMA_METADATA_KEY: &str = "sluice.schema";
@@ -40,12 +43,14 @@ pub fn encode_parquet(
     batches: Vec<RecordBatch>,
 ) -> Result<(Bytes, u64, Vec<String>), String> {
     let arrow_schema = schema.arrow_schema();
-    let (merged, key) = merge_by_primary_key(arrow_schema, batches).map_err(|e| e.to_string())?;
-    let key_names: Vec<String> = key
+    let merged = Merged::new(arrow_schema, batches).map_err(|e| e.to_string())?;
+    let key_names: Vec<String> = merged
+        .key()
         .iter()
         .map(|&i| arrow_schema.field(i).name().clone())
         .collect();
-    let sorting = key
+    let sorting = merged
+        .key()
         .iter()
         .map(|&i| SortingColumn {
             column_idx: i as i32,
@@ -112,10 +117,16 @@ pub fn encode_parquet(
             ColumnKind::Field(_) => {}
         }
     }
-    let mut out = Vec::with_capacity(merged.get_array_memory_size() / 4);
+    let mut out = Vec::with_capacity(merged.input_bytes() / 16);
     let mut writer = ArrowWriter::try_new(&mut out, arrow_schema.clone(), Some(props.build()))
         .map_err(|e| e.to_string())?;
-    writer.write(&merged).map_err(|e| e.to_string())?;
+    // the sorted rows are built a slice at a time as the writer takes them: a sorted copy of
+    // them all would hold the rows twice
+    for slice in merged.slices(ENCODE_SLICE_ROWS) {
+        writer
+            .write(&slice.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
     writer.close().map_err(|e| e.to_string())?;
     Ok((Bytes::from(out), merged.num_rows() as u64, key_names))
 }

@@ -578,3 +578,33 @@ fn series_whose_rows_all_left_are_dropped_and_their_bytes_released() {
     );
     assert_eq!(buffer.rows(), 0);
 }
+
+/// Freezing builds a partition's batch from its own vectors (no copy): the rows are the
+/// ones a scan of the live partition shows, with keys merged, every field type, fields
+/// missing from later rows and a column added after the first rows.
+#[test]
+fn frozen_partitions_hold_the_rows_a_live_scan_shows() {
+    let lines = [
+        "m,h=a f=1,i=1i,u=1u,b=t,s=\"x\" 10",
+        "m,h=b f=2 10",
+        "m,h=a i=2i 10",
+        "m,h=a f=3,s=\"y\" 5",
+        "m,h=c n=7i 20",
+        "m,h=b f=4 3600000000005",
+    ];
+    let (mut live, mut frozen) = (Fixture::new(), Fixture::new());
+    for line in lines {
+        live.write(line);
+        frozen.write(line);
+    }
+    let expected = live.show("m");
+    assert!(
+        expected.contains("| true | 1.0 | a | 2 |   | x |"),
+        "{expected}"
+    );
+    let schema = frozen.catalog.table("db", "m").unwrap().clone();
+    let mut seq = 0;
+    let parts = frozen.buffers["m"].freeze(&schema, |_, _| true, &mut seq);
+    assert_eq!(parts.len(), 2, "two hours");
+    assert_eq!(frozen.show("m"), expected);
+}

@@ -6,6 +6,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
 use arrow::util::pretty::pretty_format_batches;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A row of the jumbled test table: two tags, a value, a time.
 type TagRow = (Option<&'static str>, Option<&'static str>, Option<i64>, i64);
@@ -191,4 +192,38 @@ fn packed_ranks_order_rows_as_the_row_encoding_does() {
         .collect();
     let packed = RecordBatch::try_new(plain_schema.clone(), as_plain).unwrap();
     assert_eq!(show(&packed), show(&rows));
+}
+
+/// Taken a slice at a time (as files are encoded), the merged rows are the rows of the whole
+/// merge, in order: with duplicate keys (fields picked per key) and without (only sorted).
+#[test]
+fn slices_hold_the_rows_of_the_whole_merge() {
+    let hosts = ["c", "a", "b"];
+    let rows = |dup: bool| -> Vec<Row<'static>> {
+        (0..50i64)
+            .map(|i| {
+                let value = (i % 4 != 0).then_some(i as f64);
+                let n = (i % 3 != 0).then_some(i);
+                // with `dup`, times repeat every 10 rows and some keys meet several times
+                let t = if dup { i % 10 } else { i };
+                (value, Some(hosts[(i % 3) as usize]), n, t)
+            })
+            .collect()
+    };
+    for dup in [false, true] {
+        let inputs = vec![batch(&rows(dup)[..30]), batch(&rows(dup)[30..])];
+        let (whole, _) = merge_by_primary_key(&schema(), inputs.clone()).unwrap();
+        let merged = Merged::new(&schema(), inputs).unwrap();
+        assert_eq!(merged.num_rows(), whole.num_rows());
+        assert_eq!(
+            whole.num_rows() < 50,
+            dup,
+            "duplicates merged only with dup={dup}"
+        );
+        let slices: Vec<RecordBatch> = merged.slices(7).map(Result::unwrap).collect();
+        assert_eq!(slices.len(), whole.num_rows().div_ceil(7));
+        assert!(slices.iter().all(|s| s.num_rows() <= 7));
+        let joined = concat_batches(&schema(), &slices).unwrap();
+        assert_eq!(show(&joined), show(&whole), "dup={dup}");
+    }
 }
