@@ -246,9 +246,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_NAME_BYTES", default_value_t = 256)]
     pub max_name_bytes: usize,
 
-    /// Memory the write buffer may hold; past it, writes get 503 with Retry-After.
-    #[arg(long, env = "SLUICE_BUFFER_MEMORY_LIMIT", default_value = "4GiB", value_parser = parse_size)]
+    /// Memory the write buffer may hold; past it, writes get 503 with Retry-After. Past half
+    /// of it, everything buffered is persisted and writes wait for that (--buffer-wait). The
+    /// server's peak is about twice the buffer's (rows being persisted, requests, the
+    /// allocator's free space).
+    #[arg(long, env = "SLUICE_BUFFER_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_size)]
     pub buffer_memory_limit: usize,
+
+    /// How long a write that finds the buffer over half its limit waits for a round of
+    /// persistence before it goes ahead (0s: never waits). Under the 5 s timeout of
+    /// Telegraf's InfluxDB output, the shortest common client timeout.
+    #[arg(long, env = "SLUICE_BUFFER_WAIT", default_value = "3s", value_parser = parse_duration)]
+    pub buffer_wait: Duration,
 
     /// Queries that run at once; one past them waits up to 10 s for a slot, then gets 503
     /// with Retry-After.

@@ -86,6 +86,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         },
         auto_create_databases: !args.no_auto_create_databases,
         buffer_memory_limit: args.buffer_memory_limit,
+        buffer_wait: args.buffer_wait,
         query: QueryConfig {
             memory_limit: args.query_memory_limit,
             timeout: args.query_timeout,

@@ -139,6 +139,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     wb_config.limits = config.limits;
     wb_config.auto_create_databases = config.auto_create_databases;
     wb_config.buffer_memory_limit = config.buffer_memory_limit;
+    wb_config.buffer_wait = config.buffer_wait;
     wb_config.persist_after = config.persist_after;
     wb_config.wal_persist_bytes = config.wal_persist_bytes;
     wb_config.compaction_memory = config.compaction_memory;

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub auto_create_databases: bool,
     pub buffer_memory_limit: usize,
+    /// How long a write that finds the buffer over half its limit waits for a persist round.
+    pub buffer_wait: std::time::Duration,
     pub query: QueryConfig,
     pub object_store: ObjectStoreConfig,
     /// A buffer partition is persisted once its hour ended this long ago.

@@ -122,6 +122,10 @@ pub struct StorageMetrics {
     pub compacted_files: Counter,
     /// Compaction rounds that failed.
     pub compaction_errors: Counter,
+    /// Writes that waited for persistence to make room in the buffer.
+    pub write_waits: Counter,
+    /// Time writes waited for room in the buffer, in microseconds.
+    pub write_wait_micros: Counter,
 }
 
 impl StorageMetrics {
@@ -183,10 +187,27 @@ impl StorageMetrics {
                 "Compaction rounds that failed; the files stay as they were.",
                 self.compaction_errors.get(),
             ),
+            (
+                "sluice_write_buffer_waits_total",
+                "Writes that found the buffer over half its limit and waited for persistence \
+                 to make room.",
+                self.write_waits.get(),
+            ),
         ] {
             header(out, name, "counter", help);
             let _ = writeln!(out, "{name} {v}");
         }
+        header(
+            out,
+            "sluice_write_buffer_wait_seconds_total",
+            "counter",
+            "Time writes waited for persistence to make room in the buffer.",
+        );
+        let _ = writeln!(
+            out,
+            "sluice_write_buffer_wait_seconds_total {}",
+            self.write_wait_micros.get() as f64 / 1e6
+        );
         header(
             out,
             "sluice_buffer_rows",

@@ -595,3 +595,35 @@ async fn series_that_stop_are_forgotten_once_their_rows_are_persisted() {
         .await;
     assert_eq!(rows, vec![json!({"n": 60_000})]);
 }
+
+/// Item 14: a load faster than the persister (here: writes back to back into a buffer of
+/// 256 KiB, rows whose hours are not due) is slowed to persistence's pace past half the
+/// buffer's limit, instead of filling it and getting 503s.
+#[tokio::test]
+async fn writes_past_half_the_buffer_limit_wait_for_persistence_instead_of_failing() {
+    let s = Server::start_with(&[
+        "--buffer-memory-limit",
+        "256KiB",
+        "--persist-after",
+        "100000h",
+        // generous, so that a slow machine's persist rounds do not run past it
+        "--buffer-wait",
+        "60s",
+    ]);
+    for request in 0..40 {
+        let lp: String = (0..2_000)
+            .map(|i| format!("paced,host=h{} v={i} {}\n", i % 10, request * 2_000 + i))
+            .collect();
+        s.write_lp("db", &lp).await;
+    }
+    let (_, metrics) = s.get("/metrics").await;
+    assert!(
+        sample(&metrics, "sluice_write_buffer_waits_total") > 0.0,
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "sluice_persisted_files_total") > 0.0);
+    assert!(sample(&metrics, "sluice_buffer_bytes") < 256.0 * 1024.0);
+    healthy(&s).await;
+    let rows = s.sql("db", "SELECT count(*) AS n FROM paced").await;
+    assert_eq!(rows, vec![json!({"n": 80_000})]);
+}

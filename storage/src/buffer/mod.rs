@@ -81,6 +81,10 @@ pub struct Buffer {
     rows: AtomicUsize,
     /// The number the next frozen partition gets ([`FrozenPartition::seq`]).
     next_freeze_seq: AtomicU64,
+    /// Woken when a persist round ends: writers waiting for room ([`Buffer::wait_for_room`]).
+    room: tokio::sync::Notify,
+    /// Woken when a writer waits for room: the persister ([`Buffer::room_wanted`]).
+    wanted: tokio::sync::Notify,
 }
 
 impl Buffer {
@@ -271,6 +275,39 @@ impl Buffer {
     /// Approximate bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the buffer holds less than `below` bytes or a persist round ends
+    /// ([`Buffer::persisted_a_round`]), up to `within`, waking the persister
+    /// ([`Buffer::room_wanted`]). Returns whether the buffer holds less than `below` then.
+    ///
+    /// One round is all it waits for, whatever that round released: a buffer held over
+    /// `below` by what no persist can release (its series index) does not hold writes up
+    /// for longer than persisting what there is.
+    pub async fn wait_for_room(&self, below: usize, within: std::time::Duration) -> bool {
+        // registered before the check, so that a round ending between the check and the
+        // wait still wakes it
+        let persisted = self.room.notified();
+        let mut persisted = std::pin::pin!(persisted);
+        persisted.as_mut().enable();
+        if self.bytes() < below {
+            return true;
+        }
+        self.wanted.notify_one();
+        let _ = tokio::time::timeout(within, persisted).await;
+        self.bytes() < below
+    }
+
+    /// Wakes the writers waiting for room ([`Buffer::wait_for_room`]): a persist round
+    /// ended (whether or not it released rows).
+    pub fn persisted_a_round(&self) {
+        self.room.notify_waiters();
+    }
+
+    /// Resolves once a writer waits for room in the buffer (at once if one did since the
+    /// last call).
+    pub async fn room_wanted(&self) {
+        self.wanted.notified().await
     }
 
     /// Every table's buffer, with its database and name.

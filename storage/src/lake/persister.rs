@@ -121,7 +121,10 @@ impl Persister {
         let mut left = self.buffer.bytes();
         let mut summary = PersistSummary::default();
         loop {
-            let (round, taken) = self.persist_round(rule).await?;
+            let round = self.persist_round(rule).await;
+            // writers waiting for room go on (or, if it failed, give up waiting)
+            self.buffer.persisted_a_round();
+            let (round, taken) = round?;
             summary.files += round.files;
             summary.rows += round.rows;
             summary.bytes += round.bytes;
@@ -265,26 +268,37 @@ impl Persister {
         self.buffer.has_due(rule).then_some(rule)
     }
 
-    /// Runs persistence in the background until `stop` resolves: every `interval`, persists
-    /// what [`Persister::due`] says. Failures are logged and retried next round.
+    /// Runs persistence in the background until `stop` resolves: every `interval`, and at
+    /// once when a writer waits for room in the buffer, persists what [`Persister::due`]
+    /// says; after a persist that wrote something, looks again without waiting, so that a
+    /// load of rows already due (a backfill) is persisted as fast as it can be. Failures are
+    /// logged and retried next round.
     pub async fn run(&self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut again = false;
         loop {
             tokio::select! {
+                biased;
                 _ = &mut stop => return,
+                _ = std::future::ready(()), if again => {}
                 _ = ticker.tick() => {}
+                _ = self.buffer.room_wanted() => {}
             }
+            again = false;
             let Some(rule) = self.due(self.clock.now()) else {
                 continue;
             };
-            if let Err(e) = self.persist(rule).await {
-                self.metrics.persist_errors.add(1);
-                tracing::error!(
-                    "persisting failed; the rows stay in the buffer and the WAL and the next \
-                     round retries: {e}"
-                );
+            match self.persist(rule).await {
+                Ok(summary) => again = summary.files > 0,
+                Err(e) => {
+                    self.metrics.persist_errors.add(1);
+                    tracing::error!(
+                        "persisting failed; the rows stay in the buffer and the WAL and the \
+                         next round retries: {e}"
+                    );
+                }
             }
         }
     }

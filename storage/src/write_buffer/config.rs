@@ -18,8 +18,12 @@ pub struct WriteBufferConfig {
     pub limits: Limits,
     /// Create a database on its first write (else writes to unknown databases fail).
     pub auto_create_databases: bool,
-    /// Writes are refused (retry later) while the buffer holds more than this many bytes.
+    /// Writes are refused (retry later) while the buffer holds more than this many bytes;
+    /// past half of it, everything is persisted and writes wait for that (`buffer_wait`).
     pub buffer_memory_limit: usize,
+    /// How long a write that finds the buffer over half its limit waits for persistence to
+    /// bring it under, before it goes ahead (and is refused if the buffer is full).
+    pub buffer_wait: Duration,
     /// A WAL segment is closed and a new one started past this size.
     pub wal_segment_bytes: u64,
     /// A buffer partition is persisted once its hour ended this long ago.
@@ -52,7 +56,8 @@ impl WriteBufferConfig {
             wal_dir: wal_dir.into(),
             limits: Limits::default(),
             auto_create_databases: true,
-            buffer_memory_limit: 4 << 30,
+            buffer_memory_limit: 256 << 20,
+            buffer_wait: Duration::from_secs(3),
             wal_segment_bytes: 64 << 20,
             persist_after: Duration::from_secs(15 * 60),
             replaced_file_grace: Duration::from_secs(10 * 60),

@@ -138,6 +138,7 @@ impl WriteBuffer {
                 catalog.clone(),
                 buffer.clone(),
                 wal.clone(),
+                metrics.clone(),
                 config.clone(),
             ),
             persister: Persister::new(

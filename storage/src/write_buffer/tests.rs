@@ -246,6 +246,7 @@ async fn full_buffer_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = WriteBufferConfig::new(dir.path().join("wal"));
     config.buffer_memory_limit = 1;
+    config.buffer_wait = Duration::ZERO;
     let (wb, _) = WriteBuffer::open(config, ObjectStorage::memory())
         .await
         .unwrap();
@@ -258,6 +259,44 @@ async fn full_buffer_refuses_writes() {
         .unwrap_err();
     assert!(matches!(err, WriteError::BufferFull { .. }), "{err}");
     assert!(err.to_string().contains("--buffer-memory-limit"));
+}
+
+/// Past half the limit a write waits for a persist round instead of adding to the buffer
+/// (or, at the limit, being refused): it goes ahead once the round ended.
+#[tokio::test]
+async fn a_write_past_half_the_limit_waits_for_a_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = WriteBufferConfig::new(dir.path().join("wal"));
+    config.buffer_memory_limit = 4000;
+    config.buffer_wait = Duration::from_secs(3600);
+    let (wb, _) = WriteBuffer::open(config, ObjectStorage::memory())
+        .await
+        .unwrap();
+    let wb = Arc::new(wb);
+    let lines: Vec<String> = (0..500).map(|t| format!("m v={t} {t}")).collect();
+    wb.write("db", batch(&lines.join("\n")), WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(wb.buffer_bytes() >= 2000, "over half the limit");
+    let waiting = tokio::spawn({
+        let wb = wb.clone();
+        async move {
+            wb.write("db", batch("m v=1 1000"), WriteOptions::default())
+                .await
+        }
+    });
+    // the writer asks for room, and waits: no round ended
+    tokio::time::timeout(Duration::from_secs(60), wb.buffer.room_wanted())
+        .await
+        .expect("the writer waits for room");
+    assert!(!waiting.is_finished());
+    assert_eq!(wb.metrics().write_waits.get(), 0);
+    let persisted = wb.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(persisted.rows, 500);
+    let out = waiting.await.unwrap().expect("accepted once a round ended");
+    assert_eq!(out.accepted_points, 1);
+    assert_eq!(wb.metrics().write_waits.get(), 1);
+    assert_eq!(rows(&wb, "db", "m"), 1, "the second write is buffered");
 }
 
 #[tokio::test]

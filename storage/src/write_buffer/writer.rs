@@ -17,6 +17,7 @@ use crate::buffer::Buffer;
 use crate::catalog::{
     Catalog, CatalogSnapshot, DatabaseSchema, Rejection, validate, validate_database_name,
 };
+use crate::metrics::StorageMetrics;
 use crate::time::rfc3339;
 use crate::wal::{LoggedWrite, Wal, WalError, encode_record};
 
@@ -25,6 +26,7 @@ pub(crate) struct Writer {
     catalog: Arc<Catalog>,
     buffer: Arc<Buffer>,
     wal: Arc<Wal>,
+    metrics: Arc<StorageMetrics>,
     config: WriteBufferConfig,
 }
 
@@ -34,12 +36,14 @@ impl Writer {
         catalog: Arc<Catalog>,
         buffer: Arc<Buffer>,
         wal: Arc<Wal>,
+        metrics: Arc<StorageMetrics>,
         config: WriteBufferConfig,
     ) -> Self {
         Writer {
             catalog,
             buffer,
             wal,
+            metrics,
             config,
         }
     }
@@ -55,6 +59,21 @@ impl Writer {
         validate_database_name(db)?;
         if let Some(e) = self.wal.failure() {
             return Err(WriteError::Wal(e));
+        }
+        // Past half its limit the buffer is being persisted whole: a write waits for a round
+        // of that rather than adding to it, so that a load faster than persistence (a
+        // backfill of rows already due) is slowed to its pace instead of growing the buffer
+        // to the limit.
+        let half = self.config.buffer_memory_limit / 2;
+        if self.buffer.bytes() >= half && !self.config.buffer_wait.is_zero() {
+            let started = std::time::Instant::now();
+            self.buffer
+                .wait_for_room(half, self.config.buffer_wait)
+                .await;
+            self.metrics.write_waits.add(1);
+            self.metrics
+                .write_wait_micros
+                .add(started.elapsed().as_micros() as u64);
         }
         let used = self.buffer.bytes();
         if used >= self.config.buffer_memory_limit {
