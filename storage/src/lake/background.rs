@@ -5,7 +5,8 @@
 //! so that when ingest keeps every core busy the kernel gives it most of the CPU and the
 //! encoder the rest (about a tenth of a core), and when ingest pauses the encoder gets all
 //! it can use. Persistence therefore never starves: the more it falls behind, the fuller the
-//! buffer, and a full buffer answers writes with 503 until it has caught up.
+//! buffer, and past half the buffer's limit writes wait for persist rounds (leaving the
+//! encoder the CPU); a full buffer answers them with 503.
 
 use tokio::sync::oneshot;
 
@@ -39,6 +40,21 @@ where
                 .unwrap_or_default()
         )),
         Err(_) => Err(format!("{name} thread ended without an answer")),
+    }
+}
+
+/// Hands the allocator's free memory back to the kernel: called once a persist or a
+/// compaction step let its rows go. The server keeps freed memory for reuse (see
+/// `keep_freed_memory` in `src/main.rs`), which saves requests page faults but leaves what a
+/// load's many small blocks freed held by the process; the large arrays of the next
+/// compaction range are mapped afresh beside it rather than in it. Trimming here, at most
+/// about once per persist round, returns that memory (glibc's `malloc_trim` also releases
+/// free pages inside the heaps) before the next large step needs its own.
+pub(crate) fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's heaps to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

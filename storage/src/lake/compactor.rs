@@ -145,6 +145,7 @@ impl Compactor {
                 c.files.len(),
             );
             let outputs = self.compact_day(&c, target_bytes).await?;
+            super::background::return_free_memory();
             if let Some(outputs) = outputs {
                 summary.days += 1;
                 summary.files_in += files_in;

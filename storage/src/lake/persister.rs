@@ -137,6 +137,7 @@ impl Persister {
             }
         }
         if summary.files > 0 {
+            super::background::return_free_memory();
             tracing::info!(
                 files = summary.files,
                 failed_partitions = summary.failed_partitions,
