@@ -157,7 +157,8 @@ fn raise_open_files_limit() {
 /// benches/README.md). Blocks up to 4 MiB now come from the heap, and up to 64 MiB of free
 /// space stays at the top of each heap. Larger blocks, the table buffer's columns as they
 /// grow, are still mapped on their own, so that growing one remaps its pages (`mremap`)
-/// instead of copying them into fresh heap memory.
+/// instead of copying them into fresh heap memory. What a load left free is handed back
+/// once a persist or a compaction step ends (`return_free_memory` in the storage crate).
 ///
 /// Heaps (arenas) are at most one per core: glibc's default, eight per core, lets each of the
 /// server's threads (workers, the WAL and apply threads, encoders) keep a heap of its own
