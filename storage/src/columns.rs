@@ -149,9 +149,10 @@ impl FieldColumn {
     }
 
     /// The first `rows` rows as an Arrow array (null past the rows it holds), built from the
-    /// column's own vectors without copying them (but for strings).
+    /// column's own vectors without copying them (strings are copied, as by
+    /// [`FieldColumn::to_array`]).
     pub fn into_array(mut self, rows: usize) -> ArrayRef {
-        if self.len() > rows {
+        if self.len() > rows || matches!(self.data, FieldData::Str(_)) {
             return self.to_array(rows);
         }
         self.pad(rows);
@@ -161,14 +162,7 @@ impl FieldColumn {
             FieldData::I64(v) => Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls)),
             FieldData::U64(v) => Arc::new(UInt64Array::new(ScalarBuffer::from(v), nulls)),
             FieldData::Bool(mut v) => Arc::new(BooleanArray::new(v.finish(), nulls)),
-            FieldData::Str(v) => {
-                let valid = nulls.as_ref().expect("set above");
-                Arc::new(StringArray::from_iter(
-                    v.iter()
-                        .enumerate()
-                        .map(|(i, s)| valid.is_valid(i).then_some(s.as_str())),
-                ))
-            }
+            FieldData::Str(_) => unreachable!("strings are copied above"),
         }
     }
 

@@ -279,23 +279,22 @@ impl Buffer {
 
     /// Waits until the buffer holds less than `below` bytes or a persist round ends
     /// ([`Buffer::persisted_a_round`]), up to `within`, waking the persister
-    /// ([`Buffer::room_wanted`]). Returns whether the buffer holds less than `below` then.
+    /// ([`Buffer::room_wanted`]).
     ///
     /// One round is all it waits for, whatever that round released: a buffer held over
     /// `below` by what no persist can release (its series index) does not hold writes up
     /// for longer than persisting what there is.
-    pub async fn wait_for_room(&self, below: usize, within: std::time::Duration) -> bool {
+    pub async fn wait_for_room(&self, below: usize, within: std::time::Duration) {
         // registered before the check, so that a round ending between the check and the
         // wait still wakes it
         let persisted = self.room.notified();
         let mut persisted = std::pin::pin!(persisted);
         persisted.as_mut().enable();
         if self.bytes() < below {
-            return true;
+            return;
         }
         self.wanted.notify_one();
         let _ = tokio::time::timeout(within, persisted).await;
-        self.bytes() < below
     }
 
     /// Wakes the writers waiting for room ([`Buffer::wait_for_room`]): a persist round

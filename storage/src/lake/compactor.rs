@@ -9,8 +9,9 @@
 //! spans), and each range reads the files that reach into it a batch at a time, keeps their
 //! rows of the range, merges rows per primary key (newer files win, as in queries) and
 //! becomes one file. Memory holds one range's rows (about once, see
-//! [`super::deduplicate::merge_by_primary_key`]), not the day's, and the new files do not overlap in time. The
-//! new files take the largest order of the files they replace (see [`ParquetFile::order`]).
+//! [`super::deduplicate::merge_by_primary_key`]), not the day's, and the new files do not
+//! overlap in time. The new files take the largest order of the files they replace (see
+//! [`ParquetFile::order`]).
 //!
 //! The heavy work runs without the lake lock, so persistence goes on meanwhile; the lock is
 //! taken to swap the files in the catalog, atomically: one catalog write removes the inputs

@@ -55,8 +55,8 @@ pub struct PersistSummary {
 pub struct PersistPolicy {
     /// A buffer partition is persisted once its hour ended this long ago.
     pub persist_after: Duration,
-    /// Everything is persisted while the buffer holds more than half of this.
-    pub buffer_memory_limit: usize,
+    /// Everything is persisted while the buffer holds more than this.
+    pub persist_all_bytes: usize,
     /// Everything is persisted while the WAL on disk holds more than this.
     pub wal_persist_bytes: u64,
     /// Buffer bytes one persist round freezes (at least one partition, whatever its size).
@@ -252,7 +252,7 @@ impl Persister {
     /// memory limit (so that writes are not refused while persistence can keep up) or the
     /// WAL over its bound (so that replay stays bounded, whatever times the rows have).
     pub fn due(&self, now_nanos: i64) -> Option<FreezeRule> {
-        if self.buffer.bytes() >= self.policy.buffer_memory_limit / 2 {
+        if self.buffer.bytes() >= self.policy.persist_all_bytes {
             return Some(FreezeRule::All);
         }
         match wal::bytes_on_disk(self.wal.dir()) {

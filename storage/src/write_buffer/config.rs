@@ -155,6 +155,12 @@ pub struct ReplaySummary {
 }
 
 impl WriteBufferConfig {
+    /// Buffer bytes past which everything is persisted and writes wait for persist rounds:
+    /// half the memory limit.
+    pub fn persist_all_bytes(&self) -> usize {
+        self.buffer_memory_limit / 2
+    }
+
     /// `next` (the catalog a write to `db` made from `before`) with the default retention
     /// period on `db` if the write created it.
     pub(crate) fn with_default_retention(

@@ -151,7 +151,7 @@ impl WriteBuffer {
                 PersistPolicy {
                     persist_after: config.persist_after,
                     wal_persist_bytes: config.wal_persist_bytes,
-                    buffer_memory_limit: config.buffer_memory_limit,
+                    persist_all_bytes: config.persist_all_bytes(),
                     round_bytes: config.persist_round_bytes,
                 },
             ),

@@ -64,11 +64,11 @@ impl Writer {
         // of that rather than adding to it, so that a load faster than persistence (a
         // backfill of rows already due) is slowed to its pace instead of growing the buffer
         // to the limit.
-        let half = self.config.buffer_memory_limit / 2;
-        if self.buffer.bytes() >= half && !self.config.buffer_wait.is_zero() {
+        let persist_all = self.config.persist_all_bytes();
+        if self.buffer.bytes() >= persist_all && !self.config.buffer_wait.is_zero() {
             let started = std::time::Instant::now();
             self.buffer
-                .wait_for_room(half, self.config.buffer_wait)
+                .wait_for_room(persist_all, self.config.buffer_wait)
                 .await;
             self.metrics.write_waits.add(1);
             self.metrics
