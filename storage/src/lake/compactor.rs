@@ -19,7 +19,7 @@
 //! `replaced_file_grace` (longer than a query may run), and the catalog records them until
 //! then, so that a crash never leaks them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,12 +74,29 @@ struct Candidate {
 }
 
 /// The files of `day_files` (one table, one day) to merge: all but a leading run, by order, of
-/// files at least half of `target_bytes`; `None` if that leaves fewer than two.
-fn pick(mut day_files: Vec<ParquetFile>, target_bytes: u64) -> Option<Vec<ParquetFile>> {
+/// full files; `None` if that leaves fewer than two. A file is full when it is at least half
+/// of `target_bytes`; so is a file that one compaction wrote with others (they share its
+/// order) when together they hold at least half of `memory` bytes of decoded rows at
+/// `row_bytes` a row: compaction cut them apart to keep its memory bounded, and merging them
+/// again would cut them again, in every round.
+fn pick(
+    mut day_files: Vec<ParquetFile>,
+    target_bytes: u64,
+    memory: u64,
+    row_bytes: u64,
+) -> Option<Vec<ParquetFile>> {
     day_files.sort_by_key(|f| (f.order, f.id));
+    let mut rows_of_order: HashMap<u64, u64> = HashMap::new();
+    for f in &day_files {
+        *rows_of_order.entry(f.order).or_default() += f.rows;
+    }
+    let compacted = |f: &ParquetFile| f.order != f.id;
     let skip = day_files
         .iter()
-        .take_while(|f| f.size_bytes >= target_bytes / 2)
+        .take_while(|f| {
+            f.size_bytes >= target_bytes / 2
+                || (compacted(f) && rows_of_order[&f.order].saturating_mul(row_bytes) >= memory / 2)
+        })
         .count();
     let rest = day_files.split_off(skip);
     (rest.len() >= 2).then_some(rest)
@@ -128,6 +145,7 @@ impl Compactor {
         };
         let candidates: Vec<Candidate> = {
             let lake = self.lake.state();
+            let catalog = self.catalog.snapshot();
             let mut days: BTreeMap<(TableKey, i64), Vec<ParquetFile>> = BTreeMap::new();
             for (table, f) in lake.all_files() {
                 days.entry((table.clone(), f.day()))
@@ -136,7 +154,14 @@ impl Compactor {
             }
             days.into_iter()
                 .filter_map(|((table, day), files)| {
-                    pick(files, target_bytes).map(|files| Candidate { table, day, files })
+                    let row_bytes = catalog
+                        .table(&table.0, &table.1)
+                        .map_or(u64::MAX, |schema| row_bytes(schema));
+                    pick(files, target_bytes, self.memory, row_bytes).map(|files| Candidate {
+                        table,
+                        day,
+                        files,
+                    })
                 })
                 .collect()
         };

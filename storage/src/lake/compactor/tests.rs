@@ -212,4 +212,9 @@ async fn a_day_bigger_than_the_compaction_memory_is_merged_a_range_at_a_time() {
     assert_eq!(s.files_out, 3, "{s:?}");
     assert_files_do_not_overlap(&wb);
     assert_eq!(table_rows(&wb).await, before);
+    // the three are full by the memory bound: the next round leaves them alone
+    let files = wb.lake().table_files("db", "cpu");
+    let again = wb.compact(100 << 20).await.unwrap();
+    assert_eq!(again.days, 0, "{again:?}");
+    assert_eq!(wb.lake().table_files("db", "cpu"), files);
 }
