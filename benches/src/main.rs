@@ -109,8 +109,9 @@ struct Args {
     /// Wait this long before measuring `--data-dir` (lets a peer finish background merges).
     #[arg(long, default_value_t = 0)]
     settle_secs: u64,
-    /// Time the TSBS queries (SQL for Sluice, InfluxQL for InfluxDB): median of
-    /// `--tsbs-runs` runs after one warm-up.
+    /// Time the TSBS queries (SQL for Sluice, InfluxQL for InfluxDB, PromQL for
+    /// VictoriaMetrics): median of `--tsbs-runs` runs after two warm-ups, and with
+    /// `--server-pid` the server's CPU time per query over the timed runs.
     #[arg(long)]
     tsbs_queries: bool,
     /// Timed runs per TSBS query.
@@ -123,8 +124,33 @@ struct Args {
     compare_flight: Option<String>,
 }
 
-/// User plus system CPU time of process `pid` so far, from /proc.
+/// CPU time of process `pid` so far: the sum of its threads' run time from
+/// `/proc/<pid>/task/*/schedstat` (nanoseconds), or, where that is missing, user plus
+/// system time from `/proc/<pid>/stat` (10 ms ticks). Threads that have exited are not in
+/// the first; over a query's runs the server's threads live on.
 fn cpu_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut nanos = 0u64;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        if let Some(n) = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            nanos += n;
+            any = true;
+        }
+    }
+    if any {
+        return Some(nanos as f64 / 1e9);
+    }
+    stat_cpu_seconds(pid)
+}
+
+/// User plus system CPU time of process `pid` so far, from `/proc/<pid>/stat`.
+fn stat_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // fields after the command name (which may hold spaces) start at state, field 3
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -268,6 +294,57 @@ async fn influxql(client: &reqwest::Client, args: &Args, q: &str) -> Result<Stri
     Ok(text)
 }
 
+/// Sluice's query profile from `GET /metrics` (seconds, by phase, scan part and operator),
+/// or `None` from another server.
+async fn query_profile(
+    client: &reqwest::Client,
+    args: &Args,
+) -> Option<std::collections::BTreeMap<String, f64>> {
+    if args.target != Target::Sluice {
+        return None;
+    }
+    let url = format!("{}/metrics", args.url.trim_end_matches('/'));
+    let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        for (metric, label) in [
+            ("sluice_query_phase_seconds_total{phase=\"", ""),
+            ("sluice_query_scan_seconds_total{part=\"", "scan."),
+            ("sluice_query_operator_seconds_total{operator=\"", "op."),
+        ] {
+            if let Some(rest) = line.strip_prefix(metric)
+                && let Some((name, value)) = rest.split_once("\"} ")
+                && let Ok(v) = value.parse::<f64>()
+            {
+                out.insert(format!("{label}{name}"), v);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `q` against a Prometheus HTTP API (VictoriaMetrics), as JSON.
+async fn promql(
+    client: &reqwest::Client,
+    args: &Args,
+    q: &tsbs::PromQuery,
+) -> Result<String, String> {
+    let (path, params) = q.request();
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let r = client
+        .get(&url)
+        .query(&params)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() || !text.contains("\"status\":\"success\"") {
+        return Err(format!("PromQL query failed with {status}: {text}"));
+    }
+    Ok(text)
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let spec = Spec::hours(args.hosts, args.hours).starting_after_hours(args.start_after_hours);
     let client = reqwest::Client::builder()
@@ -338,7 +415,7 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         bytes as f64 / 1e6,
         args.connections
     );
-    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let cpu_before = args.server_pid.and_then(stat_cpu_seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.connections {
@@ -364,7 +441,7 @@ async fn load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result<(), S
         w.await.map_err(|e| e.to_string())??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = args.server_pid.and_then(cpu_seconds);
+    let cpu_after = args.server_pid.and_then(stat_cpu_seconds);
     println!("target:            {:?} {url}", args.target);
     println!(
         "data:              {} hosts x {} h = {} rows, {} field values, {:.1} MB in {} bodies",
@@ -470,22 +547,48 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
             let run = |client: reqwest::Client, q: tsbs::Query| async move {
                 match args.target {
                     Target::Influxdb => influxql(&client, args, &q.influxql).await,
-                    _ => sql(&client, args, &q.sql).await,
+                    Target::VictoriaMetrics => promql(&client, args, &q.promql).await,
+                    Target::Sluice => sql(&client, args, &q.sql).await,
                 }
             };
             let answer = run(client.clone(), q.clone()).await?;
+            run(client.clone(), q.clone()).await?;
             let mut times = Vec::with_capacity(args.tsbs_runs);
+            let profile_before = query_profile(&client, args).await;
+            let cpu_before = args.server_pid.and_then(cpu_seconds);
             for _ in 0..args.tsbs_runs {
                 let t = Instant::now();
                 run(client.clone(), q.clone()).await?;
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
+            let cpu = match (cpu_before, args.server_pid.and_then(cpu_seconds)) {
+                (Some(before), Some(after)) => format!(
+                    ", server CPU {:8.2} ms a query",
+                    (after - before) * 1e3 / args.tsbs_runs as f64
+                ),
+                _ => String::new(),
+            };
+            let profile_after = query_profile(&client, args).await;
             let (median, p90, min) = summarize(&mut times);
             println!(
-                "tsbs {:<22} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms ({} bytes of answer)",
+                "tsbs {:<24} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms{cpu} ({} bytes of answer)",
                 q.name,
                 answer.len()
             );
+            if let (Some(before), Some(after)) = (profile_before, profile_after) {
+                let parts: Vec<String> = after
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            (v - before.get(k).unwrap_or(&0.0)) * 1e3 / args.tsbs_runs as f64,
+                        )
+                    })
+                    .filter(|(_, ms)| *ms >= 0.005)
+                    .map(|(k, ms)| format!("{k} {ms:.2}"))
+                    .collect();
+                println!("  ms a query: {}", parts.join(", "));
+            }
         }
     }
     if let Some(q) = &args.compare_flight {

@@ -365,25 +365,60 @@ fn proto_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A TSBS query, in Sluice's SQL and in InfluxQL (for InfluxDB 1.x).
+/// A TSBS query, in Sluice's SQL, in InfluxQL (for InfluxDB 1.x) and in PromQL (for
+/// VictoriaMetrics, which maps line protocol's `cpu` field `usage_user` to the metric
+/// `cpu_usage_user`).
 #[derive(Debug, Clone)]
 pub struct Query {
     /// The TSBS name.
     pub name: &'static str,
     pub sql: String,
     pub influxql: String,
+    pub promql: PromQuery,
 }
 
-/// The TSBS cpu-only queries the benchmark times, over the first day of data: one host is
-/// `host_8`, one hour is 12:00-13:00, twelve hours are 06:00-18:00.
+/// A PromQL query with the times it is evaluated at: an instant query at `start` when `step`
+/// is `None`, else a range query from `start` to `end` (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct PromQuery {
+    pub query: String,
+    pub start: i64,
+    pub end: i64,
+    pub step: Option<i64>,
+}
+
+impl PromQuery {
+    /// The path and parameters of the request, for VictoriaMetrics' Prometheus API
+    /// (`nocache=1`: its rollup cache would otherwise answer repeated runs).
+    pub fn request(&self) -> (&'static str, Vec<(&'static str, String)>) {
+        let mut params = vec![("query", self.query.clone()), ("nocache", "1".into())];
+        match self.step {
+            Some(step) => {
+                params.push(("start", self.start.to_string()));
+                params.push(("end", self.end.to_string()));
+                params.push(("step", step.to_string()));
+                ("/api/v1/query_range", params)
+            }
+            None => {
+                params.push(("time", self.start.to_string()));
+                ("/api/v1/query", params)
+            }
+        }
+    }
+}
+
+/// The TSBS cpu-only queries the benchmark times (issue 20's q1-q5), over the first day of
+/// data: one host is `host_8`, one hour is 12:00-13:00, twelve hours are 06:00-18:00.
 pub fn queries() -> Vec<Query> {
     let hour = "time >= '2026-01-01T12:00:00Z' AND time < '2026-01-01T13:00:00Z'";
     let twelve = "time >= '2026-01-01T06:00:00Z' AND time < '2026-01-01T18:00:00Z'";
-    let means_sql: Vec<String> = FIELDS.iter().map(|f| format!("avg({f}) AS {f}")).collect();
+    let means_sql: Vec<String> = FIELDS.iter().map(|f| format!("avg({f})")).collect();
     let means_iql: Vec<String> = FIELDS.iter().map(|f| format!("mean({f})")).collect();
+    let at = |h: i64, m: i64| START_NANOS / 1_000_000_000 + h * 3600 + m * 60;
+    let usage = "{__name__=~\"cpu_usage_.+\"}";
     vec![
         Query {
-            name: "single-groupby-1-1-1",
+            name: "q1 single-groupby-1-1-1",
             sql: format!(
                 "SELECT date_bin(INTERVAL '1 minute', time) AS minute, max(usage_user) AS max_usage_user \
                  FROM cpu WHERE hostname = 'host_8' AND {hour} GROUP BY minute ORDER BY minute"
@@ -391,43 +426,74 @@ pub fn queries() -> Vec<Query> {
             influxql: format!(
                 "SELECT max(usage_user) FROM cpu WHERE hostname = 'host_8' AND {hour} GROUP BY time(1m)"
             ),
+            promql: PromQuery {
+                query: "max(max_over_time(cpu_usage_user{hostname=\"host_8\"}[1m])) by (__name__)"
+                    .into(),
+                start: at(12, 1),
+                end: at(13, 0),
+                step: Some(60),
+            },
         },
         Query {
-            name: "double-groupby-all",
+            name: "q2 double-groupby-all",
             sql: format!(
                 "SELECT date_bin(INTERVAL '1 hour', time) AS hour, hostname, {} FROM cpu \
-                 WHERE {twelve} GROUP BY hour, hostname ORDER BY hour, hostname",
+                 WHERE {twelve} GROUP BY hour, hostname ORDER BY hostname, hour",
                 means_sql.join(", ")
             ),
             influxql: format!(
                 "SELECT {} FROM cpu WHERE {twelve} GROUP BY time(1h), hostname",
                 means_iql.join(", ")
             ),
+            promql: PromQuery {
+                query: format!(
+                    "avg(avg_over_time({{__name__=~\"cpu_({})\"}}[1h])) by (__name__, hostname)",
+                    FIELDS.join("|")
+                ),
+                start: at(7, 0),
+                end: at(18, 0),
+                step: Some(3600),
+            },
         },
-        // The newest row of each host from the newest rows Sluice keeps per series
-        // (`last_cache`), then the same query over the whole table for comparison.
         Query {
-            name: "lastpoint",
-            sql: "SELECT DISTINCT ON (hostname) * FROM last_cache('cpu') \
-                  ORDER BY hostname, time DESC"
-                .to_string(),
-            influxql: "SELECT last(*) FROM cpu GROUP BY hostname".to_string(),
-        },
-        Query {
-            name: "lastpoint-scan",
+            name: "q3 lastpoint",
             sql: "SELECT DISTINCT ON (hostname) * FROM cpu ORDER BY hostname, time DESC"
                 .to_string(),
             influxql: "SELECT last(*) FROM cpu GROUP BY hostname".to_string(),
+            promql: PromQuery {
+                query: usage.to_string(),
+                start: at(24, 0),
+                end: at(24, 0),
+                step: None,
+            },
         },
         Query {
-            name: "high-cpu-1",
+            name: "q4 high-cpu-1",
             sql: format!(
-                "SELECT * FROM cpu WHERE usage_user > 90 AND hostname = 'host_8' AND {hour} \
-                 ORDER BY time"
+                "SELECT * FROM cpu WHERE usage_user > 90 AND hostname = 'host_8' AND {hour}"
             ),
             influxql: format!(
                 "SELECT * FROM cpu WHERE usage_user > 90 AND hostname = 'host_8' AND {hour}"
             ),
+            promql: PromQuery {
+                query: "{__name__=~\"cpu_usage_.+\", hostname=\"host_8\"} and on (hostname) \
+                        (cpu_usage_user{hostname=\"host_8\"} > 90)"
+                    .into(),
+                start: at(12, 0),
+                end: at(12, 0) + 3590,
+                step: Some(10),
+            },
+        },
+        Query {
+            name: "q5 high-cpu-all",
+            sql: format!("SELECT * FROM cpu WHERE usage_user > 90 AND {hour}"),
+            influxql: format!("SELECT * FROM cpu WHERE usage_user > 90 AND {hour}"),
+            promql: PromQuery {
+                query: format!("{usage} and on (hostname) (cpu_usage_user > 90)"),
+                start: at(12, 0),
+                end: at(12, 0) + 3590,
+                step: Some(10),
+            },
         },
     ]
 }

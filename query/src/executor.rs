@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::table_provider::{OrderedColumns, SluiceTable};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -25,14 +25,13 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ExecutionPlan, SendableRecordBatchStream, collect, execute_stream,
-};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig};
 use sluice_storage::ReadView;
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
 use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
+use crate::profile::{Phase, PhaseTimer, ProfiledStream, QueryProfile};
 use crate::table_provider::LAKE_URL;
 use datafusion::execution::object_store::ObjectStoreUrl;
 
@@ -112,6 +111,8 @@ pub struct QueryExecutor {
     base_state: SessionState,
     /// One permit per query running (`max_concurrent` in all).
     running: Arc<tokio::sync::Semaphore>,
+    /// Where queries spent their time, for `GET /metrics`.
+    profile: Arc<QueryProfile>,
 }
 
 impl QueryExecutor {
@@ -146,7 +147,13 @@ impl QueryExecutor {
             config,
             runtime,
             base_state,
+            profile: Arc::default(),
         })
+    }
+
+    /// Where queries spent their time since the server started.
+    pub fn profile(&self) -> &QueryProfile {
+        &self.profile
     }
 
     /// The scalar functions queries can call, by the section of DataFusion's documentation
@@ -252,7 +259,8 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<SchemaRef, QueryError> {
-        let plan = self.logical(db, sql, params, readable);
+        let mut untimed = PhaseTimer::none();
+        let plan = self.logical(db, sql, params, readable, &mut untimed);
         let (_, plan) = self.within_timeout(plan).await?;
         Ok(Arc::new(plan.schema().as_arrow().clone()))
     }
@@ -266,7 +274,8 @@ impl QueryExecutor {
         sql: &str,
         readable: Option<&[String]>,
     ) -> Result<(SchemaRef, Vec<(String, Option<DataType>)>), QueryError> {
-        let plan = self.logical(db, sql, HashMap::new(), readable);
+        let mut untimed = PhaseTimer::none();
+        let plan = self.logical(db, sql, HashMap::new(), readable, &mut untimed);
         let (_, plan) = self.within_timeout(plan).await?;
         let mut params: Vec<(String, Option<DataType>)> = plan
             .get_parameter_types()
@@ -290,11 +299,12 @@ impl QueryExecutor {
         let running = self.admit().await?;
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let planned = async {
-            let (state, plan) = self.logical(db, sql, params, readable).await?;
-            self.physical(state, plan).await
+            let mut timer = PhaseTimer::start(&self.profile);
+            let (state, plan) = self.logical(db, sql, params, readable, &mut timer).await?;
+            self.physical(state, plan, &mut timer).await
         };
         let (schema, plan, task_ctx) = self.within_timeout(planned).await?;
-        let stream = execute_stream(plan, task_ctx).map_err(|e| self.classify(e))?;
+        let stream = self.execute(plan, task_ctx)?;
         let stream = until(stream, deadline, self.config.timeout);
         // the query counts as running until its stream is read or dropped
         let held = stream.map(move |batch| {
@@ -327,12 +337,29 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
-        let (state, plan) = self.logical(db, sql, params, readable).await?;
-        let (schema, plan, task_ctx) = self.physical(state, plan).await?;
-        let batches = collect(plan, task_ctx)
+        let mut timer = PhaseTimer::start(&self.profile);
+        let (state, plan) = self.logical(db, sql, params, readable, &mut timer).await?;
+        let (schema, plan, task_ctx) = self.physical(state, plan, &mut timer).await?;
+        let batches = self
+            .execute(plan, task_ctx)?
+            .try_collect()
             .await
             .map_err(|e| self.classify(e))?;
         Ok(QueryOutput { schema, batches })
+    }
+
+    /// The stream of `plan`'s batches, profiled.
+    fn execute(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        task_ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
+        let stream = execute_stream(plan.clone(), task_ctx).map_err(|e| self.classify(e))?;
+        Ok(Box::pin(ProfiledStream::new(
+            stream,
+            plan,
+            self.profile.clone(),
+        )))
     }
 
     /// The checked, parameter-bound logical plan of `sql` in a session for `db`.
@@ -342,6 +369,7 @@ impl QueryExecutor {
         sql: &str,
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
+        timer: &mut PhaseTimer<'_>,
     ) -> Result<(SessionState, LogicalPlan), QueryError> {
         let state = self.session(db, readable)?;
         let mut plan = state
@@ -360,6 +388,7 @@ impl QueryExecutor {
                 .with_param_values(values)
                 .map_err(|e| self.classify(e))?;
         }
+        timer.finished(Phase::Plan);
         Ok((state, plan))
     }
 
@@ -369,9 +398,11 @@ impl QueryExecutor {
         &self,
         mut state: SessionState,
         plan: LogicalPlan,
+        timer: &mut PhaseTimer<'_>,
     ) -> Result<(SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let plan = state.optimize(&plan).map_err(|e| self.classify(e))?;
+        timer.finished(Phase::Optimize);
         // A query that reads few rows runs in one partition: planning and running the
         // repartitioning and merging of a parallel plan costs more than it saves there.
         if rows_to_scan(&plan) <= self.config.single_partition_rows {
@@ -393,6 +424,7 @@ impl QueryExecutor {
             .create_physical_plan(&plan, &state)
             .await
             .map_err(|e| self.classify(e))?;
+        timer.finished(Phase::PhysicalPlan);
         Ok((schema, plan, task_ctx))
     }
 

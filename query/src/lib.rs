@@ -10,6 +10,7 @@ pub mod executor;
 pub mod format;
 pub mod last_cache;
 pub mod parquet_reader;
+pub mod profile;
 pub mod system_tables;
 pub mod table_provider;
 

@@ -39,7 +39,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.buffer),
+        {
+            let mut out = state.metrics.render(&state.buffer);
+            state.query.profile().render(&mut out);
+            out
+        },
     )
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query, State};
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use sluice_query::format::StreamEncoder;
+use sluice_query::profile::Phase;
 use sluice_query::{
     DataFusionError, Format, QueryError, QueryExecutor, RecordBatch, ScalarValue,
     SendableRecordBatchStream,
@@ -136,7 +138,12 @@ async fn run(
             }
             None => {
                 let all = held_whole(&state.query, batches).await?;
+                let started = Instant::now();
                 let bytes = format.encode(&schema, &all).map_err(encode_error)?;
+                state
+                    .query
+                    .profile()
+                    .record(Phase::Encode, started.elapsed());
                 (content_type, bytes).into_response()
             }
         },
@@ -178,25 +185,39 @@ async fn streamed(
 ) -> Result<Body, ApiError> {
     let query = &state.query;
     let first = match batches.next().await {
-        Some(batch) => encoder
-            .batch(&batch.map_err(|e| query.error_of(e))?)
-            .map_err(encode_error)?,
+        Some(batch) => {
+            let batch = batch.map_err(|e| query.error_of(e))?;
+            let started = Instant::now();
+            let bytes = encoder.batch(&batch).map_err(encode_error)?;
+            query.profile().record(Phase::Encode, started.elapsed());
+            bytes
+        }
         None => Vec::new(),
     };
     let rest = futures::stream::unfold(
         (batches, Some(encoder), state.clone()),
         |(mut batches, encoder, state)| async move {
             let mut encoder: StreamEncoder = encoder?;
-            let next = match batches.next().await {
+            let next = batches.next().await;
+            let started = Instant::now();
+            let next = match next {
                 Some(Ok(batch)) => encoder
                     .batch(&batch)
                     .map_err(|e| cut(&state.query, e.into())),
                 Some(Err(e)) => Err(cut(&state.query, e)),
                 None => {
                     let last = encoder.finish().map_err(|e| cut(&state.query, e.into()));
+                    state
+                        .query
+                        .profile()
+                        .record(Phase::Encode, started.elapsed());
                     return Some((last, (batches, None, state)));
                 }
             };
+            state
+                .query
+                .profile()
+                .record(Phase::Encode, started.elapsed());
             let encoder = next.is_ok().then_some(encoder);
             Some((next, (batches, encoder, state)))
         },

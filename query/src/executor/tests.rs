@@ -644,3 +644,34 @@ async fn queries_past_the_concurrency_limit_wait_then_are_refused() {
     drop(held);
     assert!(f.sql("db", "SELECT count(*) FROM cpu").await.is_ok());
 }
+
+#[tokio::test]
+async fn the_profile_counts_each_phase_and_the_parquet_scans_parts() {
+    let f = fixture(QueryConfig::default()).await;
+    f.write("db", CPU).await;
+    f.buffer.persist(FreezeRule::All).await.unwrap();
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+    };
+    let mut before = String::new();
+    f.exec.profile().render(&mut before);
+    assert_eq!(value(&before, "sluice_queries_total"), 0.0);
+    f.sql("db", "SELECT host, max(usage) FROM cpu GROUP BY host")
+        .await
+        .unwrap();
+    let mut after = String::new();
+    f.exec.profile().render(&mut after);
+    assert_eq!(value(&after, "sluice_queries_total"), 1.0);
+    for phase in ["plan", "optimize", "physical_plan", "execute"] {
+        let series = format!("sluice_query_phase_seconds_total{{phase=\"{phase}\"}}");
+        assert!(value(&after, &series) > 0.0, "{series}\n{after}");
+    }
+    for part in ["open", "metadata", "decode"] {
+        let series = format!("sluice_query_scan_seconds_total{{part=\"{part}\"}}");
+        assert!(value(&after, &series) > 0.0, "{series}\n{after}");
+    }
+    let series = "sluice_query_operator_seconds_total{operator=\"AggregateExec\"}";
+    assert!(value(&after, series) > 0.0, "{after}");
+}
