@@ -31,6 +31,7 @@ use sluice_storage::ReadView;
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
 use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
+use crate::lastpoint::NewestRowsRule;
 use crate::profile::{Phase, PhaseTimer, ProfiledStream, QueryProfile};
 use crate::table_provider::LAKE_URL;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -50,6 +51,9 @@ pub struct QueryConfig {
     /// finish, then is refused ([`QueryError::Busy`]).
     pub max_concurrent: usize,
     pub queue_timeout: Duration,
+    /// Whether lastpoint queries read the newest row kept per series instead of scanning
+    /// ([`crate::lastpoint`]); off only to compare the two.
+    pub newest_rows: bool,
 }
 
 impl Default for QueryConfig {
@@ -60,6 +64,7 @@ impl Default for QueryConfig {
             single_partition_rows: 500_000,
             max_concurrent: 16,
             queue_timeout: Duration::from_secs(10),
+            newest_rows: true,
         }
     }
 }
@@ -132,11 +137,14 @@ impl QueryExecutor {
         // range opens the file (footer, statistics, page index) and creates its decoders, which
         // costs more than a one-hour scan of a small file reads.
         options.optimizer.repartition_file_min_size = 32 << 20;
-        let mut base_state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime.clone())
-            .with_default_features()
-            .build();
+            .with_default_features();
+        if config.newest_rows {
+            builder = builder.with_optimizer_rule(Arc::new(NewestRowsRule));
+        }
+        let mut base_state = builder.build();
         base_state.register_udtf(
             LAST_CACHE_FUNCTION,
             Arc::new(LastCacheFunction::new(storage.clone())),

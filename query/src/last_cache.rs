@@ -26,13 +26,13 @@ use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use sluice_storage::catalog::TIME_COLUMN;
 use sluice_storage::{ReadView, TableSchema};
 
-use crate::table_provider::SluiceTable;
+use crate::table_provider::{SluiceScanExec, SluiceTable};
 
 /// Name the function is registered under.
 pub const LAST_CACHE_FUNCTION: &str = "last_cache";
@@ -73,7 +73,7 @@ impl TableFunctionImpl for LastCacheFunction {
         else {
             return plan_err!("last_cache: table '{table}' not found in database '{db}'");
         };
-        Ok(Arc::new(LastCacheTable {
+        Ok(Arc::new(NewestRowsTable {
             db: db.into(),
             schema: schema.clone(),
             storage: self.storage.clone(),
@@ -81,22 +81,48 @@ impl TableFunctionImpl for LastCacheFunction {
     }
 }
 
-/// The newest rows of one table, as a table.
+/// The newest row of each series of one table, as a table: what `last_cache('<table>')`
+/// reads, and what lastpoint queries on the table read instead of it
+/// ([`crate::lastpoint`]).
 #[derive(Debug)]
-struct LastCacheTable {
+pub(crate) struct NewestRowsTable {
     db: Arc<str>,
     schema: Arc<TableSchema>,
     storage: ReadView,
 }
 
+impl NewestRowsTable {
+    /// The newest rows of `table`.
+    pub(crate) fn of(table: &SluiceTable) -> Self {
+        let (db, schema, storage) = table.parts();
+        NewestRowsTable {
+            db: db.clone(),
+            schema: schema.clone(),
+            storage: storage.clone(),
+        }
+    }
+
+    pub(crate) fn table_schema(&self) -> &TableSchema {
+        &self.schema
+    }
+}
+
 #[async_trait]
-impl TableProvider for LastCacheTable {
+impl TableProvider for NewestRowsTable {
     fn schema(&self) -> SchemaRef {
         self.schema.arrow_schema().clone()
     }
 
     fn table_type(&self) -> TableType {
         TableType::Temporary
+    }
+
+    /// Filters are applied above the scan; rows here are few.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(
@@ -137,10 +163,13 @@ impl TableProvider for LastCacheTable {
                 rows = filter_record_batch(&rows, &kept)?;
             }
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![rows]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        let series = rows.num_rows();
+        let input =
+            MemorySourceConfig::try_new_exec(&[vec![rows]], self.schema(), projection.cloned())?;
+        Ok(Arc::new(SluiceScanExec::newest_rows(
+            &self.schema.name,
+            series,
+            input,
+        )))
     }
 }

@@ -9,6 +9,7 @@ pub mod deduplicate;
 pub mod executor;
 pub mod format;
 pub mod last_cache;
+pub mod lastpoint;
 pub mod parquet_reader;
 pub mod profile;
 pub mod system_tables;

@@ -79,6 +79,16 @@ impl SluiceTable {
         }
     }
 
+    /// The table's database, schema and storage.
+    pub(crate) fn parts(&self) -> (&Arc<str>, &Arc<TableSchema>, &ReadView) {
+        (&self.db, &self.schema, &self.storage)
+    }
+
+    /// The table's schema in the catalog.
+    pub fn table_schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
     /// About how many rows a scan with `filters` reads: of each file whose time range
     /// overlaps the filters', the share of its rows in the overlap (rows spread evenly over
     /// the file's range), and every buffered row.
@@ -461,19 +471,44 @@ struct ScanStats {
     buffer_partitions_scanned: usize,
     buffer_partitions_total: usize,
     deduplicated_groups: usize,
+    /// For a scan of the newest row of each series instead: how many series.
+    newest_rows: Option<usize>,
 }
 
 /// The root of a table's scan: runs its input unchanged and shows in `EXPLAIN` how much the
-/// time range pruned (`files=1/24` reads one file of 24).
+/// time range pruned (`files=1/24` reads one file of 24), or that the newest rows were read
+/// instead (`newest_rows_of_series=100`).
 #[derive(Debug)]
 pub struct SluiceScanExec {
     input: Arc<dyn ExecutionPlan>,
     stats: ScanStats,
 }
 
+impl SluiceScanExec {
+    /// The root of a scan of `table`'s newest row per series (`input`, one row for each of
+    /// `series`).
+    pub(crate) fn newest_rows(table: &str, series: usize, input: Arc<dyn ExecutionPlan>) -> Self {
+        SluiceScanExec {
+            input,
+            stats: ScanStats {
+                table: table.to_string(),
+                newest_rows: Some(series),
+                ..ScanStats::default()
+            },
+        }
+    }
+}
+
 impl DisplayAs for SluiceScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let s = &self.stats;
+        if let Some(series) = s.newest_rows {
+            return write!(
+                f,
+                "SluiceScanExec: table={}, newest_rows_of_series={series}",
+                s.table
+            );
+        }
         write!(
             f,
             "SluiceScanExec: table={}, files={}/{}, buffer_partitions={}/{}, deduplicated_groups={}",
