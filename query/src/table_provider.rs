@@ -275,7 +275,7 @@ impl TableProvider for SluiceTable {
             _ => true,
         };
         let ordering = if useful && plans.is_empty() && plain_chunks.is_empty() {
-            shared_ordering(&plain_files, &table_schema, target)
+            shared_ordering(&plain_files, &table_schema, ordered_files_at_most(target))
         } else {
             None
         };
@@ -435,10 +435,21 @@ impl OrderedColumns {
     }
 }
 
+/// How many files a scan reads one per partition to declare their order, for a session of
+/// `target` partitions: at least twice the cores. A query planned in one partition (a small
+/// scan) that groups or sorts by the files' order then still reads its few files side by
+/// side, each in order: the aggregation streams per file and the cores share it (the TSBS
+/// twelve-hour, all-host query reads three files of a compacted day so). Past this many,
+/// the streams and their merge cost more than a sort saves.
+fn ordered_files_at_most(target: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    target.max(2 * cores)
+}
+
 /// The order `files` are sorted in, if they all have the same recorded sort key (each file
 /// sorted by it in [`KEY_ORDER`], as the persister writes them), its columns are
-/// all in `schema`, and there are at most `partitions` files (so that reading one file per
-/// partition does not spread the scan wider than the session would).
+/// all in `schema`, and there are at most `partitions` files (see
+/// [`ordered_files_at_most`]).
 fn shared_ordering(
     files: &[ParquetFile],
     schema: &SchemaRef,
