@@ -268,6 +268,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_QUERY_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_size)]
     pub query_memory_limit: usize,
 
+    /// Memory for the Parquet pages queries read, kept for the next query that reads them
+    /// (the most recently used; 0 keeps none).
+    #[arg(long, env = "SLUICE_QUERY_PAGE_CACHE", default_value = "64MiB", value_parser = parse_size)]
+    pub query_page_cache: usize,
+
     /// Longest time one query may run (e.g. 60s, 5m).
     #[arg(long, env = "SLUICE_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub query_timeout: Duration,

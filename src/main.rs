@@ -91,6 +91,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
             memory_limit: args.query_memory_limit,
             timeout: args.query_timeout,
             max_concurrent: args.max_concurrent_queries,
+            page_cache_bytes: args.query_page_cache,
             ..QueryConfig::default()
         },
         object_store: ObjectStoreConfig {

@@ -95,11 +95,9 @@ impl SchemaProvider for DatabaseSchemaProvider {
         let Some(schema) = self.db.tables.get(name) else {
             return Ok(None);
         };
-        let buffer = self.storage.table_buffer(&self.db.name, name);
         Ok(Some(Arc::new(SluiceTable::new(
             self.db.name.clone(),
             schema.clone(),
-            buffer,
             self.storage.clone(),
         ))))
     }

@@ -27,11 +27,13 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig};
-use sluice_storage::ReadView;
+use sluice_storage::{CatalogSnapshot, ReadView};
 
 use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
 use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
 use crate::lastpoint::NewestRowsRule;
+use crate::parquet_reader::PageCache;
+use crate::plan_cache::{PlanCache, PlanKey};
 use crate::profile::{Phase, PhaseTimer, ProfiledStream, QueryProfile};
 use crate::table_provider::LAKE_URL;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -54,6 +56,12 @@ pub struct QueryConfig {
     /// Whether lastpoint queries read the newest row kept per series instead of scanning
     /// ([`crate::lastpoint`]); off only to compare the two.
     pub newest_rows: bool,
+    /// Optimized plans of repeated query texts kept for reuse while the catalog is the
+    /// same ([`crate::plan_cache`]); 0 keeps none.
+    pub plan_cache_entries: usize,
+    /// Bytes of Parquet pages kept in memory for the next query that reads them
+    /// ([`crate::parquet_reader::PageCache`]); 0 keeps none.
+    pub page_cache_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -65,6 +73,8 @@ impl Default for QueryConfig {
             max_concurrent: 16,
             queue_timeout: Duration::from_secs(10),
             newest_rows: true,
+            plan_cache_entries: 1024,
+            page_cache_bytes: 64 << 20,
         }
     }
 }
@@ -118,6 +128,7 @@ pub struct QueryExecutor {
     running: Arc<tokio::sync::Semaphore>,
     /// Where queries spent their time, for `GET /metrics`.
     profile: Arc<QueryProfile>,
+    pub(crate) plans: PlanCache,
 }
 
 impl QueryExecutor {
@@ -131,7 +142,8 @@ impl QueryExecutor {
         runtime.register_object_store(url.as_ref(), storage.storage().inner().clone());
         let mut session_config = SessionConfig::new()
             .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false);
+            .with_create_default_catalog_and_schema(false)
+            .with_extension(Arc::new(PageCache::new(config.page_cache_bytes)));
         let options = session_config.options_mut();
         // A file is scanned in byte ranges by several partitions only when it is large: each
         // range opens the file (footer, statistics, page index) and creates its decoders, which
@@ -150,6 +162,7 @@ impl QueryExecutor {
             Arc::new(LastCacheFunction::new(storage.clone())),
         );
         Ok(QueryExecutor {
+            plans: PlanCache::new(config.plan_cache_entries),
             storage,
             running: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
             config,
@@ -233,8 +246,12 @@ impl QueryExecutor {
     /// snapshot of Sluice's, with `db` as the default schema so its tables resolve unqualified
     /// and other databases as `db.table`. The catalog list is the query's own, so queries in
     /// different databases at the same moment each see their own `system` tables.
-    fn session(&self, db: &str, readable: Option<&[String]>) -> Result<SessionState, QueryError> {
-        let mut snapshot = self.storage.catalog();
+    fn session(
+        &self,
+        db: &str,
+        readable: Option<&[String]>,
+        mut snapshot: Arc<CatalogSnapshot>,
+    ) -> Result<SessionState, QueryError> {
         if let Some(readable) = readable {
             let mut only = (*snapshot).clone();
             only.databases
@@ -268,7 +285,7 @@ impl QueryExecutor {
         readable: Option<&[String]>,
     ) -> Result<SchemaRef, QueryError> {
         let mut untimed = PhaseTimer::none();
-        let plan = self.logical(db, sql, params, readable, &mut untimed);
+        let plan = self.logical((db, sql, readable), params, None, &mut untimed);
         let (_, plan) = self.within_timeout(plan).await?;
         Ok(Arc::new(plan.schema().as_arrow().clone()))
     }
@@ -283,7 +300,7 @@ impl QueryExecutor {
         readable: Option<&[String]>,
     ) -> Result<(SchemaRef, Vec<(String, Option<DataType>)>), QueryError> {
         let mut untimed = PhaseTimer::none();
-        let plan = self.logical(db, sql, HashMap::new(), readable, &mut untimed);
+        let plan = self.logical((db, sql, readable), HashMap::new(), None, &mut untimed);
         let (_, plan) = self.within_timeout(plan).await?;
         let mut params: Vec<(String, Option<DataType>)> = plan
             .get_parameter_types()
@@ -308,7 +325,9 @@ impl QueryExecutor {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let planned = async {
             let mut timer = PhaseTimer::start(&self.profile);
-            let (state, plan) = self.logical(db, sql, params, readable, &mut timer).await?;
+            let (state, plan) = self
+                .optimized(db, sql, params, readable, &mut timer)
+                .await?;
             self.physical(state, plan, &mut timer).await
         };
         let (schema, plan, task_ctx) = self.within_timeout(planned).await?;
@@ -346,7 +365,9 @@ impl QueryExecutor {
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
         let mut timer = PhaseTimer::start(&self.profile);
-        let (state, plan) = self.logical(db, sql, params, readable, &mut timer).await?;
+        let (state, plan) = self
+            .optimized(db, sql, params, readable, &mut timer)
+            .await?;
         let (schema, plan, task_ctx) = self.physical(state, plan, &mut timer).await?;
         let batches = self
             .execute(plan, task_ctx)?
@@ -370,16 +391,17 @@ impl QueryExecutor {
         )))
     }
 
-    /// The checked, parameter-bound logical plan of `sql` in a session for `db`.
+    /// The checked, parameter-bound logical plan of `sql` in a session for `db` over
+    /// `catalog` (the current one if `None`).
     async fn logical(
         &self,
-        db: &str,
-        sql: &str,
+        (db, sql, readable): (&str, &str, Option<&[String]>),
         params: HashMap<String, ScalarValue>,
-        readable: Option<&[String]>,
+        catalog: Option<Arc<CatalogSnapshot>>,
         timer: &mut PhaseTimer<'_>,
     ) -> Result<(SessionState, LogicalPlan), QueryError> {
-        let state = self.session(db, readable)?;
+        let catalog = catalog.unwrap_or_else(|| self.storage.catalog());
+        let state = self.session(db, readable, catalog)?;
         let mut plan = state
             .create_logical_plan(sql)
             .await
@@ -400,8 +422,41 @@ impl QueryExecutor {
         Ok((state, plan))
     }
 
-    /// The optimized physical plan of `plan`, with the task context (and its memory pool) to
-    /// run it in.
+    /// The optimized logical plan of `sql` in a session for `db`: the one kept for the same
+    /// text while the catalog is unchanged ([`PlanCache`]), else planned and optimized now.
+    async fn optimized(
+        &self,
+        db: &str,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
+        timer: &mut PhaseTimer<'_>,
+    ) -> Result<(SessionState, LogicalPlan), QueryError> {
+        let catalog = self.storage.catalog();
+        let key = if params.is_empty() {
+            PlanKey::new(db, sql, readable)
+        } else {
+            None
+        };
+        if let Some(plan) = key.as_ref().and_then(|k| self.plans.get(k, &catalog)) {
+            let state = self.session(db, readable, catalog)?;
+            timer.finished(Phase::Plan);
+            return Ok((state, plan));
+        }
+        let query = (db, sql, readable);
+        let (state, planned) = self
+            .logical(query, params, Some(catalog.clone()), timer)
+            .await?;
+        let optimized = state.optimize(&planned).map_err(|e| self.classify(e))?;
+        timer.finished(Phase::Optimize);
+        if let Some(key) = key {
+            self.plans.insert(key, catalog, &planned, &optimized);
+        }
+        Ok((state, optimized))
+    }
+
+    /// The physical plan of `plan` (optimized), with the task context (and its memory pool)
+    /// to run it in.
     async fn physical(
         &self,
         mut state: SessionState,
@@ -409,8 +464,6 @@ impl QueryExecutor {
         timer: &mut PhaseTimer<'_>,
     ) -> Result<(SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let plan = state.optimize(&plan).map_err(|e| self.classify(e))?;
-        timer.finished(Phase::Optimize);
         // A query that reads few rows runs in one partition: planning and running the
         // repartitioning and merging of a parallel plan costs more than it saves there.
         if rows_to_scan(&plan) <= self.config.single_partition_rows {

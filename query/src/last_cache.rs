@@ -138,14 +138,9 @@ impl TableProvider for NewestRowsTable {
         if !table.last_rows_complete() {
             // Once per table after start-up: fold the whole table (files and buffer) in.
             // Two queries doing this at once fold the same rows twice, which is harmless.
-            let scan = SluiceTable::new(
-                self.db.clone(),
-                self.schema.clone(),
-                Some(table.clone()),
-                self.storage.clone(),
-            )
-            .scan(state, None, &[], None)
-            .await?;
+            let scan = SluiceTable::new(self.db.clone(), self.schema.clone(), self.storage.clone())
+                .scan(state, None, &[], None)
+                .await?;
             let mut stream = execute_stream(scan, state.task_ctx())?;
             while let Some(batch) = stream.next().await {
                 table.merge_last_rows(&self.schema, &batch?);

@@ -11,9 +11,12 @@ pub mod format;
 pub mod last_cache;
 pub mod lastpoint;
 pub mod parquet_reader;
+pub mod plan_cache;
 pub mod profile;
 pub mod system_tables;
 pub mod table_provider;
+#[cfg(test)]
+mod testing;
 
 /// Values bound to `$name` placeholders.
 pub use datafusion::arrow::record_batch::RecordBatch;

@@ -48,35 +48,35 @@ use sluice_storage::lake::deduplicate::KEY_ORDER;
 use sluice_storage::{BufferChunk, ParquetFile, ReadView, TableBuffer, TableSchema, TimeRange};
 
 use crate::deduplicate::DeduplicateExec;
-use crate::parquet_reader::PageIndexCachingReaderFactory;
+use crate::parquet_reader::{PageCache, PageIndexCachingReaderFactory};
 
 /// The URL under which the executor registers the object store with DataFusion.
 pub const LAKE_URL: &str = "sluice://lake";
 
 /// One table of one database, as DataFusion sees it.
 #[derive(Debug)]
+///
+/// The table's buffer is looked up when a scan is planned, not when the table is resolved:
+/// a plan reused for a repeated query text (`plan_cache.rs`) sees a buffer created since.
 pub struct SluiceTable {
     db: Arc<str>,
     schema: Arc<TableSchema>,
-    buffer: Option<Arc<TableBuffer>>,
     storage: ReadView,
 }
 
 impl SluiceTable {
-    /// The table `schema` of `db`: rows from `buffer` (absent if nothing was ever buffered)
-    /// and from the files `storage` lists.
-    pub fn new(
-        db: Arc<str>,
-        schema: Arc<TableSchema>,
-        buffer: Option<Arc<TableBuffer>>,
-        storage: ReadView,
-    ) -> Self {
+    /// The table `schema` of `db`: rows from its buffer and from the files `storage` lists.
+    pub fn new(db: Arc<str>, schema: Arc<TableSchema>, storage: ReadView) -> Self {
         SluiceTable {
             db,
             schema,
-            buffer,
             storage,
         }
+    }
+
+    /// The table's buffer, if anything was buffered since start-up.
+    fn buffer(&self) -> Option<Arc<TableBuffer>> {
+        self.storage.table_buffer(&self.db, &self.schema.name)
     }
 
     /// The table's database, schema and storage.
@@ -110,7 +110,7 @@ impl SluiceTable {
                 f.rows as f64 * (overlap / span).clamp(0.0, 1.0)
             })
             .sum();
-        files.ceil() as usize + self.buffer.as_ref().map_or(0, |b| b.rows())
+        files.ceil() as usize + self.buffer().map_or(0, |b| b.rows())
     }
 }
 
@@ -196,7 +196,7 @@ impl TableProvider for SluiceTable {
             range.min = range.min.max(cutoff);
         }
         // the buffer first, then the files: see the module documentation
-        let scan = match &self.buffer {
+        let scan = match self.buffer() {
             Some(b) => b.scan(&self.schema, range),
             None => Default::default(),
         };
@@ -357,8 +357,8 @@ fn retention_filter(
 
 /// A Parquet scan of `groups` (one output partition per group) in the table's schema: columns
 /// a file lacks (added to the table after it was written) read as nulls.
-/// File footers and page indexes are cached across queries (files never change once
-/// written, and their names are never reused while the server runs).
+/// File footers and page indexes, and the byte ranges read, are cached across queries (files
+/// never change once written, and their names are never reused while the server runs).
 fn parquet_scan(
     state: &dyn Session,
     table_schema: &SchemaRef,
@@ -369,6 +369,11 @@ fn parquet_scan(
     let url = ObjectStoreUrl::parse(LAKE_URL)?;
     let store = state.runtime_env().object_store(&url)?;
     let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    // the executor's, set on every session; none in a session without it
+    let pages = state
+        .config()
+        .get_extension::<PageCache>()
+        .unwrap_or_else(|| Arc::new(PageCache::new(0)));
     // No predicate here: DataFusion's physical filter pushdown hands the query's filters to
     // the source (through `SluiceScanExec`, which passes them on), where they prune row
     // groups and pages and, with `pushdown_filters`, filter rows while decoding.
@@ -380,6 +385,7 @@ fn parquet_scan(
         .with_parquet_file_reader_factory(Arc::new(PageIndexCachingReaderFactory::new(
             store,
             metadata_cache,
+            pages,
         )));
     let groups = groups
         .into_iter()

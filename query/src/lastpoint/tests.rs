@@ -2,19 +2,12 @@
 //! executor with [`NewestRowsRule`] and on one without, over the same storage, as the rows
 //! move through the buffer, files, a restart, deletes and retention.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering;
 
-use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
-use sluice_storage::{
-    Clock, FreezeRule, ObjectStorage, ObjectStoreConfig, Retention, WriteBuffer, WriteBufferConfig,
-    WriteOptions,
-};
+use sluice_storage::{FreezeRule, Retention};
 
-use crate::{Format, QueryConfig, QueryExecutor};
-
-const S: i64 = 1_000_000_000;
+use crate::testing::{S, TestStorage, answer};
+use crate::{QueryConfig, QueryExecutor};
 
 /// Queries the newest rows answer.
 const ANSWERED: &[&str] = &[
@@ -50,78 +43,35 @@ const SCANNED: &[&str] = &[
 ];
 
 struct Fixture {
-    dir: tempfile::TempDir,
-    now: Arc<AtomicI64>,
-    buffer: Arc<WriteBuffer>,
+    storage: TestStorage,
     newest: QueryExecutor,
     scan: QueryExecutor,
 }
 
 impl Fixture {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self::open(dir, Arc::new(AtomicI64::new(100_000 * S))).await
-    }
-
-    /// Storage in `dir`, its clock reading `now`, and an executor each way over it.
-    async fn open(dir: tempfile::TempDir, now: Arc<AtomicI64>) -> Self {
-        let mut config = WriteBufferConfig::new(dir.path().join("wal"));
-        config.clock = Clock::manual(now.clone());
-        let storage =
-            ObjectStorage::from_config(&ObjectStoreConfig::file(dir.path().join("lake"))).unwrap();
-        let buffer = Arc::new(WriteBuffer::open(config, storage).await.unwrap().0);
-        let newest = QueryExecutor::new(buffer.read_view(), QueryConfig::default()).unwrap();
+    fn over(storage: TestStorage) -> Self {
         let without_newest_rows = QueryConfig {
             newest_rows: false,
             ..QueryConfig::default()
         };
-        let scan = QueryExecutor::new(buffer.read_view(), without_newest_rows).unwrap();
         Fixture {
-            dir,
-            now,
-            buffer,
-            newest,
-            scan,
+            newest: storage.executor(QueryConfig::default()),
+            scan: storage.executor(without_newest_rows),
+            storage,
         }
     }
 
-    /// The same storage, opened again (the newest rows start empty).
     async fn restart(self) -> Self {
-        let Fixture {
-            dir, now, buffer, ..
-        } = self;
-        drop(buffer);
-        Self::open(dir, now).await
-    }
-
-    async fn write(&self, lp: &str) {
-        let out = parse(
-            lp.as_bytes(),
-            &ParseOptions {
-                precision: Precision::Second,
-                default_time: 0,
-                max_line_bytes: 1 << 20,
-            },
-        );
-        assert!(out.errors.is_empty(), "{:?}", out.errors);
-        self.buffer
-            .write("db", out.batch, WriteOptions::default())
-            .await
-            .unwrap();
-    }
-
-    async fn answer(exec: &QueryExecutor, sql: &str) -> String {
-        let out = exec.query("db", sql, HashMap::new()).await.unwrap();
-        String::from_utf8(Format::Csv.encode(&out.schema, &out.batches).unwrap()).unwrap()
+        Self::over(self.storage.restart().await)
     }
 
     /// Every query answers the same both ways; the [`ANSWERED`] ones read the newest rows.
     async fn check(&self, when: &str) {
         for sql in ANSWERED.iter().chain(SCANNED) {
-            let newest = Self::answer(&self.newest, sql).await;
-            let scan = Self::answer(&self.scan, sql).await;
+            let newest = answer(&self.newest, sql).await;
+            let scan = answer(&self.scan, sql).await;
             assert_eq!(newest, scan, "{when}: {sql}");
-            let plan = Self::answer(&self.newest, &format!("EXPLAIN {sql}")).await;
+            let plan = answer(&self.newest, &format!("EXPLAIN {sql}")).await;
             let reads_newest = plan.contains("newest_rows_of_series");
             assert_eq!(
                 reads_newest,
@@ -144,47 +94,51 @@ const FIRST: &str = "cpu,host=a,region=eu usage=10,n=1i 100\n\
 
 #[tokio::test]
 async fn lastpoint_queries_answer_from_the_newest_rows_what_the_scan_answers() {
-    let f = Fixture::new().await;
-    f.write(FIRST).await;
+    let f = Fixture::over(TestStorage::new().await);
+    f.storage.write(FIRST).await;
     f.check("buffer").await;
-    f.buffer.persist(FreezeRule::All).await.unwrap();
+    f.storage.buffer.persist(FreezeRule::All).await.unwrap();
     f.check("files").await;
     // older points than the newest (they change nothing), a newer one, and one at a
     // persisted row's time that overwrites one of its fields
-    f.write(
-        "cpu,host=a,region=eu usage=9 150\n\
+    f.storage
+        .write(
+            "cpu,host=a,region=eu usage=9 150\n\
          cpu,host=c,region=eu usage=31,n=7i 302\n\
          cpu,host=b,region=us usage=25 201",
-    )
-    .await;
+        )
+        .await;
     f.check("files and buffer").await;
     let f = f.restart().await;
     f.check("after a restart").await;
-    f.write("cpu,host=d,region=ap usage=40 3700").await;
+    f.storage.write("cpu,host=d,region=ap usage=40 3700").await;
     f.check("a new series in a new hour").await;
-    f.buffer.persist(FreezeRule::All).await.unwrap();
+    f.storage.buffer.persist(FreezeRule::All).await.unwrap();
     let f = f.restart().await;
     f.check("everything persisted, after a restart").await;
 
     // retention: the cutoff falls after a, b and c's newest rows, before d's
-    f.now
-        .store(3600 * S + 3000 * S, std::sync::atomic::Ordering::SeqCst);
-    f.buffer
+    f.storage.now.store(3600 * S + 3000 * S, Ordering::SeqCst);
+    f.storage
+        .buffer
         .set_retention("db", Retention::parse("1h").unwrap())
         .await
         .unwrap();
     f.check("retention").await;
-    let kept = Fixture::answer(&f.newest, ANSWERED[0]).await;
+    let kept = answer(&f.newest, ANSWERED[0]).await;
     assert_eq!(kept.lines().count(), 2, "only host d is kept: {kept}");
 
     // a deleted table, written again: only its new rows
-    f.buffer
+    f.storage
+        .buffer
         .set_retention("db", Retention::parse("none").unwrap())
         .await
         .unwrap();
-    f.buffer.delete_table("db", "cpu").await.unwrap();
-    f.write("cpu,host=e,region=us usage=50,n=5i 5000").await;
+    f.storage.buffer.delete_table("db", "cpu").await.unwrap();
+    f.storage
+        .write("cpu,host=e,region=us usage=50,n=5i 5000")
+        .await;
     f.check("after the table was deleted").await;
-    let rows = Fixture::answer(&f.newest, ANSWERED[0]).await;
+    let rows = answer(&f.newest, ANSWERED[0]).await;
     assert_eq!(rows.lines().count(), 2, "{rows}");
 }
