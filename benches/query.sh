@@ -11,8 +11,10 @@
 #      POST /api/v3/persist and /api/v3/compact (the day in one Parquet file);
 #   2. Sluice with the first 12 hours persisted and the last 12 in the buffer;
 #   3. VictoriaMetrics 1.79 after /internal/force_flush, its queries with nocache=1.
-# Each query: median, p90 and min of 10 runs after two warm-ups, and the server's CPU time
-# per query over the timed runs (from /proc/<pid>/stat).
+# Each query: median, p90 and min of 10 runs after two warm-ups, the server's CPU time per
+# query over the timed runs (from /proc/<pid>/task/*/schedstat), and for Sluice where that
+# time went (`ms a query`: the phases, Parquet scan parts and operators, from /metrics).
+# Sluice's answers must be the same rows in all three states (checked at the end of a run).
 # Needs the Debian package victoria-metrics for 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,20 +33,31 @@ start_sluice() {
 for run in $(seq "${RUNS:-1}"); do
   echo "=== run $run, 1. Sluice $("$bin/sluice" --version): the day in the buffer, then persisted"
   start_sluice
-  "$bin/sluice-load" --url $url --server-pid "$pid" --verify --tsbs-queries "$@" \
-    | grep -E "^(verified|tsbs)"
+  "$bin/sluice-load" --url $url --server-pid "$pid" --verify --tsbs-queries \
+    --answers-dir "$work/answers/buffer" "$@" | grep -E "^(verified|tsbs|  ms)"
   echo "--- persisted and compacted"
-  "$bin/sluice-load" --url $url --server-pid "$pid" --skip-load --persist --tsbs-queries "$@" \
-    | grep -E "^(compacted|tsbs)"
+  "$bin/sluice-load" --url $url --server-pid "$pid" --skip-load --persist --tsbs-queries \
+    --answers-dir "$work/answers/persisted" "$@" | grep -E "^(compacted|tsbs|  ms)"
   kill "$pid"; wait "$pid" || true
 
   echo "=== run $run, 2. Sluice: 12 hours persisted, 12 in the buffer"
   start_sluice
   "$bin/sluice-load" --url $url --hours 12 "$@" >/dev/null
   curl -fs -XPOST $url/api/v3/persist >/dev/null
-  "$bin/sluice-load" --url $url --server-pid "$pid" --hours 12 --start-after-hours 12 \
-    --tsbs-queries "$@" | grep -E "^tsbs"
+  "$bin/sluice-load" --url $url --server-pid "$pid" --hours 24 --send-after-hours 12 \
+    --tsbs-queries --answers-dir "$work/answers/half" "$@" | grep -E "^(tsbs|  ms)"
   kill "$pid"; wait "$pid" || true
+  # the same rows in each state (q4 and q5 have no ORDER BY: their rows may come in any order)
+  for state in persisted half; do
+    for q in "$work"/answers/buffer/*; do
+      name=$(basename "$q")
+      if ! cmp -s <(sort "$q") <(sort "$work/answers/$state/$name"); then
+        echo "answers differ: $name, buffer against $state" >&2
+        exit 1
+      fi
+    done
+  done
+  echo "answers: the same rows with the day buffered, persisted, and half and half"
 
   if command -v victoria-metrics >/dev/null; then
     echo "=== run $run, 3. VictoriaMetrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo '?')"

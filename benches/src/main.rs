@@ -95,6 +95,13 @@ struct Args {
     /// Generate data starting this many hours after 2026-01-01T00:00Z (to extend a data set).
     #[arg(long, default_value_t = 0)]
     start_after_hours: usize,
+    /// Generate the data set from its start but send only what comes after this many hours:
+    /// the rest of a set whose first hours were sent with `--hours <that many>`.
+    #[arg(long, default_value_t = 0)]
+    send_after_hours: usize,
+    /// Write each TSBS query's answer to `<dir>/<query number>` (to compare runs).
+    #[arg(long)]
+    answers_dir: Option<std::path::PathBuf>,
     /// Do not write anything: only run the checks and queries asked for.
     #[arg(long)]
     skip_load: bool,
@@ -346,7 +353,9 @@ async fn promql(
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let spec = Spec::hours(args.hosts, args.hours).starting_after_hours(args.start_after_hours);
+    let spec = Spec::hours(args.hosts, args.hours)
+        .starting_after_hours(args.start_after_hours)
+        .sending_after_hours(args.send_after_hours);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()
@@ -552,6 +561,11 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
                 }
             };
             let answer = run(client.clone(), q.clone()).await?;
+            if let Some(dir) = &args.answers_dir {
+                let name = q.name.split(' ').next().unwrap_or(q.name);
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                std::fs::write(dir.join(name), &answer).map_err(|e| e.to_string())?;
+            }
             run(client.clone(), q.clone()).await?;
             let mut times = Vec::with_capacity(args.tsbs_runs);
             let profile_before = query_profile(&client, args).await;

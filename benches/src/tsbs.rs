@@ -50,6 +50,10 @@ pub struct Spec {
     pub steps: usize,
     /// Steps skipped before the first one generated: data that continues an earlier set.
     pub first_step: usize,
+    /// Of the steps generated, how many at the start are not sent: the rest of a set whose
+    /// first part was sent before (the values continue where they left off, unlike
+    /// `first_step`'s).
+    pub unsent_steps: usize,
 }
 
 impl Spec {
@@ -59,7 +63,19 @@ impl Spec {
             hosts,
             steps: hours * 3600 / INTERVAL_SECS as usize,
             first_step: 0,
+            unsent_steps: 0,
         }
+    }
+
+    /// The same data set without its first `hours` hours.
+    pub fn sending_after_hours(mut self, hours: usize) -> Self {
+        self.unsent_steps = (hours * 3600 / INTERVAL_SECS as usize).min(self.steps);
+        self
+    }
+
+    /// Steps sent.
+    pub fn sent_steps(&self) -> usize {
+        self.steps - self.unsent_steps
     }
 
     /// The same data set starting `hours` later.
@@ -70,7 +86,7 @@ impl Spec {
 
     /// Rows (points) in total.
     pub fn rows(&self) -> usize {
-        self.hosts * self.steps
+        self.hosts * self.sent_steps()
     }
 
     /// Field values in total.
@@ -140,7 +156,9 @@ fn points(spec: Spec, mut each: impl FnMut(usize, &[String; 10], &[i64; 10], i64
             for v in values.iter_mut() {
                 *v = (*v + rng.below(11) as i64 - 5).clamp(0, 100);
             }
-            each(host, &tags[host], values, time);
+            if step >= spec.unsent_steps {
+                each(host, &tags[host], values, time);
+            }
         }
     }
 }
@@ -249,7 +267,7 @@ pub fn remote_write_requests(
         calls += 1;
         let step = calls / spec.hosts;
         if calls.is_multiple_of(spec.hosts)
-            && (step.is_multiple_of(per_series) || step == spec.steps)
+            && (step.is_multiple_of(per_series) || step == spec.sent_steps())
         {
             flush(&labels, &mut pending);
         }
@@ -342,7 +360,7 @@ pub fn otlp_requests(spec: Spec, values_per_request: usize) -> Vec<Vec<u8>> {
         calls += 1;
         let step = calls / spec.hosts;
         if calls.is_multiple_of(spec.hosts)
-            && (step.is_multiple_of(steps_per_request) || step == spec.steps)
+            && (step.is_multiple_of(steps_per_request) || step == spec.sent_steps())
         {
             flush(&mut hosts, &mut out);
         }
@@ -515,6 +533,7 @@ mod tests {
             hosts: 3,
             steps: 4,
             first_step: 0,
+            unsent_steps: 0,
         };
         let bodies = bodies(spec, 5);
         assert_eq!(bodies.len(), 3);
@@ -532,6 +551,18 @@ mod tests {
     }
 
     #[test]
+    fn a_set_sent_in_two_parts_is_the_set_sent_whole() {
+        let lines = |spec: Spec| -> Vec<String> {
+            bodies(spec, 7).concat().lines().map(String::from).collect()
+        };
+        let whole = lines(Spec::hours(3, 2));
+        let mut parts = lines(Spec::hours(3, 1));
+        parts.extend(lines(Spec::hours(3, 2).sending_after_hours(1)));
+        assert_eq!(parts, whole);
+        assert_eq!(Spec::hours(3, 2).sending_after_hours(1).rows(), 3 * 360);
+    }
+
+    #[test]
     fn remote_write_requests_carry_the_same_points_as_line_protocol() {
         use prost::Message;
         use sluice_proto::prometheus::v1::WriteRequest;
@@ -539,6 +570,7 @@ mod tests {
             hosts: 3,
             steps: 4,
             first_step: 0,
+            unsent_steps: 0,
         };
         let requests = remote_write_requests(spec, 7, 1);
         assert_eq!(requests.len(), spec.values().div_ceil(7));

@@ -35,6 +35,7 @@ use crate::lastpoint::NewestRowsRule;
 use crate::parquet_reader::PageCache;
 use crate::plan_cache::{PlanCache, PlanKey};
 use crate::profile::{Phase, PhaseTimer, ProfiledStream, QueryProfile};
+use crate::run_aggregate::RunAggregation;
 use crate::table_provider::LAKE_URL;
 use datafusion::execution::object_store::ObjectStoreUrl;
 
@@ -53,9 +54,10 @@ pub struct QueryConfig {
     /// finish, then is refused ([`QueryError::Busy`]).
     pub max_concurrent: usize,
     pub queue_timeout: Duration,
-    /// Whether lastpoint queries read the newest row kept per series instead of scanning
-    /// ([`crate::lastpoint`]); off only to compare the two.
-    pub newest_rows: bool,
+    /// Whether Sluice's own plan rewrites run: lastpoint queries read the newest row kept
+    /// per series instead of scanning ([`crate::lastpoint`]), and partial aggregates over
+    /// grouped input work a run at a time ([`crate::run_aggregate`]). Off only to compare.
+    pub rewrites: bool,
     /// Optimized plans of repeated query texts kept for reuse while the catalog is the
     /// same ([`crate::plan_cache`]); 0 keeps none.
     pub plan_cache_entries: usize,
@@ -72,7 +74,7 @@ impl Default for QueryConfig {
             single_partition_rows: 500_000,
             max_concurrent: 16,
             queue_timeout: Duration::from_secs(10),
-            newest_rows: true,
+            rewrites: true,
             plan_cache_entries: 1024,
             page_cache_bytes: 64 << 20,
         }
@@ -153,8 +155,10 @@ impl QueryExecutor {
             .with_config(session_config)
             .with_runtime_env(runtime.clone())
             .with_default_features();
-        if config.newest_rows {
-            builder = builder.with_optimizer_rule(Arc::new(NewestRowsRule));
+        if config.rewrites {
+            builder = builder
+                .with_optimizer_rule(Arc::new(NewestRowsRule))
+                .with_physical_optimizer_rule(Arc::new(RunAggregation));
         }
         let mut base_state = builder.build();
         base_state.register_udtf(

@@ -13,6 +13,7 @@ pub mod lastpoint;
 pub mod parquet_reader;
 pub mod plan_cache;
 pub mod profile;
+pub mod run_aggregate;
 pub mod system_tables;
 pub mod table_provider;
 #[cfg(test)]

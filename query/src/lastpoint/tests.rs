@@ -51,7 +51,7 @@ struct Fixture {
 impl Fixture {
     fn over(storage: TestStorage) -> Self {
         let without_newest_rows = QueryConfig {
-            newest_rows: false,
+            rewrites: false,
             ..QueryConfig::default()
         };
         Fixture {
