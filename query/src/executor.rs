@@ -33,8 +33,8 @@ use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
 use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
 use crate::lastpoint::NewestRowsRule;
 use crate::parquet_reader::PageCache;
-use crate::plan_cache::{PlanCache, PlanKey};
-use crate::profile::{Phase, PhaseTimer, ProfiledStream, QueryProfile};
+use crate::plan_cache::{PlanCache, PlanKey, Sources};
+use crate::profile::{Phase, PhaseTimer, QueryProfile, Unstarted};
 use crate::run_aggregate::RunAggregation;
 use crate::table_provider::LAKE_URL;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -329,10 +329,10 @@ impl QueryExecutor {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let planned = async {
             let mut timer = PhaseTimer::start(&self.profile);
-            let (state, plan) = self
+            let optimized = self
                 .optimized(db, sql, params, readable, &mut timer)
                 .await?;
-            self.physical(state, plan, &mut timer).await
+            self.physical(optimized, &mut timer).await
         };
         let (schema, plan, task_ctx) = self.within_timeout(planned).await?;
         let stream = self.execute(plan, task_ctx)?;
@@ -369,10 +369,10 @@ impl QueryExecutor {
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
         let mut timer = PhaseTimer::start(&self.profile);
-        let (state, plan) = self
+        let optimized = self
             .optimized(db, sql, params, readable, &mut timer)
             .await?;
-        let (schema, plan, task_ctx) = self.physical(state, plan, &mut timer).await?;
+        let (schema, plan, task_ctx) = self.physical(optimized, &mut timer).await?;
         let batches = self
             .execute(plan, task_ctx)?
             .try_collect()
@@ -387,12 +387,9 @@ impl QueryExecutor {
         plan: Arc<dyn ExecutionPlan>,
         task_ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream, QueryError> {
-        let stream = execute_stream(plan.clone(), task_ctx).map_err(|e| self.classify(e))?;
-        Ok(Box::pin(ProfiledStream::new(
-            stream,
-            plan,
-            self.profile.clone(),
-        )))
+        let profiled = Unstarted::new(plan.clone(), self.profile.clone());
+        let stream = execute_stream(plan, task_ctx).map_err(|e| self.classify(e))?;
+        Ok(Box::pin(profiled.of(stream)))
     }
 
     /// The checked, parameter-bound logical plan of `sql` in a session for `db` over
@@ -435,17 +432,24 @@ impl QueryExecutor {
         params: HashMap<String, ScalarValue>,
         readable: Option<&[String]>,
         timer: &mut PhaseTimer<'_>,
-    ) -> Result<(SessionState, LogicalPlan), QueryError> {
+    ) -> Result<Optimized, QueryError> {
         let catalog = self.storage.catalog();
         let key = if params.is_empty() {
             PlanKey::new(db, sql, readable)
         } else {
             None
         };
-        if let Some(plan) = key.as_ref().and_then(|k| self.plans.get(k, &catalog)) {
-            let state = self.session(db, readable, catalog)?;
+        if let Some(key) = &key
+            && let Some(plan) = self.plans.get(key, &catalog)
+        {
+            let state = self.session(db, readable, catalog.clone())?;
             timer.finished(Phase::Plan);
-            return Ok((state, plan));
+            return Ok(Optimized {
+                state,
+                plan,
+                kept: Some((key.clone(), catalog)),
+                reused: true,
+            });
         }
         let query = (db, sql, readable);
         let (state, planned) = self
@@ -453,26 +457,42 @@ impl QueryExecutor {
             .await?;
         let optimized = state.optimize(&planned).map_err(|e| self.classify(e))?;
         timer.finished(Phase::Optimize);
-        if let Some(key) = key {
-            self.plans.insert(key, catalog, &planned, &optimized);
-        }
-        Ok((state, optimized))
+        let kept = key.filter(|key| {
+            self.plans
+                .insert(key.clone(), catalog.clone(), &planned, &optimized)
+        });
+        Ok(Optimized {
+            state,
+            plan: optimized,
+            kept: kept.map(|key| (key, catalog)),
+            reused: false,
+        })
     }
 
     /// The physical plan of `plan` (optimized), with the task context (and its memory pool)
     /// to run it in.
+    /// A copy of the physical plan made last time is used when the optimized plan is a kept
+    /// one and its scans read the same files ([`PlanCache::physical`]).
     async fn physical(
         &self,
-        mut state: SessionState,
-        plan: LogicalPlan,
+        optimized: Optimized,
         timer: &mut PhaseTimer<'_>,
     ) -> Result<(SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
+        let Optimized {
+            mut state,
+            plan,
+            kept,
+            reused,
+        } = optimized;
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         // A query that reads few rows runs in one partition: planning and running the
         // repartitioning and merging of a parallel plan costs more than it saves there.
-        if rows_to_scan(&plan) <= self.config.single_partition_rows {
+        let single_partition = rows_to_scan(&plan) <= self.config.single_partition_rows;
+        if single_partition {
             state.config_mut().options_mut().execution.target_partitions = 1;
         }
+        let kept = kept
+            .and_then(|(key, catalog)| Some((key, catalog, Sources::of(&plan, single_partition)?)));
         state
             .config_mut()
             .set_extension(Arc::new(OrderedColumns::of(&plan)));
@@ -484,11 +504,24 @@ impl QueryExecutor {
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let task_ctx = Arc::new(TaskContext::from(&state).with_runtime(runtime));
+        if let Some((key, catalog, sources)) = &kept
+            && let Some(plan) = self.plans.physical(key, catalog, sources)
+        {
+            self.profile.reused(true);
+            timer.finished(Phase::PhysicalPlan);
+            return Ok((schema, plan, task_ctx));
+        }
+        if reused {
+            self.profile.reused(false);
+        }
         let plan = state
             .query_planner()
             .create_physical_plan(&plan, &state)
             .await
             .map_err(|e| self.classify(e))?;
+        if let Some((key, catalog, sources)) = kept {
+            self.plans.insert_physical(&key, &catalog, sources, &plan);
+        }
         timer.finished(Phase::PhysicalPlan);
         Ok((schema, plan, task_ctx))
     }
@@ -520,6 +553,16 @@ impl QueryExecutor {
             _ => QueryError::Invalid(root.to_string()),
         }
     }
+}
+
+/// An optimized plan and the session to run it in.
+struct Optimized {
+    state: SessionState,
+    plan: LogicalPlan,
+    /// Where the plan is kept for reuse, and the catalog it was planned against, if it is.
+    kept: Option<(PlanKey, Arc<CatalogSnapshot>)>,
+    /// Whether the plan is one kept from an earlier query.
+    reused: bool,
 }
 
 /// `stream`, ended by a timeout error (and dropped, which stops the query) once `deadline`

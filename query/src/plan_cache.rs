@@ -9,7 +9,18 @@
 //! Only plans that mean the same whenever they run are kept: they read Sluice tables (whose
 //! rows, buffer and files are looked up when the scan is planned, after the cache) and call
 //! no function whose value depends on when it is called (`now()`, `random()`), and they have
-//! no parameters. Everything from physical planning on is done for each query.
+//! no parameters.
+//!
+//! Physical planning costs a short query as much again, and its plan holds what the scans
+//! read. Beside the optimized plan an entry keeps the last physical plan made from it, with
+//! the [`Sources`] it was made for: the files each table scan reads, when that is all they
+//! read (no buffered rows in their time range, see [`SluiceTable::files_only`]). A query
+//! whose scans would read the same files runs a copy of that plan with its state reset
+//! (DataFusion's `reset_plan_states`) instead of planning it again. Plans with dynamic
+//! filters (`ORDER BY .. LIMIT`, joins, `min`/`max` without groups) are not kept: a filter
+//! pushed into a scan outlives the reset of the operator that fills it. A Parquet scan's
+//! metrics also outlive the reset: each run adds its files' to the set all copies share, so a
+//! physical plan is made anew after [`RUNS_PER_PHYSICAL_PLAN`] copies of it ran.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +28,8 @@ use std::sync::Arc;
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::Mutex;
 use sluice_storage::CatalogSnapshot;
 
@@ -26,6 +39,10 @@ use crate::table_provider::SluiceTable;
 /// Query texts longer than this are not kept: the cache's memory stays bounded by its
 /// entries.
 const MAX_TEXT_BYTES: usize = 16 << 10;
+
+/// Copies of a kept physical plan that run before it is planned anew, which drops the
+/// Parquet scan metrics the copies accumulated (a few kilobytes a run).
+pub(crate) const RUNS_PER_PHYSICAL_PLAN: usize = 8;
 
 /// What a plan is kept under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,9 +64,56 @@ impl PlanKey {
     }
 }
 
+/// What a physical plan was made for besides its optimized plan: the ids of the files each
+/// table scan reads (in the order the plan's scans are walked), and whether it runs in one
+/// partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sources {
+    pub(crate) single_partition: bool,
+    pub(crate) files: Vec<Vec<u64>>,
+}
+
+impl Sources {
+    /// The sources of `plan`'s scans, if they are all Sluice tables reading files only.
+    pub(crate) fn of(plan: &LogicalPlan, single_partition: bool) -> Option<Self> {
+        let mut files = Vec::new();
+        let mut ok = true;
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let ids = source_as_provider(&scan.source).ok().and_then(|p| {
+                    p.downcast_ref::<SluiceTable>()
+                        .and_then(|t| t.files_only(&scan.filters))
+                });
+                match ids {
+                    Some(ids) => files.push(ids),
+                    None => ok = false,
+                }
+            }
+            Ok(if ok {
+                TreeNodeRecursion::Continue
+            } else {
+                TreeNodeRecursion::Stop
+            })
+        });
+        ok.then_some(Sources {
+            single_partition,
+            files,
+        })
+    }
+}
+
 struct Entry {
     catalog: Arc<CatalogSnapshot>,
     plan: LogicalPlan,
+    /// The last physical plan made from `plan`, never executed itself: queries run copies.
+    physical: Option<Physical>,
+}
+
+struct Physical {
+    made_for: Sources,
+    plan: Arc<dyn ExecutionPlan>,
+    /// Copies handed out so far.
+    runs: usize,
 }
 
 /// Optimized plans by [`PlanKey`], at most `capacity` of them.
@@ -80,17 +144,17 @@ impl PlanCache {
     }
 
     /// Keeps `optimized`, planned from `planned` against `catalog`, if `planned` means the
-    /// same whenever it runs ([`reusable`]). When full, an arbitrary plan makes room: texts
-    /// that repeat come back at once.
+    /// same whenever it runs ([`reusable`]); whether it was kept. When full, an arbitrary
+    /// plan makes room: texts that repeat come back at once.
     pub(crate) fn insert(
         &self,
         key: PlanKey,
         catalog: Arc<CatalogSnapshot>,
         planned: &LogicalPlan,
         optimized: &LogicalPlan,
-    ) {
+    ) -> bool {
         if self.capacity == 0 || !reusable(planned) {
-            return;
+            return false;
         }
         let mut entries = self.entries.lock();
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
@@ -109,7 +173,69 @@ impl PlanCache {
             }
         }
         let plan = optimized.clone();
-        entries.insert(key, Entry { catalog, plan });
+        entries.insert(
+            key,
+            Entry {
+                catalog,
+                plan,
+                physical: None,
+            },
+        );
+        true
+    }
+
+    /// A copy, ready to run, of the physical plan kept for `key` if it was made for
+    /// `sources` against `catalog`.
+    pub(crate) fn physical(
+        &self,
+        key: &PlanKey,
+        catalog: &Arc<CatalogSnapshot>,
+        sources: &Sources,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        let kept = {
+            let mut entries = self.entries.lock();
+            let entry = entries.get_mut(key)?;
+            if !Arc::ptr_eq(&entry.catalog, catalog) {
+                return None;
+            }
+            let physical = entry.physical.as_mut()?;
+            if physical.made_for != *sources || physical.runs >= RUNS_PER_PHYSICAL_PLAN {
+                entry.physical = None;
+                return None;
+            }
+            physical.runs += 1;
+            physical.plan.clone()
+        };
+        datafusion::physical_plan::execution_plan::reset_plan_states(kept).ok()
+    }
+
+    /// Keeps `plan`, made for `sources` from the optimized plan kept for `key` against
+    /// `catalog`, if it can run again ([`rerunnable`]). Call before `plan` runs: what is kept
+    /// is never run itself.
+    pub(crate) fn insert_physical(
+        &self,
+        key: &PlanKey,
+        catalog: &Arc<CatalogSnapshot>,
+        sources: Sources,
+        plan: &Arc<dyn ExecutionPlan>,
+    ) {
+        if !rerunnable(plan) {
+            return;
+        }
+        let Ok(kept) = datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())
+        else {
+            return;
+        };
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.get_mut(key)
+            && Arc::ptr_eq(&entry.catalog, catalog)
+        {
+            entry.physical = Some(Physical {
+                made_for: sources,
+                plan: kept,
+                runs: 0,
+            });
+        }
     }
 
     #[cfg(test)]
@@ -157,6 +283,33 @@ fn reusable(plan: &LogicalPlan) -> bool {
         })
     });
     ok && tables > 0
+}
+
+/// Whether `plan` gives the same rows when its copies run again: no operator in it makes a
+/// dynamic filter, and no expression in it is one.
+fn rerunnable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        if !node.dynamic_expressions_produced().is_empty() {
+            return false;
+        }
+        let mut dynamic = false;
+        let _ = node.apply_expressions(&mut |e| {
+            e.apply(|e| {
+                dynamic |= e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some();
+                Ok(if dynamic {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        });
+        if dynamic {
+            return false;
+        }
+        stack.extend(node.children());
+    }
+    true
 }
 
 /// Whether `e` itself (not its children) gives the same value whenever it is evaluated.

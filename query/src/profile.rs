@@ -73,6 +73,8 @@ const SCAN_PARTS: &[(&str, &str)] = &[
 #[derive(Debug, Default)]
 pub struct QueryProfile {
     queries: Counter,
+    /// Queries that ran a kept plan: optimized, physical ([`crate::plan_cache`]).
+    reused: [Counter; 2],
     phases: [Counter; 5],
     /// Nanoseconds per Parquet scan part ([`SCAN_PARTS`]).
     scan: Mutex<BTreeMap<&'static str, u64>>,
@@ -87,24 +89,25 @@ impl QueryProfile {
         self.phases[i].add(took.as_nanos().min(u128::from(u64::MAX)) as u64);
     }
 
-    /// Adds the operator metrics of `plan`, a finished query's execution plan.
-    fn record_operators(&self, plan: &Arc<dyn ExecutionPlan>) {
+    /// Counts a query that reused a kept plan: its optimized plan, and with `physical` its
+    /// physical plan as well.
+    pub(crate) fn reused(&self, physical: bool) {
+        self.reused[usize::from(physical)].add(1);
+    }
+
+    /// Adds what `plan`'s operators did since `before` was taken of them: a plan copied
+    /// from a kept one shares some operators' metrics with the others copied from it.
+    fn record_operators(&self, plan: &Arc<dyn ExecutionPlan>, before: &OperatorTimes) {
+        let after = OperatorTimes::of(plan);
         let mut scan = self.scan.lock();
+        for (part, v) in after.scan {
+            let was = before.scan.get(part).copied().unwrap_or(0);
+            *scan.entry(part).or_default() += v.saturating_sub(was);
+        }
         let mut operators = self.operators.lock();
-        let mut stack = vec![plan.clone()];
-        while let Some(node) = stack.pop() {
-            stack.extend(node.children().into_iter().cloned());
-            let Some(metrics) = node.metrics() else {
-                continue;
-            };
-            if let Some(compute) = metrics.elapsed_compute() {
-                *operators.entry(node.name().to_string()).or_default() += compute as u64;
-            }
-            for (metric, part) in SCAN_PARTS {
-                if let Some(v) = metrics.sum_by_name(metric) {
-                    *scan.entry(part).or_default() += v.as_usize() as u64;
-                }
-            }
+        for (name, v) in after.operators {
+            let was = before.operators.get(&name).copied().unwrap_or(0);
+            *operators.entry(name).or_default() += v.saturating_sub(was);
         }
     }
 
@@ -117,6 +120,20 @@ impl QueryProfile {
             "SQL queries planned, whether or not they finished.",
         );
         let _ = writeln!(out, "sluice_queries_total {}", self.queries.get());
+        header(
+            out,
+            "sluice_query_plans_reused_total",
+            "counter",
+            "Queries that ran a plan kept from an earlier query of the same text: the \
+             optimized plan (planned physically anew), or the physical plan as well.",
+        );
+        for (i, plan) in ["optimized", "physical"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "sluice_query_plans_reused_total{{plan=\"{plan}\"}} {}",
+                self.reused[i].get()
+            );
+        }
         header(
             out,
             "sluice_query_phase_seconds_total",
@@ -163,6 +180,35 @@ impl QueryProfile {
     }
 }
 
+/// The operator metrics of a plan at one moment: nanoseconds per scan part and per operator.
+#[derive(Debug, Default)]
+struct OperatorTimes {
+    scan: BTreeMap<&'static str, u64>,
+    operators: BTreeMap<String, u64>,
+}
+
+impl OperatorTimes {
+    fn of(plan: &Arc<dyn ExecutionPlan>) -> Self {
+        let mut times = OperatorTimes::default();
+        let mut stack = vec![plan.clone()];
+        while let Some(node) = stack.pop() {
+            stack.extend(node.children().into_iter().cloned());
+            let Some(metrics) = node.metrics() else {
+                continue;
+            };
+            if let Some(compute) = metrics.elapsed_compute() {
+                *times.operators.entry(node.name().to_string()).or_default() += compute as u64;
+            }
+            for (metric, part) in SCAN_PARTS {
+                if let Some(v) = metrics.sum_by_name(metric) {
+                    *times.scan.entry(part).or_default() += v.as_usize() as u64;
+                }
+            }
+        }
+        times
+    }
+}
+
 /// Times a query's phases as it goes: started when planning starts.
 /// (Planning that is not a query, such as a prepared statement's, is not timed.)
 pub(crate) struct PhaseTimer<'a> {
@@ -203,6 +249,8 @@ impl<'a> PhaseTimer<'a> {
 pub(crate) struct ProfiledStream {
     inner: SendableRecordBatchStream,
     plan: Arc<dyn ExecutionPlan>,
+    /// The plan's operator metrics when it started.
+    before: OperatorTimes,
     profile: Arc<QueryProfile>,
     /// When the consumer asked for the batch it is waiting for: its first poll since the
     /// last batch (a parallel plan's partitions work between the polls).
@@ -210,16 +258,30 @@ pub(crate) struct ProfiledStream {
     waited: Duration,
 }
 
-impl ProfiledStream {
-    pub(crate) fn new(
-        inner: SendableRecordBatchStream,
-        plan: Arc<dyn ExecutionPlan>,
-        profile: Arc<QueryProfile>,
-    ) -> Self {
-        ProfiledStream {
-            inner,
+/// A plan about to be executed, its operator metrics taken, waiting for its stream.
+pub(crate) struct Unstarted {
+    plan: Arc<dyn ExecutionPlan>,
+    before: OperatorTimes,
+    profile: Arc<QueryProfile>,
+}
+
+impl Unstarted {
+    /// Profiles `plan`, about to be executed: its operator metrics are taken now.
+    pub(crate) fn new(plan: Arc<dyn ExecutionPlan>, profile: Arc<QueryProfile>) -> Self {
+        Unstarted {
+            before: OperatorTimes::of(&plan),
             plan,
             profile,
+        }
+    }
+
+    /// `inner`, the plan's stream, profiled.
+    pub(crate) fn of(self, inner: SendableRecordBatchStream) -> ProfiledStream {
+        ProfiledStream {
+            inner,
+            plan: self.plan,
+            before: self.before,
+            profile: self.profile,
             asked: None,
             waited: Duration::ZERO,
         }
@@ -249,6 +311,6 @@ impl RecordBatchStream for ProfiledStream {
 impl Drop for ProfiledStream {
     fn drop(&mut self) {
         self.profile.record(Phase::Execute, self.waited);
-        self.profile.record_operators(&self.plan);
+        self.profile.record_operators(&self.plan, &self.before);
     }
 }

@@ -112,6 +112,34 @@ impl SluiceTable {
             .sum();
         files.ceil() as usize + self.buffer().map_or(0, |b| b.rows())
     }
+
+    /// The ids of the files a scan with `filters` reads, when they are all it reads: no
+    /// buffered row in its time range, and no file straddling the retention cutoff (whose
+    /// moving value the scan's plan would hold). A scan planned for the same files then
+    /// reads the same rows, and can be run again (`plan_cache.rs`). The buffer is looked at
+    /// before the files, as [`SluiceTable::scan`] does.
+    pub(crate) fn files_only(&self, filters: &[Expr]) -> Option<Vec<u64>> {
+        let mut range = time_range(filters);
+        let cutoff = self.storage.retention_cutoff(&self.db);
+        if let Some(cutoff) = cutoff {
+            range.min = range.min.max(cutoff);
+        }
+        if self.buffer().is_some_and(|b| b.has_rows_in(range)) {
+            return None;
+        }
+        let files = self.storage.lake().table_files(&self.db, &self.schema.name);
+        let mut ids = Vec::new();
+        for f in files
+            .iter()
+            .filter(|f| range.overlaps(f.min_time, f.max_time))
+        {
+            if cutoff.is_some_and(|c| f.min_time < c) {
+                return None;
+            }
+            ids.push(f.id);
+        }
+        Some(ids)
+    }
 }
 
 /// A place rows come from, with the time range it covers.

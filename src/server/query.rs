@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use sluice_query::format::StreamEncoder;
 use sluice_query::profile::Phase;
@@ -150,6 +150,9 @@ async fn run(
     )
 }
 
+/// Bytes of an answer's start that may be held to send it whole.
+const WHOLE_BODY_BYTES: usize = 1 << 20;
+
 /// Every batch of an answer that cannot be streamed, refused past the query memory limit.
 async fn held_whole(
     query: &QueryExecutor,
@@ -177,14 +180,16 @@ async fn held_whole(
 }
 
 /// The body of an answer sent as it is computed: the first batch is encoded before the
-/// answer starts (so that its error keeps its status), the rest as the client reads.
+/// answer starts (so that its error keeps its status), the rest as the client reads. An
+/// answer whose batches are all ready by then (most small ones) goes out whole, in one
+/// piece with its length, instead of as chunks.
 async fn streamed(
     state: Arc<AppState>,
     mut encoder: StreamEncoder,
     mut batches: SendableRecordBatchStream,
 ) -> Result<Body, ApiError> {
     let query = &state.query;
-    let first = match batches.next().await {
+    let mut first = match batches.next().await {
         Some(batch) => {
             let batch = batch.map_err(|e| query.error_of(e))?;
             let started = Instant::now();
@@ -194,6 +199,24 @@ async fn streamed(
         }
         None => Vec::new(),
     };
+    // what is ready now, up to a bound: a larger answer is sent as it comes
+    while first.len() < WHOLE_BODY_BYTES {
+        match batches.next().now_or_never() {
+            Some(Some(batch)) => {
+                let batch = batch.map_err(|e| query.error_of(e))?;
+                let started = Instant::now();
+                first.extend(encoder.batch(&batch).map_err(encode_error)?);
+                query.profile().record(Phase::Encode, started.elapsed());
+            }
+            Some(None) => {
+                let started = Instant::now();
+                first.extend(encoder.finish().map_err(encode_error)?);
+                query.profile().record(Phase::Encode, started.elapsed());
+                return Ok(Body::from(first));
+            }
+            None => break,
+        }
+    }
     let rest = futures::stream::unfold(
         (batches, Some(encoder), state.clone()),
         |(mut batches, encoder, state)| async move {

@@ -567,6 +567,19 @@ impl TableBuffer {
         out
     }
 
+    /// Whether [`TableBuffer::scan`] of `range` would return any chunk, found without
+    /// building one.
+    pub fn has_rows_in(&self, range: TimeRange) -> bool {
+        let data = self.inner.read();
+        data.frozen
+            .iter()
+            .any(|f| range.overlaps(f.min_time, f.max_time))
+            || data
+                .partitions
+                .values()
+                .any(|p| p.rows() > 0 && range.overlaps(p.min_time, p.max_time))
+    }
+
     /// Takes the live partitions for which `due(partition key, its bytes)` holds out of the
     /// live buffer and freezes them (rows merged per primary key, in `schema`'s layout),
     /// numbering them from `*next_seq`. Later writes to the same hours start new partitions.
