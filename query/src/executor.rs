@@ -49,6 +49,8 @@ pub struct QueryConfig {
     pub timeout: Duration,
     /// A query whose table scans read at most about this many rows is planned in one
     /// partition: for small scans, repartitioning and merging cost more than they save.
+    /// (Filtering and aggregating 100,000 buffered rows takes about 5 ms; a 432,000-row
+    /// aggregation took 27 ms in one partition against 17 in two.)
     pub single_partition_rows: usize,
     /// Queries that run at once; a query past them waits up to `queue_timeout` for one to
     /// finish, then is refused ([`QueryError::Busy`]).
@@ -71,7 +73,7 @@ impl Default for QueryConfig {
         QueryConfig {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(60),
-            single_partition_rows: 500_000,
+            single_partition_rows: 100_000,
             max_concurrent: 16,
             queue_timeout: Duration::from_secs(10),
             rewrites: true,

@@ -89,9 +89,9 @@ impl SluiceTable {
         &self.schema
     }
 
-    /// About how many rows a scan with `filters` reads: of each file whose time range
-    /// overlaps the filters', the share of its rows in the overlap (rows spread evenly over
-    /// the file's range), and every buffered row.
+    /// About how many rows a scan with `filters` reads: of each file and buffered partition
+    /// whose time range overlaps the filters', the share of its rows in the overlap (rows
+    /// spread evenly over its range).
     pub fn rows_to_scan(&self, filters: &[Expr]) -> usize {
         let mut range = time_range(filters);
         if let Some(cutoff) = self.storage.retention_cutoff(&self.db) {
@@ -102,15 +102,9 @@ impl SluiceTable {
             .lake()
             .table_files(&self.db, &self.schema.name)
             .iter()
-            .filter(|f| range.overlaps(f.min_time, f.max_time))
-            .map(|f| {
-                let span = (f.max_time as f64 - f.min_time as f64) + 1.0;
-                let overlap =
-                    (range.max.min(f.max_time) as f64 - range.min.max(f.min_time) as f64) + 1.0;
-                f.rows as f64 * (overlap / span).clamp(0.0, 1.0)
-            })
+            .map(|f| f.rows as f64 * range.share_of(f.min_time, f.max_time))
             .sum();
-        files.ceil() as usize + self.buffer().map_or(0, |b| b.rows())
+        files.ceil() as usize + self.buffer().map_or(0, |b| b.rows_in(range))
     }
 
     /// The ids of the files a scan with `filters` reads, when they are all it reads: no

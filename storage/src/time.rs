@@ -29,6 +29,17 @@ impl TimeRange {
     pub fn overlaps(&self, min: i64, max: i64) -> bool {
         self.min <= max && min <= self.max
     }
+
+    /// The share of `min..=max` (a source's time range) inside this range, from 0 to 1: about
+    /// the share of the source's rows a scan of this range reads, its rows spread evenly.
+    pub fn share_of(&self, min: i64, max: i64) -> f64 {
+        if !self.overlaps(min, max) {
+            return 0.0;
+        }
+        let span = (max as f64 - min as f64) + 1.0;
+        let overlap = (self.max.min(max) as f64 - self.min.max(min) as f64) + 1.0;
+        (overlap / span).clamp(0.0, 1.0)
+    }
 }
 
 /// The time now, in Unix nanoseconds: the system clock, or one a test sets.

@@ -484,6 +484,42 @@ async fn small_scans_are_planned_in_one_partition_and_large_ones_in_several() {
 }
 
 #[tokio::test]
+async fn buffered_rows_outside_a_querys_time_range_do_not_make_it_large() {
+    // 100 rows in each of two hours, under a threshold of 150 rows
+    let lp: String = (0..200)
+        .map(|i| {
+            let hour = (i / 100) * 5;
+            format!("m,host=h{} v={i} {}\n", i % 7, hour * HOUR + 1_000 + i)
+        })
+        .collect();
+    let f = fixture(QueryConfig {
+        single_partition_rows: 150,
+        ..QueryConfig::default()
+    })
+    .await;
+    f.write("db", &lp).await;
+    let one_hour = "SELECT host, max(v) FROM m WHERE time < '1970-01-01T01:00:00Z' GROUP BY host";
+    let plan = f.sql("db", &format!("EXPLAIN {one_hour}")).await.unwrap();
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let plan = f
+            .sql("db", "EXPLAIN SELECT host, max(v) FROM m GROUP BY host")
+            .await
+            .unwrap();
+        assert!(plan.contains("RepartitionExec"), "{plan}");
+    }
+    assert_eq!(
+        f.sql(
+            "db",
+            "SELECT count(*) AS n, max(v) AS v FROM m WHERE time < '1970-01-01T01:00:00Z'"
+        )
+        .await
+        .unwrap(),
+        "+-----+------+\n| n   | v    |\n+-----+------+\n| 100 | 99.0 |\n+-----+------+\n"
+    );
+}
+
+#[tokio::test]
 async fn files_declare_their_order_only_to_queries_that_order_or_group_by_its_first_column() {
     let f = fixture(QueryConfig::default()).await;
     f.write("db", CPU).await;

@@ -580,6 +580,21 @@ impl TableBuffer {
                 .any(|p| p.rows() > 0 && range.overlaps(p.min_time, p.max_time))
     }
 
+    /// About how many rows [`TableBuffer::scan`] of `range` returns: of each partition that
+    /// overlaps it, the share of its rows inside (see [`TimeRange::share_of`]).
+    pub fn rows_in(&self, range: TimeRange) -> usize {
+        let data = self.inner.read();
+        let frozen = data
+            .frozen
+            .iter()
+            .map(|f| f.batch.num_rows() as f64 * range.share_of(f.min_time, f.max_time));
+        let live = data
+            .partitions
+            .values()
+            .map(|p| p.rows() as f64 * range.share_of(p.min_time, p.max_time));
+        frozen.chain(live).sum::<f64>().ceil() as usize
+    }
+
     /// Takes the live partitions for which `due(partition key, its bytes)` holds out of the
     /// live buffer and freezes them (rows merged per primary key, in `schema`'s layout),
     /// numbering them from `*next_seq`. Later writes to the same hours start new partitions.
