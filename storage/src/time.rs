@@ -137,6 +137,17 @@ mod tests {
     }
 
     #[test]
+    fn the_share_of_a_range_inside_another_is_its_overlap_over_its_span() {
+        let r = TimeRange { min: 100, max: 199 };
+        assert_eq!(r.share_of(100, 199), 1.0);
+        assert_eq!(r.share_of(0, 99), 0.0);
+        assert_eq!(r.share_of(200, 299), 0.0);
+        assert_eq!(r.share_of(150, 249), 0.5);
+        assert_eq!(r.share_of(150, 150), 1.0);
+        assert_eq!(TimeRange::ALL.share_of(i64::MIN, i64::MAX), 1.0);
+    }
+
+    #[test]
     fn days_and_times_read_as_utc_dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));

@@ -192,6 +192,39 @@ fn scans_skip_partitions_outside_the_range() {
 }
 
 #[test]
+fn rows_in_a_range_are_counted_by_the_share_of_each_partition_inside_it() {
+    let hour = PARTITION_NANOS;
+    let mut f = Fixture::new();
+    // 10 rows over the first half of hour 0, 30 in hour 2
+    let lp: Vec<String> = (0..10)
+        .map(|i| format!("m,k=a v={i} {}", i * hour / 20))
+        .chain((0..30).map(|i| format!("m,k=a v={i} {}", 2 * hour + i * hour / 30)))
+        .collect();
+    f.write(&lp.join("\n"));
+    let b = &f.buffers["m"];
+    assert_eq!(b.rows_in(TimeRange::ALL), 40);
+    let hour_1 = TimeRange {
+        min: hour,
+        max: 2 * hour - 1,
+    };
+    assert_eq!(b.rows_in(hour_1), 0);
+    assert!(!b.has_rows_in(hour_1));
+    let hour_2 = TimeRange {
+        min: 2 * hour,
+        max: 3 * hour - 1,
+    };
+    assert_eq!(b.rows_in(hour_2), 30);
+    assert!(b.has_rows_in(hour_2));
+    // the first half of hour 2's rows, spread evenly: about 15
+    let half = TimeRange {
+        min: 2 * hour,
+        max: 2 * hour + hour / 2,
+    };
+    assert!((14..=17).contains(&b.rows_in(half)), "{}", b.rows_in(half));
+    assert_eq!(f.scan("m", half).chunks.len(), 1);
+}
+
+#[test]
 fn a_column_added_later_is_null_for_earlier_rows_and_cache_is_refreshed() {
     let mut f = Fixture::new();
     f.write("m v=1 1");
