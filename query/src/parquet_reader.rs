@@ -13,6 +13,11 @@
 //! server runs. A dashboard's repeated query then reads no object at all: against a local
 //! folder that spares a blocking-pool round trip per read (about a millisecond of a one-host,
 //! one-hour query), against S3 a request.
+//!
+//! A file of at most 64 MiB is served unpacked (`unpacked.rs`): on its first open its page
+//! headers are read, and scans get a footer whose ZSTD column chunks say they are not
+//! compressed, and pages decompressed once and kept so in the page cache. A hot page then
+//! costs neither a ZSTD context per column chunk nor its decompression per query.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -33,12 +38,20 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
+mod unpacked;
+use unpacked::Unpacked;
+
+fn general(message: &str) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::General(message.into())
+}
+
 /// Opens files through [`CachedParquetFileReaderFactory`], asking for the page index with
 /// every footer, reading data through `pages`.
 #[derive(Debug)]
 pub struct PageIndexCachingReaderFactory {
     inner: CachedParquetFileReaderFactory,
     pages: Arc<PageCache>,
+    layouts: Arc<Layouts>,
 }
 
 impl PageIndexCachingReaderFactory {
@@ -47,9 +60,11 @@ impl PageIndexCachingReaderFactory {
         cache: Arc<FileMetadataCache>,
         pages: Arc<PageCache>,
     ) -> Self {
+        let layouts = pages.layouts.clone();
         PageIndexCachingReaderFactory {
             inner: CachedParquetFileReaderFactory::new(store, cache),
             pages,
+            layouts,
         }
     }
 }
@@ -63,13 +78,18 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         metrics: &ExecutionPlanMetricsSet,
     ) -> datafusion::common::Result<Box<dyn AsyncFileReader + Send>> {
         let path: Arc<str> = file.object_meta.location.as_ref().into();
+        let size = file.object_meta.size;
         let inner = self
             .inner
             .create_reader(partition_index, file, metadata_size_hint, metrics)?;
         Ok(Box::new(PageIndexReader {
+            unpacked_key: format!("{path}#unpacked").into(),
             inner,
             path,
+            size,
             pages: self.pages.clone(),
+            layouts: self.layouts.clone(),
+            unpacked: None,
         }))
     }
 }
@@ -77,7 +97,112 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
 struct PageIndexReader {
     inner: Box<dyn AsyncFileReader + Send>,
     path: Arc<str>,
+    /// The page cache's key for the file's unpacked pages.
+    unpacked_key: Arc<str>,
+    size: u64,
     pages: Arc<PageCache>,
+    layouts: Arc<Layouts>,
+    /// Set when this reader handed out the unpacked file's footer: the ranges it is then
+    /// asked for are of the unpacked file.
+    unpacked: Option<Arc<Unpacked>>,
+}
+
+impl PageIndexReader {
+    /// `ranges` of the file as written, through the page cache.
+    async fn read_written(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> parquet::errors::Result<Vec<Bytes>> {
+        let mut found: Vec<Option<Bytes>> = ranges
+            .iter()
+            .map(|r| self.pages.get(&self.path, r))
+            .collect();
+        let missing: Vec<Range<u64>> = ranges
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !missing.is_empty() {
+            let mut read = self
+                .inner
+                .get_byte_ranges(missing.clone())
+                .await?
+                .into_iter();
+            for (slot, range) in found.iter_mut().filter(|f| f.is_none()).zip(missing) {
+                let bytes = read.next().ok_or_else(|| {
+                    general("the object store returned fewer ranges than asked for")
+                })?;
+                self.pages.insert(&self.path, range, bytes.clone());
+                *slot = Some(bytes);
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// `ranges` of the unpacked file `u`: its pages from the page cache, or read as written
+    /// and decompressed.
+    async fn read_unpacked(
+        &mut self,
+        u: &Unpacked,
+        ranges: Vec<Range<u64>>,
+    ) -> parquet::errors::Result<Vec<Bytes>> {
+        let mut wanted: Vec<usize> = ranges.iter().flat_map(|r| u.pages_in(r)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut served: std::collections::HashMap<usize, Bytes> = wanted
+            .iter()
+            .filter_map(|&i| Some((i, self.pages.get(&self.unpacked_key, &u.pages[i].new)?)))
+            .collect();
+        let missing: Vec<usize> = wanted
+            .into_iter()
+            .filter(|i| !served.contains_key(i))
+            .collect();
+        if !missing.is_empty() {
+            let old = missing.iter().map(|&i| u.pages[i].old.clone()).collect();
+            let read = self.inner.get_byte_ranges(old).await?;
+            if read.len() != missing.len() {
+                return Err(general(
+                    "the object store returned fewer ranges than asked for",
+                ));
+            }
+            for (i, bytes) in missing.into_iter().zip(read) {
+                let page = &u.pages[i];
+                let bytes = Unpacked::serve(page, &bytes).ok_or_else(|| {
+                    general("a page of a Parquet file did not read whole or decompress")
+                })?;
+                self.pages
+                    .insert(&self.unpacked_key, page.new.clone(), bytes.clone());
+                served.insert(i, bytes);
+            }
+        }
+        ranges
+            .iter()
+            .map(|r| {
+                let pages = u.pages_in(r);
+                let whole = pages.clone().map(|i| u.pages[i].new.clone());
+                if pages.len() == 1 && u.pages[pages.start].new == *r {
+                    return Ok(served[&pages.start].clone());
+                }
+                // pieces of the pages it covers, which must cover it
+                let mut out = Vec::with_capacity((r.end - r.start) as usize);
+                let mut at = r.start;
+                for (i, span) in pages.zip(whole) {
+                    if span.start > at {
+                        break;
+                    }
+                    let from = (at - span.start) as usize;
+                    let to = (r.end.min(span.end) - span.start) as usize;
+                    out.extend_from_slice(&served[&i][from..to]);
+                    at = span.start + to as u64;
+                }
+                if at != r.end {
+                    return Err(general("a read past the pages of an unpacked Parquet file"));
+                }
+                Ok(Bytes::from(out))
+            })
+            .collect()
+    }
 }
 
 impl AsyncFileReader for PageIndexReader {
@@ -96,33 +221,10 @@ impl AsyncFileReader for PageIndexReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
-            let mut found: Vec<Option<Bytes>> = ranges
-                .iter()
-                .map(|r| self.pages.get(&self.path, r))
-                .collect();
-            let missing: Vec<Range<u64>> = ranges
-                .iter()
-                .zip(&found)
-                .filter(|(_, f)| f.is_none())
-                .map(|(r, _)| r.clone())
-                .collect();
-            if !missing.is_empty() {
-                let mut read = self
-                    .inner
-                    .get_byte_ranges(missing.clone())
-                    .await?
-                    .into_iter();
-                for (slot, range) in found.iter_mut().filter(|f| f.is_none()).zip(missing) {
-                    let bytes = read.next().ok_or_else(|| {
-                        parquet::errors::ParquetError::General(
-                            "the object store returned fewer ranges than asked for".into(),
-                        )
-                    })?;
-                    self.pages.insert(&self.path, range, bytes.clone());
-                    *slot = Some(bytes);
-                }
+            match self.unpacked.clone() {
+                Some(u) => self.read_unpacked(&u, ranges).await,
+                None => self.read_written(ranges).await,
             }
-            Ok(found.into_iter().flatten().collect())
         }
         .boxed()
     }
@@ -135,7 +237,40 @@ impl AsyncFileReader for PageIndexReader {
             .cloned()
             .unwrap_or_default()
             .with_page_index_policy(PageIndexPolicy::Optional);
-        async move { self.inner.get_metadata(Some(&options)).await }.boxed()
+        async move {
+            let written = self.inner.get_metadata(Some(&options)).await?;
+            if self.size > unpacked::MAX_FILE_BYTES || self.pages.capacity == 0 {
+                return Ok(written);
+            }
+            let layout = match self.layouts.get(&self.path) {
+                Some(layout) => layout,
+                None => {
+                    let chunks = written
+                        .row_groups()
+                        .iter()
+                        .flat_map(|rg| rg.columns())
+                        .map(|c| {
+                            let (start, len) = c.byte_range();
+                            start..start + len
+                        })
+                        .collect();
+                    let chunks = self.inner.get_byte_ranges(chunks).await?;
+                    let layout = Unpacked::of(&written, &chunks).map(Arc::new);
+                    self.layouts
+                        .insert(self.path.clone(), layout.clone(), self.pages.capacity);
+                    layout
+                }
+            };
+            Ok(match layout {
+                Some(u) => {
+                    let metadata = u.metadata.clone();
+                    self.unpacked = Some(u);
+                    metadata
+                }
+                None => written,
+            })
+        }
+        .boxed()
     }
 }
 
@@ -144,6 +279,39 @@ impl AsyncFileReader for PageIndexReader {
 pub struct PageCache {
     capacity: usize,
     inner: Mutex<PageCacheInner>,
+    /// The unpacked layouts of the files read (`unpacked.rs`).
+    layouts: Arc<Layouts>,
+}
+
+/// The unpacked layout of each file read (`None`: read as written), footers and page
+/// lists of at most a quarter of the page cache's capacity in all: past that they are all
+/// dropped, and made again as files are read.
+#[derive(Debug, Default)]
+struct Layouts {
+    /// The layouts by file, and about the bytes they hold.
+    files: Mutex<(LayoutMap, usize)>,
+}
+
+type LayoutMap = HashMap<Arc<str>, Option<Arc<Unpacked>>>;
+
+impl Layouts {
+    fn get(&self, path: &Arc<str>) -> Option<Option<Arc<Unpacked>>> {
+        self.files.lock().0.get(path).cloned()
+    }
+
+    fn insert(&self, path: Arc<str>, layout: Option<Arc<Unpacked>>, capacity: usize) {
+        let size = layout.as_ref().map_or(0, |u| u.memory_size()) + path.len() + 64;
+        let mut files = self.files.lock();
+        let (map, used) = &mut *files;
+        if *used + size > capacity / 4 {
+            map.clear();
+            *used = 0;
+        }
+        if size <= capacity / 4 {
+            *used += size;
+            map.insert(path, layout);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -173,6 +341,7 @@ impl PageCache {
         PageCache {
             capacity,
             inner: Mutex::default(),
+            layouts: Arc::default(),
         }
     }
 
