@@ -268,8 +268,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_QUERY_MEMORY_LIMIT", default_value = "1GiB", value_parser = parse_size)]
     pub query_memory_limit: usize,
 
-    /// Memory for the Parquet pages queries read, kept for the next query that reads them
-    /// (the most recently used; 0 keeps none).
+    /// Memory for the Parquet pages queries read, kept decompressed for the next query that
+    /// reads them (the most recently used; 0 keeps none, and reads files as written).
     #[arg(long, env = "SLUICE_QUERY_PAGE_CACHE", default_value = "64MiB", value_parser = parse_size)]
     pub query_page_cache: usize,
 
