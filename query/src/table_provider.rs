@@ -89,14 +89,22 @@ impl SluiceTable {
         &self.schema
     }
 
+    /// The time range a scan with `filters` reads, past the retention cutoff (also returned)
+    /// if the database has one.
+    fn scan_range(&self, filters: &[Expr]) -> (TimeRange, Option<i64>) {
+        let mut range = time_range(filters);
+        let cutoff = self.storage.retention_cutoff(&self.db);
+        if let Some(cutoff) = cutoff {
+            range.min = range.min.max(cutoff);
+        }
+        (range, cutoff)
+    }
+
     /// About how many rows a scan with `filters` reads: of each file and buffered partition
     /// whose time range overlaps the filters', the share of its rows in the overlap (rows
     /// spread evenly over its range).
     pub fn rows_to_scan(&self, filters: &[Expr]) -> usize {
-        let mut range = time_range(filters);
-        if let Some(cutoff) = self.storage.retention_cutoff(&self.db) {
-            range.min = range.min.max(cutoff);
-        }
+        let (range, _) = self.scan_range(filters);
         let files: f64 = self
             .storage
             .lake()
@@ -113,11 +121,7 @@ impl SluiceTable {
     /// reads the same rows, and can be run again (`plan_cache.rs`). The buffer is looked at
     /// before the files, as [`SluiceTable::scan`] does.
     pub(crate) fn files_only(&self, filters: &[Expr]) -> Option<Vec<u64>> {
-        let mut range = time_range(filters);
-        let cutoff = self.storage.retention_cutoff(&self.db);
-        if let Some(cutoff) = cutoff {
-            range.min = range.min.max(cutoff);
-        }
+        let (range, cutoff) = self.scan_range(filters);
         if self.buffer().is_some_and(|b| b.has_rows_in(range)) {
             return None;
         }
@@ -209,14 +213,10 @@ impl TableProvider for SluiceTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table_schema = self.schema();
-        let mut range = time_range(filters);
         // Rows past the database's retention period are never returned: sources entirely
         // older than the cutoff are left out, and rows of those that straddle it are
         // filtered out below.
-        let cutoff = self.storage.retention_cutoff(&self.db);
-        if let Some(cutoff) = cutoff {
-            range.min = range.min.max(cutoff);
-        }
+        let (range, cutoff) = self.scan_range(filters);
         // the buffer first, then the files: see the module documentation
         let scan = match self.buffer() {
             Some(b) => b.scan(&self.schema, range),
