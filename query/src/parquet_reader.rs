@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
-    CachedParquetFileReaderFactory, ParquetFileReaderFactory,
+    CachedParquetFileReaderFactory, CachedParquetMetaData, ParquetFileReaderFactory,
 };
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -38,7 +38,9 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
+mod pruning;
 mod unpacked;
+pub(crate) use pruning::FilePruning;
 use unpacked::Unpacked;
 
 fn general(message: &str) -> parquet::errors::ParquetError {
@@ -50,6 +52,8 @@ fn general(message: &str) -> parquet::errors::ParquetError {
 #[derive(Debug)]
 pub struct PageIndexCachingReaderFactory {
     inner: CachedParquetFileReaderFactory,
+    /// The footer cache `inner` reads through.
+    footers: Arc<FileMetadataCache>,
     pages: Arc<PageCache>,
     layouts: Arc<Layouts>,
 }
@@ -62,10 +66,34 @@ impl PageIndexCachingReaderFactory {
     ) -> Self {
         let layouts = pages.layouts.clone();
         PageIndexCachingReaderFactory {
-            inner: CachedParquetFileReaderFactory::new(store, cache),
+            inner: CachedParquetFileReaderFactory::new(store, cache.clone()),
+            footers: cache,
             pages,
             layouts,
         }
+    }
+
+    /// The footer, page index included, that a scan of the file at `path` (`size` bytes)
+    /// would be handed now, if that takes no read: the file was opened before and its
+    /// footer, or its unpacked layout, is still kept.
+    pub(crate) fn footer_at_hand(&self, path: &str, size: u64) -> Option<Arc<ParquetMetaData>> {
+        if size <= unpacked::MAX_FILE_BYTES && self.pages.capacity > 0 {
+            // unpacked when it can be; read as written when the layout says so
+            if let Some(u) = self.layouts.get(&Arc::from(path))? {
+                return Some(u.metadata.clone());
+            }
+        }
+        let entry = self.footers.get(&object_store::path::Path::from(path))?;
+        if entry.meta.size != size {
+            return None;
+        }
+        let footer = entry
+            .file_metadata
+            .as_any()
+            .downcast_ref::<CachedParquetMetaData>()?
+            .parquet_metadata()
+            .clone();
+        footer.offset_index().is_some().then_some(footer)
     }
 }
 

@@ -18,9 +18,11 @@
 //! whose scans would read the same files runs a copy of that plan with its state reset
 //! (DataFusion's `reset_plan_states`) instead of planning it again. Plans with dynamic
 //! filters (`ORDER BY .. LIMIT`, joins, `min`/`max` without groups) are not kept: a filter
-//! pushed into a scan outlives the reset of the operator that fills it. A Parquet scan's
-//! metrics also outlive the reset: each run adds its files' to the set all copies share, so a
-//! physical plan is made anew after [`RUNS_PER_PHYSICAL_PLAN`] copies of it ran.
+//! pushed into a scan outlives the reset of the operator that fills it. A Parquet source
+//! keeps the metrics of each file it opened; reset, a table's scan gives its copy sources of
+//! its own (`SluiceScanExec`), so copies do not share them and they do not grow run after
+//! run. A plan whose copy would not show the same as it (a scan that did not copy whole) is
+//! not kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,20 +31,16 @@ use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use parking_lot::Mutex;
 use sluice_storage::CatalogSnapshot;
 
 use crate::last_cache::NewestRowsTable;
-use crate::table_provider::SluiceTable;
+use crate::table_provider::{SluiceScanExec, SluiceTable};
 
 /// Query texts longer than this are not kept: the cache's memory stays bounded by its
 /// entries.
 const MAX_TEXT_BYTES: usize = 16 << 10;
-
-/// Copies of a kept physical plan that run before it is planned anew, which drops the
-/// Parquet scan metrics the copies accumulated (a few kilobytes a run).
-pub(crate) const RUNS_PER_PHYSICAL_PLAN: usize = 8;
 
 /// What a plan is kept under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,8 +110,6 @@ struct Entry {
 struct Physical {
     made_for: Sources,
     plan: Arc<dyn ExecutionPlan>,
-    /// Copies handed out so far.
-    runs: usize,
 }
 
 /// Optimized plans by [`PlanKey`], at most `capacity` of them.
@@ -198,12 +194,11 @@ impl PlanCache {
             if !Arc::ptr_eq(&entry.catalog, catalog) {
                 return None;
             }
-            let physical = entry.physical.as_mut()?;
-            if physical.made_for != *sources || physical.runs >= RUNS_PER_PHYSICAL_PLAN {
+            let physical = entry.physical.as_ref()?;
+            if physical.made_for != *sources {
                 entry.physical = None;
                 return None;
             }
-            physical.runs += 1;
             physical.plan.clone()
         };
         datafusion::physical_plan::execution_plan::reset_plan_states(kept).ok()
@@ -226,6 +221,11 @@ impl PlanCache {
         else {
             return;
         };
+        if displayable(kept.as_ref()).indent(true).to_string()
+            != displayable(plan.as_ref()).indent(true).to_string()
+        {
+            return;
+        }
         let mut entries = self.entries.lock();
         if let Some(entry) = entries.get_mut(key)
             && Arc::ptr_eq(&entry.catalog, catalog)
@@ -233,7 +233,6 @@ impl PlanCache {
             entry.physical = Some(Physical {
                 made_for: sources,
                 plan: kept,
-                runs: 0,
             });
         }
     }
@@ -285,12 +284,19 @@ fn reusable(plan: &LogicalPlan) -> bool {
     ok && tables > 0
 }
 
-/// Whether `plan` gives the same rows when its copies run again: no operator in it makes a
-/// dynamic filter, and no expression in it is one.
+/// Whether `plan` gives the same rows when its copies run again (no operator in it makes a
+/// dynamic filter, and no expression in it is one), and would be planned no better next time
+/// (its scans' files were pruned when it was planned).
 fn rerunnable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let mut stack = vec![plan];
     while let Some(node) = stack.pop() {
         if !node.dynamic_expressions_produced().is_empty() {
+            return false;
+        }
+        if node
+            .downcast_ref::<SluiceScanExec>()
+            .is_some_and(SluiceScanExec::better_planned_again)
+        {
             return false;
         }
         let mut dynamic = false;

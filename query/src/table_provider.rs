@@ -3,7 +3,9 @@
 //! A scan turns the query's predicates on `time` into a [`TimeRange`], keeps the buffer
 //! partitions and the files (by the catalog's min/max time) that overlap it, and plans them:
 //! sources that do not overlap any other are scanned plainly (Parquet with the query's
-//! predicates for row-group and page pruning, the buffer from memory); sources whose time
+//! predicates for row-group and page pruning, done once as the scan is planned when the
+//! files' footers are at hand, see `parquet_reader/pruning.rs`; the buffer from memory);
+//! sources whose time
 //! ranges overlap are merged by primary key in a [`DeduplicateExec`]. Every predicate is
 //! reported as `Inexact`, so DataFusion still applies all of them to the rows returned: pruning
 //! may only drop data that cannot match, never decide a row.
@@ -20,12 +22,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::config::{ConfigOptions, TableParquetOptions};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::TaskContext;
@@ -48,7 +53,7 @@ use sluice_storage::lake::deduplicate::KEY_ORDER;
 use sluice_storage::{BufferChunk, ParquetFile, ReadView, TableBuffer, TableSchema, TimeRange};
 
 use crate::deduplicate::DeduplicateExec;
-use crate::parquet_reader::{PageCache, PageIndexCachingReaderFactory};
+use crate::parquet_reader::{FilePruning, PageCache, PageIndexCachingReaderFactory};
 
 /// The URL under which the executor registers the object store with DataFusion.
 pub const LAKE_URL: &str = "sluice://lake";
@@ -274,6 +279,8 @@ impl TableProvider for SluiceTable {
                         vec![vec![f]],
                         None,
                         None,
+                        None,
+                        &mut stats,
                     )?),
                     Source::Chunk(c) => chunks.push(c.batch),
                 }
@@ -286,6 +293,12 @@ impl TableProvider for SluiceTable {
             )?));
         }
         let target = state.config().target_partitions().max(1);
+        // Plain files overlap nothing: every filter may prune their row groups and pages.
+        let pruning = if plain_files.is_empty() {
+            None
+        } else {
+            FilePruning::new(state, &table_schema, filters)
+        };
         // Plain files that all share one sort key, with nothing else to scan and no more
         // files than partitions, are read one file per partition and declare that order, so
         // that DataFusion can skip sorting by it (or merge instead of sorting).
@@ -309,6 +322,8 @@ impl TableProvider for SluiceTable {
                 groups,
                 projection.cloned(),
                 Some(ordering),
+                pruning.as_ref(),
+                &mut stats,
             )?);
         }
         if !plain_files.is_empty() {
@@ -323,6 +338,8 @@ impl TableProvider for SluiceTable {
                 groups,
                 projection.cloned(),
                 None,
+                pruning.as_ref(),
+                &mut stats,
             )?);
         }
         if !plain_chunks.is_empty() {
@@ -352,7 +369,7 @@ impl TableProvider for SluiceTable {
             Some(cutoff) => retention_filter(input, cutoff, keep)?,
             None => input,
         };
-        Ok(Arc::new(SluiceScanExec { input, stats }))
+        Ok(Arc::new(SluiceScanExec::new(input, stats)))
     }
 }
 
@@ -381,12 +398,16 @@ fn retention_filter(
 /// a file lacks (added to the table after it was written) read as nulls.
 /// File footers and page indexes, and the byte ranges read, are cached across queries (files
 /// never change once written, and their names are never reused while the server runs).
+/// With `pruning`, and every file's footer at hand, the files' row groups and pages are
+/// pruned here, once, instead of each time a file is opened (`parquet_reader/pruning.rs`).
 fn parquet_scan(
     state: &dyn Session,
     table_schema: &SchemaRef,
     groups: Vec<Vec<ParquetFile>>,
     projection: Option<Vec<usize>>,
     ordering: Option<LexOrdering>,
+    pruning: Option<&FilePruning>,
+    stats: &mut ScanStats,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let url = ObjectStoreUrl::parse(LAKE_URL)?;
     let store = state.runtime_env().object_store(&url)?;
@@ -400,22 +421,57 @@ fn parquet_scan(
     // the source (through `SluiceScanExec`, which passes them on), where they prune row
     // groups and pages and, with `pushdown_filters`, filter rows while decoding.
     // Sluice writes no bloom filters: looking for them only costs time.
+    let reader = PageIndexCachingReaderFactory::new(store, metadata_cache, pages);
+    // the files' pruning, if all their footers are at hand and their columns the table's
+    let mut footer_missing = false;
+    let plans: Option<Vec<Vec<ParquetAccessPlan>>> = pruning.and_then(|pruning| {
+        groups
+            .iter()
+            .map(|files| {
+                files
+                    .iter()
+                    .map(|f| match reader.footer_at_hand(&f.path, f.size_bytes) {
+                        Some(footer) => pruning.plan(&f.path, &footer),
+                        None => {
+                            footer_missing = true;
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    stats.pruned_when_opened |= footer_missing;
+    for plan in plans.iter().flatten().flatten() {
+        stats.row_groups_read += plan.row_group_index_iter().count();
+        stats.row_groups_total += plan.len();
+    }
+    let mut options = TableParquetOptions::default();
+    options.global.bloom_filter_on_read = false;
+    options.global.pushdown_filters = true;
+    // the files' pruning is done when it is handed to them
+    options.global.enable_page_index = plans.is_none();
+    options.global.pruning = plans.is_none();
     let source = ParquetSource::new(table_schema.clone())
-        .with_bloom_filter_on_read(false)
-        .with_enable_page_index(true)
-        .with_pushdown_filters(true)
-        .with_parquet_file_reader_factory(Arc::new(PageIndexCachingReaderFactory::new(
-            store,
-            metadata_cache,
-            pages,
-        )));
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(reader));
+    let mut plans = plans.map(|p| p.into_iter().flatten());
     let groups = groups
         .into_iter()
         .map(|files| {
             FileGroup::new(
                 files
                     .into_iter()
-                    .map(|f| PartitionedFile::new(f.path, f.size_bytes))
+                    .map(|f| {
+                        let file = PartitionedFile::new(f.path, f.size_bytes);
+                        match plans.as_mut().and_then(Iterator::next) {
+                            // its columns are the table's (`FilePruning::plan`)
+                            Some(plan) => file
+                                .with_extension(plan)
+                                .with_arrow_schema(table_schema.clone()),
+                            None => file,
+                        }
+                    })
                     .collect(),
             )
         })
@@ -512,30 +568,96 @@ struct ScanStats {
     deduplicated_groups: usize,
     /// For a scan of the newest row of each series instead: how many series.
     newest_rows: Option<usize>,
+    /// Plain files the filters could prune whose footers were not at hand when the scan
+    /// was planned: DataFusion's opener prunes them each time it opens them, where a plan
+    /// made now that they are read would have pruned them once.
+    pruned_when_opened: bool,
+    /// Of the plain files' row groups, pruned when the scan was planned: how many are
+    /// read, of how many.
+    row_groups_read: usize,
+    row_groups_total: usize,
 }
 
 /// The root of a table's scan: runs its input unchanged and shows in `EXPLAIN` how much the
-/// time range pruned (`files=1/24` reads one file of 24), or that the newest rows were read
-/// instead (`newest_rows_of_series=100`).
+/// time range pruned (`files=1/24` reads one file of 24), how many of the plain files' row
+/// groups the filters left when their pruning was done in planning (`row_groups=1/2`), or
+/// that the newest rows were read instead (`newest_rows_of_series=100`).
+///
+/// Its state reset (a copy of a kept physical plan, `plan_cache.rs`), it gives the Parquet
+/// scans under it sources of their own ([`with_fresh_parquet_sources`]): a Parquet source
+/// keeps the metrics of every file it opened, and copies would otherwise share and grow
+/// them run after run. Its properties stay those it had, so the operators above it need not
+/// work theirs out again.
 #[derive(Debug)]
 pub struct SluiceScanExec {
     input: Arc<dyn ExecutionPlan>,
     stats: ScanStats,
+    properties: Arc<PlanProperties>,
 }
 
 impl SluiceScanExec {
+    /// Whether the scan would be planned better now: see `ScanStats::pruned_when_opened`.
+    pub(crate) fn better_planned_again(&self) -> bool {
+        self.stats.pruned_when_opened
+    }
+
+    fn new(input: Arc<dyn ExecutionPlan>, stats: ScanStats) -> Self {
+        let properties = input.properties().clone();
+        SluiceScanExec {
+            input,
+            stats,
+            properties,
+        }
+    }
+
     /// The root of a scan of `table`'s newest row per series (`input`, one row for each of
     /// `series`).
     pub(crate) fn newest_rows(table: &str, series: usize, input: Arc<dyn ExecutionPlan>) -> Self {
-        SluiceScanExec {
-            input,
-            stats: ScanStats {
-                table: table.to_string(),
-                newest_rows: Some(series),
-                ..ScanStats::default()
-            },
-        }
+        let stats = ScanStats {
+            table: table.to_string(),
+            newest_rows: Some(series),
+            ..ScanStats::default()
+        };
+        SluiceScanExec::new(input, stats)
     }
+}
+
+/// `plan` with each Parquet scan in it given a source of its own: the same options, reader,
+/// predicate and projection, and metrics that start empty.
+fn with_fresh_parquet_sources(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(source) = config.file_source.downcast_ref::<ParquetSource>() else {
+            return Ok(Transformed::no(node));
+        };
+        let mut fresh = ParquetSource::new(source.table_schema().clone())
+            .with_table_parquet_options(source.table_parquet_options().clone());
+        if let Some(reader) = source.parquet_file_reader_factory() {
+            fresh = fresh.with_parquet_file_reader_factory(reader.clone());
+        }
+        if let Some(predicate) = source.filter() {
+            fresh = fresh.with_predicate(predicate);
+        }
+        // a fresh source projects nothing away: pushing the kept projection into it gives
+        // that projection
+        let fresh: Arc<dyn FileSource> = match source.projection() {
+            Some(p) => match fresh.try_pushdown_projection(p)? {
+                Some(projected) => projected,
+                None => return Ok(Transformed::no(node)),
+            },
+            None => Arc::new(fresh),
+        };
+        let mut config = config.clone();
+        config.file_source = fresh;
+        let exec = exec.clone().with_data_source(Arc::new(config));
+        Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
 }
 
 impl DisplayAs for SluiceScanExec {
@@ -557,7 +679,15 @@ impl DisplayAs for SluiceScanExec {
             s.buffer_partitions_scanned,
             s.buffer_partitions_total,
             s.deduplicated_groups
-        )
+        )?;
+        if s.row_groups_total > 0 {
+            write!(
+                f,
+                ", row_groups={}/{}",
+                s.row_groups_read, s.row_groups_total
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -567,7 +697,7 @@ impl ExecutionPlan for SluiceScanExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
+        &self.properties
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -600,13 +730,23 @@ impl ExecutionPlan for SluiceScanExec {
     fn replace_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _: ReplaceChildrenOptions,
+        options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(SluiceScanExec {
-                input,
-                stats: self.stats.clone(),
-            })),
+            (Some(input), true) => {
+                let same = options.children_properties == ChildrenPropertiesMode::Keep
+                    || Arc::ptr_eq(input.properties(), self.input.properties());
+                let properties = if same {
+                    self.properties.clone()
+                } else {
+                    input.properties().clone()
+                };
+                Ok(Arc::new(SluiceScanExec {
+                    input,
+                    stats: self.stats.clone(),
+                    properties,
+                }))
+            }
             _ => Err(datafusion::common::DataFusionError::Internal(
                 "SluiceScanExec takes exactly one child".into(),
             )),
@@ -621,6 +761,16 @@ impl ExecutionPlan for SluiceScanExec {
             children,
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
         )
+    }
+
+    /// Its input, whose state is reset already, with Parquet sources of its own; the same
+    /// properties.
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(SluiceScanExec {
+            input: with_fresh_parquet_sources(self.input.clone())?,
+            stats: self.stats.clone(),
+            properties: self.properties.clone(),
+        }))
     }
 
     fn execute(

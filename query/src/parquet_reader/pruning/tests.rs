@@ -1,0 +1,121 @@
+use sluice_storage::FreezeRule;
+
+use crate::QueryConfig;
+use crate::testing::{TestStorage, answer};
+
+/// 20 hosts, one point a second each for 1,000 s (several pages a column), with a float
+/// field that is missing from some rows, an integer, a string and a boolean field.
+fn points(start_s: i64) -> String {
+    let mut lp = String::new();
+    for i in 0..1000 {
+        for h in 0..20 {
+            let t = start_s + i;
+            let usage = if (i + h) % 17 == 0 {
+                String::new()
+            } else {
+                format!("usage={},", (i * 7 + h * 13) % 100)
+            };
+            let s = ["x", "y", "z"][((i + h) % 3) as usize];
+            let b = (i + h) % 2 == 0;
+            lp.push_str(&format!(
+                "cpu,host=h{h},rack=r{} {usage}n={}i,s=\"{s}\",b={b} {t}\n",
+                h % 4,
+                i + h
+            ));
+        }
+    }
+    lp
+}
+
+/// Queries whose filters prune row groups and pages, and others they cannot use.
+const QUERIES: &[&str] = &[
+    "SELECT count(*) AS c, sum(n) AS s FROM cpu WHERE host = 'h3'",
+    "SELECT count(*) AS c FROM cpu WHERE host IN ('h1', 'h17')",
+    "SELECT count(*) AS c FROM cpu WHERE host <> 'h2' AND rack = 'r1'",
+    "SELECT count(*) AS c FROM cpu WHERE host LIKE 'h1%'",
+    "SELECT count(*) AS c FROM cpu WHERE host = 'nobody'",
+    "SELECT count(*) AS c FROM cpu WHERE host > 'h18'",
+    "SELECT count(*) AS c, min(usage) AS lo FROM cpu WHERE usage > 90.5",
+    "SELECT host, count(*) AS c FROM cpu WHERE n >= 500 AND n < 510 GROUP BY host ORDER BY host",
+    "SELECT count(*) AS c FROM cpu WHERE n > 1010.5",
+    "SELECT count(*) AS c FROM cpu WHERE usage IS NULL",
+    "SELECT count(*) AS c FROM cpu WHERE NOT (host = 'h1') OR usage < 5",
+    "SELECT count(*) AS c FROM cpu WHERE s = 'y' AND b = true",
+    "SELECT count(*) AS c FROM cpu WHERE b",
+    "SELECT count(*) AS c FROM cpu WHERE time >= '1970-01-02T04:00:00Z' AND time < '1970-01-02T04:05:00Z' AND host = 'h5'",
+    "SELECT count(*) AS c FROM cpu WHERE cpu.host = 'h9' AND cpu.usage < 50",
+];
+
+/// Queries of a column that only later files have.
+const LOAD_QUERIES: &[&str] = &[
+    "SELECT count(*) AS c FROM cpu WHERE load > 0.5",
+    "SELECT count(*) AS c FROM cpu WHERE load IS NULL AND host = 'h4'",
+];
+
+/// Each of `queries`' answers over `batches` (line protocol, each persisted before the next is
+/// written, the last one too): as they are buffered; persisted, on a cold executor whose
+/// scans leave pruning to DataFusion's opener; and once the files' footers are at hand,
+/// pruned as the scans are planned, and by copies of that plan. Returns the storage.
+async fn answers_agree(batches: &[String], queries: &[&str]) -> TestStorage {
+    let storage = TestStorage::new().await;
+    let (last, earlier) = batches.split_last().unwrap();
+    for lp in earlier {
+        storage.write(lp).await;
+        storage.buffer.persist(FreezeRule::All).await.unwrap();
+    }
+    storage.write(last).await;
+    let buffered = storage.executor(QueryConfig::default());
+    let mut expected = Vec::new();
+    for q in queries {
+        expected.push(answer(&buffered, q).await);
+    }
+    storage.buffer.persist(FreezeRule::All).await.unwrap();
+    let storage = storage.restart().await;
+    let exec = storage.executor(QueryConfig::default());
+    for (q, want) in queries.iter().zip(&expected) {
+        for run in 0..3 {
+            assert_eq!(&answer(&exec, q).await, want, "run {run} of {q}");
+        }
+    }
+    storage
+}
+
+#[tokio::test]
+async fn files_pruned_when_planned_give_the_answers_of_the_buffer_and_of_the_opener() {
+    // 1970-01-02T03:46:40Z on: two hours, two files
+    let storage = answers_agree(&[points(100_000)], QUERIES).await;
+    // the tag filter leaves both files' row groups; a host that is not there leaves none
+    for (q, read) in [
+        (
+            "SELECT count(*) AS c FROM cpu WHERE host = 'h3'",
+            "row_groups=2/2",
+        ),
+        (
+            "SELECT count(*) AS c FROM cpu WHERE host = 'nobody'",
+            "row_groups=0/2",
+        ),
+    ] {
+        let exec = storage.executor(QueryConfig::default());
+        let plan = answer(&exec, &format!("EXPLAIN {q}")).await;
+        assert!(
+            !plan.contains("row_groups="),
+            "footers not read yet: {plan}"
+        );
+        answer(&exec, q).await;
+        let plan = answer(&exec, &format!("EXPLAIN {q}")).await;
+        assert!(plan.contains(read), "{q}: {plan}");
+    }
+}
+
+#[tokio::test]
+async fn files_without_a_column_added_since_are_pruned_by_the_opener() {
+    let mut later = points(110_000);
+    later.push_str("cpu,host=h4 load=0.75 110000\ncpu,host=h0 load=0.25 110001\n");
+    let queries = [QUERIES, LOAD_QUERIES].concat();
+    let storage = answers_agree(&[points(100_000), later], &queries).await;
+    let exec = storage.executor(QueryConfig::default());
+    let q = "SELECT count(*) AS c FROM cpu WHERE host = 'h3'";
+    answer(&exec, q).await;
+    let plan = answer(&exec, &format!("EXPLAIN {q}")).await;
+    assert!(!plan.contains("row_groups="), "{plan}");
+}
