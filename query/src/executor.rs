@@ -331,6 +331,9 @@ impl QueryExecutor {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let planned = async {
             let mut timer = PhaseTimer::start(&self.profile);
+            if let Some(kept) = self.kept_physical(db, sql, &params, readable, &mut timer) {
+                return kept;
+            }
             let optimized = self
                 .optimized(db, sql, params, readable, &mut timer)
                 .await?;
@@ -371,10 +374,16 @@ impl QueryExecutor {
         readable: Option<&[String]>,
     ) -> Result<QueryOutput, QueryError> {
         let mut timer = PhaseTimer::start(&self.profile);
-        let optimized = self
-            .optimized(db, sql, params, readable, &mut timer)
-            .await?;
-        let (schema, plan, task_ctx) = self.physical(optimized, &mut timer).await?;
+        let (schema, plan, task_ctx) =
+            match self.kept_physical(db, sql, &params, readable, &mut timer) {
+                Some(kept) => kept?,
+                None => {
+                    let optimized = self
+                        .optimized(db, sql, params, readable, &mut timer)
+                        .await?;
+                    self.physical(optimized, &mut timer).await?
+                }
+            };
         let batches = self
             .execute(plan, task_ctx)?
             .try_collect()
@@ -471,6 +480,57 @@ impl QueryExecutor {
         })
     }
 
+    /// A copy of the physical plan kept for `sql` ([`PlanCache::physical`]), with a task
+    /// context to run it in, if one was kept for the current catalog and for the files its
+    /// scans would read now. No session is made for it: the task context is the kept plan's
+    /// configuration and a runtime of the query's own. (Physical plans call the functions
+    /// they hold; they never look one up by name in the task context.)
+    fn kept_physical(
+        &self,
+        db: &str,
+        sql: &str,
+        params: &HashMap<String, ScalarValue>,
+        readable: Option<&[String]>,
+        timer: &mut PhaseTimer<'_>,
+    ) -> Option<Result<Planned, QueryError>> {
+        if !params.is_empty() {
+            return None;
+        }
+        let key = PlanKey::new(db, sql, readable)?;
+        let catalog = self.storage.catalog();
+        let plan = self.plans.get(&key, &catalog)?;
+        let single_partition = rows_to_scan(&plan) <= self.config.single_partition_rows;
+        let sources = Sources::of(&plan, single_partition)?;
+        timer.finished(Phase::Plan);
+        let copy = self.plans.physical(&key, &catalog, &sources)?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let task_ctx = self.query_runtime().map(|runtime| {
+            Arc::new(TaskContext::new(
+                None,
+                copy.session_id,
+                copy.config,
+                HashMap::new(),
+                HashMap::new(),
+                HashMap::new(),
+                HashMap::new(),
+                runtime,
+            ))
+        });
+        self.profile.reused(true);
+        timer.finished(Phase::PhysicalPlan);
+        Some(task_ctx.map(|task_ctx| (schema, copy.plan, task_ctx)))
+    }
+
+    /// A runtime of a query's own, for its memory pool. Setting it on the task context
+    /// rather than on the session spares rebuilding the session (which registers every
+    /// function anew) for each query.
+    fn query_runtime(&self) -> Result<Arc<RuntimeEnv>, QueryError> {
+        RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.memory_limit)))
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))
+    }
+
     /// The physical plan of `plan` (optimized), with the task context (and its memory pool)
     /// to run it in.
     /// A copy of the physical plan made last time is used when the optimized plan is a kept
@@ -479,7 +539,7 @@ impl QueryExecutor {
         &self,
         optimized: Optimized,
         timer: &mut PhaseTimer<'_>,
-    ) -> Result<(SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
+    ) -> Result<Planned, QueryError> {
         let Optimized {
             mut state,
             plan,
@@ -498,21 +558,7 @@ impl QueryExecutor {
         state
             .config_mut()
             .set_extension(Arc::new(OrderedColumns::of(&plan)));
-        // A runtime of the query's own for its memory pool. Setting it on the task context
-        // rather than on the session spares rebuilding the session (which registers every
-        // function anew) for each query.
-        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
-            .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.memory_limit)))
-            .build_arc()
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let task_ctx = Arc::new(TaskContext::from(&state).with_runtime(runtime));
-        if let Some((key, catalog, sources)) = &kept
-            && let Some(plan) = self.plans.physical(key, catalog, sources)
-        {
-            self.profile.reused(true);
-            timer.finished(Phase::PhysicalPlan);
-            return Ok((schema, plan, task_ctx));
-        }
+        let task_ctx = Arc::new(TaskContext::from(&state).with_runtime(self.query_runtime()?));
         if reused {
             self.profile.reused(false);
         }
@@ -522,7 +568,9 @@ impl QueryExecutor {
             .await
             .map_err(|e| self.classify(e))?;
         if let Some((key, catalog, sources)) = kept {
-            self.plans.insert_physical(&key, &catalog, sources, &plan);
+            let session = (state.config(), state.session_id().to_string());
+            self.plans
+                .insert_physical(&key, &catalog, sources, &plan, session);
         }
         timer.finished(Phase::PhysicalPlan);
         Ok((schema, plan, task_ctx))
@@ -558,6 +606,10 @@ impl QueryExecutor {
 }
 
 /// An optimized plan and the session to run it in.
+/// A query ready to run: its result's schema, its physical plan and the task context to
+/// run it in.
+type Planned = (SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>);
+
 struct Optimized {
     state: SessionState,
     plan: LogicalPlan,

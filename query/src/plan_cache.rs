@@ -32,6 +32,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::SessionConfig;
 use parking_lot::Mutex;
 use sluice_storage::CatalogSnapshot;
 
@@ -110,6 +111,17 @@ struct Entry {
 struct Physical {
     made_for: Sources,
     plan: Arc<dyn ExecutionPlan>,
+    /// The configuration and session id of the session it was planned in: what a task
+    /// context to run a copy needs, made without a session.
+    config: SessionConfig,
+    session_id: String,
+}
+
+/// A copy of a kept physical plan, ready to run, with what a task context for it needs.
+pub(crate) struct PhysicalCopy {
+    pub(crate) plan: Arc<dyn ExecutionPlan>,
+    pub(crate) config: SessionConfig,
+    pub(crate) session_id: String,
 }
 
 /// Optimized plans by [`PlanKey`], at most `capacity` of them.
@@ -187,8 +199,8 @@ impl PlanCache {
         key: &PlanKey,
         catalog: &Arc<CatalogSnapshot>,
         sources: &Sources,
-    ) -> Option<Arc<dyn ExecutionPlan>> {
-        let kept = {
+    ) -> Option<PhysicalCopy> {
+        let (kept, config, session_id) = {
             let mut entries = self.entries.lock();
             let entry = entries.get_mut(key)?;
             if !Arc::ptr_eq(&entry.catalog, catalog) {
@@ -199,20 +211,30 @@ impl PlanCache {
                 entry.physical = None;
                 return None;
             }
-            physical.plan.clone()
+            (
+                physical.plan.clone(),
+                physical.config.clone(),
+                physical.session_id.clone(),
+            )
         };
-        datafusion::physical_plan::execution_plan::reset_plan_states(kept).ok()
+        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(kept).ok()?;
+        Some(PhysicalCopy {
+            plan,
+            config,
+            session_id,
+        })
     }
 
     /// Keeps `plan`, made for `sources` from the optimized plan kept for `key` against
-    /// `catalog`, if it can run again ([`rerunnable`]). Call before `plan` runs: what is kept
-    /// is never run itself.
+    /// `catalog` in a session with `config` and `session_id`, if it can run again
+    /// ([`rerunnable`]). Call before `plan` runs: what is kept is never run itself.
     pub(crate) fn insert_physical(
         &self,
         key: &PlanKey,
         catalog: &Arc<CatalogSnapshot>,
         sources: Sources,
         plan: &Arc<dyn ExecutionPlan>,
+        (config, session_id): (&SessionConfig, String),
     ) {
         if !rerunnable(plan) {
             return;
@@ -233,6 +255,8 @@ impl PlanCache {
             entry.physical = Some(Physical {
                 made_for: sources,
                 plan: kept,
+                config: config.clone(),
+                session_id,
             });
         }
     }
