@@ -27,6 +27,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource,
@@ -44,16 +45,20 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
+use parquet::file::metadata::ParquetMetaData;
 use sluice_storage::catalog::TIME_COLUMN;
 use sluice_storage::lake::deduplicate::KEY_ORDER;
 use sluice_storage::{BufferChunk, ParquetFile, ReadView, TableBuffer, TableSchema, TimeRange};
 
 use crate::deduplicate::DeduplicateExec;
-use crate::parquet_reader::{FilePruning, PageCache, PageIndexCachingReaderFactory};
+use crate::parquet_reader::{
+    FilePruning, NARROW_ROWS_AT_MOST, PageCache, PageIndexCachingReaderFactory, rows_left,
+};
 
 /// The URL under which the executor registers the object store with DataFusion.
 pub const LAKE_URL: &str = "sluice://lake";
@@ -273,15 +278,18 @@ impl TableProvider for SluiceTable {
             let mut chunks = Vec::new();
             for s in group {
                 match s {
-                    Source::File(f) => file_scans.push(parquet_scan(
-                        state,
-                        &table_schema,
-                        vec![vec![f]],
-                        None,
-                        None,
-                        None,
-                        &mut stats,
-                    )?),
+                    Source::File(f) => file_scans.push(
+                        parquet_scan(
+                            state,
+                            &table_schema,
+                            vec![vec![f]],
+                            None,
+                            None,
+                            None,
+                            &mut stats,
+                        )
+                        .await?,
+                    ),
                     Source::Chunk(c) => chunks.push(c.batch),
                 }
             }
@@ -316,15 +324,18 @@ impl TableProvider for SluiceTable {
         };
         if let Some(ordering) = ordering {
             let groups = plain_files.drain(..).map(|f| vec![f]).collect();
-            plans.push(parquet_scan(
-                state,
-                &table_schema,
-                groups,
-                projection.cloned(),
-                Some(ordering),
-                pruning.as_ref(),
-                &mut stats,
-            )?);
+            plans.push(
+                parquet_scan(
+                    state,
+                    &table_schema,
+                    groups,
+                    projection.cloned(),
+                    Some(ordering),
+                    pruning.as_ref(),
+                    &mut stats,
+                )
+                .await?,
+            );
         }
         if !plain_files.is_empty() {
             let n = target.min(plain_files.len());
@@ -332,15 +343,18 @@ impl TableProvider for SluiceTable {
             for (i, f) in plain_files.into_iter().enumerate() {
                 groups[i % n].push(f);
             }
-            plans.push(parquet_scan(
-                state,
-                &table_schema,
-                groups,
-                projection.cloned(),
-                None,
-                pruning.as_ref(),
-                &mut stats,
-            )?);
+            plans.push(
+                parquet_scan(
+                    state,
+                    &table_schema,
+                    groups,
+                    projection.cloned(),
+                    None,
+                    pruning.as_ref(),
+                    &mut stats,
+                )
+                .await?,
+            );
         }
         if !plain_chunks.is_empty() {
             // Spread the chunks over the session's target partitions so that DataFusion can
@@ -400,7 +414,7 @@ fn retention_filter(
 /// never change once written, and their names are never reused while the server runs).
 /// With `pruning`, and every file's footer at hand, the files' row groups and pages are
 /// pruned here, once, instead of each time a file is opened (`parquet_reader/pruning.rs`).
-fn parquet_scan(
+async fn parquet_scan(
     state: &dyn Session,
     table_schema: &SchemaRef,
     groups: Vec<Vec<ParquetFile>>,
@@ -424,25 +438,39 @@ fn parquet_scan(
     let reader = PageIndexCachingReaderFactory::new(store, metadata_cache, pages);
     // the files' pruning, if all their footers are at hand and their columns the table's
     let mut footer_missing = false;
-    let plans: Option<Vec<Vec<ParquetAccessPlan>>> = pruning.and_then(|pruning| {
-        groups
-            .iter()
-            .map(|files| {
-                files
-                    .iter()
-                    .map(|f| match reader.footer_at_hand(&f.path, f.size_bytes) {
-                        Some(footer) => pruning.plan(&f.path, &footer),
-                        None => {
-                            footer_missing = true;
-                            None
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
-    });
+    let mut plans: Option<Vec<(ParquetAccessPlan, Arc<ParquetMetaData>)>> =
+        pruning.and_then(|pruning| {
+            groups
+                .iter()
+                .flatten()
+                .map(|f| match reader.footer_at_hand(&f.path, f.size_bytes) {
+                    Some(footer) => Some((pruning.plan(&f.path, &footer)?, footer)),
+                    None => {
+                        footer_missing = true;
+                        None
+                    }
+                })
+                .collect()
+        });
     stats.pruned_when_opened |= footer_missing;
-    for plan in plans.iter().flatten().flatten() {
+    // few rows left: narrowed to those the filters keep, by evaluating them now
+    if let (Some(pruning), Some(found)) = (pruning, plans.as_mut())
+        && found
+            .iter()
+            .map(|(p, footer)| rows_left(p, footer))
+            .sum::<usize>()
+            <= NARROW_ROWS_AT_MOST
+    {
+        for (f, (plan, footer)) in groups.iter().flatten().zip(found.iter_mut()) {
+            let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
+            let file_reader =
+                reader.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
+            if let Some(narrowed) = pruning.narrow(plan.clone(), footer, file_reader).await {
+                *plan = narrowed;
+            }
+        }
+    }
+    for (plan, _) in plans.iter().flatten() {
         stats.row_groups_read += plan.row_group_index_iter().count();
         stats.row_groups_total += plan.len();
     }
@@ -455,7 +483,7 @@ fn parquet_scan(
     let source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(options)
         .with_parquet_file_reader_factory(Arc::new(reader));
-    let mut plans = plans.map(|p| p.into_iter().flatten());
+    let mut plans = plans.map(|p| p.into_iter().map(|(plan, _)| plan));
     let groups = groups
         .into_iter()
         .map(|files| {

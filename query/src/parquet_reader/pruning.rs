@@ -14,28 +14,42 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::physical_plan::parquet::{
-    PagePruningAccessPlanFilter, ParquetAccessPlan, ParquetFileMetrics, RowGroupAccessPlanFilter,
+    PagePruningAccessPlanFilter, ParquetAccessPlan, ParquetFileMetrics, RowGroupAccess,
+    RowGroupAccessPlanFilter,
 };
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::simplifier::PhysicalExprSimplifier;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::ParquetMetaData;
 
 /// The pruning of a table's files by a scan's filters.
 pub(crate) struct FilePruning {
     schema: SchemaRef,
+    predicate: Arc<dyn PhysicalExpr>,
     row_groups: Option<Arc<PruningPredicate>>,
     pages: PagePruningAccessPlanFilter,
 }
+
+/// Rows that pruning leaves to read in a scan's files, at most, for which the filters are
+/// evaluated as the scan is planned ([`FilePruning::narrow`]).
+pub(crate) const NARROW_ROWS_AT_MOST: usize = 64 << 10;
 
 impl FilePruning {
     /// The pruning of files in the table's `schema` by `filters` (conjuncts over its
@@ -74,6 +88,7 @@ impl FilePruning {
         let pages = PagePruningAccessPlanFilter::new(&predicate, schema.clone());
         (row_groups.is_some() || pages.filter_number() > 0).then(|| FilePruning {
             schema: schema.clone(),
+            predicate,
             row_groups,
             pages,
         })
@@ -131,6 +146,104 @@ impl FilePruning {
             &metrics,
         ))
     }
+
+    /// `plan`, for the file with `footer` read through `reader`, narrowed to the rows the
+    /// filters keep: the columns they read are read for the rows `plan` leaves, and the
+    /// filters evaluated on them. The pages a scan reads hold thousands of rows where a
+    /// dashboard's query keeps hundreds (one series for one hour): its copies then decode
+    /// and filter only those. `None` if that cannot be done (the filters fail to evaluate,
+    /// a read fails): the plan stays as it was.
+    pub(crate) async fn narrow(
+        &self,
+        mut plan: ParquetAccessPlan,
+        footer: &Arc<ParquetMetaData>,
+        mut reader: Box<dyn AsyncFileReader + Send>,
+    ) -> Option<ParquetAccessPlan> {
+        let scanned: Vec<usize> = plan.row_group_index_iter().collect();
+        if scanned.is_empty() {
+            return Some(plan);
+        }
+        // the columns the filters read, in the table's (and the file's) order
+        let mut columns: Vec<usize> = collect_columns(&self.predicate)
+            .iter()
+            .filter_map(|c| self.schema.index_of(c.name()).ok())
+            .collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let read = Arc::new(self.schema.project(&columns).ok()?);
+        let predicate = self
+            .predicate
+            .clone()
+            .transform(|e| {
+                Ok(match e.downcast_ref::<ColumnExpr>() {
+                    Some(c) => Transformed::yes(Arc::new(ColumnExpr::new(
+                        c.name(),
+                        read.index_of(c.name())?,
+                    )) as Arc<dyn PhysicalExpr>),
+                    None => Transformed::no(e),
+                })
+            })
+            .ok()?
+            .data;
+        // the reader serves the footer it was opened with (an unpacked file's) first
+        reader.get_metadata(None).await.ok()?;
+        let metadata = ArrowReaderMetadata::try_new(
+            footer.clone(),
+            ArrowReaderOptions::new().with_schema(self.schema.clone()),
+        )
+        .ok()?;
+        let row_groups = footer.row_groups();
+        let selection = plan.clone().into_overall_row_selection(row_groups).ok()?;
+        let reader: Box<dyn AsyncFileReader> = reader;
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+            .with_projection(ProjectionMask::roots(
+                footer.file_metadata().schema_descr(),
+                columns,
+            ))
+            .with_row_groups(scanned.clone());
+        if let Some(selection) = &selection {
+            builder = builder.with_row_selection(selection.clone());
+        }
+        let mut batches = builder.build().ok()?;
+        let mut kept = Vec::new();
+        while let Some(batch) = batches.next().await {
+            let batch = batch.ok()?;
+            let value = predicate.evaluate(&batch).ok()?;
+            let value = value.into_array(batch.num_rows()).ok()?;
+            let value = value.as_any().downcast_ref::<BooleanArray>()?;
+            kept.push(match value.null_count() {
+                0 => value.clone(),
+                _ => prep_null_mask_filter(value),
+            });
+        }
+        let kept = RowSelection::from_filters(&kept);
+        let mut kept = match &selection {
+            Some(selection) => selection.and_then(&kept),
+            None => kept,
+        };
+        for idx in scanned {
+            let rows = kept.split_off(row_groups[idx].num_rows() as usize);
+            if rows.selects_any() {
+                plan.set(idx, RowGroupAccess::Selection(rows));
+            } else {
+                plan.skip(idx);
+            }
+        }
+        Some(plan)
+    }
+}
+
+/// Rows `plan` leaves to read in the file with `footer`.
+pub(crate) fn rows_left(plan: &ParquetAccessPlan, footer: &ParquetMetaData) -> usize {
+    plan.inner()
+        .iter()
+        .zip(footer.row_groups())
+        .map(|(access, rg)| match access {
+            RowGroupAccess::Skip => 0,
+            RowGroupAccess::Scan => rg.num_rows() as usize,
+            RowGroupAccess::Selection(s) => s.row_count(),
+        })
+        .sum()
 }
 
 #[cfg(test)]

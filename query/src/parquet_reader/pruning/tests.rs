@@ -44,6 +44,9 @@ const QUERIES: &[&str] = &[
     "SELECT count(*) AS c FROM cpu WHERE b",
     "SELECT count(*) AS c FROM cpu WHERE time >= '1970-01-02T04:00:00Z' AND time < '1970-01-02T04:05:00Z' AND host = 'h5'",
     "SELECT count(*) AS c FROM cpu WHERE cpu.host = 'h9' AND cpu.usage < 50",
+    // one row each
+    "SELECT host, n, usage FROM cpu WHERE host = 'h3' AND time = '1970-01-02T03:50:00Z'",
+    "SELECT host, time FROM cpu WHERE n = 1018",
 ];
 
 /// Queries of a column that only later files have.
@@ -71,8 +74,9 @@ async fn answers_agree(batches: &[String], queries: &[&str]) -> TestStorage {
     }
     storage.buffer.persist(FreezeRule::All).await.unwrap();
     let storage = storage.restart().await;
-    let exec = storage.executor(QueryConfig::default());
     for (q, want) in queries.iter().zip(&expected) {
+        // a new executor has read no footer: its first run leaves pruning to the opener
+        let exec = storage.executor(QueryConfig::default());
         for run in 0..3 {
             assert_eq!(&answer(&exec, q).await, want, "run {run} of {q}");
         }
