@@ -322,34 +322,30 @@ impl TableProvider for SluiceTable {
         } else {
             None
         };
-        if let Some(ordering) = ordering {
-            let groups = plain_files.drain(..).map(|f| vec![f]).collect();
-            plans.push(
-                parquet_scan(
-                    state,
-                    &table_schema,
-                    groups,
-                    projection.cloned(),
-                    Some(ordering),
-                    pruning.as_ref(),
-                    &mut stats,
-                )
-                .await?,
-            );
-        }
-        if !plain_files.is_empty() {
-            let n = target.min(plain_files.len());
-            let mut groups: Vec<Vec<ParquetFile>> = vec![Vec::new(); n];
-            for (i, f) in plain_files.into_iter().enumerate() {
-                groups[i % n].push(f);
+        // with their order: a file per partition; else spread over the partitions
+        let file_groups = match ordering {
+            Some(ordering) => Some((
+                plain_files.into_iter().map(|f| vec![f]).collect(),
+                Some(ordering),
+            )),
+            None if !plain_files.is_empty() => {
+                let n = target.min(plain_files.len());
+                let mut groups: Vec<Vec<ParquetFile>> = vec![Vec::new(); n];
+                for (i, f) in plain_files.into_iter().enumerate() {
+                    groups[i % n].push(f);
+                }
+                Some((groups, None))
             }
+            None => None,
+        };
+        if let Some((groups, ordering)) = file_groups {
             plans.push(
                 parquet_scan(
                     state,
                     &table_schema,
                     groups,
                     projection.cloned(),
-                    None,
+                    ordering,
                     pruning.as_ref(),
                     &mut stats,
                 )
