@@ -457,14 +457,17 @@ async fn parquet_scan(
             .sum::<usize>()
             <= NARROW_ROWS_AT_MOST
     {
+        let mut all = true;
         for (f, (plan, footer)) in groups.iter().flatten().zip(found.iter_mut()) {
             let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
             let file_reader =
                 reader.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
-            if let Some(narrowed) = pruning.narrow(plan.clone(), footer, file_reader).await {
-                *plan = narrowed;
+            match pruning.narrow(plan.clone(), footer, file_reader).await {
+                Some(narrowed) => *plan = narrowed,
+                None => all = false,
             }
         }
+        stats.narrowed = all;
     }
     for (plan, _) in plans.iter().flatten() {
         stats.row_groups_read += plan.row_group_index_iter().count();
@@ -596,6 +599,9 @@ struct ScanStats {
     /// was planned: DataFusion's opener prunes them each time it opens them, where a plan
     /// made now that they are read would have pruned them once.
     pruned_when_opened: bool,
+    /// The plain files read only the rows the filters keep ([`FilePruning::narrow`]): the
+    /// filters are not pushed into their scan, but applied above it, to those rows.
+    narrowed: bool,
     /// Of the plain files' row groups, pruned when the scan was planned: how many are
     /// read, of how many.
     row_groups_read: usize,
@@ -734,13 +740,21 @@ impl ExecutionPlan for SluiceScanExec {
 
     /// Transparent to filters: whatever its input can take (a Parquet scan, dynamic filters
     /// of a join) goes through. A [`DeduplicateExec`] in the input takes none, so filters
-    /// stay above it, after the merge.
+    /// stay above it, after the merge. Nor do files narrowed to the rows the filters keep:
+    /// filtering those few rows above the scan costs less than the Parquet reader's row
+    /// filter, and their scan then has no predicate to prepare on each open.
     fn gather_filters_for_pushdown(
         &self,
         _phase: FilterPushdownPhase,
         parent_filters: Vec<Arc<dyn PhysicalExpr>>,
         _config: &ConfigOptions,
     ) -> Result<FilterDescription> {
+        if self.stats.narrowed {
+            return Ok(FilterDescription::all_unsupported(
+                &parent_filters,
+                &self.children(),
+            ));
+        }
         FilterDescription::from_children(parent_filters, &self.children())
     }
 
