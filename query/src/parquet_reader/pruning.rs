@@ -11,6 +11,14 @@
 //! ([`RowGroupAccessPlanFilter`], [`PagePruningAccessPlanFilter`]), hands each file the
 //! resulting [`ParquetAccessPlan`], and turns the opener's pruning off. The opener still
 //! filters the rows it reads by the query's predicate.
+//!
+//! When that leaves few rows ([`NARROW_ROWS_AT_MOST`] in the scan), the scan goes further
+//! ([`FilePruning::narrow`]): it reads the columns the filters need for those rows, evaluates
+//! the filters, and hands each file the exact rows they keep. A dashboard's query of one
+//! series for one hour keeps 360 rows of the 8,192 of each page it reads; its plan's copies
+//! then decode only the 360, and the filters are applied to them above the scan
+//! (`SluiceScanExec` takes none), so that the Parquet scan has no predicate to prepare on
+//! each open.
 
 use std::sync::Arc;
 
