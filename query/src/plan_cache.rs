@@ -21,14 +21,15 @@
 //! pushed into a scan outlives the reset of the operator that fills it. A Parquet source
 //! keeps the metrics of each file it opened; reset, a table's scan gives its copy sources of
 //! its own (`SluiceScanExec`), so copies do not share them and they do not grow run after
-//! run. A plan whose copy would not show the same as it (a scan that did not copy whole) is
-//! not kept.
+//! run. A plan whose copy's scans would not show the same as its own (a scan that did not
+//! copy whole) is not kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
@@ -243,9 +244,7 @@ impl PlanCache {
         else {
             return;
         };
-        if displayable(kept.as_ref()).indent(true).to_string()
-            != displayable(plan.as_ref()).indent(true).to_string()
-        {
+        if scans_shown(&kept) != scans_shown(plan) {
             return;
         }
         let mut entries = self.entries.lock();
@@ -340,6 +339,20 @@ fn rerunnable(plan: &Arc<dyn ExecutionPlan>) -> bool {
         stack.extend(node.children());
     }
     true
+}
+
+/// How `plan`'s data source scans show in `EXPLAIN` (their files, projection, predicate and
+/// order): what a copy with new Parquet sources must show the same.
+fn scans_shown(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    let mut shown = Vec::new();
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        if node.downcast_ref::<DataSourceExec>().is_some() {
+            shown.push(displayable(node.as_ref()).one_line().to_string());
+        }
+        stack.extend(node.children());
+    }
+    shown
 }
 
 /// Whether `e` itself (not its children) gives the same value whenever it is evaluated.
