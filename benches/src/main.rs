@@ -113,7 +113,8 @@ struct Args {
     /// persist and compaction).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
-    /// Wait this long before measuring `--data-dir` (lets a peer finish background merges).
+    /// Wait this long before measuring `--data-dir` (lets a peer finish background merges);
+    /// VictoriaMetrics is flushed first, and then waited for until no merge runs.
     #[arg(long, default_value_t = 0)]
     settle_secs: u64,
     /// Time the TSBS queries (SQL for Sluice, InfluxQL for InfluxDB, PromQL for
@@ -252,6 +253,41 @@ fn summarize(times: &mut [f64]) -> (f64, f64, f64) {
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     (pct(0.5), pct(0.9), times[0])
+}
+
+/// Waits (up to two minutes) until VictoriaMetrics has no merge running and has started
+/// none for two seconds (`vm_active_merges`, `vm_merges_total` at `/metrics`): its merges
+/// after a load take CPU from the queries timed next. Returns the seconds waited.
+async fn victoria_metrics_merged(client: &reqwest::Client, args: &Args) -> Result<f64, String> {
+    let url = format!("{}/metrics", args.url.trim_end_matches('/'));
+    let started = Instant::now();
+    let mut last: Option<f64> = None;
+    let mut quiet = 0;
+    while started.elapsed() < Duration::from_secs(120) && quiet < 2 {
+        let text = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let (active, total) = (sum("vm_active_merges{"), sum("vm_merges_total{"));
+        quiet = if active == 0.0 && last == Some(total) {
+            quiet + 1
+        } else {
+            0
+        };
+        last = Some(total);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 async fn admin(client: &reqwest::Client, args: &Args, path: &str) -> Result<String, String> {
@@ -528,6 +564,12 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
             client.get(&url).send().await.map_err(|e| e.to_string())?;
         }
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+        if args.target == Target::VictoriaMetrics {
+            let waited = victoria_metrics_merged(&client, args).await?;
+            println!(
+                "settled:           no VictoriaMetrics merge running or started for 2 s ({waited:.0} s after --settle-secs)"
+            );
+        }
     }
     report_disk("(load):");
     if args.persist {
