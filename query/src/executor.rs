@@ -498,7 +498,7 @@ impl QueryExecutor {
         }
         let key = PlanKey::new(db, sql, readable)?;
         let catalog = self.storage.catalog();
-        let plan = self.plans.get(&key, &catalog)?;
+        let plan = self.plans.get_with_physical(&key, &catalog)?;
         let single_partition = rows_to_scan(&plan) <= self.config.single_partition_rows;
         let sources = Sources::of(&plan, single_partition)?;
         timer.finished(Phase::Plan);
@@ -532,9 +532,8 @@ impl QueryExecutor {
     }
 
     /// The physical plan of `plan` (optimized), with the task context (and its memory pool)
-    /// to run it in.
-    /// A copy of the physical plan made last time is used when the optimized plan is a kept
-    /// one and its scans read the same files ([`PlanCache::physical`]).
+    /// to run it in, kept beside the optimized plan when that is a kept one
+    /// ([`PlanCache::insert_physical`]; its copies run through [`Self::kept_physical`]).
     async fn physical(
         &self,
         optimized: Optimized,
@@ -605,11 +604,11 @@ impl QueryExecutor {
     }
 }
 
-/// An optimized plan and the session to run it in.
 /// A query ready to run: its result's schema, its physical plan and the task context to
 /// run it in.
 type Planned = (SchemaRef, Arc<dyn ExecutionPlan>, Arc<TaskContext>);
 
+/// An optimized plan and the session to run it in.
 struct Optimized {
     state: SessionState,
     plan: LogicalPlan,

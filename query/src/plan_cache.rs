@@ -147,9 +147,29 @@ impl PlanCache {
 
     /// The optimized plan kept for `key`, if it was planned against `catalog`.
     pub(crate) fn get(&self, key: &PlanKey, catalog: &Arc<CatalogSnapshot>) -> Option<LogicalPlan> {
+        self.get_if(key, catalog, |_| true)
+    }
+
+    /// The optimized plan kept for `key` against `catalog`, if a physical plan made from it
+    /// is kept too: only then is it worth working out the sources [`PlanCache::physical`]
+    /// needs (a plan over buffered rows never has one).
+    pub(crate) fn get_with_physical(
+        &self,
+        key: &PlanKey,
+        catalog: &Arc<CatalogSnapshot>,
+    ) -> Option<LogicalPlan> {
+        self.get_if(key, catalog, |e| e.physical.is_some())
+    }
+
+    fn get_if(
+        &self,
+        key: &PlanKey,
+        catalog: &Arc<CatalogSnapshot>,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Option<LogicalPlan> {
         let entries = self.entries.lock();
         let entry = entries.get(key)?;
-        Arc::ptr_eq(&entry.catalog, catalog).then(|| entry.plan.clone())
+        (Arc::ptr_eq(&entry.catalog, catalog) && wanted(entry)).then(|| entry.plan.clone())
     }
 
     /// Keeps `optimized`, planned from `planned` against `catalog`, if `planned` means the

@@ -5,10 +5,9 @@
 //! sources that do not overlap any other are scanned plainly (Parquet with the query's
 //! predicates for row-group and page pruning, done once as the scan is planned when the
 //! files' footers are at hand, see `parquet_reader/pruning.rs`; the buffer from memory);
-//! sources whose time
-//! ranges overlap are merged by primary key in a [`DeduplicateExec`]. Every predicate is
-//! reported as `Inexact`, so DataFusion still applies all of them to the rows returned: pruning
-//! may only drop data that cannot match, never decide a row.
+//! sources whose time ranges overlap are merged by primary key in a [`DeduplicateExec`].
+//! Every predicate is reported as `Inexact`, so DataFusion still applies all of them to the
+//! rows returned: pruning may only drop data that cannot match, never decide a row.
 //!
 //! The buffer is scanned before the file list is read. The persister publishes a file before
 //! it drops the buffer rows the file holds, so in that order a scan never misses a row that is
@@ -427,10 +426,6 @@ async fn parquet_scan(
         .config()
         .get_extension::<PageCache>()
         .unwrap_or_else(|| Arc::new(PageCache::new(0)));
-    // No predicate here: DataFusion's physical filter pushdown hands the query's filters to
-    // the source (through `SluiceScanExec`, which passes them on), where they prune row
-    // groups and pages and, with `pushdown_filters`, filter rows while decoding.
-    // Sluice writes no bloom filters: looking for them only costs time.
     let reader = PageIndexCachingReaderFactory::new(store, metadata_cache, pages);
     // the files' pruning, if all their footers are at hand and their columns the table's
     let mut footer_missing = false;
@@ -473,10 +468,14 @@ async fn parquet_scan(
         stats.row_groups_read += plan.row_group_index_iter().count();
         stats.row_groups_total += plan.len();
     }
+    // No predicate here: DataFusion's physical filter pushdown hands the query's filters to
+    // the source (through `SluiceScanExec`, which passes them on unless the files were
+    // narrowed), where they prune row groups and pages, unless the files' pruning was done
+    // above and is handed to them, and, with `pushdown_filters`, filter rows while decoding.
+    // Sluice writes no bloom filters: looking for them only costs time.
     let mut options = TableParquetOptions::default();
     options.global.bloom_filter_on_read = false;
     options.global.pushdown_filters = true;
-    // the files' pruning is done when it is handed to them
     options.global.enable_page_index = plans.is_none();
     options.global.pruning = plans.is_none();
     let source = ParquetSource::new(table_schema.clone())
