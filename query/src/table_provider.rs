@@ -7,7 +7,10 @@
 //! files' footers are at hand, see `parquet_reader/pruning.rs`; the buffer from memory);
 //! sources whose time ranges overlap are merged by primary key in a [`DeduplicateExec`].
 //! Every predicate is reported as `Inexact`, so DataFusion still applies all of them to the
-//! rows returned: pruning may only drop data that cannot match, never decide a row.
+//! rows returned: pruning may only drop data that cannot match, never decide a row. The one
+//! exception is made in physical planning: a scan of only files narrowed to the rows the
+//! filters keep (`parquet_reader/pruning.rs`) takes those filters from the `FilterExec` above
+//! it, which then goes away.
 //!
 //! The buffer is scanned before the file list is read. The persister publishes a file before
 //! it drops the buffer rows the file holds, so in that order a scan never misses a row that is
@@ -43,8 +46,12 @@ use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExecBuilder;
-use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+    PushedDown,
+};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -56,7 +63,8 @@ use sluice_storage::{BufferChunk, ParquetFile, ReadView, TableBuffer, TableSchem
 
 use crate::deduplicate::DeduplicateExec;
 use crate::parquet_reader::{
-    FilePruning, NARROW_ROWS_AT_MOST, PageCache, PageIndexCachingReaderFactory, rows_left,
+    ExactFilters, FilePruning, NARROW_ROWS_AT_MOST, PageCache, PageIndexCachingReaderFactory,
+    rows_left,
 };
 
 /// The URL under which the executor registers the object store with DataFusion.
@@ -351,6 +359,13 @@ impl TableProvider for SluiceTable {
                 .await?,
             );
         }
+        // narrowed files, and nothing else, return exactly the rows the filters keep
+        let exact = match &pruning {
+            Some(p) if stats.narrowed && plans.len() == 1 && plain_chunks.is_empty() => {
+                Some(Arc::new(p.exact()))
+            }
+            _ => None,
+        };
         if !plain_chunks.is_empty() {
             // Spread the chunks over the session's target partitions so that DataFusion can
             // work on them in parallel.
@@ -378,7 +393,9 @@ impl TableProvider for SluiceTable {
             Some(cutoff) => retention_filter(input, cutoff, keep)?,
             None => input,
         };
-        Ok(Arc::new(SluiceScanExec::new(input, stats)))
+        let mut scan = SluiceScanExec::new(input, stats);
+        scan.exact = exact;
+        Ok(Arc::new(scan))
     }
 }
 
@@ -599,7 +616,8 @@ struct ScanStats {
     /// made now that they are read would have pruned them once.
     pruned_when_opened: bool,
     /// The plain files read only the rows the filters keep ([`FilePruning::narrow`]): the
-    /// filters are not pushed into their scan, but applied above it, to those rows.
+    /// filters are not pushed into their scan. `EXPLAIN` shows `narrowed=exact` where they
+    /// are all the scan reads (the filters are not applied again), else `narrowed=files`.
     narrowed: bool,
     /// Of the plain files' row groups, pruned when the scan was planned: how many are
     /// read, of how many.
@@ -609,8 +627,9 @@ struct ScanStats {
 
 /// The root of a table's scan: runs its input unchanged and shows in `EXPLAIN` how much the
 /// time range pruned (`files=1/24` reads one file of 24), how many of the plain files' row
-/// groups the filters left when their pruning was done in planning (`row_groups=1/2`), or
-/// that the newest rows were read instead (`newest_rows_of_series=100`).
+/// groups the filters left when their pruning was done in planning (`row_groups=1/2`), whether
+/// the files were narrowed to the rows the filters keep (`narrowed=exact`), or that the
+/// newest rows were read instead (`newest_rows_of_series=100`).
 ///
 /// Its state reset (a copy of a kept physical plan, `plan_cache.rs`), it gives the Parquet
 /// scans under it sources of their own ([`with_fresh_parquet_sources`]): a Parquet source
@@ -621,6 +640,9 @@ struct ScanStats {
 pub struct SluiceScanExec {
     input: Arc<dyn ExecutionPlan>,
     stats: ScanStats,
+    /// For a scan of narrowed files alone: the filters they applied exactly, which a filter
+    /// above the scan need not apply again.
+    exact: Option<Arc<ExactFilters>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -635,6 +657,7 @@ impl SluiceScanExec {
         SluiceScanExec {
             input,
             stats,
+            exact: None,
             properties,
         }
     }
@@ -716,6 +739,13 @@ impl DisplayAs for SluiceScanExec {
                 s.row_groups_read, s.row_groups_total
             )?;
         }
+        // files narrowed to the rows the filters keep; `exact`: nothing else is scanned, so
+        // those filters need not be applied again above the scan
+        match (s.narrowed, &self.exact) {
+            (true, Some(_)) => write!(f, ", narrowed=exact")?,
+            (true, None) => write!(f, ", narrowed=files")?,
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -740,8 +770,9 @@ impl ExecutionPlan for SluiceScanExec {
     /// Transparent to filters: whatever its input can take (a Parquet scan, dynamic filters
     /// of a join) goes through. A [`DeduplicateExec`] in the input takes none, so filters
     /// stay above it, after the merge. Nor do files narrowed to the rows the filters keep:
-    /// filtering those few rows above the scan costs less than the Parquet reader's row
-    /// filter, and their scan then has no predicate to prepare on each open.
+    /// their scan then has no predicate to prepare on each open, and the filters were applied
+    /// already (see `handle_child_pushdown_result`), or are applied above the scan to those
+    /// few rows and the others scanned.
     fn gather_filters_for_pushdown(
         &self,
         _phase: FilterPushdownPhase,
@@ -755,6 +786,55 @@ impl ExecutionPlan for SluiceScanExec {
             ));
         }
         FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    /// The filters its narrowed files applied exactly are taken (and a `FilterExec` of only
+    /// those goes away); others as its input took them.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let exact = match (&self.exact, phase) {
+            (Some(exact), FilterPushdownPhase::Pre) => exact,
+            _ => return Ok(FilterPushdownPropagation::if_all(child_pushdown_result)),
+        };
+        let taken = child_pushdown_result
+            .parent_filters
+            .iter()
+            .map(|f| match exact.cover(&f.filter) {
+                true => PushedDown::Yes,
+                false => f.all(),
+            })
+            .collect();
+        Ok(FilterPushdownPropagation::with_parent_pushdown_result(
+            taken,
+        ))
+    }
+
+    /// A projection of its columns (not renamed) goes into its Parquet or memory scan, which
+    /// then reads only those: a filter above a narrowed scan that went away leaves one.
+    fn try_swapping_with_projection(
+        &self,
+        projection: &ProjectionExec,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let plain = projection.expr().iter().all(|p| {
+            p.expr
+                .downcast_ref::<Column>()
+                .is_some_and(|c| c.name() == p.alias)
+        });
+        if !plain || self.input.downcast_ref::<DataSourceExec>().is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .input
+            .try_swapping_with_projection(projection)?
+            .map(|input| {
+                let mut scan = SluiceScanExec::new(input, self.stats.clone());
+                scan.exact = self.exact.clone();
+                Arc::new(scan) as Arc<dyn ExecutionPlan>
+            }))
     }
 
     fn apply_expressions(
@@ -781,6 +861,7 @@ impl ExecutionPlan for SluiceScanExec {
                 Ok(Arc::new(SluiceScanExec {
                     input,
                     stats: self.stats.clone(),
+                    exact: self.exact.clone(),
                     properties,
                 }))
             }
@@ -806,6 +887,7 @@ impl ExecutionPlan for SluiceScanExec {
         Ok(Arc::new(SluiceScanExec {
             input: with_fresh_parquet_sources(self.input.clone())?,
             stats: self.stats.clone(),
+            exact: self.exact.clone(),
             properties: self.properties.clone(),
         }))
     }

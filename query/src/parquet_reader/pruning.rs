@@ -16,9 +16,11 @@
 //! ([`FilePruning::narrow`]): it reads the columns the filters need for those rows, evaluates
 //! the filters, and hands each file the exact rows they keep. A dashboard's query of one
 //! series for one hour keeps 360 rows of the 8,192 of each page it reads; its plan's copies
-//! then decode only the 360, and the filters are applied to them above the scan
-//! (`SluiceScanExec` takes none), so that the Parquet scan has no predicate to prepare on
-//! each open.
+//! then decode only the 360. The Parquet scan gets no predicate to prepare on each open
+//! (`SluiceScanExec` passes none on). Where the narrowed files are all the scan reads, the
+//! filters they applied ([`ExactFilters`]) are not applied again above it, so the columns
+//! only they need (the host's tag) are not read at all; where the buffer or overlapping
+//! files are scanned too, a filter above the scan applies them to every row.
 
 use std::sync::Arc;
 
@@ -38,7 +40,7 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::simplifier::PhysicalExprSimplifier;
-use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::utils::{collect_columns, split_conjunction};
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
@@ -155,6 +157,17 @@ impl FilePruning {
         ))
     }
 
+    /// The filters, as applied exactly by [`FilePruning::narrow`] to the files it narrowed.
+    pub(crate) fn exact(&self) -> ExactFilters {
+        ExactFilters {
+            schema: self.schema.clone(),
+            conjuncts: split_conjunction(&self.predicate)
+                .into_iter()
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// `plan`, for the file with `footer` read through `reader`, narrowed to the rows the
     /// filters keep: the columns they read are read for the rows `plan` leaves, and the
     /// filters evaluated on them. The pages a scan reads hold thousands of rows where a
@@ -238,6 +251,41 @@ impl FilePruning {
             }
         }
         Some(plan)
+    }
+}
+
+/// The filters a narrowed scan ([`FilePruning::narrow`]) applied exactly: every row its files
+/// return satisfies each of them, and no row they keep is left out. A filter above such a scan
+/// that is one of these (or a conjunction of them) need not be applied again.
+#[derive(Debug)]
+pub(crate) struct ExactFilters {
+    schema: SchemaRef,
+    conjuncts: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl ExactFilters {
+    /// Whether every conjunct of `filter` (over columns of the table, by name) is one the scan
+    /// applied: the same expression once its columns are the table's and it is simplified as
+    /// the scan's filters were.
+    pub(crate) fn cover(&self, filter: &Arc<dyn PhysicalExpr>) -> bool {
+        let simplifier = PhysicalExprSimplifier::new(&self.schema);
+        split_conjunction(filter).into_iter().all(|c| {
+            let in_table = c.clone().transform(|e| {
+                Ok(match e.downcast_ref::<ColumnExpr>() {
+                    Some(col) => Transformed::yes(Arc::new(ColumnExpr::new(
+                        col.name(),
+                        self.schema.index_of(col.name())?,
+                    )) as Arc<dyn PhysicalExpr>),
+                    None => Transformed::no(e),
+                })
+            });
+            let Ok(in_table) = in_table.and_then(|t| simplifier.simplify(t.data)) else {
+                return false;
+            };
+            self.conjuncts
+                .iter()
+                .any(|e| e.as_ref() == in_table.as_ref())
+        })
     }
 }
 

@@ -1,3 +1,6 @@
+use std::sync::Arc;
+
+use datafusion::logical_expr::Expr;
 use sluice_storage::FreezeRule;
 
 use crate::QueryConfig;
@@ -108,11 +111,42 @@ async fn files_pruned_when_planned_give_the_answers_of_the_buffer_and_of_the_ope
         answer(&exec, q).await;
         let plan = answer(&exec, &format!("EXPLAIN {q}")).await;
         assert!(plan.contains(read), "{q}: {plan}");
-        // narrowed to the rows the filter keeps, which are filtered above the scan: the
-        // Parquet scan has no predicate to prepare and evaluate
-        assert!(plan.contains("FilterExec"), "{q}: {plan}");
+        // narrowed to exactly the rows the filter keeps: the Parquet scan has no predicate
+        // to prepare and evaluate, and there is no filter left to apply above it
+        assert!(plan.contains("narrowed=exact"), "{q}: {plan}");
+        assert!(!plan.contains("FilterExec"), "{q}: {plan}");
         assert!(!plan.contains("predicate="), "{q}: {plan}");
     }
+}
+
+#[tokio::test]
+async fn filters_stay_above_narrowed_files_for_what_else_is_scanned_and_what_they_did_not_apply() {
+    let storage = TestStorage::new().await;
+    storage.write(&points(100_000)).await;
+    storage.buffer.persist(FreezeRule::All).await.unwrap();
+    let exec = storage.executor(QueryConfig::default());
+    let q = "SELECT count(*) AS c FROM cpu WHERE host = 'h3' AND n < 600";
+    answer(&exec, q).await;
+    assert_eq!(answer(&exec, q).await, answer_of(597));
+    // a filter the scan is not given (volatile) stays, and keeps nothing here
+    let never = "SELECT count(*) AS c FROM cpu WHERE host = 'h3' AND random() < 0";
+    assert_eq!(answer(&exec, never).await, answer_of(0));
+    let plan = answer(&exec, &format!("EXPLAIN {never}")).await;
+    assert!(plan.contains("narrowed=exact"), "{plan}");
+    assert!(plan.contains("FilterExec: random()"), "{plan}");
+    // rows in the buffer beside the narrowed files: the filters apply to them above the scan
+    storage
+        .write("cpu,host=h3 n=1i 101000\ncpu,host=h3 n=700i 101001\ncpu,host=h4 n=1i 101002\n")
+        .await;
+    assert_eq!(answer(&exec, q).await, answer_of(598));
+    let plan = answer(&exec, &format!("EXPLAIN {q}")).await;
+    assert!(plan.contains("narrowed=files"), "{plan}");
+    assert!(plan.contains("FilterExec"), "{plan}");
+}
+
+/// The CSV answer of `SELECT count(*) AS c` that counted `n`.
+fn answer_of(n: usize) -> String {
+    format!("c\n{n}\n")
 }
 
 #[tokio::test]
@@ -126,4 +160,46 @@ async fn files_without_a_column_added_since_are_pruned_by_the_opener() {
     answer(&exec, q).await;
     let plan = answer(&exec, &format!("EXPLAIN {q}")).await;
     assert!(!plan.contains("row_groups="), "{plan}");
+}
+
+#[test]
+fn a_filter_above_a_narrowed_scan_goes_only_if_the_scan_applied_all_of_it() {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::execution::context::SessionContext;
+    use datafusion::logical_expr::{col, lit};
+
+    use super::FilePruning;
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("host", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    let state = SessionContext::new().state();
+    let pruning = FilePruning::new(
+        &state,
+        &schema,
+        &[col("host").eq(lit("h3")), col("n").lt(lit(600i64))],
+    )
+    .unwrap();
+    let exact = pruning.exact();
+    // the filters over the scan's output, whose columns may be in another order
+    let output = DFSchema::try_from(Schema::new(vec![
+        Field::new("n", DataType::Int64, true),
+        Field::new("host", DataType::Utf8, true),
+    ]))
+    .unwrap();
+    let covered = |e: Expr| exact.cover(&state.create_physical_expr(e, &output).unwrap());
+    assert!(covered(col("host").eq(lit("h3"))));
+    assert!(covered(
+        col("n").lt(lit(600i64)).and(col("host").eq(lit("h3")))
+    ));
+    assert!(!covered(col("host").eq(lit("h4"))));
+    assert!(!covered(col("n").lt(lit(500i64))));
+    assert!(!covered(
+        col("host").eq(lit("h3")).and(col("n").gt(lit(0i64)))
+    ));
+    assert!(!covered(
+        col("host").eq(lit("h3")).or(col("n").lt(lit(600i64)))
+    ));
 }
