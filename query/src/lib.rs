@@ -10,6 +10,7 @@ pub mod executor;
 pub mod format;
 pub mod last_cache;
 pub mod lastpoint;
+pub mod narrowed_scan;
 pub mod parquet_reader;
 pub mod plan_cache;
 pub mod profile;

@@ -62,6 +62,7 @@ use sluice_storage::lake::deduplicate::KEY_ORDER;
 use sluice_storage::{BufferChunk, ParquetFile, ReadView, TableBuffer, TableSchema, TimeRange};
 
 use crate::deduplicate::DeduplicateExec;
+use crate::narrowed_scan::{NarrowedFile, NarrowedParquetExec};
 use crate::parquet_reader::{
     ExactFilters, FilePruning, NARROW_ROWS_AT_MOST, PageCache, PageIndexCachingReaderFactory,
     rows_left,
@@ -443,7 +444,11 @@ async fn parquet_scan(
         .config()
         .get_extension::<PageCache>()
         .unwrap_or_else(|| Arc::new(PageCache::new(0)));
-    let reader = PageIndexCachingReaderFactory::new(store, metadata_cache, pages);
+    let reader = Arc::new(PageIndexCachingReaderFactory::new(
+        store,
+        metadata_cache,
+        pages,
+    ));
     // the files' pruning, if all their footers are at hand and their columns the table's
     let mut footer_missing = false;
     let mut plans: Option<Vec<(ParquetAccessPlan, Arc<ParquetMetaData>)>> =
@@ -485,6 +490,30 @@ async fn parquet_scan(
         stats.row_groups_read += plan.row_group_index_iter().count();
         stats.row_groups_total += plan.len();
     }
+    // narrowed: read by a scan of its own, with the groups, and the properties DataFusion
+    // gives the Parquet scan below
+    let narrowed = match (&plans, stats.narrowed) {
+        (Some(found), true) => {
+            let mut found = found.iter();
+            let mut narrowed = Vec::with_capacity(groups.len());
+            for files in &groups {
+                let mut group = Vec::with_capacity(files.len());
+                for (f, (plan, footer)) in files.iter().zip(found.by_ref()) {
+                    let file = NarrowedFile::new(
+                        f.path.clone(),
+                        f.size_bytes,
+                        plan.clone(),
+                        footer,
+                        table_schema,
+                    )?;
+                    group.extend(file.map(Arc::new));
+                }
+                narrowed.push(group);
+            }
+            Some(narrowed)
+        }
+        _ => None,
+    };
     // No predicate here: DataFusion's physical filter pushdown hands the query's filters to
     // the source (through `SluiceScanExec`, which passes them on unless the files were
     // narrowed), where they prune row groups and pages, unless the files' pruning was done
@@ -497,7 +526,7 @@ async fn parquet_scan(
     options.global.pruning = plans.is_none();
     let source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(options)
-        .with_parquet_file_reader_factory(Arc::new(reader));
+        .with_parquet_file_reader_factory(reader.clone());
     let mut plans = plans.map(|p| p.into_iter().map(|(plan, _)| plan));
     let groups = groups
         .into_iter()
@@ -522,9 +551,19 @@ async fn parquet_scan(
     let config = FileScanConfigBuilder::new(url, Arc::new(source))
         .with_file_groups(groups)
         .with_output_ordering(ordering.into_iter().collect())
-        .with_projection_indices(projection)?
+        .with_projection_indices(projection.clone())?
         .build();
-    Ok(DataSourceExec::from_data_source(config))
+    let scan = DataSourceExec::from_data_source(config);
+    Ok(match narrowed {
+        Some(groups) => Arc::new(NarrowedParquetExec::new(
+            groups,
+            reader,
+            table_schema.clone(),
+            projection,
+            scan.properties().clone(),
+        )?),
+        None => scan,
+    })
 }
 
 /// The columns a query sorts, groups, partitions windows or picks `DISTINCT ON` by, anywhere
@@ -770,7 +809,7 @@ impl ExecutionPlan for SluiceScanExec {
     /// Transparent to filters: whatever its input can take (a Parquet scan, dynamic filters
     /// of a join) goes through. A [`DeduplicateExec`] in the input takes none, so filters
     /// stay above it, after the merge. Nor do files narrowed to the rows the filters keep:
-    /// their scan then has no predicate to prepare on each open, and the filters were applied
+    /// their scan (`NarrowedParquetExec`) takes no predicate, and the filters were applied
     /// already (see `handle_child_pushdown_result`), or are applied above the scan to those
     /// few rows and the others scanned.
     fn gather_filters_for_pushdown(
@@ -824,7 +863,9 @@ impl ExecutionPlan for SluiceScanExec {
                 .downcast_ref::<Column>()
                 .is_some_and(|c| c.name() == p.alias)
         });
-        if !plain || self.input.downcast_ref::<DataSourceExec>().is_none() {
+        let scan = self.input.downcast_ref::<DataSourceExec>().is_some()
+            || self.input.downcast_ref::<NarrowedParquetExec>().is_some();
+        if !plain || !scan {
             return Ok(None);
         }
         Ok(self

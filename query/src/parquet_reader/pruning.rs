@@ -16,11 +16,11 @@
 //! ([`FilePruning::narrow`]): it reads the columns the filters need for those rows, evaluates
 //! the filters, and hands each file the exact rows they keep. A dashboard's query of one
 //! series for one hour keeps 360 rows of the 8,192 of each page it reads; its plan's copies
-//! then decode only the 360. The Parquet scan gets no predicate to prepare on each open
-//! (`SluiceScanExec` passes none on). Where the narrowed files are all the scan reads, the
-//! filters they applied ([`ExactFilters`]) are not applied again above it, so the columns
-//! only they need (the host's tag) are not read at all; where the buffer or overlapping
-//! files are scanned too, a filter above the scan applies them to every row.
+//! then decode only the 360, read by a scan that needs no predicate (`narrowed_scan.rs`).
+//! Where the narrowed files are all the scan reads, the filters they applied
+//! ([`ExactFilters`]) are not applied again above it, so the columns only they need (the
+//! host's tag) are not read at all; where the buffer or overlapping files are scanned too, a
+//! filter above the scan applies them to every row.
 
 use std::sync::Arc;
 

@@ -114,6 +114,7 @@ async fn files_pruned_when_planned_give_the_answers_of_the_buffer_and_of_the_ope
         // narrowed to exactly the rows the filter keeps: the Parquet scan has no predicate
         // to prepare and evaluate, and there is no filter left to apply above it
         assert!(plan.contains("narrowed=exact"), "{q}: {plan}");
+        assert!(plan.contains("NarrowedParquetExec"), "{q}: {plan}");
         assert!(!plan.contains("FilterExec"), "{q}: {plan}");
         assert!(!plan.contains("predicate="), "{q}: {plan}");
     }
