@@ -41,7 +41,7 @@ enum Protocol {
 }
 
 /// Posts TSBS cpu-only line protocol to a server and reports throughput and server memory.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "sluice-load")]
 struct Args {
     /// Base URL of the server.
@@ -594,58 +594,13 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
         );
     }
     if args.tsbs_queries {
-        for q in tsbs::queries() {
-            let run = |client: reqwest::Client, q: tsbs::Query| async move {
-                match args.target {
-                    Target::Influxdb => influxql(&client, args, &q.influxql).await,
-                    Target::VictoriaMetrics => promql(&client, args, &q.promql).await,
-                    Target::Sluice => sql(&client, args, &q.sql).await,
-                }
-            };
-            let answer = run(client.clone(), q.clone()).await?;
-            if let Some(dir) = &args.answers_dir {
-                let name = q.name.split(' ').next().unwrap_or(q.name);
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                std::fs::write(dir.join(name), &answer).map_err(|e| e.to_string())?;
-            }
-            run(client.clone(), q.clone()).await?;
-            let mut times = Vec::with_capacity(args.tsbs_runs);
-            let profile_before = query_profile(&client, args).await;
-            let cpu_before = args.server_pid.and_then(cpu_seconds);
-            for _ in 0..args.tsbs_runs {
-                let t = Instant::now();
-                run(client.clone(), q.clone()).await?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            let cpu = match (cpu_before, args.server_pid.and_then(cpu_seconds)) {
-                (Some(before), Some(after)) => format!(
-                    ", server CPU {:8.2} ms a query",
-                    (after - before) * 1e3 / args.tsbs_runs as f64
-                ),
-                _ => String::new(),
-            };
-            let profile_after = query_profile(&client, args).await;
-            let (median, p90, min) = summarize(&mut times);
-            println!(
-                "tsbs {:<24} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms{cpu} ({} bytes of answer)",
-                q.name,
-                answer.len()
-            );
-            if let (Some(before), Some(after)) = (profile_before, profile_after) {
-                let parts: Vec<String> = after
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k,
-                            (v - before.get(k).unwrap_or(&0.0)) * 1e3 / args.tsbs_runs as f64,
-                        )
-                    })
-                    .filter(|(_, ms)| *ms >= 0.005)
-                    .map(|(k, ms)| format!("{k} {ms:.2}"))
-                    .collect();
-                println!("  ms a query: {}", parts.join(", "));
-            }
-        }
+        // Timed on the runtime's worker thread, where the client's connection tasks run: from
+        // the thread that blocks on the runtime each request and its answer would cross
+        // threads, adding a wakeup (and its variance) to every timing, for each server alike.
+        let (args, client) = (args.clone(), client.clone());
+        tokio::spawn(async move { time_tsbs_queries(&args, &client).await })
+            .await
+            .map_err(|e| e.to_string())??;
     }
     if let Some(q) = &args.compare_flight {
         compare_flight(&client, args, q).await?;
@@ -664,6 +619,64 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
             "query latency:     median {median:.2} ms, p90 {p90:.2} ms, min {min:.2} ms over {} runs",
             times.len()
         );
+    }
+    Ok(())
+}
+
+/// Times each TSBS query against the target: two warm-ups, then `--tsbs-runs` runs, with the
+/// server's CPU time and (for Sluice) its own breakdown over them.
+async fn time_tsbs_queries(args: &Args, client: &reqwest::Client) -> Result<(), String> {
+    for q in tsbs::queries() {
+        let run = |client: reqwest::Client, q: tsbs::Query| async move {
+            match args.target {
+                Target::Influxdb => influxql(&client, args, &q.influxql).await,
+                Target::VictoriaMetrics => promql(&client, args, &q.promql).await,
+                Target::Sluice => sql(&client, args, &q.sql).await,
+            }
+        };
+        let answer = run(client.clone(), q.clone()).await?;
+        if let Some(dir) = &args.answers_dir {
+            let name = q.name.split(' ').next().unwrap_or(q.name);
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join(name), &answer).map_err(|e| e.to_string())?;
+        }
+        run(client.clone(), q.clone()).await?;
+        let mut times = Vec::with_capacity(args.tsbs_runs);
+        let profile_before = query_profile(&client, args).await;
+        let cpu_before = args.server_pid.and_then(cpu_seconds);
+        for _ in 0..args.tsbs_runs {
+            let t = Instant::now();
+            run(client.clone(), q.clone()).await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let cpu = match (cpu_before, args.server_pid.and_then(cpu_seconds)) {
+            (Some(before), Some(after)) => format!(
+                ", server CPU {:8.2} ms a query",
+                (after - before) * 1e3 / args.tsbs_runs as f64
+            ),
+            _ => String::new(),
+        };
+        let profile_after = query_profile(&client, args).await;
+        let (median, p90, min) = summarize(&mut times);
+        println!(
+            "tsbs {:<24} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms{cpu} ({} bytes of answer)",
+            q.name,
+            answer.len()
+        );
+        if let (Some(before), Some(after)) = (profile_before, profile_after) {
+            let parts: Vec<String> = after
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        (v - before.get(k).unwrap_or(&0.0)) * 1e3 / args.tsbs_runs as f64,
+                    )
+                })
+                .filter(|(_, ms)| *ms >= 0.005)
+                .map(|(k, ms)| format!("{k} {ms:.2}"))
+                .collect();
+            println!("  ms a query: {}", parts.join(", "));
+        }
     }
     Ok(())
 }
