@@ -642,7 +642,7 @@ async fn time_tsbs_queries(args: &Args, client: &reqwest::Client) -> Result<(), 
         }
         run(client.clone(), q.clone()).await?;
         let mut times = Vec::with_capacity(args.tsbs_runs);
-        let profile_before = query_profile(&client, args).await;
+        let profile_before = query_profile(client, args).await;
         let cpu_before = args.server_pid.and_then(cpu_seconds);
         for _ in 0..args.tsbs_runs {
             let t = Instant::now();
@@ -656,7 +656,7 @@ async fn time_tsbs_queries(args: &Args, client: &reqwest::Client) -> Result<(), 
             ),
             _ => String::new(),
         };
-        let profile_after = query_profile(&client, args).await;
+        let profile_after = query_profile(client, args).await;
         let (median, p90, min) = summarize(&mut times);
         println!(
             "tsbs {:<24} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms{cpu} ({} bytes of answer)",
