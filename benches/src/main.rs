@@ -606,20 +606,39 @@ async fn after_load(args: &Args, spec: Spec, client: &reqwest::Client) -> Result
         compare_flight(&client, args, q).await?;
     }
     if let Some(q) = &args.query {
-        sql(&client, args, q).await?;
-        let mut times = Vec::with_capacity(args.query_runs);
-        for _ in 0..args.query_runs {
-            let t = Instant::now();
-            sql(&client, args, q).await?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        let (median, p90, min) = summarize(&mut times);
-        println!("query:             {q}");
-        println!(
-            "query latency:     median {median:.2} ms, p90 {p90:.2} ms, min {min:.2} ms over {} runs",
-            times.len()
-        );
+        // on the worker thread, as the TSBS queries are timed
+        let (args, client, q) = (args.clone(), client.clone(), q.clone());
+        tokio::spawn(async move { time_query(&args, &client, &q).await })
+            .await
+            .map_err(|e| e.to_string())??;
     }
+    Ok(())
+}
+
+/// Times `--query` over `--query-runs` runs after one warm-up, with the server's CPU time per
+/// run when `--server-pid` is given.
+async fn time_query(args: &Args, client: &reqwest::Client, q: &str) -> Result<(), String> {
+    sql(client, args, q).await?;
+    let mut times = Vec::with_capacity(args.query_runs);
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    for _ in 0..args.query_runs {
+        let t = Instant::now();
+        sql(client, args, q).await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu = match (cpu_before, args.server_pid.and_then(cpu_seconds)) {
+        (Some(before), Some(after)) => format!(
+            ", server CPU {:.3} ms a query",
+            (after - before) * 1e3 / args.query_runs.max(1) as f64
+        ),
+        _ => String::new(),
+    };
+    let (median, p90, min) = summarize(&mut times);
+    println!("query:             {q}");
+    println!(
+        "query latency:     median {median:.3} ms, p90 {p90:.3} ms, min {min:.3} ms over {} runs{cpu}",
+        times.len()
+    );
     Ok(())
 }
 
