@@ -7,6 +7,10 @@
 //! properties again. [`NarrowedParquetExec`] reads the rows with the `parquet` crate's reader
 //! alone, from a reader metadata built once, and its copies share everything but metrics.
 //!
+//! Where each of its partitions reads one file whose kept rows are in time order (one
+//! series, as the narrowing saw when it read them), it declares that order: a dashboard's
+//! `GROUP BY` time bucket `ORDER BY` it then aggregates in order and sorts nothing.
+//!
 //! [`FilePruning::narrow`]: crate::parquet_reader::FilePruning::narrow
 
 use std::fmt;

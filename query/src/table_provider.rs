@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::config::{ConfigOptions, TableParquetOptions};
@@ -467,6 +468,7 @@ async fn parquet_scan(
         });
     stats.pruned_when_opened |= footer_missing;
     // few rows left: narrowed to those the filters keep, by evaluating them now
+    let mut in_time_order = false;
     if let (Some(pruning), Some(found)) = (pruning, plans.as_mut())
         && found
             .iter()
@@ -475,12 +477,16 @@ async fn parquet_scan(
             <= NARROW_ROWS_AT_MOST
     {
         let mut all = true;
+        in_time_order = true;
         for (f, (plan, footer)) in groups.iter().flatten().zip(found.iter_mut()) {
             let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
             let file_reader =
                 reader.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
             match pruning.narrow(plan.clone(), footer, file_reader).await {
-                Some(narrowed) => *plan = narrowed,
+                Some(narrowed) => {
+                    *plan = narrowed.plan;
+                    in_time_order &= narrowed.in_time_order;
+                }
                 None => all = false,
             }
         }
@@ -554,16 +560,34 @@ async fn parquet_scan(
         .with_projection_indices(projection.clone())?
         .build();
     let scan = DataSourceExec::from_data_source(config);
-    Ok(match narrowed {
-        Some(groups) => Arc::new(NarrowedParquetExec::new(
-            groups,
-            reader,
-            table_schema.clone(),
-            projection,
-            scan.properties().clone(),
-        )?),
-        None => scan,
-    })
+    let Some(groups) = narrowed else {
+        return Ok(scan);
+    };
+    // Each partition reads at most one file, whose kept rows are in time order: the scan
+    // returns them in time order (DataFusion can then drop a sort by time, or by a time
+    // bucket, above it).
+    let mut properties = scan.properties().clone();
+    if in_time_order
+        && groups.iter().all(|g| g.len() <= 1)
+        && let Ok(time) = scan.schema().index_of(TIME_COLUMN)
+    {
+        let mut eq = properties.eq_properties.clone();
+        eq.add_ordering([PhysicalSortExpr::new(
+            Arc::new(Column::new(TIME_COLUMN, time)),
+            SortOptions {
+                descending: false,
+                nulls_first: false,
+            },
+        )]);
+        properties = Arc::new(properties.as_ref().clone().with_eq_properties(eq));
+    }
+    Ok(Arc::new(NarrowedParquetExec::new(
+        groups,
+        reader,
+        table_schema.clone(),
+        projection,
+        properties,
+    )?))
 }
 
 /// The columns a query sorts, groups, partitions windows or picks `DISTINCT ON` by, anywhere

@@ -24,9 +24,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::catalog::Session;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -48,6 +49,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowS
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::ParquetMetaData;
+use sluice_storage::catalog::TIME_COLUMN;
 
 /// The pruning of a table's files by a scan's filters.
 pub(crate) struct FilePruning {
@@ -179,10 +181,13 @@ impl FilePruning {
         mut plan: ParquetAccessPlan,
         footer: &Arc<ParquetMetaData>,
         mut reader: Box<dyn AsyncFileReader + Send>,
-    ) -> Option<ParquetAccessPlan> {
+    ) -> Option<Narrowed> {
         let scanned: Vec<usize> = plan.row_group_index_iter().collect();
         if scanned.is_empty() {
-            return Some(plan);
+            return Some(Narrowed {
+                plan,
+                in_time_order: true,
+            });
         }
         // the columns the filters read, in the table's (and the file's) order
         let mut columns: Vec<usize> = collect_columns(&self.predicate)
@@ -227,15 +232,32 @@ impl FilePruning {
         }
         let mut batches = builder.build().ok()?;
         let mut kept = Vec::new();
+        // whether the kept rows' times never go back (only known if the filters read `time`)
+        let time = read.index_of(TIME_COLUMN).ok();
+        let mut in_time_order = time.is_some();
+        let mut last = i64::MIN;
         while let Some(batch) = batches.next().await {
             let batch = batch.ok()?;
             let value = predicate.evaluate(&batch).ok()?;
             let value = value.into_array(batch.num_rows()).ok()?;
             let value = value.as_any().downcast_ref::<BooleanArray>()?;
-            kept.push(match value.null_count() {
+            let value = match value.null_count() {
                 0 => value.clone(),
                 _ => prep_null_mask_filter(value),
-            });
+            };
+            if let Some(t) = time.filter(|_| in_time_order) {
+                let times = batch
+                    .column(t)
+                    .as_primitive_opt::<TimestampNanosecondType>()?;
+                for (keep, t) in value.values().iter().zip(times.iter()) {
+                    match (keep, t) {
+                        (false, _) => {}
+                        (true, Some(t)) if t >= last => last = t,
+                        (true, _) => in_time_order = false,
+                    }
+                }
+            }
+            kept.push(value);
         }
         let kept = RowSelection::from_filters(&kept);
         let mut kept = match &selection {
@@ -250,8 +272,19 @@ impl FilePruning {
                 plan.skip(idx);
             }
         }
-        Some(plan)
+        Some(Narrowed {
+            plan,
+            in_time_order,
+        })
     }
+}
+
+/// A file's access plan narrowed to the rows the filters keep ([`FilePruning::narrow`]).
+pub(crate) struct Narrowed {
+    pub(crate) plan: ParquetAccessPlan,
+    /// The rows kept are in time order (as they are in a file of one series, or any file
+    /// when one series is kept); known only when the filters read `time`, else `false`.
+    pub(crate) in_time_order: bool,
 }
 
 /// The filters a narrowed scan ([`FilePruning::narrow`]) applied exactly: every row its files

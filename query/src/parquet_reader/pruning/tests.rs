@@ -47,6 +47,11 @@ const QUERIES: &[&str] = &[
     "SELECT count(*) AS c FROM cpu WHERE b",
     "SELECT count(*) AS c FROM cpu WHERE time >= '1970-01-02T04:00:00Z' AND time < '1970-01-02T04:05:00Z' AND host = 'h5'",
     "SELECT count(*) AS c FROM cpu WHERE cpu.host = 'h9' AND cpu.usage < 50",
+    // one host's rows in time order, and two hosts' (not in time order)
+    "SELECT date_bin(INTERVAL '1 minute', time) AS m, max(n) AS top, count(usage) AS c FROM cpu WHERE host = 'h7' AND time >= '1970-01-02T03:50:00Z' AND time < '1970-01-02T04:10:00Z' GROUP BY m ORDER BY m",
+    "SELECT date_bin(INTERVAL '1 minute', time) AS m, max(n) AS top FROM cpu WHERE host IN ('h2', 'h11') AND time >= '1970-01-02T03:50:00Z' AND time < '1970-01-02T04:10:00Z' GROUP BY m ORDER BY m",
+    "SELECT time, n FROM cpu WHERE host = 'h7' AND time < '1970-01-02T03:50:00Z' ORDER BY time DESC LIMIT 3",
+    "SELECT date_bin(INTERVAL '1 minute', time) AS m, max(n) AS top FROM cpu WHERE host IN ('h2', 'h11') AND time >= '1970-01-02T03:50:00Z' AND time < '1970-01-02T03:55:00Z' GROUP BY m ORDER BY m",
     // one row each
     "SELECT host, n, usage FROM cpu WHERE host = 'h3' AND time = '1970-01-02T03:50:00Z'",
     "SELECT host, time FROM cpu WHERE n = 1018",
@@ -203,4 +208,29 @@ fn a_filter_above_a_narrowed_scan_goes_only_if_the_scan_applied_all_of_it() {
     assert!(!covered(
         col("host").eq(lit("h3")).or(col("n").lt(lit(600i64)))
     ));
+}
+
+#[tokio::test]
+async fn a_narrowed_scan_of_one_series_per_file_declares_its_time_order() {
+    let storage = answers_agree(&[points(100_000)], QUERIES).await;
+    let exec = storage.executor(QueryConfig::default());
+    let by_minute = |hosts: &str| {
+        format!(
+            "SELECT date_bin(INTERVAL '1 minute', time) AS m, max(n) AS top FROM cpu \
+             WHERE host IN ({hosts}) AND time >= '1970-01-02T03:50:00Z' \
+             AND time < '1970-01-02T03:55:00Z' GROUP BY m ORDER BY m"
+        )
+    };
+    // one host, one file: its rows come in time order, so the minutes need no sort
+    let one = by_minute("'h7'");
+    answer(&exec, &one).await;
+    let plan = answer(&exec, &format!("EXPLAIN {one}")).await;
+    assert!(plan.contains("NarrowedParquetExec"), "{plan}");
+    assert!(!plan.contains("SortExec"), "{plan}");
+    // two hosts: their rows alternate in time, not in order, so the sort stays
+    let two = by_minute("'h2', 'h11'");
+    answer(&exec, &two).await;
+    let plan = answer(&exec, &format!("EXPLAIN {two}")).await;
+    assert!(plan.contains("NarrowedParquetExec"), "{plan}");
+    assert!(plan.contains("SortExec"), "{plan}");
 }
