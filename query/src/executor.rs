@@ -33,7 +33,8 @@ use crate::catalog_provider::{CATALOG_NAME, SluiceCatalog};
 use crate::last_cache::{LAST_CACHE_FUNCTION, LastCacheFunction};
 use crate::lastpoint::NewestRowsRule;
 use crate::parquet_reader::PageCache;
-use crate::plan_cache::{PlanCache, PlanKey, Sources};
+use crate::plan_cache::{PlanCache, PlanKey, Sources, template_reusable};
+use crate::plan_template::{Template, bind, template};
 use crate::profile::{Phase, PhaseTimer, QueryProfile, Unstarted};
 use crate::run_aggregate::RunAggregation;
 use crate::table_provider::LAKE_URL;
@@ -418,12 +419,7 @@ impl QueryExecutor {
             .create_logical_plan(sql)
             .await
             .map_err(|e| self.classify(e))?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| self.classify(e))?;
+        self.checked(&plan)?;
         if !params.is_empty() {
             let values: Vec<(String, ScalarValue)> = params.into_iter().collect();
             plan = plan
@@ -434,8 +430,20 @@ impl QueryExecutor {
         Ok((state, plan))
     }
 
+    /// Refuses `plan` if it writes or is not a query.
+    fn checked(&self, plan: &LogicalPlan) -> Result<(), QueryError> {
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(plan)
+            .map_err(|e| self.classify(e))
+    }
+
     /// The optimized logical plan of `sql` in a session for `db`: the one kept for the same
-    /// text while the catalog is unchanged ([`PlanCache`]), else planned and optimized now.
+    /// text while the catalog is unchanged ([`PlanCache`]), or the one kept for the same text
+    /// but its timestamps with these bound into it (`plan_template.rs`), else planned and
+    /// optimized now.
     async fn optimized(
         &self,
         db: &str,
@@ -462,10 +470,76 @@ impl QueryExecutor {
                 reused: true,
             });
         }
+        if let Some(key) = &key {
+            let state = self.session(db, readable, catalog.clone())?;
+            let dialect = state.config().options().sql_parser.dialect;
+            let statement = state
+                .sql_to_statement(sql, &dialect)
+                .map_err(|e| self.classify(e))?;
+            if let Some(t) = template(&statement)
+                && let Some((plan, reused)) =
+                    self.templated(&state, t, db, readable, &catalog).await
+            {
+                timer.finished(Phase::Plan);
+                let kept = self
+                    .plans
+                    .insert(key.clone(), catalog.clone(), &plan, &plan);
+                return Ok(Optimized {
+                    state,
+                    plan,
+                    kept: kept.then(|| (key.clone(), catalog)),
+                    reused,
+                });
+            }
+            let planned = state
+                .statement_to_plan(statement)
+                .await
+                .map_err(|e| self.classify(e))?;
+            self.checked(&planned)?;
+            timer.finished(Phase::Plan);
+            return self.optimize(state, planned, Some(key.clone()), catalog, timer);
+        }
         let query = (db, sql, readable);
         let (state, planned) = self
             .logical(query, params, Some(catalog.clone()), timer)
             .await?;
+        self.optimize(state, planned, key, catalog, timer)
+    }
+
+    /// `t`'s template plan (kept, or planned, optimized and kept now) with its timestamps
+    /// bound, and whether it was kept; `None` if the template cannot be planned or bound.
+    async fn templated(
+        &self,
+        state: &SessionState,
+        t: Template,
+        db: &str,
+        readable: Option<&[String]>,
+        catalog: &Arc<CatalogSnapshot>,
+    ) -> Option<(LogicalPlan, bool)> {
+        let key = PlanKey::new(db, &t.text, readable)?;
+        if let Some(plan) = self.plans.get(&key, catalog) {
+            return bind(&plan, &t.values).map(|plan| (plan, true));
+        }
+        let planned = state.statement_to_plan(t.statement).await.ok()?;
+        self.checked(&planned).ok()?;
+        if !template_reusable(&planned) {
+            return None;
+        }
+        let optimized = state.optimize(&planned).ok()?;
+        // kept even if it does not bind: texts of its shape then try binding only
+        self.plans.insert_template(key, catalog.clone(), &optimized);
+        bind(&optimized, &t.values).map(|plan| (plan, false))
+    }
+
+    /// `planned`, optimized, and kept under `key` if it can be.
+    fn optimize(
+        &self,
+        state: SessionState,
+        planned: LogicalPlan,
+        key: Option<PlanKey>,
+        catalog: Arc<CatalogSnapshot>,
+        timer: &mut PhaseTimer<'_>,
+    ) -> Result<Optimized, QueryError> {
         let optimized = state.optimize(&planned).map_err(|e| self.classify(e))?;
         timer.finished(Phase::Optimize);
         let kept = key.filter(|key| {

@@ -13,6 +13,7 @@ pub mod lastpoint;
 pub mod narrowed_scan;
 pub mod parquet_reader;
 pub mod plan_cache;
+pub mod plan_template;
 pub mod profile;
 pub mod run_aggregate;
 pub mod system_tables;

@@ -9,7 +9,9 @@
 //! Only plans that mean the same whenever they run are kept: they read Sluice tables (whose
 //! rows, buffer and files are looked up when the scan is planned, after the cache) and call
 //! no function whose value depends on when it is called (`now()`, `random()`), and they have
-//! no parameters.
+//! no parameters. Templates are kept beside them: a text with its timestamps made
+//! placeholders, whose plan texts of that shape bind their own timestamps into
+//! (`plan_template.rs`).
 //!
 //! Physical planning costs a short query as much again, and its plan holds what the scans
 //! read. Beside the optimized plan an entry keeps the last physical plan made from it, with
@@ -182,7 +184,26 @@ impl PlanCache {
         planned: &LogicalPlan,
         optimized: &LogicalPlan,
     ) -> bool {
-        if self.capacity == 0 || !reusable(planned) {
+        if !reusable(planned, false) {
+            return false;
+        }
+        self.keep(key, catalog, optimized)
+    }
+
+    /// Keeps `optimized`, the plan of a template (`plan_template.rs`) whose placeholders
+    /// stand for timestamps, for texts that differ from it only in those. Check it first
+    /// with [`template_reusable`].
+    pub(crate) fn insert_template(
+        &self,
+        key: PlanKey,
+        catalog: Arc<CatalogSnapshot>,
+        optimized: &LogicalPlan,
+    ) -> bool {
+        self.keep(key, catalog, optimized)
+    }
+
+    fn keep(&self, key: PlanKey, catalog: Arc<CatalogSnapshot>, optimized: &LogicalPlan) -> bool {
+        if self.capacity == 0 {
             return false;
         }
         let mut entries = self.entries.lock();
@@ -286,10 +307,17 @@ impl PlanCache {
     }
 }
 
+/// Whether `plan`, a template as planned (`plan_template.rs`), may be kept: as
+/// [`reusable`], its placeholders aside.
+pub(crate) fn template_reusable(plan: &LogicalPlan) -> bool {
+    reusable(plan, true)
+}
+
 /// Whether `plan` (as planned, before optimization) gives the same plan whenever it runs:
 /// it reads at least one table, only Sluice tables and their newest rows, calls only
-/// immutable functions, has no parameters, and is not an `EXPLAIN`.
-fn reusable(plan: &LogicalPlan) -> bool {
+/// immutable functions, has no parameters (a template's placeholders with `placeholders`),
+/// and is not an `EXPLAIN`.
+fn reusable(plan: &LogicalPlan, placeholders: bool) -> bool {
     let mut tables = 0;
     let mut ok = true;
     let _ = plan.apply_with_subqueries(|node| {
@@ -309,7 +337,7 @@ fn reusable(plan: &LogicalPlan) -> bool {
         }
         let _ = node.apply_expressions(|e| {
             let _ = e.apply(|e| {
-                ok &= immutable(e);
+                ok &= immutable(e) || (placeholders && matches!(e, Expr::Placeholder(_)));
                 Ok(if ok {
                     TreeNodeRecursion::Continue
                 } else {

@@ -741,3 +741,75 @@ async fn the_profile_counts_each_phase_and_the_parquet_scans_parts() {
     let series = "sluice_query_operator_seconds_total{operator=\"AggregateExec\"}";
     assert!(value(&after, series) > 0.0, "{after}");
 }
+
+#[tokio::test]
+async fn texts_that_differ_in_their_timestamps_share_a_template_and_answer_as_planned_alone() {
+    async fn answer(exec: &QueryExecutor, q: String) -> String {
+        let out = exec.query("db", &q, HashMap::new()).await.unwrap();
+        String::from_utf8(Format::Csv.encode(&out.schema, &out.batches).unwrap()).unwrap()
+    }
+    let cached = fixture(QueryConfig::default()).await;
+    let fresh = QueryExecutor::new(
+        cached.buffer.read_view(),
+        QueryConfig {
+            plan_cache_entries: 0,
+            ..QueryConfig::default()
+        },
+    )
+    .unwrap();
+    for h in 0..6 {
+        for m in 0..6 {
+            for host in ["a", "b"] {
+                let v = h * 10 + m;
+                let t = h * HOUR + m * 600 + 7;
+                cached
+                    .write("db", &format!("m,host={host} v={v},w={m}i {t}"))
+                    .await;
+            }
+        }
+        if h == 3 {
+            cached.buffer.persist(FreezeRule::All).await.unwrap();
+        }
+    }
+    let shape = |from: &str, to: &str| {
+        format!(
+            "SELECT date_bin(INTERVAL '10 minutes', time) AS t, max(v) AS top, count(*) AS n \
+             FROM m WHERE host = 'a' AND time >= '{from}' AND time < '{to}' GROUP BY t ORDER BY t"
+        )
+    };
+    let windows = [
+        ("1970-01-01T00:00:00Z", "1970-01-01T01:00:00Z"),
+        ("1970-01-01T00:30:00Z", "1970-01-01T02:30:00Z"),
+        ("1970-01-01T02:50:00Z", "1970-01-01T04:10:00Z"),
+        ("1970-01-01 04:00:00", "1970-01-01 06:00:00"),
+        ("1970-01-01", "1970-01-02"),
+        ("1970-01-01T05:00:00Z", "1970-01-01T03:00:00Z"),
+    ];
+    for (i, (from, to)) in windows.iter().enumerate() {
+        let q = shape(from, to);
+        let want = answer(&fresh, q.clone()).await;
+        assert_eq!(answer(&cached.exec, q.clone()).await, want, "{q}");
+        // the texts' plans, and one template for them all
+        assert_eq!(cached.exec.plans.len(), i + 2, "{q}");
+        assert_eq!(answer(&cached.exec, q.clone()).await, want, "again: {q}");
+    }
+    // the bound times reach the scan, which picks the files and chunks to read by them
+    let q = shape("1970-01-01T01:00:00Z", "1970-01-01T02:00:00Z");
+    answer(&cached.exec, q.clone()).await;
+    let key = PlanKey::new("db", &q, None).unwrap();
+    let catalog = cached.exec.storage.catalog();
+    let plan = cached.exec.plans.get(&key, &catalog).unwrap();
+    let shown = plan.display_indent().to_string();
+    assert!(
+        shown.contains("m.time >= TimestampNanosecond(3600000000000, None)")
+            && shown.contains("partial_filters="),
+        "{shown}"
+    );
+    // a timestamp-like string compared with a tag: planned as written
+    cached
+        .write("db", "m,host=1970-01-01T00:00:00Z v=1 9")
+        .await;
+    let q = "SELECT count(*) AS n FROM m WHERE host = '1970-01-01T00:00:00Z'";
+    assert_eq!(answer(&cached.exec, q.into()).await, "n\n1\n");
+    assert_eq!(answer(&fresh, q.into()).await, "n\n1\n");
+}
