@@ -124,8 +124,9 @@ impl QueryProfile {
             out,
             "sluice_query_plans_reused_total",
             "counter",
-            "Queries that ran a plan kept from an earlier query of the same text: the \
-             optimized plan (planned physically anew), or the physical plan as well.",
+            "Queries that ran a plan kept from an earlier query of the same text (or of the \
+             same text but its timestamps): the optimized plan (planned physically anew), or \
+             the physical plan as well.",
         );
         for (i, plan) in ["optimized", "physical"].iter().enumerate() {
             let _ = writeln!(
