@@ -24,7 +24,6 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
@@ -39,9 +38,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
-use parquet::file::metadata::ParquetMetaData;
 
-use crate::parquet_reader::{PageIndexCachingReaderFactory, rows_left};
+use crate::parquet_reader::{Narrowed, PageIndexCachingReaderFactory, rows_left};
 
 /// A file's rows a narrowed scan reads.
 pub(crate) struct NarrowedFile {
@@ -57,25 +55,21 @@ pub(crate) struct NarrowedFile {
 }
 
 impl NarrowedFile {
-    /// The rows `plan` leaves of the file at `path` (`size` bytes) with `footer`, read in the
-    /// table's `schema`; `None` if it leaves none.
-    pub(crate) fn new(
-        path: String,
-        size: u64,
-        plan: ParquetAccessPlan,
-        footer: &Arc<ParquetMetaData>,
-        schema: &SchemaRef,
-    ) -> Result<Option<Self>> {
-        let rows = rows_left(&plan, footer);
-        let row_groups: Vec<usize> = plan.row_group_index_iter().collect();
+    /// The rows `narrowed` leaves of the file at `path` (`size` bytes); `None` if it leaves
+    /// none.
+    pub(crate) fn new(path: String, size: u64, narrowed: Narrowed) -> Result<Option<Self>> {
+        let Some(metadata) = narrowed.metadata else {
+            return Ok(None);
+        };
+        let footer = metadata.metadata();
+        let rows = rows_left(&narrowed.plan, footer);
+        let row_groups: Vec<usize> = narrowed.plan.row_group_index_iter().collect();
         if rows == 0 || row_groups.is_empty() {
             return Ok(None);
         }
-        let selection = plan.into_overall_row_selection(footer.row_groups())?;
-        let metadata = ArrowReaderMetadata::try_new(
-            footer.clone(),
-            ArrowReaderOptions::new().with_schema(schema.clone()),
-        )?;
+        let selection = narrowed
+            .plan
+            .into_overall_row_selection(footer.row_groups())?;
         Ok(Some(NarrowedFile {
             path,
             size,
@@ -95,7 +89,8 @@ pub(crate) struct NarrowedParquetExec {
     table_schema: SchemaRef,
     /// The table's columns the scan returns, in order.
     projection: Arc<[usize]>,
-    schema: SchemaRef,
+    /// How they are read, and the scan's schema.
+    read: Arc<ReadColumns>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -104,7 +99,7 @@ impl NarrowedParquetExec {
     /// A scan of `groups` in `table_schema`, returning the columns `projection` (all if
     /// `None`), with `properties`.
     pub(crate) fn new(
-        groups: Vec<Vec<Arc<NarrowedFile>>>,
+        groups: impl Into<Arc<[Vec<Arc<NarrowedFile>>]>>,
         reader: Arc<PageIndexCachingReaderFactory>,
         table_schema: SchemaRef,
         projection: Option<Vec<usize>>,
@@ -115,12 +110,13 @@ impl NarrowedParquetExec {
             None => (0..table_schema.fields().len()).collect(),
         };
         let schema = Arc::new(table_schema.project(&projection)?);
+        let read = Arc::new(ReadColumns::new(&projection, schema));
         Ok(NarrowedParquetExec {
             groups: groups.into(),
             reader,
             table_schema,
             projection,
-            schema,
+            read,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -152,6 +148,7 @@ impl DisplayAs for NarrowedParquetExec {
             })
             .collect();
         let columns: Vec<&str> = self
+            .read
             .schema
             .fields()
             .iter()
@@ -217,7 +214,7 @@ impl ExecutionPlan for NarrowedParquetExec {
             reader: self.reader.clone(),
             table_schema: self.table_schema.clone(),
             projection: self.projection.clone(),
-            schema: self.schema.clone(),
+            read: self.read.clone(),
             properties: self.properties.clone(),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -243,7 +240,7 @@ impl ExecutionPlan for NarrowedParquetExec {
         }
         // the projection's input has this scan's properties; its own are the projected ones
         Ok(Some(Arc::new(NarrowedParquetExec::new(
-            self.groups.to_vec(),
+            self.groups.clone(),
             self.reader.clone(),
             self.table_schema.clone(),
             Some(columns),
@@ -259,7 +256,7 @@ impl ExecutionPlan for NarrowedParquetExec {
         let files = self.groups.get(partition).cloned().ok_or_else(|| {
             DataFusionError::Internal(format!("NarrowedParquetExec has no partition {partition}"))
         })?;
-        let read = Arc::new(ReadColumns::new(&self.projection, self.schema.clone()));
+        let read = self.read.clone();
         let reader = self.reader.clone();
         let table_schema = self.table_schema.clone();
         let batch_size = context.session_config().batch_size();
@@ -275,7 +272,7 @@ impl ExecutionPlan for NarrowedParquetExec {
             })
             .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.read.schema.clone(),
             Timed {
                 inner: Box::pin(batches),
                 baseline: BaselineMetrics::new(&self.metrics, partition),

@@ -40,7 +40,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 mod pruning;
 mod unpacked;
-pub(crate) use pruning::{ExactFilters, FilePruning, NARROW_ROWS_AT_MOST, rows_left};
+pub(crate) use pruning::{ExactFilters, FilePruning, NARROW_ROWS_AT_MOST, Narrowed, rows_left};
 use unpacked::Unpacked;
 
 fn general(message: &str) -> parquet::errors::ParquetError {

@@ -395,9 +395,7 @@ impl TableProvider for SluiceTable {
             Some(cutoff) => retention_filter(input, cutoff, keep)?,
             None => input,
         };
-        let mut scan = SluiceScanExec::new(input, stats);
-        scan.exact = exact;
-        Ok(Arc::new(scan))
+        Ok(Arc::new(SluiceScanExec::new(input, stats, exact)))
     }
 }
 
@@ -468,7 +466,7 @@ async fn parquet_scan(
         });
     stats.pruned_when_opened |= footer_missing;
     // few rows left: narrowed to those the filters keep, by evaluating them now
-    let mut in_time_order = false;
+    let mut narrowings = Vec::new();
     if let (Some(pruning), Some(found)) = (pruning, plans.as_mut())
         && found
             .iter()
@@ -476,21 +474,17 @@ async fn parquet_scan(
             .sum::<usize>()
             <= NARROW_ROWS_AT_MOST
     {
-        let mut all = true;
-        in_time_order = true;
         for (f, (plan, footer)) in groups.iter().flatten().zip(found.iter_mut()) {
             let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
             let file_reader =
                 reader.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
-            match pruning.narrow(plan.clone(), footer, file_reader).await {
-                Some(narrowed) => {
-                    *plan = narrowed.plan;
-                    in_time_order &= narrowed.in_time_order;
-                }
-                None => all = false,
+            // a file that cannot be narrowed keeps its plan; the scan is then not narrowed
+            if let Some(narrowed) = pruning.narrow(plan.clone(), footer, file_reader).await {
+                *plan = narrowed.plan.clone();
+                narrowings.push(narrowed);
             }
         }
-        stats.narrowed = all;
+        stats.narrowed = narrowings.len() == found.len();
     }
     for (plan, _) in plans.iter().flatten() {
         stats.row_groups_read += plan.row_group_index_iter().count();
@@ -498,27 +492,21 @@ async fn parquet_scan(
     }
     // narrowed: read by a scan of its own, with the groups, and the properties DataFusion
     // gives the Parquet scan below
-    let narrowed = match (&plans, stats.narrowed) {
-        (Some(found), true) => {
-            let mut found = found.iter();
-            let mut narrowed = Vec::with_capacity(groups.len());
-            for files in &groups {
-                let mut group = Vec::with_capacity(files.len());
-                for (f, (plan, footer)) in files.iter().zip(found.by_ref()) {
-                    let file = NarrowedFile::new(
-                        f.path.clone(),
-                        f.size_bytes,
-                        plan.clone(),
-                        footer,
-                        table_schema,
-                    )?;
-                    group.extend(file.map(Arc::new));
-                }
-                narrowed.push(group);
+    let in_time_order = narrowings.iter().all(|n| n.in_time_order);
+    let narrowed = if stats.narrowed {
+        let mut narrowings = narrowings.into_iter();
+        let mut narrowed = Vec::with_capacity(groups.len());
+        for files in &groups {
+            let mut group = Vec::with_capacity(files.len());
+            for (f, n) in files.iter().zip(narrowings.by_ref()) {
+                let file = NarrowedFile::new(f.path.clone(), f.size_bytes, n)?;
+                group.extend(file.map(Arc::new));
             }
-            Some(narrowed)
+            narrowed.push(group);
         }
-        _ => None,
+        Some(narrowed)
+    } else {
+        None
     };
     // No predicate here: DataFusion's physical filter pushdown hands the query's filters to
     // the source (through `SluiceScanExec`, which passes them on unless the files were
@@ -715,12 +703,16 @@ impl SluiceScanExec {
         self.stats.pruned_when_opened
     }
 
-    fn new(input: Arc<dyn ExecutionPlan>, stats: ScanStats) -> Self {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        stats: ScanStats,
+        exact: Option<Arc<ExactFilters>>,
+    ) -> Self {
         let properties = input.properties().clone();
         SluiceScanExec {
             input,
             stats,
-            exact: None,
+            exact,
             properties,
         }
     }
@@ -733,7 +725,7 @@ impl SluiceScanExec {
             newest_rows: Some(series),
             ..ScanStats::default()
         };
-        SluiceScanExec::new(input, stats)
+        SluiceScanExec::new(input, stats, None)
     }
 }
 
@@ -896,8 +888,7 @@ impl ExecutionPlan for SluiceScanExec {
             .input
             .try_swapping_with_projection(projection)?
             .map(|input| {
-                let mut scan = SluiceScanExec::new(input, self.stats.clone());
-                scan.exact = self.exact.clone();
+                let scan = SluiceScanExec::new(input, self.stats.clone(), self.exact.clone());
                 Arc::new(scan) as Arc<dyn ExecutionPlan>
             }))
     }

@@ -186,6 +186,7 @@ impl FilePruning {
         if scanned.is_empty() {
             return Some(Narrowed {
                 plan,
+                metadata: None,
                 in_time_order: true,
             });
         }
@@ -221,12 +222,13 @@ impl FilePruning {
         let row_groups = footer.row_groups();
         let selection = plan.clone().into_overall_row_selection(row_groups).ok()?;
         let reader: Box<dyn AsyncFileReader> = reader;
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
-            .with_projection(ProjectionMask::roots(
-                footer.file_metadata().schema_descr(),
-                columns,
-            ))
-            .with_row_groups(scanned.clone());
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+                .with_projection(ProjectionMask::roots(
+                    footer.file_metadata().schema_descr(),
+                    columns,
+                ))
+                .with_row_groups(scanned.clone());
         if let Some(selection) = &selection {
             builder = builder.with_row_selection(selection.clone());
         }
@@ -274,6 +276,7 @@ impl FilePruning {
         }
         Some(Narrowed {
             plan,
+            metadata: Some(metadata),
             in_time_order,
         })
     }
@@ -282,6 +285,9 @@ impl FilePruning {
 /// A file's access plan narrowed to the rows the filters keep ([`FilePruning::narrow`]).
 pub(crate) struct Narrowed {
     pub(crate) plan: ParquetAccessPlan,
+    /// The reader metadata the rows were read with (the footer's, in the table's schema);
+    /// `None` if the plan left no row group to read.
+    pub(crate) metadata: Option<ArrowReaderMetadata>,
     /// The rows kept are in time order (as they are in a file of one series, or any file
     /// when one series is kept); known only when the filters read `time`, else `false`.
     pub(crate) in_time_order: bool,
