@@ -277,6 +277,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub query_timeout: Duration,
 
+    /// How far back PromQL looks for a series' newest sample at each step (Prometheus's
+    /// `--query.lookback-delta`).
+    #[arg(long, env = "SLUICE_PROMQL_LOOKBACK_DELTA", default_value = "5m", value_parser = parse_duration)]
+    pub promql_lookback_delta: Duration,
+
+    /// Most samples one PromQL query may load; past it the query fails with 422 (Prometheus's
+    /// `--query.max-samples`).
+    #[arg(long, env = "SLUICE_PROMQL_MAX_SAMPLES", default_value_t = 50_000_000)]
+    pub promql_max_samples: usize,
+
     /// Refuse writes to databases that do not exist instead of creating them.
     #[arg(long, env = "SLUICE_NO_AUTO_CREATE_DATABASES")]
     pub no_auto_create_databases: bool,

@@ -94,6 +94,12 @@ fn server_config(args: ServeArgs) -> ServerConfig {
             page_cache_bytes: args.query_page_cache,
             ..QueryConfig::default()
         },
+        promql: sluice_query::promql::PromConfig {
+            lookback: args.promql_lookback_delta,
+            max_samples: args.promql_max_samples,
+            timeout: args.query_timeout,
+            ..Default::default()
+        },
         object_store: ObjectStoreConfig {
             kind: args.object_store,
             root: args.data_dir.clone(),

@@ -8,6 +8,7 @@
 
 mod batch;
 mod metadata;
+pub mod staleness;
 mod symbols;
 
 pub use batch::{Field, FieldType, FieldValue, Point, Tag, TagSetId, WriteBatch};

@@ -87,8 +87,15 @@ pub struct DatabaseSchemaProvider {
 
 #[async_trait]
 impl SchemaProvider for DatabaseSchemaProvider {
+    /// The tables SQL lists: not those keeping Prometheus's stale markers (they can still be
+    /// read by name).
     fn table_names(&self) -> Vec<String> {
-        self.db.tables.keys().map(|k| k.to_string()).collect()
+        self.db
+            .tables
+            .keys()
+            .filter(|k| !sluice_model::staleness::is_stale_table(k))
+            .map(|k| k.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {

@@ -205,6 +205,11 @@ impl QueryExecutor {
         sections
     }
 
+    /// The storage queries read.
+    pub fn storage(&self) -> &ReadView {
+        &self.storage
+    }
+
     /// The limits queries run under.
     pub fn config(&self) -> &QueryConfig {
         &self.config

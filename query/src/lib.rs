@@ -15,6 +15,7 @@ pub mod parquet_reader;
 pub mod plan_cache;
 pub mod plan_template;
 pub mod profile;
+pub mod promql;
 pub mod run_aggregate;
 pub mod system_tables;
 pub mod table_provider;

@@ -11,6 +11,7 @@ use serde_json::json;
 use sluice_ingest::remote_write::RequestError;
 use sluice_proto::otlp::{Any, Duration, RetryInfo};
 use sluice_query::QueryError;
+use sluice_query::promql::PromError;
 use sluice_storage::{AdminError, CompactionError, PersistError, TokenError, WriteError};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -22,6 +23,8 @@ pub enum ErrorStyle {
     V3,
     /// InfluxDB 1.x/2.x write APIs: `{"code": "...", "message": "..."}`.
     Influx,
+    /// Prometheus's HTTP API: `{"status": "error", "errorType": "...", "error": "..."}`.
+    Prometheus,
 }
 
 /// An error response.
@@ -64,6 +67,19 @@ impl ApiError {
         self
     }
 
+    /// Prometheus's `errorType` for the status.
+    fn prometheus_type(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "bad_data",
+            StatusCode::UNPROCESSABLE_ENTITY => "execution",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorized",
+            StatusCode::SERVICE_UNAVAILABLE if self.retry_after_secs.is_none() => "timeout",
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => "unavailable",
+            _ => "internal",
+        }
+    }
+
     fn influx_code(&self) -> &'static str {
         match self.status {
             StatusCode::BAD_REQUEST => "invalid",
@@ -92,6 +108,26 @@ impl IntoResponse for ApiError {
                 None => json!({ "error": self.message }),
             },
             ErrorStyle::Influx => json!({ "code": self.influx_code(), "message": self.message }),
+            ErrorStyle::Prometheus => {
+                // in Prometheus's member order, which serde_json's map would sort
+                let body = format!(
+                    "{{\"status\":\"error\",\"errorType\":\"{}\",\"error\":{}}}",
+                    self.prometheus_type(),
+                    serde_json::Value::String(self.message.clone())
+                );
+                let mut response = (
+                    self.status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response();
+                if let Some(secs) = self.retry_after_secs {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return response;
+            }
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
@@ -165,6 +201,29 @@ impl From<QueryError> for ApiError {
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<PromError> for ApiError {
+    fn from(e: PromError) -> Self {
+        let status = match &e {
+            PromError::BadData(_) => StatusCode::BAD_REQUEST,
+            PromError::Execution(_) | PromError::TooManySamples(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            PromError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PromError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PromError::Query(QueryError::Invalid(_) | QueryError::MemoryLimit { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            PromError::Query(_) => {
+                let PromError::Query(q) = e else {
+                    unreachable!()
+                };
+                return ApiError::from(q).with_style(ErrorStyle::Prometheus);
+            }
+        };
+        ApiError::new(status, e.to_string()).with_style(ErrorStyle::Prometheus)
     }
 }
 

@@ -39,7 +39,7 @@ pub const WRITE_ENDPOINTS: &[&str] = &[
 const OTLP_GRPC: &str = sluice_proto::otlp::EXPORT_PATH;
 
 /// What remote write received and did not store, by kind (see [`ServerMetrics::not_stored`]).
-pub const NOT_STORED: &[&str] = &["stale_marker", "histogram", "exemplar"];
+pub const NOT_STORED: &[&str] = &["histogram", "exemplar"];
 
 /// Per-endpoint request metrics.
 #[derive(Default)]
@@ -54,7 +54,7 @@ struct EndpointMetrics {
 pub struct ServerMetrics {
     endpoints: BTreeMap<&'static str, EndpointMetrics>,
     /// Remote write samples not stored, in [`NOT_STORED`]'s order.
-    not_stored: [Counter; 3],
+    not_stored: [Counter; 2],
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
@@ -95,14 +95,10 @@ impl ServerMetrics {
         m.values_accepted.add(values as u64);
     }
 
-    /// Records what a remote write request carried that Sluice does not store: stale
-    /// markers, native histogram samples and exemplars.
-    pub fn not_stored(&self, stale_markers: usize, histograms: usize, exemplars: usize) {
-        for (c, n) in self
-            .not_stored
-            .iter()
-            .zip([stale_markers, histograms, exemplars])
-        {
+    /// Records what a remote write request carried that Sluice does not store: native
+    /// histogram samples and exemplars.
+    pub fn not_stored(&self, histograms: usize, exemplars: usize) {
+        for (c, n) in self.not_stored.iter().zip([histograms, exemplars]) {
             c.add(n as u64);
         }
     }
@@ -165,8 +161,8 @@ impl ServerMetrics {
             &mut out,
             "sluice_remote_write_not_stored_total",
             "counter",
-            "Remote write samples received and not stored: stale markers (a series ended), \
-             native histograms and exemplars (not supported yet).",
+            "Remote write samples received and not stored: native histograms and exemplars \
+             (not supported yet).",
         );
         for (kind, c) in NOT_STORED.iter().zip(&self.not_stored) {
             let _ = writeln!(

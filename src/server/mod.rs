@@ -13,6 +13,7 @@ pub mod listen;
 pub mod metrics;
 pub mod origin;
 pub mod otlp;
+pub mod prometheus;
 pub mod query;
 pub mod remote_write;
 pub mod state;
@@ -83,7 +84,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v3/compact", post(admin::compact))
         .route("/health", get(admin::health))
         .route("/ping", get(admin::ping).head(admin::ping))
-        .route("/metrics", get(admin::metrics));
+        .route("/metrics", get(admin::metrics))
+        .merge(prometheus::routes(""))
+        .merge(prometheus::routes("/prometheus/{db}"));
     finish(routes, state)
 }
 

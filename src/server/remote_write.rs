@@ -115,15 +115,13 @@ async fn ingest(
         batch,
         series,
         samples,
-        stale_markers,
+        stale_markers: _,
         histograms,
         exemplars,
         metadata,
         mut errors,
     } = decoded;
-    state
-        .metrics
-        .not_stored(stale_markers, histograms, exemplars);
+    state.metrics.not_stored(histograms, exemplars);
     if histograms > 0 || exemplars > 0 {
         tracing::warn!(
             db,
@@ -150,7 +148,7 @@ async fn ingest(
         }));
     }
     *samples_written = accepted;
-    let rejected = samples - stale_markers - accepted;
+    let rejected = samples.saturating_sub(accepted);
     state.metrics.write(PATH, accepted, rejected, accepted);
     if errors.is_empty() {
         return Ok(());

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     /// How long a write that finds the buffer over half its limit waits for a persist round.
     pub buffer_wait: std::time::Duration,
     pub query: QueryConfig,
+    /// How PromQL queries are evaluated.
+    pub promql: sluice_query::promql::PromConfig,
     pub object_store: ObjectStoreConfig,
     /// A buffer partition is persisted once its hour ended this long ago.
     pub persist_after: std::time::Duration,

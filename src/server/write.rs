@@ -197,7 +197,7 @@ async fn ingest(
                 ..ApiError::bad_request(report.summary())
             }
         }
-        ErrorStyle::Influx => ApiError::bad_request(format!(
+        ErrorStyle::Influx | ErrorStyle::Prometheus => ApiError::bad_request(format!(
             "{}; first error at line {}: {}: '{}'",
             report.summary(),
             first.line_number,

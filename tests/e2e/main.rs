@@ -18,6 +18,7 @@ mod influxdb;
 mod otlp;
 mod otlp_grpc;
 mod persistence;
+mod promql;
 mod query;
 mod remote_write;
 mod retention;

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use sluice_model::staleness::stale_table;
 use sluice_model::{FieldValue, MetricMetadata, MetricType, Sym};
 
 use super::request::{Decoded, Limits, NAME_LABEL, STALE_NAN_BITS, SeriesError, VALUE_FIELD};
@@ -32,6 +33,8 @@ pub(super) struct Decoder<'l, 'b> {
     /// Where each metric family's metadata is in `out.metadata`: a request may describe
     /// thousands of families, and a later description of one replaces the earlier.
     pub(super) metadata_at: hashbrown::HashMap<String, usize, foldhash::fast::FixedState>,
+    /// The stale-marker table of each metric table that had a marker in this request.
+    pub(super) stale_tables: hashbrown::HashMap<Sym, Sym, foldhash::fast::FixedState>,
 }
 
 /// A series' table and tag range in the batch; `None` for a series that broke a rule.
@@ -62,6 +65,7 @@ impl<'l, 'b> Decoder<'l, 'b> {
             bad_series: BytesMap::default(),
             symbol_syms: Vec::new(),
             metadata_at: Default::default(),
+            stale_tables: Default::default(),
         }
     }
 }
@@ -194,13 +198,25 @@ impl<'b> Decoder<'_, 'b> {
     #[inline]
     fn push_sample(&mut self, tags: SeriesTags, (value, ms): (f64, i64), line: u32) {
         self.out.samples += 1;
-        if value.to_bits() == STALE_NAN_BITS {
-            self.out.stale_markers += 1;
-            return;
-        }
-        let Some((table, tags)) = tags else {
+        let Some((mut table, tags)) = tags else {
             return;
         };
+        if value.to_bits() == STALE_NAN_BITS {
+            self.out.stale_markers += 1;
+            // kept apart from the values, in the metric's stale-marker table
+            table = match self.stale_tables.get(&table) {
+                Some(&t) => t,
+                None => {
+                    let name = self.out.batch.str(table);
+                    if name.len() > MAX_STALE_METRIC_NAME {
+                        return;
+                    }
+                    let stale = self.out.batch.symbols.intern(&stale_table(name));
+                    self.stale_tables.insert(table, stale);
+                    stale
+                }
+            };
+        }
         let Some(time) = ms.checked_mul(1_000_000) else {
             self.out.errors.push(SeriesError {
                 series: line,
@@ -231,6 +247,10 @@ impl<'b> Decoder<'_, 'b> {
         }
     }
 }
+
+/// Markers of metrics with longer names are not kept: their table's name would pass the
+/// default table name limit (256 bytes).
+const MAX_STALE_METRIC_NAME: usize = 240;
 
 #[inline]
 fn sample(buf: &[u8]) -> Result<(f64, i64), WireError> {

@@ -8,8 +8,10 @@
 //! in an earlier request comes from the caller's [`SeriesCache`] (its label bytes to its checked
 //! labels) without being parsed or checked again.
 //!
-//! What is not stored is counted, never dropped silently: stale markers (the NaN Prometheus
-//! writes when a series disappears; other NaNs are stored), native histograms and exemplars.
+//! Stale markers (the NaN Prometheus writes when a series disappears; other NaNs are values)
+//! are points of the metric's stale-marker table ([`sluice_model::staleness`]), not values of
+//! its own. What is not stored is counted, never dropped silently: native histograms and
+//! exemplars.
 //! A series that breaks a rule (no `__name__`, a repeated or invalid label name, a limit) is
 //! reported with its position and labels, and the request's other series are kept. Bytes that
 //! are not a well-formed message refuse the whole request.

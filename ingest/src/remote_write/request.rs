@@ -2,8 +2,7 @@
 
 use sluice_model::{MetricMetadata, WriteBatch};
 
-/// The bits of the NaN Prometheus writes as a stale marker.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+pub use sluice_model::staleness::STALE_NAN_BITS;
 
 /// The label that names the table.
 pub const NAME_LABEL: &str = "__name__";
@@ -92,7 +91,8 @@ pub struct Decoded {
     pub series: usize,
     /// Float samples in the request, stale markers included.
     pub samples: usize,
-    /// Stale markers, not stored.
+    /// Stale markers: stored apart from the values, in the metric's stale-marker table
+    /// ([`sluice_model::staleness`]).
     pub stale_markers: usize,
     /// Native histogram samples, not stored.
     pub histograms: usize,

@@ -83,7 +83,7 @@ fn prometheus_2_42_captures_decode_like_prost_does() {
                 .filter(|s| s.value.to_bits() == STALE_NAN_BITS)
                 .count();
             assert_eq!(got.stale_markers, stale);
-            assert_eq!(got.batch.len(), samples - stale);
+            assert_eq!(got.batch.len(), samples);
             // every stored point, in order, against prost's reading of the same bytes
             let mut points = got.batch.points().iter();
             for (i, s) in expected.timeseries.iter().enumerate() {
@@ -94,16 +94,23 @@ fn prometheus_2_42_captures_decode_like_prost_does() {
                     .map(|l| (l.name.clone(), l.value.clone()))
                     .collect();
                 labels.sort();
-                for sample in s
-                    .samples
+                // a stale marker is a point of the metric's stale-marker table
+                let stale_labels: Vec<(String, String)> = labels
                     .iter()
-                    .filter(|x| x.value.to_bits() != STALE_NAN_BITS)
-                {
+                    .map(|(n, v)| match n.as_str() {
+                        NAME_LABEL => (n.clone(), sluice_model::staleness::stale_table(v)),
+                        _ => (n.clone(), v.clone()),
+                    })
+                    .collect();
+                for sample in &s.samples {
                     let p = points.next().unwrap();
                     assert_eq!(p.line as usize, i + 1);
-                    assert_eq!(point_labels(&got.batch, p), labels);
+                    let stale = sample.value.to_bits() == STALE_NAN_BITS;
+                    let want = if stale { &stale_labels } else { &labels };
+                    assert_eq!(&point_labels(&got.batch, p), want);
                     assert_eq!(p.time, sample.timestamp * 1_000_000);
                     let v = point_value(&got.batch, p);
+                    assert_eq!(v.to_bits() == STALE_NAN_BITS, stale);
                     assert!(v == sample.value || (v.is_nan() && sample.value.is_nan()));
                 }
             }
@@ -156,7 +163,7 @@ fn series(labels: Vec<v1::Label>, samples: &[(f64, i64)]) -> v1::TimeSeries {
 }
 
 #[test]
-fn stale_markers_are_counted_not_stored_and_other_nans_are_stored() {
+fn stale_markers_go_to_their_own_table_and_other_nans_are_values() {
     let req = v1::WriteRequest {
         timeseries: vec![series(
             vec![label("__name__", "up"), label("job", "a")],
@@ -169,8 +176,21 @@ fn stale_markers_are_counted_not_stored_and_other_nans_are_stored() {
         metadata: vec![],
     };
     let got = decode_fresh(&req.encode_to_vec(), Version::V1, &Limits::default()).unwrap();
-    assert_eq!((got.samples, got.stale_markers, got.batch.len()), (3, 1, 2));
-    let p = got.batch.points()[1];
+    assert_eq!((got.samples, got.stale_markers, got.batch.len()), (3, 1, 3));
+    let tables: Vec<&str> = got
+        .batch
+        .points()
+        .iter()
+        .map(|p| got.batch.str(p.table))
+        .collect();
+    assert_eq!(tables, ["up", "__stale_up", "up"]);
+    let marker = got.batch.points()[1];
+    assert_eq!(
+        point_labels(&got.batch, &marker)[1],
+        ("job".into(), "a".into())
+    );
+    assert_eq!(point_value(&got.batch, &marker).to_bits(), STALE_NAN_BITS);
+    let p = got.batch.points()[2];
     assert_eq!(p.time, 3_000_000_000);
     assert!(point_value(&got.batch, &p).is_nan());
 }

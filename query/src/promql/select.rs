@@ -1,0 +1,373 @@
+//! Reading a selector's samples: one SQL scan per table its matchers can match, through the
+//! same executor (admission, memory limit, plan cache) as any SQL query, so PromQL sees the
+//! write buffer and the files merged by primary key exactly as SQL does.
+//!
+//! Equality matchers on tags go into the scan's `WHERE` (they narrow it to the files and rows
+//! of those series); every matcher is then applied to each series' labels, once per series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Float64Array, TimestampNanosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int32Type};
+use promql_parser::label::{MatchOp, Matcher};
+use sluice_storage::catalog::schema::{ColumnKind, DatabaseSchema, TableSchema};
+
+use super::error::PromError;
+use super::labels::{Labels, METRIC_NAME};
+use super::metrics::{VALUE_FIELD, matching, metric_name};
+use crate::QueryExecutor;
+use sluice_model::staleness::{STALE_NAN_BITS, stale_table};
+
+/// The samples of one series, in time order (milliseconds), one per millisecond.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawSeries {
+    pub labels: Labels,
+    pub t: Vec<i64>,
+    pub v: Vec<f64>,
+}
+
+/// Where and as whom a PromQL query reads.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub executor: &'a QueryExecutor,
+    pub db: &'a str,
+    pub readable: Option<&'a [String]>,
+}
+
+impl Source<'_> {
+    /// The schema of the database, if it exists (and may be read).
+    pub fn schema(&self) -> Option<Arc<DatabaseSchema>> {
+        if self
+            .readable
+            .is_some_and(|r| !r.iter().any(|d| d == self.db))
+        {
+            return None;
+        }
+        self.executor.storage().catalog().database(self.db).cloned()
+    }
+}
+
+/// The series matching `matchers` with their samples in `(after, until]` (milliseconds).
+/// `budget` is what is left of the query's sample limit; the samples read are taken from it.
+pub async fn select(
+    source: Source<'_>,
+    matchers: &[Matcher],
+    after: i64,
+    until: i64,
+    budget: &mut Budget,
+) -> Result<Vec<RawSeries>, PromError> {
+    let Some(schema) = source.schema() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (table, fields) in matching(&schema, matchers) {
+        let mut series = scan(source, &table, &fields, matchers, after, until).await?;
+        // the metric named after its table may have stale markers
+        if fields.iter().any(|f| &**f == VALUE_FIELD)
+            && let Some(stale) = schema.tables.get(stale_table(&table.name).as_str())
+            && stale.column(VALUE_FIELD).is_some()
+        {
+            let value: [Arc<str>; 1] = [Arc::from(VALUE_FIELD)];
+            let markers = scan(source, stale, &value, matchers, after, until).await?;
+            add_markers(&mut series, markers, &table.name);
+        }
+        series.retain(|s| {
+            !s.t.is_empty() && matchers.iter().all(|m| m.is_match(s.labels.get(&m.name)))
+        });
+        for s in &mut series {
+            in_time_order(s);
+            budget.take(s.t.len())?;
+        }
+        out.append(&mut series);
+    }
+    Ok(out)
+}
+
+/// The series of one table's scan, samples in scan order.
+async fn scan(
+    source: Source<'_>,
+    table: &TableSchema,
+    fields: &[Arc<str>],
+    matchers: &[Matcher],
+    after: i64,
+    until: i64,
+) -> Result<Vec<RawSeries>, PromError> {
+    let sql = scan_sql(table, fields, matchers, after, until);
+    let result = source
+        .executor
+        .query_as(source.db, &sql, HashMap::new(), source.readable)
+        .await?;
+    group(table, fields, &result.batches)
+}
+
+/// Puts stale markers (series of the stale-marker table of `metric`) among the samples of
+/// the series they end, before a sample of the same millisecond. A marker of a series
+/// without samples here ends nothing and is left out.
+fn add_markers(series: &mut [RawSeries], markers: Vec<RawSeries>, metric: &str) {
+    if markers.is_empty() {
+        return;
+    }
+    let index: HashMap<Labels, usize> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.labels.clone(), i))
+        .collect();
+    for m in markers {
+        let labels = m.labels.with(METRIC_NAME, metric);
+        let Some(&i) = index.get(&labels) else {
+            continue;
+        };
+        let s = &mut series[i];
+        let (mut t, mut v) = (Vec::new(), Vec::new());
+        std::mem::swap(&mut t, &mut s.t);
+        std::mem::swap(&mut v, &mut s.v);
+        let mut order: Vec<(i64, bool, f64)> = t
+            .into_iter()
+            .zip(v)
+            .map(|(t, v)| (t, true, v))
+            .chain(
+                m.t.iter()
+                    .map(|&t| (t, false, f64::from_bits(STALE_NAN_BITS))),
+            )
+            .collect();
+        // by time; at one time the marker first, so the sample is the one kept
+        order.sort_by_key(|&(t, sample, _)| (t, sample));
+        for (t, _, v) in order {
+            s.t.push(t);
+            s.v.push(v);
+        }
+    }
+}
+
+/// What is left of a query's sample limit (`--promql-max-samples`).
+#[derive(Debug)]
+pub struct Budget {
+    pub limit: usize,
+    pub used: usize,
+}
+
+impl Budget {
+    /// Counts `n` more samples held, failing past the limit.
+    pub fn take(&mut self, n: usize) -> Result<(), PromError> {
+        self.used += n;
+        if self.used > self.limit {
+            return Err(PromError::TooManySamples(self.limit));
+        }
+        Ok(())
+    }
+}
+
+/// `SELECT <tags>, time, <fields> FROM <table> WHERE time in (after, until] ms AND <tag = v>`.
+fn scan_sql(
+    table: &TableSchema,
+    fields: &[Arc<str>],
+    matchers: &[Matcher],
+    after: i64,
+    until: i64,
+) -> String {
+    let mut sql = String::from("SELECT ");
+    for c in table.columns().iter().filter(|c| c.kind == ColumnKind::Tag) {
+        sql.push_str(&ident(&c.name));
+        sql.push_str(", ");
+    }
+    sql.push_str("time");
+    for f in fields {
+        sql.push_str(", ");
+        sql.push_str(&ident(f));
+    }
+    sql.push_str(" FROM ");
+    sql.push_str(&ident(&table.name));
+    // A sample at nanosecond n is at millisecond floor(n / 1e6). Bounds past what a
+    // nanosecond timestamp holds (about 1678-2262) bound nothing.
+    sql.push_str(" WHERE true");
+    if after > -NANOS_SPAN_MS {
+        sql.push_str(&format!(" AND time >= '{}'", timestamp(after + 1)));
+    }
+    if until < NANOS_SPAN_MS {
+        sql.push_str(&format!(" AND time < '{}'", timestamp(until + 1)));
+    }
+    for m in matchers {
+        if m.name != METRIC_NAME
+            && matches!(m.op, MatchOp::Equal)
+            && !m.value.is_empty()
+            && table
+                .column(&m.name)
+                .is_some_and(|c| c.kind == ColumnKind::Tag)
+        {
+            sql.push_str(&format!(" AND {} = {}", ident(&m.name), literal(&m.value)));
+        }
+    }
+    sql
+}
+
+/// Milliseconds either side of the epoch that a nanosecond timestamp can reach, roughly.
+const NANOS_SPAN_MS: i64 = 9_000_000_000_000;
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`: a literal the plan cache
+/// reads as a timestamp, so scans that differ only in their window share a plan.
+fn timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        sluice_storage::time::date(secs.div_euclid(86_400)),
+        s / 3600,
+        s % 3600 / 60,
+        s % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+/// A tag column of a result, read row by row.
+enum TagColumn<'a> {
+    Dictionary(&'a DictionaryArray<Int32Type>),
+    Strings(ArrayRef),
+}
+
+impl TagColumn<'_> {
+    fn value(&self, row: usize) -> Option<&str> {
+        match self {
+            TagColumn::Dictionary(d) => {
+                if d.is_null(row) {
+                    return None;
+                }
+                let values = d.values().as_string_opt::<i32>()?;
+                Some(values.value(d.keys().value(row) as usize))
+            }
+            TagColumn::Strings(a) => (!a.is_null(row)).then(|| a.as_string::<i32>().value(row)),
+        }
+    }
+
+    /// Whether rows `a` and `b` hold the same value (cheaply, for a dictionary).
+    fn same(&self, a: usize, b: usize) -> bool {
+        match self {
+            TagColumn::Dictionary(d) => {
+                d.is_null(a) == d.is_null(b) && d.keys().value(a) == d.keys().value(b)
+            }
+            TagColumn::Strings(_) => self.value(a) == self.value(b),
+        }
+    }
+}
+
+/// The scan's rows as series: one per tag set and field, labelled with the metric name and
+/// the non-empty tags.
+fn group(
+    table: &TableSchema,
+    fields: &[Arc<str>],
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+) -> Result<Vec<RawSeries>, PromError> {
+    let tags: Vec<&str> = table
+        .columns()
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Tag)
+        .map(|c| &*c.name)
+        .collect();
+    let names: Vec<String> = fields.iter().map(|f| metric_name(&table.name, f)).collect();
+    // tag values -> index of the first of its `fields.len()` series in `out`
+    let mut slots: HashMap<Vec<Option<Box<str>>>, usize> = HashMap::new();
+    let mut out: Vec<RawSeries> = Vec::new();
+    let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
+    for batch in batches {
+        let mut columns = Vec::with_capacity(tags.len());
+        for i in 0..tags.len() {
+            let c = batch.column(i);
+            columns.push(match c.data_type() {
+                DataType::Dictionary(_, _) => match c.as_dictionary_opt::<Int32Type>() {
+                    Some(d) => TagColumn::Dictionary(d),
+                    None => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
+                },
+                DataType::Utf8 => TagColumn::Strings(c.clone()),
+                _ => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
+            });
+        }
+        let time = batch.column(tags.len());
+        let time = time
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .ok_or_else(|| PromError::Internal(format!("time column is {}", time.data_type())))?;
+        let mut values: Vec<Float64Array> = Vec::with_capacity(fields.len());
+        for i in 0..fields.len() {
+            let c = cast(batch.column(tags.len() + 1 + i), &DataType::Float64).map_err(internal)?;
+            values.push(
+                c.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                    .clone(),
+            );
+        }
+        let mut slot = 0;
+        for row in 0..batch.num_rows() {
+            let same = row > 0 && columns.iter().all(|c| c.same(row - 1, row));
+            if !same {
+                let key: Vec<Option<Box<str>>> = columns
+                    .iter()
+                    .map(|c| c.value(row).filter(|v| !v.is_empty()).map(Box::from))
+                    .collect();
+                slot = match slots.get(&key) {
+                    Some(&s) => s,
+                    None => {
+                        let s = out.len();
+                        for name in &names {
+                            let labels = Labels::from_pairs(
+                                std::iter::once((METRIC_NAME, name.as_str())).chain(
+                                    tags.iter()
+                                        .zip(&key)
+                                        .filter_map(|(t, v)| v.as_deref().map(|v| (*t, v))),
+                                ),
+                            );
+                            out.push(RawSeries {
+                                labels,
+                                ..RawSeries::default()
+                            });
+                        }
+                        slots.insert(key, s);
+                        s
+                    }
+                };
+            }
+            if time.is_null(row) {
+                continue;
+            }
+            let t = time.value(row).div_euclid(1_000_000);
+            for (i, v) in values.iter().enumerate() {
+                if v.is_valid(row) {
+                    let series = &mut out[slot + i];
+                    series.t.push(t);
+                    series.v.push(v.value(row));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sorts a series' samples by time, keeping the last of two in one millisecond.
+fn in_time_order(s: &mut RawSeries) {
+    if s.t.windows(2).all(|w| w[0] < w[1]) {
+        return;
+    }
+    let mut idx: Vec<usize> = (0..s.t.len()).collect();
+    idx.sort_by_key(|&i| s.t[i]);
+    let mut t = Vec::with_capacity(idx.len());
+    let mut v: Vec<f64> = Vec::with_capacity(idx.len());
+    for i in idx {
+        if t.last() == Some(&s.t[i]) {
+            *v.last_mut().expect("a value for each time") = s.v[i];
+        } else {
+            t.push(s.t[i]);
+            v.push(s.v[i]);
+        }
+    }
+    s.t = t;
+    s.v = v;
+}

@@ -1,0 +1,136 @@
+//! What PromQL expressions evaluate to, over the steps of a query.
+
+use std::collections::HashMap;
+
+use super::error::PromError;
+use super::labels::Labels;
+use super::select::RawSeries;
+
+/// The times an expression is evaluated at: `count` steps of `step` ms from `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub start: i64,
+    pub step: i64,
+    pub count: usize,
+}
+
+impl Steps {
+    /// One evaluation, at `t`.
+    pub fn instant(t: i64) -> Self {
+        Steps {
+            start: t,
+            step: 1,
+            count: 1,
+        }
+    }
+
+    /// The time of step `i`.
+    pub fn time(&self, i: usize) -> i64 {
+        self.start + self.step * i as i64
+    }
+
+    /// The last time.
+    pub fn end(&self) -> i64 {
+        self.time(self.count.saturating_sub(1))
+    }
+}
+
+/// One series of an instant vector, with its value at each step where it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub points: Vec<Option<f64>>,
+}
+
+impl Series {
+    /// Whether the series has a value at some step.
+    pub fn is_present(&self) -> bool {
+        self.points.iter().any(Option::is_some)
+    }
+}
+
+/// An expression's value at every step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number per step.
+    Scalar(Vec<f64>),
+    /// An instant vector: series with a value at some of the steps.
+    Vector(Vec<Series>),
+    /// A range vector (only as an instant query's answer): each series' samples.
+    Matrix(Vec<RawSeries>),
+    String(String),
+    /// A range vector argument of a function, with each step's window.
+    Range(RangeArg),
+}
+
+impl Value {
+    /// The name of its type, as Prometheus's errors give it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+            Value::String(_) => "string",
+            Value::Range(_) => "range vector",
+        }
+    }
+}
+
+/// A query's answer: its value and the time(s) it is for.
+#[derive(Debug)]
+pub struct Answer {
+    pub value: Value,
+    pub steps: Steps,
+}
+
+/// A range vector argument, ready for a function to read a window of it per step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeArg {
+    pub series: Vec<RawSeries>,
+    /// Window length (ms): each step reads the samples in `(time - range, time]`.
+    pub range: i64,
+    /// The time each step's window ends at (after `@` and `offset`).
+    pub times: Vec<i64>,
+    /// The time of each step itself (`predict_linear` predicts from there).
+    pub at: Vec<i64>,
+}
+
+impl RangeArg {
+    /// Indexes of the samples of series `s` in step `i`'s window.
+    pub fn window(&self, s: &RawSeries, i: usize) -> std::ops::Range<usize> {
+        let end = self.times[i];
+        let lo = s.t.partition_point(|&t| t <= end - self.range);
+        let hi = s.t.partition_point(|&t| t <= end);
+        lo..hi.max(lo)
+    }
+}
+
+/// Series whose label sets repeat at one step are an error (Prometheus's "vector cannot
+/// contain metrics with the same labelset"); otherwise series of equal labels (present at
+/// different steps) are merged into one.
+pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, PromError> {
+    let mut index: HashMap<super::labels::Labels, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    for s in series {
+        match index.get(&s.labels) {
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+            Some(&i) => {
+                let kept = &mut out[i];
+                for (a, b) in kept.points.iter_mut().zip(s.points) {
+                    if b.is_some() {
+                        if a.is_some() {
+                            return Err(PromError::Execution(
+                                "vector cannot contain metrics with the same labelset".into(),
+                            ));
+                        }
+                        *a = b;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
