@@ -125,6 +125,10 @@ struct Args {
     /// Timed runs per TSBS query.
     #[arg(long, default_value_t = 10)]
     tsbs_runs: usize,
+    /// Time the TSBS queries' PromQL forms against Sluice too (its Prometheus API at
+    /// `/prometheus/<db>`), and a dashboard-sized range query, against either server.
+    #[arg(long)]
+    tsbs_promql: bool,
     /// After loading (Sluice only), run this SQL `--query-runs` times over HTTP (JSON) and
     /// over Arrow Flight (`DoGet` with a JSON ticket), and report for each the time to the
     /// first bytes (HTTP) or first record batch (Flight) and to the last.
@@ -373,7 +377,11 @@ async fn promql(
     q: &tsbs::PromQuery,
 ) -> Result<String, String> {
     let (path, params) = q.request();
-    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let base = args.url.trim_end_matches('/');
+    let url = match args.target {
+        Target::Sluice => format!("{base}/prometheus/{}{path}", args.db),
+        _ => format!("{base}{path}"),
+    };
     let r = client
         .get(&url)
         .query(&params)
@@ -642,20 +650,40 @@ async fn time_query(args: &Args, client: &reqwest::Client, q: &str) -> Result<()
     Ok(())
 }
 
+/// A query `--tsbs-queries` times: a TSBS one (in the target's language), or one only in
+/// PromQL.
+#[derive(Debug, Clone)]
+enum Job {
+    Tsbs(tsbs::Query),
+    PromQl(tsbs::PromQuery),
+}
+
 /// Times each TSBS query against the target: two warm-ups, then `--tsbs-runs` runs, with the
 /// server's CPU time and (for Sluice) its own breakdown over them.
 async fn time_tsbs_queries(args: &Args, client: &reqwest::Client) -> Result<(), String> {
-    for q in tsbs::queries() {
-        let run = |client: reqwest::Client, q: tsbs::Query| async move {
-            match args.target {
-                Target::Influxdb => influxql(&client, args, &q.influxql).await,
-                Target::VictoriaMetrics => promql(&client, args, &q.promql).await,
-                Target::Sluice => sql(&client, args, &q.sql).await,
+    let mut jobs: Vec<(&'static str, Job)> = tsbs::queries()
+        .into_iter()
+        .map(|q| (q.name, Job::Tsbs(q)))
+        .collect();
+    if args.tsbs_promql {
+        let (name, q) = tsbs::dashboard_promql();
+        jobs.push((name, Job::PromQl(q)));
+    }
+    for (name, q) in jobs {
+        let run = |client: reqwest::Client, q: Job| async move {
+            match (q, args.target) {
+                (Job::PromQl(q), _) => promql(&client, args, &q).await,
+                (Job::Tsbs(q), Target::Influxdb) => influxql(&client, args, &q.influxql).await,
+                (Job::Tsbs(q), Target::VictoriaMetrics) => promql(&client, args, &q.promql).await,
+                (Job::Tsbs(q), Target::Sluice) if args.tsbs_promql => {
+                    promql(&client, args, &q.promql).await
+                }
+                (Job::Tsbs(q), Target::Sluice) => sql(&client, args, &q.sql).await,
             }
         };
         let answer = run(client.clone(), q.clone()).await?;
         if let Some(dir) = &args.answers_dir {
-            let name = q.name.split(' ').next().unwrap_or(q.name);
+            let name = name.split(' ').next().unwrap_or(name);
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             std::fs::write(dir.join(name), &answer).map_err(|e| e.to_string())?;
         }
@@ -679,7 +707,7 @@ async fn time_tsbs_queries(args: &Args, client: &reqwest::Client) -> Result<(), 
         let (median, p90, min) = summarize(&mut times);
         println!(
             "tsbs {:<24} median {median:8.2} ms, p90 {p90:8.2} ms, min {min:8.2} ms{cpu} ({} bytes of answer)",
-            q.name,
+            name,
             answer.len()
         );
         if let (Some(before), Some(after)) = (profile_before, profile_after) {

@@ -425,6 +425,21 @@ impl PromQuery {
     }
 }
 
+/// A dashboard-sized PromQL range query (issue 21): every host's rate of `usage_user` over
+/// the first day, a point a minute.
+pub fn dashboard_promql() -> (&'static str, PromQuery) {
+    let start = START_NANOS / 1_000_000_000;
+    (
+        "dashboard rate 24h",
+        PromQuery {
+            query: "sum by (hostname) (rate(cpu_usage_user[5m]))".into(),
+            start,
+            end: start + 24 * 3600,
+            step: Some(60),
+        },
+    )
+}
+
 /// The TSBS cpu-only queries the benchmark times (issue 20's q1-q5), over the first day of
 /// data: one host is `host_8`, one hour is 12:00-13:00, twelve hours are 06:00-18:00.
 pub fn queries() -> Vec<Query> {

@@ -614,15 +614,7 @@ async fn the_node_exporter_dashboard_draws_from_real_prometheus_data() {
     let s = Server::start();
     let addr = s.at("").trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
-    let node_port = free_port();
-    let _node = Child(
-        std::process::Command::new(node_exporter)
-            .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("node.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (_node, node_port) = start_node_exporter(&node_exporter, dir.path());
     let config = format!(
         "global:\n  scrape_interval: 1s\n\
          scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{node_port}']\n\
@@ -726,6 +718,23 @@ async fn the_node_exporter_dashboard_draws_from_real_prometheus_data() {
         "Prometheus dropped data:\n{}",
         log("prometheus.log")
     );
+}
+
+/// Starts `node_exporter` on a free port, its log (`node.log`) in `dir`.
+pub(crate) fn start_node_exporter(
+    node_exporter: &std::path::Path,
+    dir: &std::path::Path,
+) -> (Child, u16) {
+    let port = free_port();
+    let child = Child(
+        std::process::Command::new(node_exporter)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    (child, port)
 }
 
 /// The `n` that `sql` (over HTTP) answers.

@@ -13,6 +13,7 @@ mod crash;
 mod durability;
 mod flight;
 mod grafana;
+mod grafana_prometheus;
 mod hostile;
 mod influxdb;
 mod otlp;

@@ -244,7 +244,7 @@ async fn remote_write(client: &reqwest::Client, url: &str, series: &[v1::TimeSer
 }
 
 /// POSTs a form to `url` as Grafana does; the status and the JSON answer.
-async fn form(
+pub(crate) async fn form(
     client: &reqwest::Client,
     url: &str,
     params: &[(&str, String)],
@@ -272,7 +272,7 @@ fn secs(ms: i64) -> String {
 }
 
 /// Whether two sample values (as the API writes them) are equal within 1e-9 relative.
-fn close(a: &Value, b: &Value) -> bool {
+pub(crate) fn close(a: &Value, b: &Value) -> bool {
     let (Some(a), Some(b)) = (a.as_str(), b.as_str()) else {
         return false;
     };

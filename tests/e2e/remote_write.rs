@@ -478,6 +478,11 @@ pub(crate) fn free_port() -> u16 {
 /// Starts `prometheus` with `config` (its YAML), keeping its files and its log
 /// (`prometheus.log`) in `dir`.
 pub(crate) fn start_prometheus(prometheus: &Path, dir: &Path, config: &str) -> Child {
+    start_prometheus_at(prometheus, dir, config, free_port())
+}
+
+/// [`start_prometheus`] listening on `port`.
+pub(crate) fn start_prometheus_at(prometheus: &Path, dir: &Path, config: &str, port: u16) -> Child {
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     Child(
         std::process::Command::new(prometheus)
@@ -489,7 +494,7 @@ pub(crate) fn start_prometheus(prometheus: &Path, dir: &Path, config: &str) -> C
                 "--storage.tsdb.path={}",
                 dir.join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn()
