@@ -1,5 +1,5 @@
-//! Prometheus remote write: 1.0 (`prometheus.WriteRequest`, in [`v1`]) and 2.0
-//! (`io.prometheus.write.v2.Request`, in [`v2`]). A `oneof` of the protos is written as its
+//! Prometheus remote write and read: write 1.0 (`prometheus.WriteRequest`, in [`v1`]) and 2.0
+//! (`io.prometheus.write.v2.Request`, in [`v2`]); read in [`read`]. A `oneof` of the protos is written as its
 //! optional members, which decode and encode the same bytes.
 
 /// Remote write 1.0: `proto/prometheus/remote_write_v1.proto`.
@@ -192,4 +192,125 @@ pub struct BucketSpan {
     pub offset: i32,
     #[prost(uint32, tag = "2")]
     pub length: u32,
+}
+
+/// Remote read: `proto/prometheus/remote_read.proto`. Series and samples are 1.0's.
+pub mod read {
+    pub use super::v1::{Label, TimeSeries};
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct ReadRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub queries: Vec<Query>,
+        /// [`ResponseType`]s, the client's preferred first.
+        #[prost(enumeration = "ResponseType", repeated, tag = "2")]
+        pub accepted_response_types: Vec<i32>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+    #[repr(i32)]
+    pub enum ResponseType {
+        Samples = 0,
+        StreamedXorChunks = 1,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct ReadResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub results: Vec<QueryResult>,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct Query {
+        #[prost(int64, tag = "1")]
+        pub start_timestamp_ms: i64,
+        #[prost(int64, tag = "2")]
+        pub end_timestamp_ms: i64,
+        #[prost(message, repeated, tag = "3")]
+        pub matchers: Vec<LabelMatcher>,
+        #[prost(message, optional, tag = "4")]
+        pub hints: Option<ReadHints>,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct QueryResult {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct ChunkedReadResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub chunked_series: Vec<ChunkedSeries>,
+        #[prost(int64, tag = "2")]
+        pub query_index: i64,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct LabelMatcher {
+        /// A [`MatchType`].
+        #[prost(enumeration = "MatchType", tag = "1")]
+        pub r#type: i32,
+        #[prost(string, tag = "2")]
+        pub name: String,
+        #[prost(string, tag = "3")]
+        pub value: String,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+    #[repr(i32)]
+    pub enum MatchType {
+        Eq = 0,
+        Neq = 1,
+        Re = 2,
+        Nre = 3,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct ReadHints {
+        #[prost(int64, tag = "1")]
+        pub step_ms: i64,
+        #[prost(string, tag = "2")]
+        pub func: String,
+        #[prost(int64, tag = "3")]
+        pub start_ms: i64,
+        #[prost(int64, tag = "4")]
+        pub end_ms: i64,
+        #[prost(string, repeated, tag = "5")]
+        pub grouping: Vec<String>,
+        #[prost(bool, tag = "6")]
+        pub by: bool,
+        #[prost(int64, tag = "7")]
+        pub range_ms: i64,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct Chunk {
+        #[prost(int64, tag = "1")]
+        pub min_time_ms: i64,
+        #[prost(int64, tag = "2")]
+        pub max_time_ms: i64,
+        /// A [`ChunkEncoding`].
+        #[prost(enumeration = "ChunkEncoding", tag = "3")]
+        pub r#type: i32,
+        #[prost(bytes = "vec", tag = "4")]
+        pub data: Vec<u8>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+    #[repr(i32)]
+    pub enum ChunkEncoding {
+        Unknown = 0,
+        Xor = 1,
+        Histogram = 2,
+        FloatHistogram = 3,
+    }
+
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct ChunkedSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub chunks: Vec<Chunk>,
+    }
 }

@@ -28,7 +28,8 @@ use crate::QueryError;
 pub use error::PromError;
 use eval::{Evaluator, Selection, matcher_sets, plan_selections};
 pub use labels::Labels;
-use select::{Budget, RawSeries, Source, select};
+pub use select::RawSeries;
+use select::{Budget, Source, select};
 pub use value::{Answer, Series, Steps, Value};
 
 /// How PromQL queries are evaluated.
@@ -234,6 +235,23 @@ impl<'a> PromQl<'a> {
             out.append(&mut series);
         }
         Ok(out)
+    }
+
+    /// The samples (stale markers among them, as Prometheus keeps them) in `[start, end]`
+    /// (ms) of each series matching all of `matchers`: what remote read answers.
+    pub async fn samples(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<RawSeries>, PromError> {
+        let mut budget = Budget {
+            limit: self.config.max_samples,
+            used: 0,
+        };
+        let mut series = select(self.source, matchers, start - 1, end, &mut budget).await?;
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
     }
 
     /// The label sets of the series matching any of `selectors` with a sample in

@@ -15,6 +15,7 @@ pub mod origin;
 pub mod otlp;
 pub mod prometheus;
 pub mod query;
+pub mod remote_read;
 pub mod remote_write;
 pub mod state;
 pub mod write;

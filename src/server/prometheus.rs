@@ -428,6 +428,7 @@ pub fn routes(prefix: &str) -> axum::Router<Arc<AppState>> {
             get(query_exemplars).post(query_exemplars),
         )
         .route(&r("format_query"), get(format_query).post(format_query))
+        .route(&r("read"), axum::routing::post(super::remote_read::read))
 }
 
 #[cfg(test)]

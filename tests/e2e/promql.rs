@@ -34,11 +34,12 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    async fn start(bin: &std::path::Path, client: &reqwest::Client) -> Prometheus {
+    /// A Prometheus with `config` after its global section.
+    async fn start(bin: &std::path::Path, client: &reqwest::Client, config: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("prometheus.yml"),
-            "global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n",
+            format!("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n{config}"),
         )
         .unwrap();
         let port = free_port();
@@ -553,24 +554,14 @@ fn corpus() -> Vec<String> {
     q
 }
 
-#[tokio::test]
-async fn promql_answers_as_a_real_prometheus_does() {
-    let Some(bin) = external(
-        "SLUICE_TEST_PROMETHEUS",
-        "promql_answers_as_a_real_prometheus_does",
-        "the prometheus program",
-    ) else {
-        return;
-    };
-    let s = Server::start();
-    let client = reqwest::Client::new();
-    let prometheus = Prometheus::start(&bin, &client).await;
-    let data = generate();
-    remote_write(&client, &format!("{}/api/v1/write", prometheus.url), &data).await;
-    remote_write(&client, &s.at("/api/v1/write?db=promql"), &data).await;
-
-    let ours = s.at("/prometheus/promql/api/v1");
-    let theirs = format!("{}/api/v1", prometheus.url);
+/// Asks `ours` and `theirs` (Prometheus API roots) each expression, at six instants and as
+/// a range query: how many queries were asked, and where the answers differ.
+async fn ask_both(
+    client: &reqwest::Client,
+    ours: &str,
+    theirs: &str,
+    exprs: Vec<String>,
+) -> (usize, Vec<String>) {
     let instants: Vec<i64> = [5, 12, 20, 26, 33, 39]
         .iter()
         .map(|m| BASE + m * 60_000 + 7_777)
@@ -578,7 +569,7 @@ async fn promql_answers_as_a_real_prometheus_does() {
     let (start, end) = (BASE + 2 * 60_000 + 7_777, BASE + 42 * 60_000 + 7_777);
     let mut asked = 0;
     let mut failures = Vec::new();
-    for expr in corpus() {
+    for expr in exprs {
         let ordered = expr.starts_with("sort");
         let theirs_expr = expr.replace("double_exponential_smoothing", "holt_winters");
         let mut cases: Vec<(&str, Vec<(&str, String)>)> = instants
@@ -598,10 +589,10 @@ async fn promql_answers_as_a_real_prometheus_does() {
         for (endpoint, mut params) in cases {
             asked += 1;
             params.push(("query", expr.clone()));
-            let (os, ob) = form(&client, &format!("{ours}/{endpoint}"), &params).await;
+            let (os, ob) = form(client, &format!("{ours}/{endpoint}"), &params).await;
             params.pop();
             params.push(("query", theirs_expr.clone()));
-            let (ts, tb) = form(&client, &format!("{theirs}/{endpoint}"), &params).await;
+            let (ts, tb) = form(client, &format!("{theirs}/{endpoint}"), &params).await;
             let at = format!("{endpoint} {expr} {params:?}");
             if os != ts {
                 failures.push(format!("{at}: status {os} vs {ts}: {ob} vs {tb}"));
@@ -614,6 +605,28 @@ async fn promql_answers_as_a_real_prometheus_does() {
             }
         }
     }
+    (asked, failures)
+}
+
+#[tokio::test]
+async fn promql_answers_as_a_real_prometheus_does() {
+    let Some(bin) = external(
+        "SLUICE_TEST_PROMETHEUS",
+        "promql_answers_as_a_real_prometheus_does",
+        "the prometheus program",
+    ) else {
+        return;
+    };
+    let s = Server::start();
+    let client = reqwest::Client::new();
+    let prometheus = Prometheus::start(&bin, &client, "").await;
+    let data = generate();
+    remote_write(&client, &format!("{}/api/v1/write", prometheus.url), &data).await;
+    remote_write(&client, &s.at("/api/v1/write?db=promql"), &data).await;
+
+    let ours = s.at("/prometheus/promql/api/v1");
+    let theirs = format!("{}/api/v1", prometheus.url);
+    let (asked, failures) = ask_both(&client, &ours, &theirs, corpus()).await;
     assert!(asked >= 150, "only {asked} queries");
     assert!(
         failures.is_empty(),
@@ -621,4 +634,96 @@ async fn promql_answers_as_a_real_prometheus_does() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A Prometheus with nothing of its own reads Sluice's data through remote read
+/// (`remote_read:`), and answers as Sluice does.
+#[tokio::test]
+async fn prometheus_reads_sluice_through_remote_read() {
+    let Some(bin) = external(
+        "SLUICE_TEST_PROMETHEUS",
+        "prometheus_reads_sluice_through_remote_read",
+        "the prometheus program",
+    ) else {
+        return;
+    };
+    let s = Server::start();
+    let client = reqwest::Client::new();
+    remote_write(&client, &s.at("/api/v1/write?db=promql"), &generate()).await;
+    let prometheus = Prometheus::start(
+        &bin,
+        &client,
+        &format!(
+            "remote_read:\n  - url: {}\n    read_recent: true\n",
+            s.at("/prometheus/promql/api/v1/read")
+        ),
+    )
+    .await;
+    let exprs: Vec<String> = [
+        "d_temperature_celsius",
+        "d_gone",
+        "d_stopped",
+        "{__name__=~\"d_request_duration_seconds_(sum|count)\", instance!=\"i2\"}",
+        "rate(d_http_requests_total{code=~\"5..\"}[5m])",
+        "sum by (instance) (increase(d_http_requests_total[10m] offset 3m))",
+        "histogram_quantile(0.9, rate(d_request_duration_seconds_bucket[5m]))",
+        "max_over_time(d_temperature_celsius{room!=\"b\"}[15m:1m])",
+        "d_temperature_celsius > on(instance, room) d_temperature_celsius offset 1m",
+        "absent(d_nonexistent{job=\"x\"})",
+    ]
+    .iter()
+    .map(|e| e.to_string())
+    .collect();
+    let (asked, failures) = ask_both(
+        &client,
+        &s.at("/prometheus/promql/api/v1"),
+        &format!("{}/api/v1", prometheus.url),
+        exprs,
+    )
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {asked} answers of Prometheus over remote read differ from Sluice's:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // the raw protocol: one query, its series and their samples
+    use sluice_proto::prometheus::read::{
+        LabelMatcher, MatchType, Query, ReadRequest, ReadResponse,
+    };
+    let request = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: BASE,
+            end_timestamp_ms: BASE + 30 * 60_000,
+            matchers: vec![LabelMatcher {
+                r#type: MatchType::Eq as i32,
+                name: "__name__".into(),
+                value: "d_gone".into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![0],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap();
+    let r = client
+        .post(s.at("/api/v1/read?db=promql"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-encoding"], "snappy");
+    let bytes = r.bytes().await.unwrap();
+    let raw = snap::raw::Decoder::new().decompress_vec(&bytes).unwrap();
+    let answer = ReadResponse::decode(&raw[..]).unwrap();
+    let series = &answer.results[0].timeseries;
+    assert_eq!(series.len(), 1);
+    let samples = &series[0].samples;
+    // 80 samples and the stale marker that ended them
+    assert_eq!(samples.len(), 81);
+    assert_eq!(samples[80].value.to_bits(), STALE_NAN);
 }

@@ -1,0 +1,149 @@
+//! `POST /api/v1/read`: Prometheus remote read, so a Prometheus can use Sluice as its
+//! long-term store (`remote_read:` in its configuration).
+//!
+//! The body is a snappy-compressed `ReadRequest`; each query's matchers select series as a
+//! PromQL selector does, with their raw samples in `[start, end]` (stale markers among
+//! them, as Prometheus keeps them). The answer is a snappy-compressed `ReadResponse` of
+//! samples (`SAMPLES`, what Prometheus servers ask for). A client that accepts only
+//! `STREAMED_XOR_CHUNKS` is told, with 400, that Sluice does not stream chunks yet.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use promql_parser::label::{MatchOp, Matcher};
+use prost::Message;
+use sluice_proto::prometheus::Sample;
+use sluice_proto::prometheus::read::{
+    Label, MatchType, QueryResult, ReadRequest, ReadResponse, ResponseType, TimeSeries,
+};
+use sluice_query::promql::{PromError, PromQl};
+
+use super::auth::Access;
+use super::error::{ApiError, ErrorStyle};
+use super::state::AppState;
+
+/// `POST /api/v1/read?db=` (or `/prometheus/<db>/api/v1/read`)
+pub async fn read(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match answer(&state, request).await {
+        Ok(r) => r,
+        Err(e) => e.with_style(ErrorStyle::Prometheus).into_response(),
+    }
+}
+
+async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let access = parts
+        .extensions
+        .get::<Access>()
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no credentials"))?;
+    let path_db = RawPathParams::from_request_parts(&mut parts, state)
+        .await
+        .ok()
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == "db")
+                .map(|(_, v)| v.to_string())
+        });
+    let query_db = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, v)| k == "db" && !v.is_empty())
+            .map(|(_, v)| v.into_owned())
+    });
+    let db = path_db
+        .or(query_db)
+        .unwrap_or_else(|| state.config.default_db.clone());
+    access.read(&db)?;
+    let limit = state.config.max_request_bytes;
+    let raw = super::body::read_raw(
+        &parts.headers,
+        Body::new(body),
+        limit,
+        state.config.http_body_timeout,
+    )
+    .await?;
+    let bytes = sluice_ingest::remote_write::decompress_snappy(&raw, limit)?;
+    let request = ReadRequest::decode(&bytes[..]).map_err(|e| {
+        ApiError::bad_request(format!("the body is not a remote read ReadRequest: {e}"))
+    })?;
+    let accepted = &request.accepted_response_types;
+    if !accepted.is_empty() && !accepted.contains(&(ResponseType::Samples as i32)) {
+        return Err(ApiError::bad_request(
+            "Sluice answers remote read with SAMPLES only; STREAMED_XOR_CHUNKS is not served yet",
+        ));
+    }
+    let engine = PromQl::new(&state.query, &db, access.readable(), &state.config.promql);
+    let mut results = Vec::with_capacity(request.queries.len());
+    for q in &request.queries {
+        let matchers = q
+            .matchers
+            .iter()
+            .map(matcher)
+            .collect::<Result<Vec<_>, _>>()?;
+        let series = engine
+            .samples(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)
+            .await?;
+        results.push(QueryResult {
+            timeseries: series
+                .into_iter()
+                .map(|s| TimeSeries {
+                    labels: s
+                        .labels
+                        .pairs()
+                        .iter()
+                        .map(|(n, v)| Label {
+                            name: n.to_string(),
+                            value: v.to_string(),
+                        })
+                        .collect(),
+                    samples: s
+                        .t
+                        .iter()
+                        .zip(&s.v)
+                        .map(|(&timestamp, &value)| Sample { value, timestamp })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+    }
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&ReadResponse { results }.encode_to_vec())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-protobuf"),
+            (header::CONTENT_ENCODING, "snappy"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A remote read matcher as a PromQL one (regular expressions anchored, as Prometheus's).
+fn matcher(m: &sluice_proto::prometheus::read::LabelMatcher) -> Result<Matcher, ApiError> {
+    let regex = |v: &str| {
+        regex::Regex::new(&format!("^(?s:{v})$")).map_err(|e| {
+            ApiError::from(PromError::BadData(format!(
+                "matcher {}=~{v:?} is not a regular expression: {e}",
+                m.name
+            )))
+        })
+    };
+    let op = match MatchType::try_from(m.r#type) {
+        Ok(MatchType::Eq) => MatchOp::Equal,
+        Ok(MatchType::Neq) => MatchOp::NotEqual,
+        Ok(MatchType::Re) => MatchOp::Re(regex(&m.value)?),
+        Ok(MatchType::Nre) => MatchOp::NotRe(regex(&m.value)?),
+        Err(_) => {
+            return Err(ApiError::bad_request(format!(
+                "matcher type {} is not one of EQ, NEQ, RE, NRE",
+                m.r#type
+            )));
+        }
+    };
+    Ok(Matcher::new(op, &m.name, &m.value))
+}
