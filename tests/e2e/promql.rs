@@ -727,3 +727,169 @@ async fn prometheus_reads_sluice_through_remote_read() {
     assert_eq!(samples.len(), 81);
     assert_eq!(samples[80].value.to_bits(), STALE_NAN);
 }
+
+/// Errors and limits answer as Prometheus's do (status, `errorType`, a message that says
+/// what and where), the database comes from the path, `db` or the default, and tokens
+/// guard the API as every other one.
+#[tokio::test]
+async fn promql_errors_limits_databases_and_tokens() {
+    let s = Server::start_with(&["--promql-max-samples", "100"]);
+    let lp: String = (0..200)
+        .map(|i| {
+            format!(
+                "cpu,host=h{} usage_user={i} {}\n",
+                i % 2,
+                1_767_225_600 + i * 10
+            )
+        })
+        .collect();
+    s.write_lp("m", lp.trim_end()).await;
+    let client = reqwest::Client::new();
+    let query = |path: &str, q: &str| {
+        let url = s.at(path);
+        let client = client.clone();
+        let q = q.to_string();
+        async move {
+            form(
+                &client,
+                &url,
+                &[("query", q), ("time", "1767227600".into())],
+            )
+            .await
+        }
+    };
+
+    let (status, e) = query("/prometheus/m/api/v1/query", "sum(rate(cpu_usage_user[5m])").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["status"], "error");
+    assert_eq!(e["errorType"], "bad_data");
+    let message = e["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid parameter \"query\": 1:"),
+        "{e}"
+    );
+    assert!(message.contains("parse error"), "{e}");
+
+    // 200 samples of two series over the 100 allowed
+    let (status, e) = query(
+        "/prometheus/m/api/v1/query",
+        "count_over_time(cpu_usage_user[1h])",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["errorType"], "execution");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("--promql-max-samples"),
+        "{e}"
+    );
+    assert!(e["error"].as_str().unwrap().contains("100"), "{e}");
+
+    let range = |params: &[(&'static str, &'static str)]| {
+        let url = s.at("/prometheus/m/api/v1/query_range");
+        let client = client.clone();
+        let params: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        async move { form(&client, &url, &params).await }
+    };
+    let (status, e) = range(&[
+        ("query", "cpu_usage_user"),
+        ("start", "1767227600"),
+        ("end", "1767227000"),
+        ("step", "60"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("end timestamp must not be before start"),
+        "{e}"
+    );
+    let (status, e) = range(&[
+        ("query", "cpu_usage_user"),
+        ("start", "0"),
+        ("end", "1767227000"),
+        ("step", "1"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("maximum resolution"),
+        "{e}"
+    );
+    let (status, e) = range(&[
+        ("query", "cpu_usage_user"),
+        ("start", "soon"),
+        ("end", "1767227000"),
+        ("step", "1m"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("\"start\""), "{e}");
+    let (status, e) = range(&[
+        ("query", "cpu_usage_user[5m]"),
+        ("start", "1767227000"),
+        ("end", "1767227600"),
+        ("step", "1m"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("range vector"), "{e}");
+
+    // the database: the path's, else db=, else the default (which has nothing)
+    let series = |v: &Value| v["data"]["result"].as_array().map_or(0, Vec::len);
+    let (_, v) = query("/prometheus/m/api/v1/query", "cpu_usage_user").await;
+    assert_eq!(series(&v), 2, "{v}");
+    let (_, v) = query("/api/v1/query?db=m", "cpu_usage_user").await;
+    assert_eq!(series(&v), 2, "{v}");
+    let (status, v) = query("/api/v1/query", "cpu_usage_user").await;
+    assert_eq!((status, series(&v)), (StatusCode::OK, 0), "{v}");
+
+    // tokens: none is refused once one exists; a token for another database is refused; a
+    // token that may read m is taken as Bearer or as Basic's password (as Grafana sends it)
+    let admin = s
+        .client
+        .post(s.at("/api/v3/configure/token/admin"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token_for = |db: &str| {
+        let r = s
+            .client
+            .post(s.at("/api/v3/configure/token"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"read": [db]}));
+        async move {
+            r.send().await.unwrap().json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (reader, other) = (token_for("m").await, token_for("elsewhere").await);
+    let ask = |auth: Option<(&str, bool)>| {
+        let mut r = client
+            .post(s.at("/prometheus/m/api/v1/query"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("query=cpu_usage_user&time=1767227600");
+        match auth {
+            Some((t, true)) => r = r.bearer_auth(t),
+            Some((t, false)) => r = r.basic_auth("grafana", Some(t)),
+            None => {}
+        }
+        async move { r.send().await.unwrap().status() }
+    };
+    assert_eq!(ask(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(ask(Some((&other, true))).await, StatusCode::FORBIDDEN);
+    assert_eq!(ask(Some((&reader, true))).await, StatusCode::OK);
+    assert_eq!(ask(Some((&reader, false))).await, StatusCode::OK);
+}
