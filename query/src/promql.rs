@@ -29,7 +29,7 @@ pub use error::PromError;
 use eval::{Evaluator, Selection, matcher_sets, plan_selections};
 pub use labels::Labels;
 pub use select::RawSeries;
-use select::{Budget, Source, select};
+use select::{Budget, Source, select, select_label_sets};
 pub use value::{Answer, Series, Steps, Value};
 
 /// How PromQL queries are evaluated.
@@ -265,13 +265,7 @@ impl<'a> PromQl<'a> {
     ) -> Result<Vec<Labels>, PromError> {
         let mut set: BTreeSet<Labels> = BTreeSet::new();
         for m in self.matcher_sets(selectors)? {
-            let mut budget = Budget {
-                limit: self.config.max_samples,
-                used: 0,
-            };
-            for s in select(self.source, &m, start - 1, end, &mut budget).await? {
-                set.insert(s.labels);
-            }
+            set.extend(select_label_sets(self.source, &m, start - 1, end).await?);
         }
         Ok(set.into_iter().take(limit.unwrap_or(usize::MAX)).collect())
     }

@@ -626,7 +626,50 @@ async fn promql_answers_as_a_real_prometheus_does() {
 
     let ours = s.at("/prometheus/promql/api/v1");
     let theirs = format!("{}/api/v1", prometheus.url);
-    let (asked, failures) = ask_both(&client, &ours, &theirs, corpus()).await;
+    let (asked, mut failures) = ask_both(&client, &ours, &theirs, corpus()).await;
+    // the metadata APIs, as the metric browser and label_values() ask them
+    let window = format!(
+        "start={}&end={}",
+        secs(BASE + 60_000),
+        secs(BASE + 30 * 60_000)
+    );
+    for path in [
+        format!("series?match[]=d_temperature_celsius&{window}"),
+        format!(
+            "series?match[]=%7B__name__%3D~%22d_http.%2A%22%2Ccode%3D%22500%22%7D&match[]=d_gone&{window}"
+        ),
+        format!("labels?match[]=d_request_duration_seconds_bucket&{window}"),
+        format!("label/instance/values?match[]=d_http_requests_total&{window}"),
+        format!("label/le/values?{window}"),
+        format!("label/__name__/values?{window}"),
+    ] {
+        let ask = |root: &str| {
+            let url = format!("{root}/{path}");
+            let client = client.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let (o, t) = (ask(&ours).await, ask(&theirs).await);
+        let sorted = |v: &Value| {
+            let mut items: Vec<String> = v["data"]
+                .as_array()
+                .map(|a| a.iter().map(Value::to_string).collect())
+                .unwrap_or_default();
+            items.sort();
+            items
+        };
+        if o["status"] != "success" || sorted(&o) != sorted(&t) {
+            failures.push(format!("{path}: {o} vs {t}"));
+        }
+    }
     assert!(asked >= 150, "only {asked} queries");
     assert!(
         failures.is_empty(),

@@ -87,6 +87,104 @@ pub async fn select(
     Ok(out)
 }
 
+/// The label sets of the series matching `matchers` with a sample in `(after, until]` (ms),
+/// without reading the samples: one aggregate per table, counting each field's values per
+/// tag set (what the series and label APIs need).
+pub async fn select_label_sets(
+    source: Source<'_>,
+    matchers: &[Matcher],
+    after: i64,
+    until: i64,
+) -> Result<Vec<Labels>, PromError> {
+    let Some(schema) = source.schema() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (table, fields) in matching(&schema, matchers) {
+        let tags: Vec<&str> = table
+            .columns()
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Tag)
+            .map(|c| &*c.name)
+            .collect();
+        let scan = scan_sql(&table, &fields, matchers, after, until);
+        let (_, filter) = scan.split_once(" FROM ").expect("a scan has a FROM");
+        let counts: Vec<String> = fields
+            .iter()
+            .map(|f| format!("count({})", ident(f)))
+            .collect();
+        let mut sql = String::from("SELECT ");
+        for t in &tags {
+            sql.push_str(&ident(t));
+            sql.push_str(", ");
+        }
+        sql.push_str(&counts.join(", "));
+        sql.push_str(" FROM ");
+        sql.push_str(filter);
+        if !tags.is_empty() {
+            let grouped: Vec<String> = tags.iter().map(|t| ident(t)).collect();
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&grouped.join(", "));
+        }
+        let result = source
+            .executor
+            .query_as(source.db, &sql, HashMap::new(), source.readable)
+            .await?;
+        let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
+        for batch in &result.batches {
+            let columns = tag_columns(batch, tags.len())?;
+            let mut present = Vec::with_capacity(fields.len());
+            for i in 0..fields.len() {
+                let c = cast(batch.column(tags.len() + i), &DataType::Int64).map_err(internal)?;
+                present.push(
+                    c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .clone(),
+                );
+            }
+            for row in 0..batch.num_rows() {
+                for (f, counts) in fields.iter().zip(&present) {
+                    if counts.is_null(row) || counts.value(row) == 0 {
+                        continue;
+                    }
+                    let name = metric_name(&table.name, f);
+                    let labels = Labels::from_pairs(
+                        std::iter::once((METRIC_NAME, name.as_str())).chain(
+                            tags.iter()
+                                .zip(&columns)
+                                .filter_map(|(t, c)| c.value(row).map(|v| (*t, v))),
+                        ),
+                    );
+                    if matchers.iter().all(|m| m.is_match(labels.get(&m.name))) {
+                        out.push(labels);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first `n` columns of a result, read as tags.
+fn tag_columns(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+    n: usize,
+) -> Result<Vec<TagColumn<'_>>, PromError> {
+    let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
+    let mut columns = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = batch.column(i);
+        columns.push(match c.data_type() {
+            DataType::Dictionary(_, _) => match c.as_dictionary_opt::<Int32Type>() {
+                Some(d) => TagColumn::Dictionary(d),
+                None => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
+            },
+            DataType::Utf8 => TagColumn::Strings(c.clone()),
+            _ => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
+        });
+    }
+    Ok(columns)
+}
+
 /// The series of one table's scan, samples in scan order.
 async fn scan(
     source: Source<'_>,
@@ -280,18 +378,7 @@ fn group(
     let mut out: Vec<RawSeries> = Vec::new();
     let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
     for batch in batches {
-        let mut columns = Vec::with_capacity(tags.len());
-        for i in 0..tags.len() {
-            let c = batch.column(i);
-            columns.push(match c.data_type() {
-                DataType::Dictionary(_, _) => match c.as_dictionary_opt::<Int32Type>() {
-                    Some(d) => TagColumn::Dictionary(d),
-                    None => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
-                },
-                DataType::Utf8 => TagColumn::Strings(c.clone()),
-                _ => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
-            });
-        }
+        let columns = tag_columns(batch, tags.len())?;
         let time = batch.column(tags.len());
         let time = time
             .as_any()
