@@ -101,12 +101,7 @@ pub async fn select_label_sets(
     };
     let mut out = Vec::new();
     for (table, fields) in matching(&schema, matchers) {
-        let tags: Vec<&str> = table
-            .columns()
-            .iter()
-            .filter(|c| c.kind == ColumnKind::Tag)
-            .map(|c| &*c.name)
-            .collect();
+        let tags = tag_names(&table);
         let scan = scan_sql(&table, &fields, matchers, after, until);
         let (_, filter) = scan.split_once(" FROM ").expect("a scan has a FROM");
         let counts: Vec<String> = fields
@@ -162,6 +157,16 @@ pub async fn select_label_sets(
         }
     }
     Ok(out)
+}
+
+/// A table's tag columns, in schema order (the order scans select them).
+fn tag_names(table: &TableSchema) -> Vec<&str> {
+    table
+        .columns()
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Tag)
+        .map(|c| &*c.name)
+        .collect()
 }
 
 /// The first `n` columns of a result, read as tags.
@@ -268,8 +273,8 @@ fn scan_sql(
     until: i64,
 ) -> String {
     let mut sql = String::from("SELECT ");
-    for c in table.columns().iter().filter(|c| c.kind == ColumnKind::Tag) {
-        sql.push_str(&ident(&c.name));
+    for t in tag_names(table) {
+        sql.push_str(&ident(t));
         sql.push_str(", ");
     }
     sql.push_str("time");
@@ -366,12 +371,7 @@ fn group(
     fields: &[Arc<str>],
     batches: &[datafusion::arrow::record_batch::RecordBatch],
 ) -> Result<Vec<RawSeries>, PromError> {
-    let tags: Vec<&str> = table
-        .columns()
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Tag)
-        .map(|c| &*c.name)
-        .collect();
+    let tags = tag_names(table);
     let names: Vec<String> = fields.iter().map(|f| metric_name(&table.name, f)).collect();
     // tag values -> index of the first of its `fields.len()` series in `out`
     let mut slots: HashMap<Vec<Option<Box<str>>>, usize> = HashMap::new();
