@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod response;
 pub mod select;
 pub mod value;
+pub mod xor_chunk;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};

@@ -3,9 +3,9 @@
 //!
 //! The body is a snappy-compressed `ReadRequest`; each query's matchers select series as a
 //! PromQL selector does, with their raw samples in `[start, end]` (stale markers among
-//! them, as Prometheus keeps them). The answer is a snappy-compressed `ReadResponse` of
-//! samples (`SAMPLES`, what Prometheus servers ask for). A client that accepts only
-//! `STREAMED_XOR_CHUNKS` is told, with 400, that Sluice does not stream chunks yet.
+//! them, as Prometheus keeps them). The answer is the first type the client accepts: a
+//! snappy-compressed `ReadResponse` of samples (`SAMPLES`, what Prometheus servers ask for),
+//! or frames of `ChunkedReadResponse`s of XOR chunks (`STREAMED_XOR_CHUNKS`).
 
 use std::sync::Arc;
 
@@ -17,9 +17,11 @@ use promql_parser::label::{MatchOp, Matcher};
 use prost::Message;
 use sluice_proto::prometheus::Sample;
 use sluice_proto::prometheus::read::{
-    Label, MatchType, QueryResult, ReadRequest, ReadResponse, ResponseType, TimeSeries,
+    Chunk, ChunkEncoding, ChunkedReadResponse, ChunkedSeries, Label, MatchType, QueryResult,
+    ReadRequest, ReadResponse, ResponseType, TimeSeries,
 };
-use sluice_query::promql::{PromError, PromQl};
+use sluice_query::promql::xor_chunk::{frame, xor_chunks};
+use sluice_query::promql::{PromError, PromQl, RawSeries};
 
 use super::auth::Access;
 use super::error::{ApiError, ErrorStyle};
@@ -69,15 +71,21 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, Api
     let request = ReadRequest::decode(&bytes[..]).map_err(|e| {
         ApiError::bad_request(format!("the body is not a remote read ReadRequest: {e}"))
     })?;
-    let accepted = &request.accepted_response_types;
-    if !accepted.is_empty() && !accepted.contains(&(ResponseType::Samples as i32)) {
-        return Err(ApiError::bad_request(
-            "Sluice answers remote read with SAMPLES only; STREAMED_XOR_CHUNKS is not served yet",
-        ));
-    }
+    // the first of the client's accepted types (SAMPLES if it names none)
+    let streamed = match request.accepted_response_types.first() {
+        None => false,
+        Some(&t) if t == ResponseType::Samples as i32 => false,
+        Some(&t) if t == ResponseType::StreamedXorChunks as i32 => true,
+        Some(t) => {
+            return Err(ApiError::bad_request(format!(
+                "response type {t} is neither SAMPLES (0) nor STREAMED_XOR_CHUNKS (1)"
+            )));
+        }
+    };
     let engine = PromQl::new(&state.query, &db, access.readable(), &state.config.promql);
     let mut results = Vec::with_capacity(request.queries.len());
-    for q in &request.queries {
+    let mut frames = Vec::new();
+    for (index, q) in request.queries.iter().enumerate() {
         let matchers = q
             .matchers
             .iter()
@@ -86,19 +94,15 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, Api
         let series = engine
             .samples(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)
             .await?;
+        if streamed {
+            frames.extend(chunked(series, index as i64));
+            continue;
+        }
         results.push(QueryResult {
             timeseries: series
                 .into_iter()
                 .map(|s| TimeSeries {
-                    labels: s
-                        .labels
-                        .pairs()
-                        .iter()
-                        .map(|(n, v)| Label {
-                            name: n.to_string(),
-                            value: v.to_string(),
-                        })
-                        .collect(),
+                    labels: labels(&s),
                     samples: s
                         .t
                         .iter()
@@ -109,6 +113,9 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, Api
                 })
                 .collect(),
         });
+    }
+    if streamed {
+        return Ok(([(header::CONTENT_TYPE, STREAMED_CONTENT_TYPE)], frames).into_response());
     }
     let body = snap::raw::Encoder::new()
         .compress_vec(&ReadResponse { results }.encode_to_vec())
@@ -121,6 +128,59 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, Api
         body,
     )
         .into_response())
+}
+
+/// The content type of a streamed answer.
+const STREAMED_CONTENT_TYPE: &str =
+    "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse";
+
+/// Bytes of series one frame of a streamed answer holds, about (Prometheus's default).
+const FRAME_BYTES: usize = 1 << 20;
+
+/// Query `index`'s series as frames of `ChunkedReadResponse`s of XOR chunks.
+fn chunked(series: Vec<RawSeries>, index: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pending = ChunkedReadResponse {
+        chunked_series: Vec::new(),
+        query_index: index,
+    };
+    let mut pending_bytes = 0;
+    for s in series {
+        let chunks: Vec<Chunk> = xor_chunks(&s.t, &s.v)
+            .into_iter()
+            .map(|(min_time_ms, max_time_ms, data)| Chunk {
+                min_time_ms,
+                max_time_ms,
+                r#type: ChunkEncoding::Xor as i32,
+                data,
+            })
+            .collect();
+        pending_bytes += chunks.iter().map(|c| c.data.len()).sum::<usize>();
+        pending.chunked_series.push(ChunkedSeries {
+            labels: labels(&s),
+            chunks,
+        });
+        if pending_bytes >= FRAME_BYTES {
+            out.extend(frame(&pending.encode_to_vec()));
+            pending.chunked_series.clear();
+            pending_bytes = 0;
+        }
+    }
+    if !pending.chunked_series.is_empty() {
+        out.extend(frame(&pending.encode_to_vec()));
+    }
+    out
+}
+
+fn labels(s: &RawSeries) -> Vec<Label> {
+    s.labels
+        .pairs()
+        .iter()
+        .map(|(n, v)| Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
 }
 
 /// A remote read matcher as a PromQL one (regular expressions anchored, as Prometheus's).

@@ -769,6 +769,58 @@ async fn prometheus_reads_sluice_through_remote_read() {
     // 80 samples and the stale marker that ended them
     assert_eq!(samples.len(), 81);
     assert_eq!(samples[80].value.to_bits(), STALE_NAN);
+
+    // the same, streamed as XOR chunks: one frame (length, CRC-32C, message)
+    let streamed = ReadRequest {
+        accepted_response_types: vec![1, 0],
+        ..request
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&streamed.encode_to_vec())
+        .unwrap();
+    let r = client
+        .post(s.at("/prometheus/promql/api/v1/read"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
+    );
+    let bytes = r.bytes().await.unwrap();
+    let (mut len, mut at) = (0usize, 0usize);
+    for shift in (0..).step_by(7) {
+        let b = bytes[at];
+        at += 1;
+        len |= usize::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            break;
+        }
+    }
+    let message = &bytes[at + 4..at + 4 + len];
+    assert_eq!(at + 4 + len, bytes.len(), "one frame");
+    let answer = sluice_proto::prometheus::read::ChunkedReadResponse::decode(message).unwrap();
+    assert_eq!(answer.query_index, 0);
+    let series = &answer.chunked_series[0];
+    assert!(
+        series
+            .labels
+            .iter()
+            .any(|l| l.name == "instance" && l.value == "i4")
+    );
+    // 81 samples: a chunk of 120 at most, its sample count first (big-endian)
+    assert_eq!(series.chunks.len(), 1);
+    let chunk = &series.chunks[0];
+    assert_eq!(chunk.r#type, 1, "XOR");
+    assert_eq!(u16::from_be_bytes([chunk.data[0], chunk.data[1]]), 81);
+    assert_eq!(
+        (chunk.min_time_ms, chunk.max_time_ms),
+        (BASE + offset("i4"), BASE + 80 * INTERVAL + offset("i4"))
+    );
 }
 
 /// Errors and limits answer as Prometheus's do (status, `errorType`, a message that says
