@@ -747,15 +747,18 @@ async fn prometheus_reads_sluice_through_remote_read() {
         }],
         accepted_response_types: vec![0],
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap();
-    let r = client
-        .post(s.at("/api/v1/read?db=promql"))
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .body(body)
-        .send()
+    let read = |url: String, request: &ReadRequest| {
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .unwrap();
+        client
+            .post(url)
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .body(body)
+            .send()
+    };
+    let r = read(s.at("/api/v1/read?db=promql"), &request)
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -775,15 +778,7 @@ async fn prometheus_reads_sluice_through_remote_read() {
         accepted_response_types: vec![1, 0],
         ..request
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&streamed.encode_to_vec())
-        .unwrap();
-    let r = client
-        .post(s.at("/prometheus/promql/api/v1/read"))
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .body(body)
-        .send()
+    let r = read(s.at("/prometheus/promql/api/v1/read"), &streamed)
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
