@@ -234,9 +234,16 @@ fn generate() -> Vec<v1::TimeSeries> {
 }
 
 async fn remote_write(client: &reqwest::Client, url: &str, series: &[v1::TimeSeries]) {
+    // what Prometheus sends of the metric families (Prometheus itself keeps none it receives)
+    let metadata = vec![v1::MetricMetadata {
+        r#type: v1::MetricType::Counter as i32,
+        metric_family_name: "d_http_requests_total".into(),
+        help: "Requests served.".into(),
+        unit: String::new(),
+    }];
     let body = v1::WriteRequest {
         timeseries: series.to_vec(),
-        metadata: Vec::new(),
+        metadata,
     }
     .encode_to_vec();
     let body = snap::raw::Encoder::new().compress_vec(&body).unwrap();
@@ -627,6 +634,15 @@ async fn promql_answers_as_a_real_prometheus_does() {
     let ours = s.at("/prometheus/promql/api/v1");
     let theirs = format!("{}/api/v1", prometheus.url);
     let (asked, mut failures) = ask_both(&client, &ours, &theirs, corpus()).await;
+    let (_, metadata) = s
+        .get("/prometheus/promql/api/v1/metadata?metric=d_http_requests_total")
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&metadata).unwrap(),
+        serde_json::json!({"status": "success", "data": {"d_http_requests_total": [
+            {"type": "counter", "help": "Requests served.", "unit": ""}
+        ]}})
+    );
     // the metadata APIs, as the metric browser and label_values() ask them
     let window = format!(
         "start={}&end={}",
