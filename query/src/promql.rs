@@ -208,7 +208,7 @@ impl<'a> PromQl<'a> {
                 deadline: Some((started + timeout, timeout)),
                 _expr: std::marker::PhantomData,
             };
-            let value = ev.eval(expr, steps)?;
+            let value = value::drop_names(ev.eval(expr, steps)?)?;
             Ok(Answer { value, steps })
         };
         match tokio::time::timeout(timeout, work).await {

@@ -176,6 +176,7 @@ fn empty_series(groups: Vec<Labels>, steps: Steps) -> Vec<Series> {
         .map(|labels| Series {
             labels,
             points: vec![None; steps.count],
+            drop_name: false,
         })
         .collect()
 }
@@ -246,6 +247,7 @@ fn top(
         .map(|(s, points)| Series {
             labels: s.labels,
             points,
+            drop_name: s.drop_name,
         })
         .filter(Series::is_present)
         .collect())
@@ -270,6 +272,7 @@ fn count_values(
                 out.push(Series {
                     labels,
                     points: vec![None; steps.count],
+                    drop_name: false,
                 });
                 out.len() - 1
             });

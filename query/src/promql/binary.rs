@@ -123,12 +123,11 @@ fn vector_scalar(
             if points.iter().all(Option::is_none) {
                 return None;
             }
-            let labels = if !comparison || return_bool {
-                s.labels.without_name()
-            } else {
-                s.labels
-            };
-            Some(Series { labels, points })
+            Some(Series {
+                labels: s.labels,
+                points,
+                drop_name: s.drop_name || !comparison || return_bool,
+            })
         })
         .collect()
 }
@@ -222,12 +221,14 @@ fn set_op(
         .map(|(s, points)| Series {
             labels: s.labels,
             points,
+            drop_name: s.drop_name,
         })
         .collect();
     if op == T_LOR {
         out.extend(r.into_iter().zip(rp).map(|(s, points)| Series {
             labels: s.labels,
             points,
+            drop_name: s.drop_name,
         }));
     }
     out.into_iter().filter(Series::is_present).collect()
@@ -312,15 +313,16 @@ fn vector_vector(
                     let labels = result_labels(
                         &s.labels,
                         &one[oi].labels,
-                        !comparison || return_bool,
                         card,
                         &modifier.matching,
                         &include,
                     );
+                    let drop_name = s.drop_name || !comparison || return_bool;
                     let at = *label_index.entry(labels.clone()).or_insert_with(|| {
                         out.push(Series {
                             labels,
                             points: vec![None; steps.count],
+                            drop_name,
                         });
                         out.len() - 1
                     });
@@ -348,22 +350,18 @@ enum Card {
     OneToMany,
 }
 
-/// The labels of a result sample (Prometheus's `resultMetric`): the "many" side's labels,
-/// without the name for arithmetic; one-to-one keeps only the `on` labels (or drops the
-/// `ignoring` ones); a `group_` list copies those labels from the "one" side.
+/// The labels of a result sample (Prometheus's `resultMetric`): the "many" side's labels
+/// (arithmetic's result loses the name at the end: [`Series::drop_name`]); one-to-one keeps
+/// only the `on` labels (or drops the `ignoring` ones); a `group_` list copies those labels
+/// from the "one" side.
 fn result_labels(
     many: &Labels,
     one: &Labels,
-    drop_name: bool,
     card: Card,
     matching: &Option<LabelModifier>,
     include: &[String],
 ) -> Labels {
-    let mut labels = if drop_name {
-        many.without_name()
-    } else {
-        many.clone()
-    };
+    let mut labels = many.clone();
     if card == Card::OneToOne {
         labels = match matching {
             Some(LabelModifier::Include(names)) => labels.keep(&names.labels, true),

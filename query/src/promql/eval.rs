@@ -237,8 +237,9 @@ impl<'e> Evaluator<'e> {
                     series
                         .into_iter()
                         .map(|s| Series {
-                            labels: s.labels.without_name(),
+                            labels: s.labels,
                             points: s.points.into_iter().map(|p| p.map(|x| -x)).collect(),
+                            drop_name: true,
                         })
                         .collect(),
                 ),
@@ -262,6 +263,7 @@ impl<'e> Evaluator<'e> {
                                 labels: s.labels.clone(),
                                 t: s.t[w.clone()].to_vec(),
                                 v: s.v[w].to_vec(),
+                                drop_name: s.drop_name,
                             })
                         })
                         .collect(),
@@ -349,6 +351,7 @@ impl<'e> Evaluator<'e> {
                 out.push(Series {
                     labels: s.labels.clone(),
                     points,
+                    drop_name: false,
                 });
             }
         }
@@ -372,8 +375,9 @@ impl<'e> Evaluator<'e> {
                     })
                     .collect();
                 points.iter().any(Option::is_some).then(|| Series {
-                    labels: s.labels.without_name(),
+                    labels: s.labels.clone(),
                     points,
+                    drop_name: true,
                 })
             })
             .collect()
@@ -408,6 +412,7 @@ impl<'e> Evaluator<'e> {
                         .map(|s| {
                             let mut r = RawSeries {
                                 labels: s.labels,
+                                drop_name: s.drop_name,
                                 ..RawSeries::default()
                             };
                             for (i, p) in s.points.into_iter().enumerate() {
@@ -420,9 +425,9 @@ impl<'e> Evaluator<'e> {
                         })
                         .collect(),
                     Value::Scalar(v) => vec![RawSeries {
-                        labels: Default::default(),
                         t: (0..inner.count).map(|i| inner.time(i)).collect(),
                         v,
+                        ..RawSeries::default()
                     }],
                     other => {
                         return Err(PromError::Execution(format!(
@@ -475,5 +480,6 @@ fn without_markers(s: &RawSeries) -> RawSeries {
         labels: s.labels.clone(),
         t,
         v,
+        drop_name: s.drop_name,
     }
 }

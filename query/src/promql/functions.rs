@@ -132,6 +132,7 @@ pub(crate) fn call(
             let v = args.scalar(0)?;
             Ok(Value::Vector(vec![Series {
                 labels: Labels::default(),
+                drop_name: false,
                 points: v.into_iter().map(Some).collect(),
             }]))
         }
@@ -199,6 +200,7 @@ pub(crate) fn call(
             let series = match args.len() {
                 0 => vec![Series {
                     labels: Labels::default(),
+                    drop_name: false,
                     points: (0..steps.count)
                         .map(|i| Some(steps.time(i) as f64 / 1000.0))
                         .collect(),
@@ -277,6 +279,7 @@ pub(crate) fn call(
                             Series {
                                 labels: s.labels.with(&dst, &res),
                                 points: s.points,
+                                drop_name: s.drop_name,
                             }
                         }
                         None => s,
@@ -309,6 +312,7 @@ pub(crate) fn call(
                     Series {
                         labels: s.labels.with(&dst, &joined),
                         points: s.points,
+                        drop_name: s.drop_name,
                     }
                 })
                 .collect();
@@ -320,7 +324,11 @@ pub(crate) fn call(
             let points = (0..steps.count)
                 .map(|i| series.iter().all(|s| s.points[i].is_none()).then_some(1.0))
                 .collect::<Vec<_>>();
-            Ok(Value::Vector(present(vec![Series { labels, points }])))
+            Ok(Value::Vector(present(vec![Series {
+                labels,
+                points,
+                drop_name: false,
+            }])))
         }
         "absent_over_time" => {
             let arg = args.range(0)?;
@@ -333,7 +341,11 @@ pub(crate) fn call(
                         .then_some(1.0)
                 })
                 .collect();
-            Ok(Value::Vector(present(vec![Series { labels, points }])))
+            Ok(Value::Vector(present(vec![Series {
+                labels,
+                points,
+                drop_name: false,
+            }])))
         }
         "histogram_quantile" => {
             let q = args.scalar(0)?;
@@ -459,11 +471,8 @@ fn map_series(
         series
             .into_iter()
             .map(|s| Series {
-                labels: if drop_name {
-                    s.labels.without_name()
-                } else {
-                    s.labels
-                },
+                labels: s.labels,
+                drop_name: s.drop_name || drop_name,
                 points: s
                     .points
                     .into_iter()
@@ -503,12 +512,9 @@ fn over_range(
             .collect();
         if any {
             out.push(Series {
-                labels: if drop_name {
-                    s.labels.without_name()
-                } else {
-                    s.labels.clone()
-                },
+                labels: s.labels.clone(),
                 points,
+                drop_name: s.drop_name || drop_name,
             });
         }
     }
@@ -831,7 +837,11 @@ fn histogram_quantile(
                 .collect();
             points.push((!buckets.is_empty()).then(|| bucket_quantile(qi, &mut buckets)));
         }
-        out.push(Series { labels, points });
+        out.push(Series {
+            labels,
+            points,
+            drop_name: false,
+        });
     }
     Ok(present(out))
 }

@@ -127,6 +127,7 @@ pub fn data_json(answer: &Answer, range: bool) -> String {
                 Value::Scalar(v) => vec![Series {
                     labels: Labels::default(),
                     points: v.iter().copied().map(Some).collect(),
+                    drop_name: false,
                 }],
                 _ => Vec::new(),
             };

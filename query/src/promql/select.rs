@@ -28,6 +28,8 @@ pub struct RawSeries {
     pub labels: Labels,
     pub t: Vec<i64>,
     pub v: Vec<f64>,
+    /// As [`super::value::Series::drop_name`], for a subquery's values.
+    pub drop_name: bool,
 }
 
 /// Where and as whom a PromQL query reads.

@@ -36,10 +36,14 @@ impl Steps {
 }
 
 /// One series of an instant vector, with its value at each step where it has one.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Series {
     pub labels: Labels,
     pub points: Vec<Option<f64>>,
+    /// The metric name goes when the query's answer is written (Prometheus 3's delayed name
+    /// removal): until then `by (__name__)` and `on (__name__)` still see it, so
+    /// `max(max_over_time(m[1m])) by (__name__)` keeps each metric apart.
+    pub drop_name: bool,
 }
 
 impl Series {
@@ -133,4 +137,39 @@ pub fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>, PromError> 
         }
     }
     Ok(out)
+}
+
+/// The answer with the metric names its series were to lose removed
+/// ([`Series::drop_name`]); series that then have the same labels at one step are an error,
+/// as Prometheus answers.
+pub fn drop_names(value: Value) -> Result<Value, PromError> {
+    match value {
+        Value::Vector(series) => {
+            let series = series
+                .into_iter()
+                .map(|mut s| {
+                    if s.drop_name {
+                        s.labels = s.labels.without_name();
+                        s.drop_name = false;
+                    }
+                    s
+                })
+                .collect();
+            Ok(Value::Vector(merge_same_labels(series)?))
+        }
+        Value::Matrix(mut series) => {
+            for s in series.iter_mut().filter(|s| s.drop_name) {
+                s.labels = s.labels.without_name();
+                s.drop_name = false;
+            }
+            let mut seen = std::collections::HashSet::new();
+            if !series.iter().all(|s| seen.insert(&s.labels)) {
+                return Err(PromError::Execution(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
+            }
+            Ok(Value::Matrix(series))
+        }
+        other => Ok(other),
+    }
 }
