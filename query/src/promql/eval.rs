@@ -392,10 +392,11 @@ impl<'e> Evaluator<'e> {
     ) -> Result<RangeArg, PromError> {
         match expr {
             Expr::MatrixSelector(ms) => Ok(RangeArg {
+                // each selector is evaluated once: its samples move into the argument
                 series: self
                     .data
-                    .get(&key(&ms.vs))
-                    .map(|d| d.iter().map(without_markers).collect())
+                    .remove(&key(&ms.vs))
+                    .map(|d| d.into_iter().map(without_markers).collect())
                     .unwrap_or_default(),
                 range: millis(&ms.range),
                 times: self.shifted(steps, &ms.vs.at, &ms.vs.offset),
@@ -467,19 +468,16 @@ impl<'e> Evaluator<'e> {
 }
 
 /// A series' samples without its stale markers (range vectors hold none).
-fn without_markers(s: &RawSeries) -> RawSeries {
+fn without_markers(mut s: RawSeries) -> RawSeries {
     if !s.v.iter().copied().any(is_stale_marker) {
-        return s.clone();
+        return s;
     }
     let (t, v) =
         s.t.iter()
             .zip(&s.v)
             .filter(|(_, v)| !is_stale_marker(**v))
             .unzip();
-    RawSeries {
-        labels: s.labels.clone(),
-        t,
-        v,
-        drop_name: s.drop_name,
-    }
+    s.t = t;
+    s.v = v;
+    s
 }

@@ -445,18 +445,19 @@ fn in_time_order(s: &mut RawSeries) {
     if s.t.windows(2).all(|w| w[0] < w[1]) {
         return;
     }
-    let mut idx: Vec<usize> = (0..s.t.len()).collect();
-    idx.sort_by_key(|&i| s.t[i]);
-    let mut t = Vec::with_capacity(idx.len());
-    let mut v: Vec<f64> = Vec::with_capacity(idx.len());
-    for i in idx {
-        if t.last() == Some(&s.t[i]) {
-            *v.last_mut().expect("a value for each time") = s.v[i];
+    // The scan gives each file's rows in time order, one file after another: a stable sort
+    // of (time, value) pairs merges those runs (it finds them) and keeps the order of equal
+    // times, so the last of one millisecond is the one kept.
+    let mut pairs: Vec<(i64, f64)> = s.t.iter().copied().zip(s.v.iter().copied()).collect();
+    pairs.sort_by_key(|p| p.0);
+    s.t.clear();
+    s.v.clear();
+    for (t, v) in pairs {
+        if s.t.last() == Some(&t) {
+            *s.v.last_mut().expect("a value for each time") = v;
         } else {
-            t.push(s.t[i]);
-            v.push(s.v[i]);
+            s.t.push(t);
+            s.v.push(v);
         }
     }
-    s.t = t;
-    s.v = v;
 }
