@@ -27,10 +27,10 @@ use promql_parser::parser::value::ValueType;
 
 use crate::QueryError;
 pub use error::PromError;
-use eval::{Evaluator, Selection, matcher_sets, plan_selections};
+use eval::{Evaluator, Selection, matcher_sets, plan_selections, plan_windows};
 pub use labels::Labels;
-pub use select::RawSeries;
-use select::{Budget, Source, select, select_label_sets};
+use select::{Budget, Source, Windows, select, select_label_sets, select_windows};
+pub use value::RawSeries;
 pub use value::{Answer, Series, Steps, Value};
 
 /// How PromQL queries are evaluated.
@@ -193,6 +193,29 @@ impl<'a> PromQl<'a> {
                 limit: self.config.max_samples,
                 used: 0,
             };
+            // windows the scans aggregate themselves; their selectors are not read raw
+            let mut windowed = Vec::new();
+            plan_windows(expr, steps, &mut windowed);
+            let mut windows = HashMap::new();
+            for w in &windowed {
+                let mut series: Vec<Series> = Vec::new();
+                for set in matcher_sets(w.selector) {
+                    let windows = Windows {
+                        aggregate: w.aggregate,
+                        first: w.first,
+                        range: w.range,
+                        count: w.count,
+                    };
+                    for s in select_windows(self.source, &set, windows).await? {
+                        if !series.iter().any(|x| x.labels == s.labels) {
+                            budget.take(s.points.iter().filter(|p| p.is_some()).count())?;
+                            series.push(s);
+                        }
+                    }
+                }
+                windows.insert(eval::key(w.selector), series);
+            }
+            selections.retain(|s| !windows.contains_key(&eval::key(s.selector)));
             let mut data: HashMap<usize, Vec<RawSeries>> = HashMap::new();
             for s in &selections {
                 let series = self.read(s, &mut budget).await?;
@@ -200,6 +223,7 @@ impl<'a> PromQl<'a> {
             }
             let mut ev = Evaluator {
                 data,
+                windows,
                 lookback,
                 start: steps.start,
                 end: steps.end(),

@@ -458,6 +458,14 @@ fn corpus() -> Vec<String> {
         "predict_linear(d_http_requests_total[5m] offset 3m, 60)",
         "double_exponential_smoothing(d_temperature_celsius[10m], 0.5, 0.3)",
         "double_exponential_smoothing(d_http_requests_total[5m], 0.1, 0.9)",
+        // windows the scan aggregates (range = step in the range queries)
+        "avg_over_time(d_temperature_celsius[1m])",
+        "sum_over_time(d_http_requests_total{code=\"200\"}[1m])",
+        "count_over_time(d_gone[1m])",
+        "count_over_time({__name__=~\"d_.+\"}[1m])",
+        "avg_over_time(d_temperature_celsius[1m] offset 150s)",
+        "sum by (instance) (avg_over_time({__name__=~\"d_temp.*|d_stopped\"}[1m]))",
+        "avg_over_time(d_temperature_celsius[1m]) - avg_over_time(d_temperature_celsius[3m])",
         // subqueries
         "max_over_time(rate(d_http_requests_total[2m])[10m:1m])",
         "avg_over_time(d_temperature_celsius[5m:30s])",
@@ -926,10 +934,11 @@ async fn promql_errors_limits_databases_and_tokens() {
     );
     assert!(message.contains("parse error"), "{e}");
 
-    // 200 samples of two series over the 100 allowed
+    // 200 samples of two series over the 100 allowed (max_over_time needs them all; an
+    // average or count the scan would aggregate itself)
     let (status, e) = query(
         "/prometheus/m/api/v1/query",
-        "count_over_time(cpu_usage_user[1h])",
+        "max_over_time(cpu_usage_user[1h])",
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");

@@ -16,8 +16,8 @@ use promql_parser::parser::{AtModifier, Call, Expr, Offset, SubqueryExpr, Vector
 
 use super::error::PromError;
 use super::labels::METRIC_NAME;
-use super::select::{Budget, RawSeries};
-use super::value::{RangeArg, Series, Steps, Value};
+use super::select::Budget;
+use super::value::{RangeArg, RawSeries, Series, Steps, Value};
 use super::{aggregate, binary, functions};
 use sluice_model::staleness::is_stale_marker;
 
@@ -45,7 +45,7 @@ pub(crate) fn system_ms(t: &SystemTime) -> i64 {
 
 /// A selector's identity within one parsed expression (its address: the tree is not
 /// changed between planning and evaluation).
-fn key(vs: &VectorSelector) -> usize {
+pub(crate) fn key(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
@@ -156,6 +156,65 @@ pub(crate) fn plan_selections<'e>(
     }
 }
 
+/// A call `<agg>_over_time(selector[range])`, outside any subquery, whose windows do not
+/// overlap at the query's steps (its range is the step, or there is one step): the scan can
+/// aggregate each window itself ([`super::select::select_windows`]) instead of handing over
+/// every sample.
+pub(crate) struct Windowed<'e> {
+    pub selector: &'e VectorSelector,
+    /// `avg`, `sum` or `count`: SQL's aggregate of the same name is the function.
+    pub aggregate: &'static str,
+    /// The end of the first step's window (after `offset`).
+    pub first: i64,
+    pub range: i64,
+    pub count: usize,
+}
+
+/// The calls of `expr` (outside subqueries) whose windows the scan can aggregate.
+pub(crate) fn plan_windows<'e>(expr: &'e Expr, steps: Steps, out: &mut Vec<Windowed<'e>>) {
+    match expr {
+        Expr::Call(c) => {
+            let aggregate = match c.func.name {
+                "avg_over_time" => Some("avg"),
+                "sum_over_time" => Some("sum"),
+                "count_over_time" => Some("count"),
+                _ => None,
+            };
+            if let (Some(aggregate), Some(Expr::MatrixSelector(ms))) =
+                (aggregate, c.args.args.first().map(|a| a.as_ref()))
+            {
+                let range = millis(&ms.range);
+                if ms.vs.at.is_none() && range > 0 && (steps.count == 1 || steps.step == range) {
+                    out.push(Windowed {
+                        selector: &ms.vs,
+                        aggregate,
+                        first: steps.start - offset_ms(&ms.vs.offset),
+                        range,
+                        count: steps.count,
+                    });
+                    return;
+                }
+            }
+            for a in &c.args.args {
+                plan_windows(a, steps, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                plan_windows(p, steps, out);
+            }
+            plan_windows(&a.expr, steps, out);
+        }
+        Expr::Unary(u) => plan_windows(&u.expr, steps, out),
+        Expr::Binary(b) => {
+            plan_windows(&b.lhs, steps, out);
+            plan_windows(&b.rhs, steps, out);
+        }
+        Expr::Paren(p) => plan_windows(&p.expr, steps, out),
+        _ => {}
+    }
+}
+
 /// The steps a subquery's expression is evaluated at, for outer (shifted) times in
 /// `[lo, hi]`: multiples of its step after `lo - range` (left-open, as Prometheus 3),
 /// through `hi`.
@@ -178,6 +237,9 @@ pub(crate) fn subquery_steps(sq: &SubqueryExpr, lo: i64, hi: i64, default_step: 
 pub(crate) struct Evaluator<'e> {
     /// Each selector's series, by [`key`].
     pub(crate) data: HashMap<usize, Vec<RawSeries>>,
+    /// The answers of the calls whose windows the scan aggregated ([`Windowed`]), by their
+    /// selector's [`key`].
+    pub(crate) windows: HashMap<usize, Vec<Series>>,
     pub(crate) lookback: i64,
     /// The query's first and last times (for `@ start()` and `@ end()`).
     pub(crate) start: i64,
@@ -305,6 +367,11 @@ impl<'e> Evaluator<'e> {
     /// vector with each step's window), then applied.
     fn call(&mut self, call: &'e Call, steps: Steps) -> Result<Value, PromError> {
         let exprs: Vec<&'e Expr> = call.args.args.iter().map(|a| a.as_ref()).collect();
+        if let Some(Expr::MatrixSelector(ms)) = exprs.first()
+            && let Some(series) = self.windows.remove(&key(&ms.vs))
+        {
+            return Ok(Value::Vector(series));
+        }
         if call.func.name == "timestamp" {
             // of a selector, the times of the samples it picks (not the evaluation times)
             let mut inner = exprs[0];

@@ -101,7 +101,7 @@ pub fn data_json(answer: &Answer, range: bool) -> String {
             out.push_str("]}");
         }
         (Value::Matrix(series), _) => {
-            let mut sorted: Vec<&super::select::RawSeries> = series.iter().collect();
+            let mut sorted: Vec<&super::value::RawSeries> = series.iter().collect();
             sorted.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.push_str("{\"resultType\":\"matrix\",\"result\":[");
             for (i, s) in sorted.iter().enumerate() {

@@ -19,18 +19,9 @@ use sluice_storage::catalog::schema::{ColumnKind, DatabaseSchema, TableSchema};
 use super::error::PromError;
 use super::labels::{Labels, METRIC_NAME};
 use super::metrics::{VALUE_FIELD, matching, metric_name};
+use super::value::{RawSeries, Series};
 use crate::QueryExecutor;
 use sluice_model::staleness::{STALE_NAN_BITS, stale_table};
-
-/// The samples of one series, in time order (milliseconds), one per millisecond.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RawSeries {
-    pub labels: Labels,
-    pub t: Vec<i64>,
-    pub v: Vec<f64>,
-    /// As [`super::value::Series::drop_name`], for a subquery's values.
-    pub drop_name: bool,
-}
 
 /// Where and as whom a PromQL query reads.
 #[derive(Clone, Copy)]
@@ -169,6 +160,133 @@ fn tag_names(table: &TableSchema) -> Vec<&str> {
         .filter(|c| c.kind == ColumnKind::Tag)
         .map(|c| &*c.name)
         .collect()
+}
+
+/// Windows a scan aggregates: `count` windows of `range` ms, the first ending at `first`,
+/// each the next's start; `aggregate` is SQL's function that computes the PromQL one.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows<'a> {
+    pub aggregate: &'a str,
+    pub first: i64,
+    pub range: i64,
+    pub count: usize,
+}
+
+/// The answer of an `<agg>_over_time` call whose windows do not overlap: for each series matching `matchers`, the aggregate of
+/// each step's window (`(end - range, end]`, in milliseconds), computed by the scan: rows are
+/// binned with `date_bin` from one millisecond after the first window's start, so each bin
+/// holds one window's samples.
+pub async fn select_windows(
+    source: Source<'_>,
+    matchers: &[Matcher],
+    w: Windows<'_>,
+) -> Result<Vec<Series>, PromError> {
+    let Some(schema) = source.schema() else {
+        return Ok(Vec::new());
+    };
+    let origin = w.first - w.range + 1;
+    let last_end = w.first + w.range * (w.count as i64 - 1);
+    let mut out = Vec::new();
+    for (table, fields) in matching(&schema, matchers) {
+        let tags = tag_names(&table);
+        let scan = scan_sql(&table, &fields, matchers, origin - 1, last_end);
+        let (_, filter) = scan.split_once(" FROM ").expect("a scan has a FROM");
+        let mut sql = String::from("SELECT ");
+        for t in &tags {
+            sql.push_str(&ident(t));
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "date_bin(INTERVAL '{} milliseconds', time, TIMESTAMP '{}') AS window",
+            w.range,
+            timestamp(origin).trim_end_matches('Z')
+        ));
+        for f in &fields {
+            sql.push_str(&format!(", {}({})", w.aggregate, ident(f)));
+        }
+        sql.push_str(" FROM ");
+        sql.push_str(filter);
+        sql.push_str(" GROUP BY ");
+        for t in &tags {
+            sql.push_str(&ident(t));
+            sql.push_str(", ");
+        }
+        sql.push_str("window");
+        let result = source
+            .executor
+            .query_as(source.db, &sql, HashMap::new(), source.readable)
+            .await?;
+        let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut series: Vec<Series> = Vec::new();
+        for batch in &result.batches {
+            let columns = tag_columns(batch, tags.len())?;
+            let window = cast(
+                batch.column(tags.len()),
+                &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
+            )
+            .map_err(internal)?;
+            let window = window
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+                .ok_or_else(|| PromError::Internal("window is not a timestamp".into()))?
+                .clone();
+            let mut values = Vec::with_capacity(fields.len());
+            for i in 0..fields.len() {
+                let c =
+                    cast(batch.column(tags.len() + 1 + i), &DataType::Float64).map_err(internal)?;
+                values.push(
+                    c.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .clone(),
+                );
+            }
+            for row in 0..batch.num_rows() {
+                if window.is_null(row) {
+                    continue;
+                }
+                let bin = window.value(row).div_euclid(1_000_000) - origin;
+                if bin < 0 || bin % w.range != 0 {
+                    continue;
+                }
+                let step = (bin / w.range) as usize;
+                if step >= w.count {
+                    continue;
+                }
+                for (f, v) in fields.iter().zip(&values) {
+                    // a window without values of this field has none (count says 0)
+                    if v.is_null(row) || (w.aggregate == "count" && v.value(row) == 0.0) {
+                        continue;
+                    }
+                    let name = metric_name(&table.name, f);
+                    let labels = Labels::from_pairs(
+                        std::iter::once((METRIC_NAME, name.as_str())).chain(
+                            tags.iter()
+                                .zip(&columns)
+                                .filter_map(|(t, c)| c.value(row).map(|x| (*t, x))),
+                        ),
+                    );
+                    let at = match index.get(&labels) {
+                        Some(&at) => at,
+                        None => {
+                            if !matchers.iter().all(|m| m.is_match(labels.get(&m.name))) {
+                                continue;
+                            }
+                            index.insert(labels.clone(), series.len());
+                            series.push(Series {
+                                labels,
+                                points: vec![None; w.count],
+                                drop_name: true,
+                            });
+                            series.len() - 1
+                        }
+                    };
+                    series[at].points[step] = Some(v.value(row));
+                }
+            }
+        }
+        out.append(&mut series);
+    }
+    Ok(out)
 }
 
 /// The first `n` columns of a result, read as tags.

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use super::error::PromError;
 use super::labels::Labels;
-use super::select::RawSeries;
 
 /// The times an expression is evaluated at: `count` steps of `step` ms from `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +32,16 @@ impl Steps {
     pub fn end(&self) -> i64 {
         self.time(self.count.saturating_sub(1))
     }
+}
+
+/// The samples of one series, in time order (milliseconds), one per millisecond.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawSeries {
+    pub labels: Labels,
+    pub t: Vec<i64>,
+    pub v: Vec<f64>,
+    /// As [`super::value::Series::drop_name`], for a subquery's values.
+    pub drop_name: bool,
 }
 
 /// One series of an instant vector, with its value at each step where it has one.
