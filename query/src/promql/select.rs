@@ -134,14 +134,7 @@ pub async fn select_label_sets(
                     if counts.is_null(row) || counts.value(row) == 0 {
                         continue;
                     }
-                    let name = metric_name(&table.name, f);
-                    let labels = Labels::from_pairs(
-                        std::iter::once((METRIC_NAME, name.as_str())).chain(
-                            tags.iter()
-                                .zip(&columns)
-                                .filter_map(|(t, c)| c.value(row).map(|v| (*t, v))),
-                        ),
-                    );
+                    let labels = row_labels(&table.name, f, &tags, &columns, row);
                     if matchers.iter().all(|m| m.is_match(labels.get(&m.name))) {
                         out.push(labels);
                     }
@@ -257,14 +250,7 @@ pub async fn select_windows(
                     if v.is_null(row) || (w.aggregate == "count" && v.value(row) == 0.0) {
                         continue;
                     }
-                    let name = metric_name(&table.name, f);
-                    let labels = Labels::from_pairs(
-                        std::iter::once((METRIC_NAME, name.as_str())).chain(
-                            tags.iter()
-                                .zip(&columns)
-                                .filter_map(|(t, c)| c.value(row).map(|x| (*t, x))),
-                        ),
-                    );
+                    let labels = row_labels(&table.name, f, &tags, &columns, row);
                     let at = match index.get(&labels) {
                         Some(&at) => at,
                         None => {
@@ -287,6 +273,24 @@ pub async fn select_windows(
         out.append(&mut series);
     }
     Ok(out)
+}
+
+/// The labels of field `field`'s metric in row `row`: its name and the row's tags.
+fn row_labels(
+    table: &str,
+    field: &str,
+    tags: &[&str],
+    columns: &[TagColumn<'_>],
+    row: usize,
+) -> Labels {
+    let name = metric_name(table, field);
+    Labels::from_pairs(
+        std::iter::once((METRIC_NAME, name.as_str())).chain(
+            tags.iter()
+                .zip(columns)
+                .filter_map(|(t, c)| c.value(row).map(|v| (*t, v))),
+        ),
+    )
 }
 
 /// The first `n` columns of a result, read as tags.
