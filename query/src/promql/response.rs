@@ -9,27 +9,46 @@ use super::value::{Answer, Series, Steps, Value};
 /// A float as Prometheus writes a sample value (Go's `strconv.FormatFloat(f, 'f', -1, 64)`):
 /// shortest round-trip digits, no exponent, `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+/// [`format_value`], into `out` (an answer writes one per point: no string of its own).
+fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".to_string()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".to_string()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
+        out.push_str("-Inf");
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
 /// Milliseconds as JSON seconds (`1767268800`, `1767268800.5`).
 pub fn format_time(ms: i64) -> String {
-    let sign = if ms < 0 { "-" } else { "" };
+    let mut out = String::new();
+    write_time(&mut out, ms);
+    out
+}
+
+/// [`format_time`], into `out`.
+fn write_time(out: &mut String, ms: i64) {
+    if ms < 0 {
+        out.push('-');
+    }
     let abs = ms.unsigned_abs();
-    let (s, frac) = (abs / 1000, abs % 1000);
-    if frac == 0 {
-        format!("{sign}{s}")
-    } else {
-        let f = format!("{frac:03}");
-        format!("{sign}{s}.{}", f.trim_end_matches('0'))
+    let (s, mut frac) = (abs / 1000, abs % 1000);
+    let _ = write!(out, "{s}");
+    if frac != 0 {
+        let mut digits = 3;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
     }
 }
 
@@ -51,7 +70,11 @@ fn metric(out: &mut String, labels: &Labels) {
 }
 
 fn point(out: &mut String, t: i64, v: f64) {
-    let _ = write!(out, "[{},\"{}\"]", format_time(t), format_value(v));
+    out.push('[');
+    write_time(out, t);
+    out.push_str(",\"");
+    write_value(out, v);
+    out.push_str("\"]");
 }
 
 /// The `data` object of a query answer: `{"resultType": ..., "result": ...}`. A range
@@ -70,11 +93,9 @@ pub fn data_json(answer: &Answer, range: bool) -> String {
             out.push('}');
         }
         (Value::String(s), false) => {
-            let _ = write!(
-                out,
-                "{{\"resultType\":\"string\",\"result\":[{},",
-                format_time(steps.start)
-            );
+            out.push_str("{\"resultType\":\"string\",\"result\":[");
+            write_time(&mut out, steps.start);
+            out.push(',');
             json_str(&mut out, s);
             out.push_str("]}");
         }
