@@ -19,6 +19,7 @@ pub mod value;
 pub mod xor_chunk;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promql_parser::label::Matcher;
@@ -85,10 +86,38 @@ fn parse_message(query: &str, message: &str) -> String {
     }
 }
 
+/// Parsed queries by their text, so that a dashboard's repeated queries are parsed once and
+/// their regular expressions keep what they have learnt (their lazy DFAs). Bounded: when
+/// full, it starts over.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    parsed: parking_lot::Mutex<HashMap<String, Arc<Expr>>>,
+}
+
+impl ParseCache {
+    /// Texts kept at most.
+    const ENTRIES: usize = 1024;
+
+    /// `query` parsed, from the cache or now.
+    pub fn parse(&self, query: &str) -> Result<Arc<Expr>, PromError> {
+        if let Some(e) = self.parsed.lock().get(query) {
+            return Ok(e.clone());
+        }
+        let expr = Arc::new(parse(query)?);
+        let mut parsed = self.parsed.lock();
+        if parsed.len() >= Self::ENTRIES {
+            parsed.clear();
+        }
+        parsed.insert(query.to_string(), expr.clone());
+        Ok(expr)
+    }
+}
+
 /// Evaluates PromQL over one database.
 pub struct PromQl<'a> {
     pub source: Source<'a>,
     pub config: &'a PromConfig,
+    pub parsed: &'a ParseCache,
 }
 
 impl<'a> PromQl<'a> {
@@ -99,6 +128,7 @@ impl<'a> PromQl<'a> {
         db: &'a str,
         readable: Option<&'a [String]>,
         config: &'a PromConfig,
+        parsed: &'a ParseCache,
     ) -> Self {
         PromQl {
             source: Source {
@@ -107,6 +137,7 @@ impl<'a> PromQl<'a> {
                 readable,
             },
             config,
+            parsed,
         }
     }
 
@@ -117,7 +148,7 @@ impl<'a> PromQl<'a> {
         t: i64,
         timeout: Option<Duration>,
     ) -> Result<Answer, PromError> {
-        let expr = parse(query)?;
+        let expr = self.parsed.parse(query)?;
         self.run(&expr, Steps::instant(t), timeout).await
     }
 
@@ -147,7 +178,7 @@ impl<'a> PromQl<'a> {
                 self.config.max_points_per_series
             )));
         }
-        let expr = parse(query)?;
+        let expr = self.parsed.parse(query)?;
         match expr.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             other => {

@@ -205,6 +205,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         config,
         buffer: buffer.clone(),
         query,
+        promql_parsed: Default::default(),
         metrics: ServerMetrics::default(),
         remote_write_scratch: Default::default(),
         otlp_caches: Default::default(),

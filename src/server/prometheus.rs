@@ -54,6 +54,7 @@ impl Params {
             &self.db,
             self.access.readable(),
             &state.config.promql,
+            &state.promql_parsed,
         )
     }
 }

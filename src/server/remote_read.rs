@@ -82,7 +82,13 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, Api
             )));
         }
     };
-    let engine = PromQl::new(&state.query, &db, access.readable(), &state.config.promql);
+    let engine = PromQl::new(
+        &state.query,
+        &db,
+        access.readable(),
+        &state.config.promql,
+        &state.promql_parsed,
+    );
     let mut results = Vec::with_capacity(request.queries.len());
     let mut frames = Vec::new();
     for (index, q) in request.queries.iter().enumerate() {

@@ -84,6 +84,8 @@ pub struct AppState {
     pub config: ServerConfig,
     pub buffer: Arc<WriteBuffer>,
     pub query: QueryExecutor,
+    /// PromQL queries parsed, by their text.
+    pub promql_parsed: sluice_query::promql::ParseCache,
     pub metrics: ServerMetrics,
     /// Remote write decoders' state, one per decode in progress at once (at most one per
     /// runtime thread, since a decode does not yield).
