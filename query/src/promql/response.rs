@@ -53,7 +53,14 @@ fn write_time(out: &mut String, ms: i64) {
 }
 
 fn json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+    // most label names and values need no escaping: written as they are
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+    }
 }
 
 fn metric(out: &mut String, labels: &Labels) {
@@ -216,5 +223,10 @@ mod tests {
         assert_eq!(format_time(1_767_225_600_500), "1767225600.5");
         assert_eq!(format_time(1_767_225_600_007), "1767225600.007");
         assert_eq!(format_time(-1_500), "-1.5");
+        let mut out = String::new();
+        json_str(&mut out, "host_8");
+        json_str(&mut out, "a\"b\\c\nd");
+        json_str(&mut out, "Zürich");
+        assert_eq!(out, r#""host_8""a\"b\\c\nd""Zürich""#);
     }
 }

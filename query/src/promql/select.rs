@@ -495,10 +495,20 @@ fn group(
     fields: &[Arc<str>],
     batches: &[datafusion::arrow::record_batch::RecordBatch],
 ) -> Result<Vec<RawSeries>, PromError> {
-    let tags = tag_names(table);
-    let names: Vec<String> = fields.iter().map(|f| metric_name(&table.name, f)).collect();
+    // names and values are shared by every series that has them, not copied per series
+    let tags: Vec<Arc<str>> = table
+        .columns()
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Tag)
+        .map(|c| c.name.clone())
+        .collect();
+    let name_label: Arc<str> = Arc::from(METRIC_NAME);
+    let names: Vec<Arc<str>> = fields
+        .iter()
+        .map(|f| Arc::from(metric_name(&table.name, f)))
+        .collect();
     // tag values -> index of the first of its `fields.len()` series in `out`
-    let mut slots: HashMap<Vec<Option<Box<str>>>, usize> = HashMap::new();
+    let mut slots: HashMap<Vec<Option<Arc<str>>>, usize> = HashMap::new();
     let mut out: Vec<RawSeries> = Vec::new();
     let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
     for batch in batches {
@@ -520,9 +530,9 @@ fn group(
         for row in 0..batch.num_rows() {
             let same = row > 0 && columns.iter().all(|c| c.same(row - 1, row));
             if !same {
-                let key: Vec<Option<Box<str>>> = columns
+                let key: Vec<Option<Arc<str>>> = columns
                     .iter()
-                    .map(|c| c.value(row).filter(|v| !v.is_empty()).map(Box::from))
+                    .map(|c| c.value(row).filter(|v| !v.is_empty()).map(Arc::from))
                     .collect();
                 slot = match slots.get(&key) {
                     Some(&s) => s,
@@ -530,10 +540,10 @@ fn group(
                         let s = out.len();
                         for name in &names {
                             let labels = Labels::from_pairs(
-                                std::iter::once((METRIC_NAME, name.as_str())).chain(
+                                std::iter::once((name_label.clone(), name.clone())).chain(
                                     tags.iter()
                                         .zip(&key)
-                                        .filter_map(|(t, v)| v.as_deref().map(|v| (*t, v))),
+                                        .filter_map(|(t, v)| v.clone().map(|v| (t.clone(), v))),
                                 ),
                             );
                             out.push(RawSeries {
