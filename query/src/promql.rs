@@ -30,7 +30,7 @@ use crate::QueryError;
 pub use error::PromError;
 use eval::{Evaluator, Selection, matcher_sets, plan_selections, plan_windows};
 pub use labels::Labels;
-use select::{Budget, Source, Windows, select, select_label_sets, select_windows};
+use select::{Budget, Source, select, select_label_sets, select_windows};
 pub use value::RawSeries;
 pub use value::{Answer, Series, Steps, Value};
 
@@ -111,6 +111,19 @@ impl ParseCache {
         parsed.insert(query.to_string(), expr.clone());
         Ok(expr)
     }
+}
+
+/// The series of a selector's `or` alternatives, each label set once (the first one's),
+/// in order. One alternative (the usual selector) is taken as it is.
+fn each_once<T>(mut sets: Vec<Vec<T>>, labels: impl Fn(&T) -> &Labels) -> Vec<T> {
+    if sets.len() <= 1 {
+        return sets.pop().unwrap_or_default();
+    }
+    let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
+    sets.into_iter()
+        .flatten()
+        .filter(|s| seen.insert(labels(s).clone()))
+        .collect()
 }
 
 /// Evaluates PromQL over one database.
@@ -229,20 +242,13 @@ impl<'a> PromQl<'a> {
             plan_windows(expr, steps, &mut windowed);
             let mut windows = HashMap::new();
             for w in &windowed {
-                let mut series: Vec<Series> = Vec::new();
+                let mut sets = Vec::new();
                 for set in matcher_sets(w.selector) {
-                    let windows = Windows {
-                        aggregate: w.aggregate,
-                        first: w.first,
-                        range: w.range,
-                        count: w.count,
-                    };
-                    for s in select_windows(self.source, &set, windows).await? {
-                        if !series.iter().any(|x| x.labels == s.labels) {
-                            budget.take(s.points.iter().filter(|p| p.is_some()).count())?;
-                            series.push(s);
-                        }
-                    }
+                    sets.push(select_windows(self.source, &set, w.windows).await?);
+                }
+                let series = each_once(sets, |s: &Series| &s.labels);
+                for s in &series {
+                    budget.take(s.points.iter().filter(|p| p.is_some()).count())?;
                 }
                 windows.insert(eval::key(w.selector), series);
             }
@@ -261,7 +267,6 @@ impl<'a> PromQl<'a> {
                 default_step,
                 budget,
                 deadline: Some((started + timeout, timeout)),
-                _expr: std::marker::PhantomData,
             };
             let value = value::drop_names(ev.eval(expr, steps)?)?;
             Ok(Answer { value, steps })
@@ -281,16 +286,11 @@ impl<'a> PromQl<'a> {
         s: &Selection<'_>,
         budget: &mut Budget,
     ) -> Result<Vec<RawSeries>, PromError> {
-        let sets = matcher_sets(s.selector);
-        let mut out: Vec<RawSeries> = Vec::new();
-        for (n, set) in sets.iter().enumerate() {
-            let mut series = select(self.source, set, s.after, s.until, budget).await?;
-            if n > 0 {
-                series.retain(|x| !out.iter().any(|o| o.labels == x.labels));
-            }
-            out.append(&mut series);
+        let mut sets = Vec::new();
+        for set in matcher_sets(s.selector) {
+            sets.push(select(self.source, &set, s.after, s.until, budget).await?);
         }
-        Ok(out)
+        Ok(each_once(sets, |s: &RawSeries| &s.labels))
     }
 
     /// The samples (stale markers among them, as Prometheus keeps them) in `[start, end]`

@@ -87,7 +87,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ping", get(admin::ping).head(admin::ping))
         .route("/metrics", get(admin::metrics))
         .merge(prometheus::routes(""))
-        .merge(prometheus::routes("/prometheus/{db}"));
+        .merge(prometheus::routes("/prometheus/{db}"))
+        .route("/api/v1/read", post(remote_read::read))
+        .route("/prometheus/{db}/api/v1/read", post(remote_read::read));
     finish(routes, state)
 }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, RawPathParams, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use promql_parser::parser::Prettier;
@@ -64,31 +65,10 @@ impl FromRequest<Arc<AppState>> for Params {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
-        let access =
-            parts.extensions.get::<Access>().cloned().ok_or_else(|| {
-                prom_error(ApiError::new(StatusCode::UNAUTHORIZED, "no credentials"))
-            })?;
-        let mut path_db = None;
-        let mut label = None;
-        if let Ok(params) =
-            <RawPathParams as axum::extract::FromRequestParts<Arc<AppState>>>::from_request_parts(
-                &mut parts, state,
-            )
+        let (access, path_db, label) = caller_and_path(&mut parts, state)
             .await
-        {
-            for (k, v) in params.iter() {
-                match k {
-                    "db" => path_db = Some(v.to_string()),
-                    "name" => label = Some(v.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        let mut pairs: Vec<(String, String)> = parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
+            .map_err(prom_error)?;
+        let mut pairs = query_pairs(&parts);
         if parts.method == Method::POST {
             let form = parts
                 .headers
@@ -103,15 +83,7 @@ impl FromRequest<Arc<AppState>> for Params {
                 pairs.extend(form_urlencoded::parse(&bytes).into_owned());
             }
         }
-        let db = path_db
-            .or_else(|| {
-                pairs
-                    .iter()
-                    .rev()
-                    .find(|(k, v)| k == "db" && !v.is_empty())
-                    .map(|(_, v)| v.clone())
-            })
-            .unwrap_or_else(|| state.config.default_db.clone());
+        let db = database(path_db, &pairs, state);
         access.read(&db).map_err(prom_error)?;
         Ok(Params {
             pairs,
@@ -120,6 +92,57 @@ impl FromRequest<Arc<AppState>> for Params {
             access,
         })
     }
+}
+
+/// Who asks (the token the auth layer checked), and the path's `{db}` and `{name}` where
+/// the route has them.
+pub(super) async fn caller_and_path(
+    parts: &mut Parts,
+    state: &Arc<AppState>,
+) -> Result<(Access, Option<String>, Option<String>), ApiError> {
+    let access = parts
+        .extensions
+        .get::<Access>()
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no credentials"))?;
+    let (mut db, mut label) = (None, None);
+    if let Ok(params) = RawPathParams::from_request_parts(parts, state).await {
+        for (k, v) in params.iter() {
+            match k {
+                "db" => db = Some(v.to_string()),
+                "name" => label = Some(v.to_string()),
+                _ => {}
+            }
+        }
+    }
+    Ok((access, db, label))
+}
+
+/// The parameters of the query string, in order.
+pub(super) fn query_pairs(parts: &Parts) -> Vec<(String, String)> {
+    parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// The database a request reads: the path's, else its last non-empty `db` parameter, else
+/// `--default-db`.
+pub(super) fn database(
+    path_db: Option<String>,
+    pairs: &[(String, String)],
+    state: &AppState,
+) -> String {
+    path_db
+        .or_else(|| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, v)| k == "db" && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|| state.config.default_db.clone())
 }
 
 /// An error as Prometheus's API answers one: `{"status":"error","errorType":...,"error":...}`.
@@ -429,7 +452,6 @@ pub fn routes(prefix: &str) -> axum::Router<Arc<AppState>> {
             get(query_exemplars).post(query_exemplars),
         )
         .route(&r("format_query"), get(format_query).post(format_query))
-        .route(&r("read"), axum::routing::post(super::remote_read::read))
 }
 
 #[cfg(test)]

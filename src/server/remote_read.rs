@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use promql_parser::label::{MatchOp, Matcher};
@@ -23,8 +23,8 @@ use sluice_proto::prometheus::read::{
 use sluice_query::promql::xor_chunk::{frame, xor_chunks};
 use sluice_query::promql::{PromError, PromQl, RawSeries};
 
-use super::auth::Access;
 use super::error::{ApiError, ErrorStyle};
+use super::prometheus::{caller_and_path, database, query_pairs};
 use super::state::AppState;
 
 /// `POST /api/v1/read?db=` (or `/prometheus/<db>/api/v1/read`)
@@ -37,27 +37,8 @@ pub async fn read(State(state): State<Arc<AppState>>, request: Request) -> Respo
 
 async fn answer(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let access = parts
-        .extensions
-        .get::<Access>()
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no credentials"))?;
-    let path_db = RawPathParams::from_request_parts(&mut parts, state)
-        .await
-        .ok()
-        .and_then(|p| {
-            p.iter()
-                .find(|(k, _)| *k == "db")
-                .map(|(_, v)| v.to_string())
-        });
-    let query_db = parts.uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, v)| k == "db" && !v.is_empty())
-            .map(|(_, v)| v.into_owned())
-    });
-    let db = path_db
-        .or(query_db)
-        .unwrap_or_else(|| state.config.default_db.clone());
+    let (access, path_db, _) = caller_and_path(&mut parts, state).await?;
+    let db = database(path_db, &query_pairs(&parts), state);
     access.read(&db)?;
     let limit = state.config.max_request_bytes;
     let raw = super::body::read_raw(

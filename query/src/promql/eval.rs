@@ -16,7 +16,7 @@ use promql_parser::parser::{AtModifier, Call, Expr, Offset, SubqueryExpr, Vector
 
 use super::error::PromError;
 use super::labels::METRIC_NAME;
-use super::select::Budget;
+use super::select::{Budget, Windows};
 use super::value::{RangeArg, RawSeries, Series, Steps, Value};
 use super::{aggregate, binary, functions};
 use sluice_model::staleness::is_stale_marker;
@@ -103,9 +103,6 @@ pub(crate) fn plan_selections<'e>(
             None => (first - o, last - o),
         }
     };
-    let recurse = |e: &'e Expr, out: &mut Vec<Selection<'e>>| {
-        plan_selections(e, (first, last), (start, end), lookback, default_step, out)
-    };
     match expr {
         Expr::VectorSelector(vs) => {
             let (lo, hi) = shifted(&vs.at, &vs.offset);
@@ -135,24 +132,29 @@ pub(crate) fn plan_selections<'e>(
                 out,
             );
         }
-        Expr::Aggregate(a) => {
-            if let Some(p) = &a.param {
-                recurse(p, out);
-            }
-            recurse(&a.expr, out);
-        }
-        Expr::Unary(u) => recurse(&u.expr, out),
-        Expr::Binary(b) => {
-            recurse(&b.lhs, out);
-            recurse(&b.rhs, out);
-        }
-        Expr::Paren(p) => recurse(&p.expr, out),
-        Expr::Call(c) => {
-            for a in &c.args.args {
-                recurse(a, out);
+        _ => {
+            for e in operands(expr) {
+                plan_selections(e, (first, last), (start, end), lookback, default_step, out);
             }
         }
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The operands of a node that are evaluated at the node's own times: not a subquery's
+/// expression (it has times of its own); selectors and literals have none.
+fn operands(expr: &Expr) -> Vec<&Expr> {
+    match expr {
+        Expr::Aggregate(a) => a
+            .param
+            .iter()
+            .map(|p| p.as_ref())
+            .chain([a.expr.as_ref()])
+            .collect(),
+        Expr::Unary(u) => vec![&u.expr],
+        Expr::Binary(b) => vec![&b.lhs, &b.rhs],
+        Expr::Paren(p) => vec![&p.expr],
+        Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -162,56 +164,39 @@ pub(crate) fn plan_selections<'e>(
 /// every sample.
 pub(crate) struct Windowed<'e> {
     pub selector: &'e VectorSelector,
-    /// `avg`, `sum` or `count`: SQL's aggregate of the same name is the function.
-    pub aggregate: &'static str,
-    /// The end of the first step's window (after `offset`).
-    pub first: i64,
-    pub range: i64,
-    pub count: usize,
+    pub windows: Windows,
 }
 
 /// The calls of `expr` (outside subqueries) whose windows the scan can aggregate.
 pub(crate) fn plan_windows<'e>(expr: &'e Expr, steps: Steps, out: &mut Vec<Windowed<'e>>) {
-    match expr {
-        Expr::Call(c) => {
-            let aggregate = match c.func.name {
-                "avg_over_time" => Some("avg"),
-                "sum_over_time" => Some("sum"),
-                "count_over_time" => Some("count"),
-                _ => None,
-            };
-            if let (Some(aggregate), Some(Expr::MatrixSelector(ms))) =
-                (aggregate, c.args.args.first().map(|a| a.as_ref()))
-            {
-                let range = millis(&ms.range);
-                if ms.vs.at.is_none() && range > 0 && (steps.count == 1 || steps.step == range) {
-                    out.push(Windowed {
-                        selector: &ms.vs,
+    if let Expr::Call(c) = expr {
+        // SQL's aggregate of the same name is the function
+        let aggregate = match c.func.name {
+            "avg_over_time" => Some("avg"),
+            "sum_over_time" => Some("sum"),
+            "count_over_time" => Some("count"),
+            _ => None,
+        };
+        if let (Some(aggregate), Some(Expr::MatrixSelector(ms))) =
+            (aggregate, c.args.args.first().map(|a| a.as_ref()))
+        {
+            let range = millis(&ms.range);
+            if ms.vs.at.is_none() && range > 0 && (steps.count == 1 || steps.step == range) {
+                out.push(Windowed {
+                    selector: &ms.vs,
+                    windows: Windows {
                         aggregate,
                         first: steps.start - offset_ms(&ms.vs.offset),
                         range,
                         count: steps.count,
-                    });
-                    return;
-                }
-            }
-            for a in &c.args.args {
-                plan_windows(a, steps, out);
+                    },
+                });
+                return;
             }
         }
-        Expr::Aggregate(a) => {
-            if let Some(p) = &a.param {
-                plan_windows(p, steps, out);
-            }
-            plan_windows(&a.expr, steps, out);
-        }
-        Expr::Unary(u) => plan_windows(&u.expr, steps, out),
-        Expr::Binary(b) => {
-            plan_windows(&b.lhs, steps, out);
-            plan_windows(&b.rhs, steps, out);
-        }
-        Expr::Paren(p) => plan_windows(&p.expr, steps, out),
-        _ => {}
+    }
+    for e in operands(expr) {
+        plan_windows(e, steps, out);
     }
 }
 
@@ -234,7 +219,7 @@ pub(crate) fn subquery_steps(sq: &SubqueryExpr, lo: i64, hi: i64, default_step: 
 }
 
 /// Evaluates expressions over the samples read for them.
-pub(crate) struct Evaluator<'e> {
+pub(crate) struct Evaluator {
     /// Each selector's series, by [`key`].
     pub(crate) data: HashMap<usize, Vec<RawSeries>>,
     /// The answers of the calls whose windows the scan aggregated ([`Windowed`]), by their
@@ -248,10 +233,9 @@ pub(crate) struct Evaluator<'e> {
     pub(crate) default_step: i64,
     pub(crate) budget: Budget,
     pub(crate) deadline: Option<(Instant, std::time::Duration)>,
-    pub(crate) _expr: std::marker::PhantomData<&'e Expr>,
 }
 
-impl<'e> Evaluator<'e> {
+impl Evaluator {
     fn at_of(&self, at: &Option<AtModifier>) -> Option<i64> {
         at.as_ref().map(|a| match a {
             AtModifier::Start => self.start,
@@ -287,7 +271,7 @@ impl<'e> Evaluator<'e> {
     }
 
     /// `expr`'s value at every step of `steps`.
-    pub(crate) fn eval(&mut self, expr: &'e Expr, steps: Steps) -> Result<Value, PromError> {
+    pub(crate) fn eval(&mut self, expr: &Expr, steps: Steps) -> Result<Value, PromError> {
         self.check_deadline()?;
         let value = match expr {
             Expr::NumberLiteral(n) => Value::Scalar(vec![n.val; steps.count]),
@@ -365,8 +349,8 @@ impl<'e> Evaluator<'e> {
 
     /// A function call: its arguments evaluated as the function declares them (a range
     /// vector with each step's window), then applied.
-    fn call(&mut self, call: &'e Call, steps: Steps) -> Result<Value, PromError> {
-        let exprs: Vec<&'e Expr> = call.args.args.iter().map(|a| a.as_ref()).collect();
+    fn call(&mut self, call: &Call, steps: Steps) -> Result<Value, PromError> {
+        let exprs: Vec<&Expr> = call.args.args.iter().map(|a| a.as_ref()).collect();
         if let Some(Expr::MatrixSelector(ms)) = exprs.first()
             && let Some(series) = self.windows.remove(&key(&ms.vs))
         {
@@ -398,6 +382,24 @@ impl<'e> Evaluator<'e> {
     /// A selector's series, each with the newest sample at or before each step within the
     /// lookback window (left-open, as Prometheus 3).
     fn instant_vector(&self, vs: &VectorSelector, steps: Steps) -> Vec<Series> {
+        self.newest_samples(vs, steps, false, |_, v| v)
+    }
+
+    /// The sample timestamps (seconds) `instant_vector` would pick: `timestamp(selector)`.
+    pub(crate) fn sample_times(&self, vs: &VectorSelector, steps: Steps) -> Vec<Series> {
+        self.newest_samples(vs, steps, true, |t, _| t as f64 / 1000.0)
+    }
+
+    /// Each series of selector `vs` with, at each step, `pick(time, value)` of its newest
+    /// sample at or before the step within the lookback window; a stale marker ends the
+    /// series at once. Series with no such sample at any step are left out.
+    fn newest_samples(
+        &self,
+        vs: &VectorSelector,
+        steps: Steps,
+        drop_name: bool,
+        pick: impl Fn(i64, f64) -> f64,
+    ) -> Vec<Series> {
         let times = self.shifted(steps, &vs.at, &vs.offset);
         let Some(data) = self.data.get(&key(vs)) else {
             return Vec::new();
@@ -408,9 +410,8 @@ impl<'e> Evaluator<'e> {
             let mut any = false;
             for &t in &times {
                 let n = s.t.partition_point(|&x| x <= t);
-                // a stale marker ends the series at once
                 let p = (n > 0 && s.t[n - 1] > t - self.lookback && !is_stale_marker(s.v[n - 1]))
-                    .then(|| s.v[n - 1]);
+                    .then(|| pick(s.t[n - 1], s.v[n - 1]));
                 any |= p.is_some();
                 points.push(p);
             }
@@ -418,45 +419,16 @@ impl<'e> Evaluator<'e> {
                 out.push(Series {
                     labels: s.labels.clone(),
                     points,
-                    drop_name: false,
+                    drop_name,
                 });
             }
         }
         out
     }
 
-    /// The sample timestamps (seconds) `instant_vector` would pick: `timestamp(selector)`.
-    pub(crate) fn sample_times(&self, vs: &VectorSelector, steps: Steps) -> Vec<Series> {
-        let times = self.shifted(steps, &vs.at, &vs.offset);
-        let Some(data) = self.data.get(&key(vs)) else {
-            return Vec::new();
-        };
-        data.iter()
-            .filter_map(|s| {
-                let points: Vec<Option<f64>> = times
-                    .iter()
-                    .map(|&t| {
-                        let n = s.t.partition_point(|&x| x <= t);
-                        (n > 0 && s.t[n - 1] > t - self.lookback && !is_stale_marker(s.v[n - 1]))
-                            .then(|| s.t[n - 1] as f64 / 1000.0)
-                    })
-                    .collect();
-                points.iter().any(Option::is_some).then(|| Series {
-                    labels: s.labels.clone(),
-                    points,
-                    drop_name: true,
-                })
-            })
-            .collect()
-    }
-
     /// A range vector argument: a matrix selector's samples, or a subquery's values at its
     /// own steps, with the end of each step's window.
-    pub(crate) fn range_arg(
-        &mut self,
-        expr: &'e Expr,
-        steps: Steps,
-    ) -> Result<RangeArg, PromError> {
+    pub(crate) fn range_arg(&mut self, expr: &Expr, steps: Steps) -> Result<RangeArg, PromError> {
         match expr {
             Expr::MatrixSelector(ms) => Ok(RangeArg {
                 // each selector is evaluated once: its samples move into the argument
@@ -521,7 +493,7 @@ impl<'e> Evaluator<'e> {
     /// An instant vector argument.
     pub(crate) fn vector_arg(
         &mut self,
-        expr: &'e Expr,
+        expr: &Expr,
         steps: Steps,
     ) -> Result<Vec<Series>, PromError> {
         match self.eval(expr, steps)? {

@@ -50,7 +50,6 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.total_cmp(b));
     // Go sorts NaN first
     values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
         (true, false) => std::cmp::Ordering::Less,

@@ -95,8 +95,7 @@ pub async fn select_label_sets(
     let mut out = Vec::new();
     for (table, fields) in matching(&schema, matchers) {
         let tags = tag_names(&table);
-        let scan = scan_sql(&table, &fields, matchers, after, until);
-        let (_, filter) = scan.split_once(" FROM ").expect("a scan has a FROM");
+        let filter = from_where(&table, matchers, after, until);
         let counts: Vec<String> = fields
             .iter()
             .map(|f| format!("count({})", ident(f)))
@@ -108,7 +107,7 @@ pub async fn select_label_sets(
         }
         sql.push_str(&counts.join(", "));
         sql.push_str(" FROM ");
-        sql.push_str(filter);
+        sql.push_str(&filter);
         if !tags.is_empty() {
             let grouped: Vec<String> = tags.iter().map(|t| ident(t)).collect();
             sql.push_str(" GROUP BY ");
@@ -118,12 +117,12 @@ pub async fn select_label_sets(
             .executor
             .query_as(source.db, &sql, HashMap::new(), source.readable)
             .await?;
-        let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
         for batch in &result.batches {
             let columns = tag_columns(batch, tags.len())?;
             let mut present = Vec::with_capacity(fields.len());
             for i in 0..fields.len() {
-                let c = cast(batch.column(tags.len() + i), &DataType::Int64).map_err(internal)?;
+                let c =
+                    cast(batch.column(tags.len() + i), &DataType::Int64).map_err(arrow_error)?;
                 present.push(
                     c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
                         .clone(),
@@ -145,6 +144,10 @@ pub async fn select_label_sets(
     Ok(out)
 }
 
+fn arrow_error(e: datafusion::arrow::error::ArrowError) -> PromError {
+    PromError::Internal(e.to_string())
+}
+
 /// A table's tag columns, in schema order (the order scans select them).
 fn tag_names(table: &TableSchema) -> Vec<&str> {
     table
@@ -158,21 +161,21 @@ fn tag_names(table: &TableSchema) -> Vec<&str> {
 /// Windows a scan aggregates: `count` windows of `range` ms, the first ending at `first`,
 /// each the next's start; `aggregate` is SQL's function that computes the PromQL one.
 #[derive(Debug, Clone, Copy)]
-pub struct Windows<'a> {
-    pub aggregate: &'a str,
+pub struct Windows {
+    pub aggregate: &'static str,
     pub first: i64,
     pub range: i64,
     pub count: usize,
 }
 
-/// The answer of an `<agg>_over_time` call whose windows do not overlap: for each series matching `matchers`, the aggregate of
-/// each step's window (`(end - range, end]`, in milliseconds), computed by the scan: rows are
+/// The answer of an `<agg>_over_time` call whose windows do not overlap: for each series
+/// matching `matchers`, the aggregate of each step's window (`(end - range, end]`, in milliseconds), computed by the scan: rows are
 /// binned with `date_bin` from one millisecond after the first window's start, so each bin
 /// holds one window's samples.
 pub async fn select_windows(
     source: Source<'_>,
     matchers: &[Matcher],
-    w: Windows<'_>,
+    w: Windows,
 ) -> Result<Vec<Series>, PromError> {
     let Some(schema) = source.schema() else {
         return Ok(Vec::new());
@@ -182,8 +185,7 @@ pub async fn select_windows(
     let mut out = Vec::new();
     for (table, fields) in matching(&schema, matchers) {
         let tags = tag_names(&table);
-        let scan = scan_sql(&table, &fields, matchers, origin - 1, last_end);
-        let (_, filter) = scan.split_once(" FROM ").expect("a scan has a FROM");
+        let filter = from_where(&table, matchers, origin - 1, last_end);
         let mut sql = String::from("SELECT ");
         for t in &tags {
             sql.push_str(&ident(t));
@@ -198,7 +200,7 @@ pub async fn select_windows(
             sql.push_str(&format!(", {}({})", w.aggregate, ident(f)));
         }
         sql.push_str(" FROM ");
-        sql.push_str(filter);
+        sql.push_str(&filter);
         sql.push_str(" GROUP BY ");
         for t in &tags {
             sql.push_str(&ident(t));
@@ -209,7 +211,6 @@ pub async fn select_windows(
             .executor
             .query_as(source.db, &sql, HashMap::new(), source.readable)
             .await?;
-        let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut series: Vec<Series> = Vec::new();
         for batch in &result.batches {
@@ -218,7 +219,7 @@ pub async fn select_windows(
                 batch.column(tags.len()),
                 &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None),
             )
-            .map_err(internal)?;
+            .map_err(arrow_error)?;
             let window = window
                 .as_any()
                 .downcast_ref::<TimestampNanosecondArray>()
@@ -226,8 +227,8 @@ pub async fn select_windows(
                 .clone();
             let mut values = Vec::with_capacity(fields.len());
             for i in 0..fields.len() {
-                let c =
-                    cast(batch.column(tags.len() + 1 + i), &DataType::Float64).map_err(internal)?;
+                let c = cast(batch.column(tags.len() + 1 + i), &DataType::Float64)
+                    .map_err(arrow_error)?;
                 values.push(
                     c.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
                         .clone(),
@@ -298,17 +299,16 @@ fn tag_columns(
     batch: &datafusion::arrow::record_batch::RecordBatch,
     n: usize,
 ) -> Result<Vec<TagColumn<'_>>, PromError> {
-    let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
     let mut columns = Vec::with_capacity(n);
     for i in 0..n {
         let c = batch.column(i);
         columns.push(match c.data_type() {
             DataType::Dictionary(_, _) => match c.as_dictionary_opt::<Int32Type>() {
                 Some(d) => TagColumn::Dictionary(d),
-                None => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
+                None => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(arrow_error)?),
             },
             DataType::Utf8 => TagColumn::Strings(c.clone()),
-            _ => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(internal)?),
+            _ => TagColumn::Strings(cast(c, &DataType::Utf8).map_err(arrow_error)?),
         });
     }
     Ok(columns)
@@ -407,7 +407,14 @@ fn scan_sql(
         sql.push_str(&ident(f));
     }
     sql.push_str(" FROM ");
-    sql.push_str(&ident(&table.name));
+    sql.push_str(&from_where(table, matchers, after, until));
+    sql
+}
+
+/// `<table> WHERE time in (after, until] ms AND <tag = v>`: what every scan of a selector
+/// reads, whatever it selects from it.
+fn from_where(table: &TableSchema, matchers: &[Matcher], after: i64, until: i64) -> String {
+    let mut sql = ident(&table.name);
     // A sample at nanosecond n is at millisecond floor(n / 1e6). Bounds past what a
     // nanosecond timestamp holds (about 1678-2262) bound nothing.
     sql.push_str(" WHERE true");
@@ -510,7 +517,6 @@ fn group(
     // tag values -> index of the first of its `fields.len()` series in `out`
     let mut slots: HashMap<Vec<Option<Arc<str>>>, usize> = HashMap::new();
     let mut out: Vec<RawSeries> = Vec::new();
-    let internal = |e: datafusion::arrow::error::ArrowError| PromError::Internal(e.to_string());
     for batch in batches {
         let columns = tag_columns(batch, tags.len())?;
         let time = batch.column(tags.len());
@@ -520,7 +526,8 @@ fn group(
             .ok_or_else(|| PromError::Internal(format!("time column is {}", time.data_type())))?;
         let mut values: Vec<Float64Array> = Vec::with_capacity(fields.len());
         for i in 0..fields.len() {
-            let c = cast(batch.column(tags.len() + 1 + i), &DataType::Float64).map_err(internal)?;
+            let c =
+                cast(batch.column(tags.len() + 1 + i), &DataType::Float64).map_err(arrow_error)?;
             values.push(
                 c.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
                     .clone(),
