@@ -21,16 +21,25 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, Float64Array, Int64Array, PrimitiveArray,
+    UInt32Array, UInt64Array,
 };
-use datafusion::arrow::compute::{partition, take};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::array::{BooleanBufferBuilder, TimestampNanosecondArray};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::kernels::cmp::distinct;
+use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, SchemaRef, TimestampNanosecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
@@ -113,6 +122,8 @@ impl PhysicalOptimizerRule for RunAggregation {
 pub struct RunAggregateExec {
     input: Arc<dyn ExecutionPlan>,
     group_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// for each group key, the `date_bin` it computes, if it is one
+    bins: Vec<Option<DateBin>>,
     aggregates: Vec<(Kind, Arc<dyn PhysicalExpr>)>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -177,6 +188,7 @@ impl RunAggregateExec {
         }
         Some(RunAggregateExec {
             input: agg.input().clone(),
+            bins: group_by.iter().map(DateBin::of).collect(),
             group_by,
             aggregates,
             schema,
@@ -193,7 +205,16 @@ impl DisplayAs for RunAggregateExec {
             .iter()
             .map(|(k, e)| format!("{k:?}({e})").to_lowercase())
             .collect();
-        let groups: Vec<String> = self.group_by.iter().map(|e| e.to_string()).collect();
+        // a key computed as bins of the times is marked so
+        let groups: Vec<String> = self
+            .group_by
+            .iter()
+            .zip(&self.bins)
+            .map(|(e, bin)| match bin {
+                Some(_) => format!("{e} as bins"),
+                None => e.to_string(),
+            })
+            .collect();
         write!(
             f,
             "RunAggregateExec: gby=[{}], aggr=[{}]",
@@ -245,6 +266,7 @@ impl ExecutionPlan for RunAggregateExec {
             (Some(input), true) => Ok(Arc::new(RunAggregateExec {
                 input,
                 group_by: self.group_by.clone(),
+                bins: self.bins.clone(),
                 aggregates: self.aggregates.clone(),
                 schema: self.schema.clone(),
                 properties: self.properties.clone(),
@@ -275,17 +297,39 @@ impl ExecutionPlan for RunAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let group_by = self.group_by.clone();
-        let aggregates = self.aggregates.clone();
-        let schema = self.schema.clone();
-        let out = input.map(move |batch| {
-            let batch = batch?;
-            let _timer = baseline.elapsed_compute().timer();
-            let out = aggregate_runs(&batch, &group_by, &aggregates, &schema)?;
-            baseline.record_output(out.num_rows());
-            Ok(out)
+        let batch_size = context.session_config().batch_size();
+        let input = self.input.execute(partition, context)?.fuse();
+        let runs = Arc::new(Runs {
+            bins: self.bins.clone(),
+            group_by: self.group_by.clone(),
+            aggregates: self.aggregates.clone(),
+            schema: self.schema.clone(),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+        });
+        // An input batch holds a few dozen runs: their partial rows are gathered into
+        // batches of about `batch_size` rows, since every operator above (repartition,
+        // merge, final aggregate) pays per batch, most for the dictionaries of tag keys.
+        let out = futures::stream::try_unfold(input, move |mut input| {
+            let runs = runs.clone();
+            async move {
+                let mut parts = Vec::new();
+                let mut rows = 0;
+                while rows < batch_size {
+                    let Some(batch) = input.next().await else {
+                        break;
+                    };
+                    let part = runs.aggregate(&batch?)?;
+                    rows += part.num_rows();
+                    parts.push(part);
+                }
+                if parts.is_empty() {
+                    return Ok(None);
+                }
+                let _timer = runs.baseline.elapsed_compute().timer();
+                let out = concat_batches(&runs.schema, &parts)?;
+                runs.baseline.record_output(out.num_rows());
+                Ok(Some((out, input)))
+            }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
@@ -294,29 +338,202 @@ impl ExecutionPlan for RunAggregateExec {
     }
 }
 
-/// The partial state of each run of equal group keys in `batch`: a row per run.
-fn aggregate_runs(
-    batch: &RecordBatch,
-    group_by: &[Arc<dyn PhysicalExpr>],
-    aggregates: &[(Kind, Arc<dyn PhysicalExpr>)],
-    schema: &SchemaRef,
-) -> Result<RecordBatch> {
-    let rows = batch.num_rows();
-    let keys: Vec<ArrayRef> = group_by
-        .iter()
-        .map(|e| e.evaluate(batch)?.into_array(rows))
-        .collect::<Result<_>>()?;
-    let runs = partition(&keys)?.ranges();
-    let starts = UInt32Array::from_iter_values(runs.iter().map(|r| r.start as u32));
-    let mut columns: Vec<ArrayRef> = keys
-        .iter()
-        .map(|k| take(k.as_ref(), &starts, None))
-        .collect::<std::result::Result<_, _>>()?;
-    for (kind, arg) in aggregates {
-        let values = arg.evaluate(batch)?.into_array(rows)?;
-        columns.extend(state_of_runs(*kind, &values, &runs)?);
+/// What one partition of a [`RunAggregateExec`] computes with.
+struct Runs {
+    group_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// for each group key, the `date_bin` it computes, if it is one
+    bins: Vec<Option<DateBin>>,
+    aggregates: Vec<(Kind, Arc<dyn PhysicalExpr>)>,
+    schema: SchemaRef,
+    baseline: BaselineMetrics,
+}
+
+impl Runs {
+    /// The partial state of each run of equal group keys in `batch`: a row per run.
+    fn aggregate(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let _timer = self.baseline.elapsed_compute().timer();
+        let rows = batch.num_rows();
+        let keys: Vec<Key> = self
+            .group_by
+            .iter()
+            .zip(&self.bins)
+            .map(|(e, bin)| match bin {
+                Some(bin) => Ok(Key::Bins(bin.time.evaluate(batch)?.into_array(rows)?, bin)),
+                None => Ok(Key::Values(e.evaluate(batch)?.into_array(rows)?)),
+            })
+            .collect::<Result<_>>()?;
+        let runs = runs(&keys, rows)?;
+        let starts = UInt32Array::from_iter_values(runs.iter().map(|r| r.start as u32));
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (key, field) in keys.iter().zip(self.schema.fields()) {
+            columns.push(match key {
+                Key::Values(k) => take(k.as_ref(), &starts, None)?,
+                Key::Bins(time, bin) => {
+                    let time = time.as_primitive::<TimestampNanosecondType>();
+                    let bins: TimestampNanosecondArray = runs
+                        .iter()
+                        .map(|r| {
+                            time.is_valid(r.start)
+                                .then(|| bin.of_time(time.value(r.start)))
+                        })
+                        .collect();
+                    cast(&bins, field.data_type())?
+                }
+            });
+        }
+        for (kind, arg) in &self.aggregates {
+            let values = argument(*kind, arg, batch)?;
+            columns.extend(state_of_runs(*kind, &values, &runs)?);
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A group key's values in a batch.
+enum Key<'a> {
+    Values(ArrayRef),
+    /// the times a `date_bin` bins, and the bins: compared as bins without computing every
+    /// row's bin
+    Bins(ArrayRef, &'a DateBin),
+}
+
+/// `date_bin(INTERVAL, time, TIMESTAMP)` of nanosecond times with a fixed stride: bins of
+/// `stride` nanoseconds from `origin`, each time in the one that starts at or before it
+/// (as DataFusion computes it, with the stride in nanoseconds).
+#[derive(Debug, Clone)]
+struct DateBin {
+    stride: i64,
+    origin: i64,
+    time: Arc<dyn PhysicalExpr>,
+}
+
+impl DateBin {
+    /// `expr` as a `date_bin` over nanosecond times by a stride of days and nanoseconds
+    /// (no months) and a literal origin (the epoch if none), if it is one.
+    fn of(expr: &Arc<dyn PhysicalExpr>) -> Option<DateBin> {
+        let f = expr.downcast_ref::<ScalarFunctionExpr>()?;
+        if f.name() != "date_bin" {
+            return None;
+        }
+        fn literal(e: &Arc<dyn PhysicalExpr>) -> Option<&ScalarValue> {
+            e.downcast_ref::<Literal>().map(|l| l.value())
+        }
+        let (stride, time, origin) = match f.args() {
+            [stride, time] => (literal(stride)?, time, 0),
+            [stride, time, origin] => match literal(origin)? {
+                ScalarValue::TimestampNanosecond(Some(o), _) => (literal(stride)?, time, *o),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let ScalarValue::IntervalMonthDayNano(Some(i)) = stride else {
+            return None;
+        };
+        let stride = (i64::from(i.days))
+            .checked_mul(86_400_000_000_000)?
+            .checked_add(i.nanoseconds)?;
+        if i.months != 0 || stride <= 0 {
+            return None;
+        }
+        time.downcast_ref::<Column>()?;
+        Some(DateBin {
+            stride,
+            origin,
+            time: time.clone(),
+        })
+    }
+
+    /// The start of the bin of `t` (with DataFusion's wrapping arithmetic).
+    fn of_time(&self, t: i64) -> i64 {
+        let from_origin = t.wrapping_sub(self.origin);
+        self.origin.wrapping_add(
+            from_origin
+                .div_euclid(self.stride)
+                .wrapping_mul(self.stride),
+        )
+    }
+}
+
+/// The values `kind` runs over in `batch`. An `avg` or `sum` of `CAST(x AS DOUBLE)` over
+/// integers is given the integers, each converted as it is added (as the cast converts
+/// it), rather than a new array of doubles first.
+fn argument(kind: Kind, arg: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    let rows = batch.num_rows();
+    if matches!(kind, Kind::Avg | Kind::Sum)
+        && let Some(cast) = arg.downcast_ref::<CastExpr>()
+        && *cast.cast_type() == DataType::Float64
+        && cast.expr().data_type(&batch.schema())? == DataType::Int64
+    {
+        return cast.expr().evaluate(batch)?.into_array(rows);
+    }
+    arg.evaluate(batch)?.into_array(rows)
+}
+
+/// The runs of equal group keys among `rows` rows: a run ends where any key column changes.
+/// A dictionary column is compared by its keys, not its strings (arrow's `partition`
+/// compares the strings, most of this operator's time over ten tag columns). Two keys of one
+/// string (a dictionary with a repeated value) only split a run; the final aggregate merges
+/// the partial rows of one group as it does a group split over batches.
+fn runs(keys: &[Key<'_>], rows: usize) -> Result<Vec<Range<usize>>> {
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    // bit i set: row i + 1 starts a run
+    let mut ends = BooleanBuffer::new_unset(rows - 1);
+    for k in keys {
+        let changed = match k {
+            Key::Values(k) => {
+                let k: &dyn Array = match k.as_any_dictionary_opt() {
+                    Some(d) => d.keys(),
+                    None => k.as_ref(),
+                };
+                distinct(&k.slice(0, rows - 1), &k.slice(1, rows - 1))?
+                    .values()
+                    .clone()
+            }
+            Key::Bins(time, bin) => {
+                bin_changes(time.as_primitive::<TimestampNanosecondType>(), bin)
+            }
+        };
+        ends = &ends | &changed;
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in ends.set_indices() {
+        out.push(start..i + 1);
+        start = i + 1;
+    }
+    out.push(start..rows);
+    Ok(out)
+}
+
+/// Bit `i` set where row `i + 1`'s bin is not row `i`'s. Times come mostly in order within
+/// a series, so a row is tested against the bounds of the last bin computed and divided
+/// only when it leaves them.
+fn bin_changes(time: &TimestampNanosecondArray, bin: &DateBin) -> BooleanBuffer {
+    let rows = time.len();
+    let mut changes = BooleanBufferBuilder::new(rows.saturating_sub(1));
+    // [start, end) of the last row's bin; none for a null time
+    let mut last: Option<(i64, i64)> = None;
+    for row in 0..rows {
+        let this = if time.is_null(row) {
+            None
+        } else {
+            let t = time.value(row);
+            match last {
+                Some((start, end)) if t >= start && t < end => last,
+                _ => {
+                    let start = bin.of_time(t);
+                    Some((start, start.saturating_add(bin.stride)))
+                }
+            }
+        };
+        if row > 0 {
+            changes.append(this != last);
+        }
+        last = this;
+    }
+    changes.finish()
 }
 
 /// `kind`'s partial state for each run of `values`.
@@ -328,17 +545,23 @@ fn state_of_runs(kind: Kind, values: &ArrayRef, runs: &[Range<usize>]) -> Result
             runs.iter().map(|r| non_null(r) as i64),
         ))],
         Kind::Avg | Kind::Sum => {
-            let v = values.as_primitive::<Float64Type>();
             let counts: Vec<u64> = runs.iter().map(non_null).collect();
+            let sum = |r: &Range<usize>| match values.as_primitive_opt::<Int64Type>() {
+                Some(ints) => sum(ints, r, |x| x as f64),
+                None => sum(values.as_primitive::<Float64Type>(), r, |x| x),
+            };
             // a run without values has no sum (as DataFusion's accumulators leave it)
             let sums: Float64Array = runs
                 .iter()
                 .zip(&counts)
-                .map(|(r, &n)| (n > 0).then(|| sum(v, r)))
+                .map(|(r, &n)| (n > 0).then(|| sum(r)))
                 .collect();
             let sums = Arc::new(sums) as ArrayRef;
             if kind == Kind::Avg {
-                vec![Arc::new(UInt64Array::from(counts)) as ArrayRef, sums]
+                // a run without values has no count either, as DataFusion's partial `avg`
+                // leaves it: the final `avg` reads a count as values seen (0 / 0 is NaN)
+                let counts: UInt64Array = counts.iter().map(|&n| (n > 0).then_some(n)).collect();
+                vec![Arc::new(counts) as ArrayRef, sums]
             } else {
                 vec![sums]
             }
@@ -358,16 +581,20 @@ fn state_of_runs(kind: Kind, values: &ArrayRef, runs: &[Range<usize>]) -> Result
     })
 }
 
-/// The sum of the non-null values of `v` in `run`.
-fn sum(v: &Float64Array, run: &Range<usize>) -> f64 {
+/// The sum of the non-null values of `v` in `run`, each as `f64` by `to_f64`.
+fn sum<T: ArrowPrimitiveType>(
+    v: &PrimitiveArray<T>,
+    run: &Range<usize>,
+    to_f64: impl Fn(T::Native) -> f64,
+) -> f64 {
     let values = &v.values()[run.clone()];
     match v.nulls() {
-        None => sum_lanes(values),
+        None => sum_lanes(values, to_f64),
         Some(nulls) => values
             .iter()
             .enumerate()
             .filter(|(i, _)| nulls.is_valid(run.start + i))
-            .map(|(_, x)| x)
+            .map(|(_, &x)| to_f64(x))
             .sum(),
     }
 }
@@ -375,13 +602,13 @@ fn sum(v: &Float64Array, run: &Range<usize>) -> f64 {
 /// The sum of `values`, added in eight lanes: one running sum cannot be vectorized (each
 /// addition waits for the last), eight can. The order of additions differs from a row-by-row
 /// sum only in the last bits of a float sum, as it does between DataFusion's partitions.
-fn sum_lanes(values: &[f64]) -> f64 {
+fn sum_lanes<N: Copy>(values: &[N], to_f64: impl Fn(N) -> f64) -> f64 {
     let mut lanes = [0.0f64; 8];
     let chunks = values.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().sum();
+    let rest: f64 = chunks.remainder().iter().map(|&x| to_f64(x)).sum();
     for chunk in chunks {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += to_f64(x);
         }
     }
     lanes.iter().sum::<f64>() + rest
