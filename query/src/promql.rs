@@ -30,7 +30,7 @@ use crate::QueryError;
 pub use error::PromError;
 use eval::{Evaluator, Selection, matcher_sets, plan_selections, plan_windows};
 pub use labels::Labels;
-use select::{Budget, Source, select, select_label_sets, select_windows};
+use select::{Budget, Request, Source, select, select_all, select_label_sets, select_windows};
 pub use value::RawSeries;
 pub use value::{Answer, Series, Steps, Value};
 
@@ -253,10 +253,33 @@ impl<'a> PromQl<'a> {
                 windows.insert(eval::key(w.selector), series);
             }
             selections.retain(|s| !windows.contains_key(&eval::key(s.selector)));
+            // every selector's `or` alternatives, read together: scans of one table that
+            // would read the same rows are one scan
+            let sets: Vec<(usize, Vec<Matcher>)> = selections
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| matcher_sets(s.selector).into_iter().map(move |m| (i, m)))
+                .collect();
+            let requests: Vec<Request<'_>> = sets
+                .iter()
+                .map(|(i, matchers)| Request {
+                    matchers,
+                    after: selections[*i].after,
+                    until: selections[*i].until,
+                })
+                .collect();
+            let mut read: Vec<Vec<Vec<RawSeries>>> =
+                selections.iter().map(|_| Vec::new()).collect();
+            let series = select_all(self.source, &requests, &mut budget).await?;
+            for ((i, _), series) in sets.iter().zip(series) {
+                read[*i].push(series);
+            }
             let mut data: HashMap<usize, Vec<RawSeries>> = HashMap::new();
-            for s in &selections {
-                let series = self.read(s, &mut budget).await?;
-                data.insert(s.selector as *const _ as usize, series);
+            for (s, sets) in selections.iter().zip(read) {
+                data.insert(
+                    eval::key(s.selector),
+                    each_once(sets, |s: &RawSeries| &s.labels),
+                );
             }
             let mut ev = Evaluator {
                 data,
@@ -278,19 +301,6 @@ impl<'a> PromQl<'a> {
             }),
             Err(_) => Err(PromError::Timeout(timeout)),
         }
-    }
-
-    /// A selection's series: of every `or` alternative, each series once.
-    async fn read(
-        &self,
-        s: &Selection<'_>,
-        budget: &mut Budget,
-    ) -> Result<Vec<RawSeries>, PromError> {
-        let mut sets = Vec::new();
-        for set in matcher_sets(s.selector) {
-            sets.push(select(self.source, &set, s.after, s.until, budget).await?);
-        }
-        Ok(each_once(sets, |s: &RawSeries| &s.labels))
     }
 
     /// The samples (stale markers among them, as Prometheus keeps them) in `[start, end]`

@@ -165,7 +165,9 @@ fn signatures(
     (ls, rs, sigs)
 }
 
-/// `and`, `or`, `unless`: per step, by matching labels.
+/// `and`, `or`, `unless`: per step, by matching labels. Series by series: which matching
+/// label sets the filtering side has at each step, then each series of the other side
+/// keeps or drops its points by it.
 fn set_op(
     op: TokenId,
     l: Vec<Series>,
@@ -174,64 +176,45 @@ fn set_op(
     steps: Steps,
 ) -> Vec<Series> {
     let (lsig, rsig, sigs) = signatures(&l, &r, matching);
-    let mut in_r = vec![false; sigs.len()];
-    let mut in_l = vec![false; sigs.len()];
-    let mut lp: Vec<Vec<Option<f64>>> = l.iter().map(|s| s.points.clone()).collect();
-    let mut rp: Vec<Vec<Option<f64>>> = r.iter().map(|s| s.points.clone()).collect();
-    for i in 0..steps.count {
-        in_r.fill(false);
-        in_l.fill(false);
-        for (s, &g) in r.iter().zip(&rsig) {
-            if s.points[i].is_some() {
-                in_r[g] = true;
+    // for each matching label set, whether `side` has a value at each step (empty: never)
+    let presence = |side: &[Series], sig: &[usize]| {
+        let mut present: Vec<Vec<bool>> = vec![Vec::new(); sigs.len()];
+        for (s, &g) in side.iter().zip(sig) {
+            let row = &mut present[g];
+            if row.is_empty() {
+                *row = vec![false; steps.count];
+            }
+            for (x, p) in row.iter_mut().zip(&s.points) {
+                *x |= p.is_some();
             }
         }
-        for (s, &g) in l.iter().zip(&lsig) {
-            if s.points[i].is_some() {
-                in_l[g] = true;
-            }
-        }
-        match op {
-            T_LAND => {
-                for (p, &g) in lp.iter_mut().zip(&lsig) {
-                    if !in_r[g] {
-                        p[i] = None;
+        present
+    };
+    // `series` without the points where the other side's presence is not `keep_where`
+    let filter = |series: Vec<Series>, sig: &[usize], other: &[Vec<bool>], keep_where: bool| {
+        series
+            .into_iter()
+            .zip(sig)
+            .filter_map(|(mut s, &g)| {
+                for (i, p) in s.points.iter_mut().enumerate() {
+                    if other[g].get(i).copied().unwrap_or(false) != keep_where {
+                        *p = None;
                     }
                 }
-            }
-            T_LUNLESS => {
-                for (p, &g) in lp.iter_mut().zip(&lsig) {
-                    if in_r[g] {
-                        p[i] = None;
-                    }
-                }
-            }
-            _ => {
-                for (p, &g) in rp.iter_mut().zip(&rsig) {
-                    if in_l[g] {
-                        p[i] = None;
-                    }
-                }
-            }
+                s.is_present().then_some(s)
+            })
+            .collect::<Vec<Series>>()
+    };
+    match op {
+        T_LAND => filter(l, &lsig, &presence(&r, &rsig), true),
+        T_LUNLESS => filter(l, &lsig, &presence(&r, &rsig), false),
+        _ => {
+            let in_l = presence(&l, &lsig);
+            let mut out: Vec<Series> = l.into_iter().filter(Series::is_present).collect();
+            out.extend(filter(r, &rsig, &in_l, false));
+            out
         }
     }
-    let mut out: Vec<Series> = l
-        .into_iter()
-        .zip(lp)
-        .map(|(s, points)| Series {
-            labels: s.labels,
-            points,
-            drop_name: s.drop_name,
-        })
-        .collect();
-    if op == T_LOR {
-        out.extend(r.into_iter().zip(rp).map(|(s, points)| Series {
-            labels: s.labels,
-            points,
-            drop_name: s.drop_name,
-        }));
-    }
-    out.into_iter().filter(Series::is_present).collect()
 }
 
 /// Arithmetic and comparison between two vectors, one to one or with a `group_` side.

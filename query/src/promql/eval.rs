@@ -408,8 +408,16 @@ impl Evaluator {
         for s in data {
             let mut points = Vec::with_capacity(times.len());
             let mut any = false;
+            // samples at or before the step's time: a walk forward while steps go forward
+            let mut n = 0;
+            let mut before = i64::MIN;
             for &t in &times {
-                let n = s.t.partition_point(|&x| x <= t);
+                if t < before {
+                    n = s.t.partition_point(|&x| x <= t);
+                } else {
+                    n += s.t[n..].iter().take_while(|&&x| x <= t).count();
+                }
+                before = t;
                 let p = (n > 0 && s.t[n - 1] > t - self.lookback && !is_stale_marker(s.v[n - 1]))
                     .then(|| pick(s.t[n - 1], s.v[n - 1]));
                 any |= p.is_some();

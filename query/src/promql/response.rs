@@ -22,6 +22,10 @@ fn write_value(out: &mut String, v: f64) {
         out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
+    } else if v == v.trunc() && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        // a whole number (most counters and many gauges) is its integer's digits, as
+        // Go's 'f' formatting writes it: no shortest-float search
+        let _ = write!(out, "{}", v as i64);
     } else {
         let _ = write!(out, "{v}");
     }
@@ -214,6 +218,13 @@ mod tests {
         assert_eq!(format_value(1.0), "1");
         assert_eq!(format_value(-0.5), "-0.5");
         assert_eq!(format_value(1e21), "1000000000000000000000");
+        // whole numbers, either side of where the integer path stops
+        assert_eq!(format_value(-42.0), "-42");
+        assert_eq!(format_value(0.0), "0");
+        assert_eq!(format_value(-0.0), "-0");
+        assert_eq!(format_value(999_999_999_999_999.0), "999999999999999");
+        assert_eq!(format_value(1e15), "1000000000000000");
+        assert_eq!(format_value(-123_456_789_012_345.0), "-123456789012345");
         assert_eq!(format_value(1e-7), "0.0000001");
         assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(format_value(f64::NAN), "NaN");

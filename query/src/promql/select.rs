@@ -53,31 +53,118 @@ pub async fn select(
     until: i64,
     budget: &mut Budget,
 ) -> Result<Vec<RawSeries>, PromError> {
-    let Some(schema) = source.schema() else {
-        return Ok(Vec::new());
+    let request = Request {
+        matchers,
+        after,
+        until,
     };
-    let mut out = Vec::new();
-    for (table, fields) in matching(&schema, matchers) {
-        let mut series = scan(source, &table, &fields, matchers, after, until).await?;
+    Ok(select_all(source, &[request], budget)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Samples to read: those in `(after, until]` (ms) of the series matching `matchers`.
+pub struct Request<'m> {
+    pub matchers: &'m [Matcher],
+    pub after: i64,
+    pub until: i64,
+}
+
+/// The series of each request, as [`select`] reads them, but with one scan of a table for
+/// all the requests whose scans of it would read the same rows (the same times and tag
+/// equalities; q5's `{__name__=~"cpu_usage_.+"} and on (hostname) (cpu_usage_user > 90)`
+/// reads `cpu` once, not twice): it reads the fields any of them needs.
+pub async fn select_all(
+    source: Source<'_>,
+    requests: &[Request<'_>],
+    budget: &mut Budget,
+) -> Result<Vec<Vec<RawSeries>>, PromError> {
+    let mut out: Vec<Vec<RawSeries>> = requests.iter().map(|_| Vec::new()).collect();
+    let Some(schema) = source.schema() else {
+        return Ok(out);
+    };
+    // one scan per table and filter: the fields it reads, and which request wants which
+    let mut scans: Vec<SharedScan<'_>> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        for (table, fields) in matching(&schema, r.matchers) {
+            let filter = from_where(&table, r.matchers, r.after, r.until);
+            let names = fields.iter().map(|f| metric_name(&table.name, f)).collect();
+            match scans
+                .iter_mut()
+                .find(|s| s.table.name == table.name && s.filter == filter)
+            {
+                Some(scan) => {
+                    for f in fields {
+                        if !scan.fields.contains(&f) {
+                            scan.fields.push(f);
+                        }
+                    }
+                    scan.wanted.push((i, names));
+                }
+                None => scans.push(SharedScan {
+                    table,
+                    filter,
+                    fields,
+                    request: r,
+                    wanted: vec![(i, names)],
+                }),
+            }
+        }
+    }
+    for scan in scans {
+        let mut series = scan_rows(source, &scan.table, &scan.fields, &scan.filter).await?;
         // the metric named after its table may have stale markers
-        if fields.iter().any(|f| &**f == VALUE_FIELD)
-            && let Some(stale) = schema.tables.get(stale_table(&table.name).as_str())
+        if scan.fields.iter().any(|f| &**f == VALUE_FIELD)
+            && let Some(stale) = schema.tables.get(stale_table(&scan.table.name).as_str())
             && stale.column(VALUE_FIELD).is_some()
         {
             let value: [Arc<str>; 1] = [Arc::from(VALUE_FIELD)];
-            let markers = scan(source, stale, &value, matchers, after, until).await?;
-            add_markers(&mut series, markers, &table.name);
+            let r = scan.request;
+            let filter = from_where(stale, r.matchers, r.after, r.until);
+            let markers = scan_rows(source, stale, &value, &filter).await?;
+            add_markers(&mut series, markers, &scan.table.name);
         }
-        series.retain(|s| {
-            !s.t.is_empty() && matchers.iter().all(|m| m.is_match(s.labels.get(&m.name)))
-        });
-        for s in &mut series {
-            in_time_order(s);
+        for mut s in series {
+            if s.t.is_empty() {
+                continue;
+            }
+            let wanting: Vec<usize> = scan
+                .wanted
+                .iter()
+                .filter(|(i, names)| {
+                    names.iter().any(|n| n == s.labels.name())
+                        && requests[*i]
+                            .matchers
+                            .iter()
+                            .all(|m| m.is_match(s.labels.get(&m.name)))
+                })
+                .map(|(i, _)| *i)
+                .collect();
+            let Some((&last, others)) = wanting.split_last() else {
+                continue;
+            };
+            in_time_order(&mut s);
+            for &i in others {
+                budget.take(s.t.len())?;
+                out[i].push(s.clone());
+            }
             budget.take(s.t.len())?;
+            out[last].push(s);
         }
-        out.append(&mut series);
     }
     Ok(out)
+}
+
+/// One scan that serves several requests: see [`select_all`].
+struct SharedScan<'r> {
+    table: Arc<TableSchema>,
+    filter: String,
+    fields: Vec<Arc<str>>,
+    /// a request it serves (for the tag equalities of its stale markers' scan)
+    request: &'r Request<'r>,
+    /// the requests it serves, each with the metric names it wants
+    wanted: Vec<(usize, Vec<String>)>,
 }
 
 /// The label sets of the series matching `matchers` with a sample in `(after, until]` (ms),
@@ -211,7 +298,7 @@ pub async fn select_windows(
             .executor
             .query_as(source.db, &sql, HashMap::new(), source.readable)
             .await?;
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut slots = Slots::new(&table, &fields);
         let mut series: Vec<Series> = Vec::new();
         for batch in &result.batches {
             let columns = tag_columns(batch, tags.len())?;
@@ -235,6 +322,13 @@ pub async fn select_windows(
                 );
             }
             for row in 0..batch.num_rows() {
+                let slot = slots.slot(&columns, row, |labels| {
+                    series.push(Series {
+                        labels,
+                        points: vec![None; w.count],
+                        drop_name: true,
+                    })
+                });
                 if window.is_null(row) {
                     continue;
                 }
@@ -246,31 +340,19 @@ pub async fn select_windows(
                 if step >= w.count {
                     continue;
                 }
-                for (f, v) in fields.iter().zip(&values) {
+                for (i, v) in values.iter().enumerate() {
                     // a window without values of this field has none (count says 0)
                     if v.is_null(row) || (w.aggregate == "count" && v.value(row) == 0.0) {
                         continue;
                     }
-                    let labels = row_labels(&table.name, f, &tags, &columns, row);
-                    let at = match index.get(&labels) {
-                        Some(&at) => at,
-                        None => {
-                            if !matchers.iter().all(|m| m.is_match(labels.get(&m.name))) {
-                                continue;
-                            }
-                            index.insert(labels.clone(), series.len());
-                            series.push(Series {
-                                labels,
-                                points: vec![None; w.count],
-                                drop_name: true,
-                            });
-                            series.len() - 1
-                        }
-                    };
-                    series[at].points[step] = Some(v.value(row));
+                    series[slot + i].points[step] = Some(v.value(row));
                 }
             }
         }
+        series.retain(|s| {
+            s.points.iter().any(Option::is_some)
+                && matchers.iter().all(|m| m.is_match(s.labels.get(&m.name)))
+        });
         out.append(&mut series);
     }
     Ok(out)
@@ -314,16 +396,26 @@ fn tag_columns(
     Ok(columns)
 }
 
-/// The series of one table's scan, samples in scan order.
-async fn scan(
+/// The series of one table's scan of `fields` from `filter` (a [`from_where`]), samples
+/// in scan order.
+async fn scan_rows(
     source: Source<'_>,
     table: &TableSchema,
     fields: &[Arc<str>],
-    matchers: &[Matcher],
-    after: i64,
-    until: i64,
+    filter: &str,
 ) -> Result<Vec<RawSeries>, PromError> {
-    let sql = scan_sql(table, fields, matchers, after, until);
+    let mut sql = String::from("SELECT ");
+    for t in tag_names(table) {
+        sql.push_str(&ident(t));
+        sql.push_str(", ");
+    }
+    sql.push_str("time");
+    for f in fields {
+        sql.push_str(", ");
+        sql.push_str(&ident(f));
+    }
+    sql.push_str(" FROM ");
+    sql.push_str(filter);
     let result = source
         .executor
         .query_as(source.db, &sql, HashMap::new(), source.readable)
@@ -386,29 +478,6 @@ impl Budget {
         }
         Ok(())
     }
-}
-
-/// `SELECT <tags>, time, <fields> FROM <table> WHERE time in (after, until] ms AND <tag = v>`.
-fn scan_sql(
-    table: &TableSchema,
-    fields: &[Arc<str>],
-    matchers: &[Matcher],
-    after: i64,
-    until: i64,
-) -> String {
-    let mut sql = String::from("SELECT ");
-    for t in tag_names(table) {
-        sql.push_str(&ident(t));
-        sql.push_str(", ");
-    }
-    sql.push_str("time");
-    for f in fields {
-        sql.push_str(", ");
-        sql.push_str(&ident(f));
-    }
-    sql.push_str(" FROM ");
-    sql.push_str(&from_where(table, matchers, after, until));
-    sql
 }
 
 /// `<table> WHERE time in (after, until] ms AND <tag = v>`: what every scan of a selector
@@ -495,6 +564,77 @@ impl TagColumn<'_> {
     }
 }
 
+/// The series of one table's scan, found by the tags of a row: each tag set has one series
+/// per field, `fields.len()` consecutive ones from its slot. Label names and values are
+/// shared by every series that has them, not copied per series, and a row with the previous
+/// row's tags (a series' rows come together) is not looked up again.
+struct Slots {
+    tags: Vec<Arc<str>>,
+    names: Vec<Arc<str>>,
+    name_label: Arc<str>,
+    /// non-empty tag values -> slot
+    slots: HashMap<Vec<Option<Arc<str>>>, usize>,
+    count: usize,
+    last: usize,
+}
+
+impl Slots {
+    fn new(table: &TableSchema, fields: &[Arc<str>]) -> Self {
+        Slots {
+            tags: table
+                .columns()
+                .iter()
+                .filter(|c| c.kind == ColumnKind::Tag)
+                .map(|c| c.name.clone())
+                .collect(),
+            names: fields
+                .iter()
+                .map(|f| Arc::from(metric_name(&table.name, f)))
+                .collect(),
+            name_label: Arc::from(METRIC_NAME),
+            slots: HashMap::new(),
+            count: 0,
+            last: 0,
+        }
+    }
+
+    /// The slot of `row`'s tags; a new tag set's labels, one per field, go to `add` first.
+    fn slot(
+        &mut self,
+        columns: &[TagColumn<'_>],
+        row: usize,
+        mut add: impl FnMut(Labels),
+    ) -> usize {
+        if row > 0 && columns.iter().all(|c| c.same(row - 1, row)) {
+            return self.last;
+        }
+        let key: Vec<Option<Arc<str>>> = columns
+            .iter()
+            .map(|c| c.value(row).filter(|v| !v.is_empty()).map(Arc::from))
+            .collect();
+        self.last = match self.slots.get(&key) {
+            Some(&s) => s,
+            None => {
+                let s = self.count;
+                for name in &self.names {
+                    add(Labels::from_pairs(
+                        std::iter::once((self.name_label.clone(), name.clone())).chain(
+                            self.tags
+                                .iter()
+                                .zip(&key)
+                                .filter_map(|(t, v)| v.clone().map(|v| (t.clone(), v))),
+                        ),
+                    ));
+                }
+                self.count += self.names.len();
+                self.slots.insert(key, s);
+                s
+            }
+        };
+        self.last
+    }
+}
+
 /// The scan's rows as series: one per tag set and field, labelled with the metric name and
 /// the non-empty tags.
 fn group(
@@ -502,78 +642,62 @@ fn group(
     fields: &[Arc<str>],
     batches: &[datafusion::arrow::record_batch::RecordBatch],
 ) -> Result<Vec<RawSeries>, PromError> {
-    // names and values are shared by every series that has them, not copied per series
-    let tags: Vec<Arc<str>> = table
-        .columns()
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Tag)
-        .map(|c| c.name.clone())
-        .collect();
-    let name_label: Arc<str> = Arc::from(METRIC_NAME);
-    let names: Vec<Arc<str>> = fields
-        .iter()
-        .map(|f| Arc::from(metric_name(&table.name, f)))
-        .collect();
-    // tag values -> index of the first of its `fields.len()` series in `out`
-    let mut slots: HashMap<Vec<Option<Arc<str>>>, usize> = HashMap::new();
+    let tags = tag_names(table).len();
+    let mut slots = Slots::new(table, fields);
     let mut out: Vec<RawSeries> = Vec::new();
     for batch in batches {
-        let columns = tag_columns(batch, tags.len())?;
-        let time = batch.column(tags.len());
+        let columns = tag_columns(batch, tags)?;
+        let time = batch.column(tags);
         let time = time
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
             .ok_or_else(|| PromError::Internal(format!("time column is {}", time.data_type())))?;
         let mut values: Vec<Float64Array> = Vec::with_capacity(fields.len());
         for i in 0..fields.len() {
-            let c =
-                cast(batch.column(tags.len() + 1 + i), &DataType::Float64).map_err(arrow_error)?;
+            let c = cast(batch.column(tags + 1 + i), &DataType::Float64).map_err(arrow_error)?;
             values.push(
                 c.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
                     .clone(),
             );
         }
-        let mut slot = 0;
-        for row in 0..batch.num_rows() {
-            let same = row > 0 && columns.iter().all(|c| c.same(row - 1, row));
-            if !same {
-                let key: Vec<Option<Arc<str>>> = columns
-                    .iter()
-                    .map(|c| c.value(row).filter(|v| !v.is_empty()).map(Arc::from))
-                    .collect();
-                slot = match slots.get(&key) {
-                    Some(&s) => s,
-                    None => {
-                        let s = out.len();
-                        for name in &names {
-                            let labels = Labels::from_pairs(
-                                std::iter::once((name_label.clone(), name.clone())).chain(
-                                    tags.iter()
-                                        .zip(&key)
-                                        .filter_map(|(t, v)| v.clone().map(|v| (t.clone(), v))),
-                                ),
-                            );
-                            out.push(RawSeries {
-                                labels,
-                                ..RawSeries::default()
-                            });
-                        }
-                        slots.insert(key, s);
-                        s
+        // a tag set's rows come together: appended a run of rows at a time
+        let rows = batch.num_rows();
+        let mut millis = Vec::new();
+        let mut row = 0;
+        while row < rows {
+            let slot = slots.slot(&columns, row, |labels| {
+                out.push(RawSeries {
+                    labels,
+                    ..RawSeries::default()
+                })
+            });
+            let mut end = row + 1;
+            while end < rows && columns.iter().all(|c| c.same(end - 1, end)) {
+                end += 1;
+            }
+            let series = &mut out[slot..slot + fields.len()];
+            if time.null_count() == 0 {
+                millis.clear();
+                millis.extend(
+                    time.values()[row..end]
+                        .iter()
+                        .map(|t| t.div_euclid(1_000_000)),
+                );
+            }
+            for (s, v) in series.iter_mut().zip(&values) {
+                if time.null_count() == 0 && v.null_count() == 0 {
+                    s.t.extend_from_slice(&millis);
+                    s.v.extend_from_slice(&v.values()[row..end]);
+                    continue;
+                }
+                for r in row..end {
+                    if time.is_valid(r) && v.is_valid(r) {
+                        s.t.push(time.value(r).div_euclid(1_000_000));
+                        s.v.push(v.value(r));
                     }
-                };
-            }
-            if time.is_null(row) {
-                continue;
-            }
-            let t = time.value(row).div_euclid(1_000_000);
-            for (i, v) in values.iter().enumerate() {
-                if v.is_valid(row) {
-                    let series = &mut out[slot + i];
-                    series.t.push(t);
-                    series.v.push(v.value(row));
                 }
             }
+            row = end;
         }
     }
     Ok(out)
