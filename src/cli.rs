@@ -386,6 +386,13 @@ pub struct ServeArgs {
     /// value, 4 a tag); a day with more is merged a time range at a time, each range a file.
     #[arg(long, env = "SLUICE_COMPACTION_MEMORY", default_value = "32MiB", value_parser = parse_size)]
     pub compaction_memory: usize,
+
+    /// A float field whose values in a Parquet file are all whole numbers (up to 2^53, no -0)
+    /// is stored in that file as INT64, delta-encoded: half the bytes. Sluice reads it back
+    /// as the same floats; `false` keeps float fields DOUBLE in every file, for readers that
+    /// need one type per column across files.
+    #[arg(long, env = "SLUICE_PARQUET_WHOLE_FLOATS_AS_INTEGERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub parquet_whole_floats_as_integers: bool,
 }
 
 #[derive(Debug, Args)]

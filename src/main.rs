@@ -117,6 +117,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         compaction_interval: args.compaction_interval,
         compaction_target_bytes: args.compaction_target_bytes as u64,
         compaction_memory: args.compaction_memory as u64,
+        parquet_whole_floats_as_integers: args.parquet_whole_floats_as_integers,
         default_retention: args.default_retention.period.clone(),
         without_auth: args.without_auth,
         connections: crate::server::listen::ConnectionLimits {

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -45,8 +46,8 @@ use crate::parquet_reader::{Narrowed, PageIndexCachingReaderFactory, rows_left};
 pub(crate) struct NarrowedFile {
     path: String,
     size: u64,
-    /// Built from the footer the file was narrowed with, in the table's schema (which is the
-    /// file's: `FilePruning::plan` plans no other).
+    /// Built from the footer the file was narrowed with, in the file's schema: the table's,
+    /// but for float fields the file stores as whole numbers (`Int64`), which the scan casts.
     metadata: ArrowReaderMetadata,
     row_groups: Vec<usize>,
     /// Within `row_groups`; `None`: all their rows.
@@ -258,18 +259,9 @@ impl ExecutionPlan for NarrowedParquetExec {
         })?;
         let read = self.read.clone();
         let reader = self.reader.clone();
-        let table_schema = self.table_schema.clone();
         let batch_size = context.session_config().batch_size();
         let batches = futures::stream::iter(files)
-            .then(move |file| {
-                read_file(
-                    file,
-                    reader.clone(),
-                    table_schema.clone(),
-                    read.clone(),
-                    batch_size,
-                )
-            })
+            .then(move |file| read_file(file, reader.clone(), read.clone(), batch_size))
             .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.read.schema.clone(),
@@ -306,13 +298,21 @@ impl ReadColumns {
         }
     }
 
-    /// `batch`, read with `sorted`'s columns, as the scan returns it.
+    /// `batch`, read with `sorted`'s columns, as the scan returns it: float fields the file
+    /// stores as whole numbers cast back to floats.
     fn output(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let columns = self
             .order
             .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
+            .zip(self.schema.fields())
+            .map(|(&i, field)| {
+                let column = batch.column(i);
+                Ok(match column.data_type() == field.data_type() {
+                    true => column.clone(),
+                    false => cast(column, field.data_type())?,
+                })
+            })
+            .collect::<Result<_>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
@@ -326,7 +326,6 @@ impl ReadColumns {
 async fn read_file(
     file: Arc<NarrowedFile>,
     factory: Arc<PageIndexCachingReaderFactory>,
-    table_schema: SchemaRef,
     read: Arc<ReadColumns>,
     batch_size: usize,
 ) -> Result<impl Stream<Item = Result<RecordBatch>>> {
@@ -342,7 +341,8 @@ async fn read_file(
     let metadata = if Arc::ptr_eq(&footer, file.metadata.metadata()) {
         file.metadata.clone()
     } else {
-        ArrowReaderMetadata::try_new(footer, ArrowReaderOptions::new().with_schema(table_schema))?
+        let schema = file.metadata.schema().clone();
+        ArrowReaderMetadata::try_new(footer, ArrowReaderOptions::new().with_schema(schema))?
     };
     let mask = ProjectionMask::roots(metadata.parquet_schema(), read.sorted.iter().copied());
     let reader: Box<dyn AsyncFileReader> = reader;

@@ -450,13 +450,16 @@ async fn parquet_scan(
     ));
     // the files' pruning, if all their footers are at hand and their columns the table's
     let mut footer_missing = false;
-    let mut plans: Option<Vec<(ParquetAccessPlan, Arc<ParquetMetaData>)>> =
-        pruning.and_then(|pruning| {
+    let mut plans: Option<Vec<(ParquetAccessPlan, Arc<ParquetMetaData>, SchemaRef)>> = pruning
+        .and_then(|pruning| {
             groups
                 .iter()
                 .flatten()
                 .map(|f| match reader.footer_at_hand(&f.path, f.size_bytes) {
-                    Some(footer) => Some((pruning.plan(&f.path, &footer)?, footer)),
+                    Some(footer) => {
+                        let (plan, schema) = pruning.plan(&f.path, &footer)?;
+                        Some((plan, footer, schema))
+                    }
                     None => {
                         footer_missing = true;
                         None
@@ -470,23 +473,26 @@ async fn parquet_scan(
     if let (Some(pruning), Some(found)) = (pruning, plans.as_mut())
         && found
             .iter()
-            .map(|(p, footer)| rows_left(p, footer))
+            .map(|(p, footer, _)| rows_left(p, footer))
             .sum::<usize>()
             <= NARROW_ROWS_AT_MOST
     {
-        for (f, (plan, footer)) in groups.iter().flatten().zip(found.iter_mut()) {
+        for (f, (plan, footer, schema)) in groups.iter().flatten().zip(found.iter_mut()) {
             let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
             let file_reader =
                 reader.create_reader(0, file, None, &ExecutionPlanMetricsSet::new())?;
             // a file that cannot be narrowed keeps its plan; the scan is then not narrowed
-            if let Some(narrowed) = pruning.narrow(plan.clone(), footer, file_reader).await {
+            if let Some(narrowed) = pruning
+                .narrow(plan.clone(), footer, schema, file_reader)
+                .await
+            {
                 *plan = narrowed.plan.clone();
                 narrowings.push(narrowed);
             }
         }
         stats.narrowed = narrowings.len() == found.len();
     }
-    for (plan, _) in plans.iter().flatten() {
+    for (plan, _, _) in plans.iter().flatten() {
         stats.row_groups_read += plan.row_group_index_iter().count();
         stats.row_groups_total += plan.len();
     }
@@ -521,7 +527,7 @@ async fn parquet_scan(
     let source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(options)
         .with_parquet_file_reader_factory(reader.clone());
-    let mut plans = plans.map(|p| p.into_iter().map(|(plan, _)| plan));
+    let mut plans = plans.map(|p| p.into_iter().map(|(plan, _, schema)| (plan, schema)));
     let groups = groups
         .into_iter()
         .map(|files| {
@@ -531,10 +537,11 @@ async fn parquet_scan(
                     .map(|f| {
                         let file = PartitionedFile::new(f.path, f.size_bytes);
                         match plans.as_mut().and_then(Iterator::next) {
-                            // its columns are the table's (`FilePruning::plan`)
-                            Some(plan) => file
-                                .with_extension(plan)
-                                .with_arrow_schema(table_schema.clone()),
+                            // its columns are the table's, some float fields perhaps
+                            // stored as whole numbers (`FilePruning::plan`)
+                            Some((plan, schema)) => {
+                                file.with_extension(plan).with_arrow_schema(schema)
+                            }
                             None => file,
                         }
                     })

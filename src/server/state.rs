@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub compaction_target_bytes: u64,
     /// Most bytes of decoded rows one compaction step merges.
     pub compaction_memory: u64,
+    /// Float fields of whole numbers stored as integers in the Parquet files.
+    pub parquet_whole_floats_as_integers: bool,
     /// Retention period of databases created by a write (or created without one).
     pub default_retention: Option<sluice_storage::Retention>,
     /// Take requests without tokens even when tokens exist, and listen on any address

@@ -191,6 +191,16 @@ async fn duckdb_reads_the_files_with_the_right_rows_in_sorted_order() {
     };
     let s = Server::start();
     s.write_lp("d", &data()).await;
+    // a float field of whole numbers in one hour's file (stored as INT64), with a fraction
+    // in the next one's (DOUBLE): read as the README says, with union_by_name
+    s.write_lp(
+        "d",
+        &format!(
+            "g,host=a v=2 {START}\ng,host=a v=0.5 {}\n",
+            START + 3_600_000_000_000
+        ),
+    )
+    .await;
     persist(&s).await;
     let script = r#"
 import duckdb, glob, json, sys
@@ -200,11 +210,13 @@ for path in sorted(glob.glob(root + "/dbs/d/cpu/*/*.parquet")):
     rows = duckdb.sql(f"SELECT dc, host, time FROM read_parquet('{path}')").fetchall()
     out[path] = {"rows": len(rows), "sorted": rows == sorted(rows)}
 total = duckdb.sql(f"SELECT count(*), sum(n) FROM read_parquet('{root}/dbs/d/cpu/*/*.parquet')").fetchall()[0]
-print(json.dumps({"files": out, "count": total[0], "sum_n": total[1]}))
+g = duckdb.sql(f"SELECT sum(v) FROM read_parquet('{root}/dbs/d/g/*/*.parquet', union_by_name = true)").fetchall()[0][0]
+print(json.dumps({"files": out, "count": total[0], "sum_n": total[1], "sum_g": g}))
 "#;
     let v = python_json(&python, script, &[s.data_dir().as_os_str()]);
     assert_eq!(v["count"], 36);
     assert_eq!(v["sum_n"], 2 * (0..18).sum::<i64>());
+    assert_eq!(v["sum_g"], 2.5);
     let files = v["files"].as_object().unwrap();
     assert_eq!(files.len(), 3);
     for (path, f) in files {
@@ -432,4 +444,148 @@ async fn an_s3_bucket_holds_the_files_and_catalog_and_a_server_on_an_empty_folde
         .sql("p", "SELECT count(*) AS n FROM system.parquet_files")
         .await;
     assert_eq!(files, vec![json!({"n": 4})]);
+}
+
+/// Each column of the Parquet file at `path` with its physical type (`v:INT64`).
+fn physical_types(path: &Path) -> Vec<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    schema
+        .columns()
+        .iter()
+        .map(|c| format!("{}:{}", c.name(), c.physical_type()))
+        .collect()
+}
+
+/// Float fields whose values are whole numbers are stored as integers in the files (about
+/// half the bytes) and read back as the floats they were: by SQL through every kind of scan
+/// (a few rows narrowed by tag, a filter on the field itself, all rows), by PromQL, and
+/// through a compaction with a file that has the field as floats.
+#[tokio::test]
+async fn whole_number_floats_are_stored_as_integers_and_read_back_as_floats() {
+    let s = Server::start();
+    // `v` whole (one row without it), `w` with fractions, `x` -0 and 2^53 + 2 (not kept
+    // exactly by an integer file), `y` 2^53 (kept)
+    let mut lp = String::new();
+    for i in 0..6i64 {
+        let t = START + i * 600_000_000_000;
+        for host in ["a", "b"] {
+            let v = match (host, i) {
+                ("b", 3) => String::new(),
+                _ => format!("v={},", i * 7 - 20),
+            };
+            lp.push_str(&format!("cpu,host={host} {v}w={i}.25,x=-0,y=-3 {t}\n"));
+        }
+    }
+    lp.push_str(&format!(
+        "cpu,host=c v=9007199254740992,x=9007199254740994,y=9007199254740992 {START}\n"
+    ));
+    s.write_lp("p", &lp).await;
+    const HOUR0: &str = "time < '2026-01-01T01:00:00Z'";
+    let queries = [
+        format!("SELECT host, time, v, w, x, y FROM cpu WHERE {HOUR0} ORDER BY host, time"),
+        "SELECT time, v FROM cpu WHERE host = 'a' AND time >= '2026-01-01T00:20:00Z' \
+         AND time < '2026-01-01T01:00:00Z' ORDER BY time"
+            .to_string(),
+        format!(
+            "SELECT host, count(*) AS n, sum(v) AS s FROM cpu WHERE v > -10 AND {HOUR0} \
+             GROUP BY host ORDER BY host"
+        ),
+        format!(
+            "SELECT arrow_typeof(v) AS t, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi \
+             FROM cpu WHERE {HOUR0} GROUP BY 1"
+        ),
+        "SELECT host, CAST(x AS VARCHAR) AS x, CAST(y AS VARCHAR) AS y FROM cpu \
+         WHERE time = '2026-01-01T00:00:00Z' ORDER BY host"
+            .to_string(),
+    ];
+    let promql =
+        "/prometheus/p/api/v1/query_range?query=cpu_v&start=1767225600&end=1767228900&step=300";
+    let mut before = Vec::new();
+    for q in &queries {
+        before.push(s.sql("p", q).await);
+    }
+    let (_, prom_before) = s.get(promql).await;
+    assert!(
+        prom_before.contains(r#""__name__":"cpu_v""#),
+        "{prom_before}"
+    );
+    assert_eq!(before[3][0]["t"], "Float64", "{:?}", before[3]);
+    assert_eq!(
+        before[4][0],
+        json!({"host": "a", "x": "-0.0", "y": "-3.0"}),
+        "{:?}",
+        before[4]
+    );
+    persist(&s).await;
+    // the file keeps `v` and `y` as integers
+    let files = parquet_files(&s.data_dir());
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        physical_types(&files[0]),
+        [
+            "host:BYTE_ARRAY",
+            "time:INT64",
+            "v:INT64",
+            "w:DOUBLE",
+            "x:DOUBLE",
+            "y:INT64"
+        ]
+    );
+    for (q, want) in queries.iter().zip(&before) {
+        assert_eq!(&s.sql("p", q).await, want, "persisted: {q}");
+    }
+    // the one-host query reads the file's few rows through the narrowed scan, which casts
+    let (_, plan) = s
+        .query_raw("p", &format!("EXPLAIN {}", queries[1]), "json")
+        .await;
+    assert!(plan.contains("NarrowedParquetExec"), "{plan}");
+    assert_eq!(s.get(promql).await.1, prom_before);
+    // an hour later `v` has a fraction; compaction merges both hours' files into one
+    s.write_lp(
+        "p",
+        &format!("cpu,host=a v=0.5 {}\n", START + 3_600_000_000_000),
+    )
+    .await;
+    persist(&s).await;
+    let (status, body) = s.post("/api/v3/compact", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // the replaced files stay on disk for a while: the catalog says which one is live
+    let live = s.sql("p", "SELECT path FROM system.parquet_files").await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    let path = s.data_dir().join(live[0]["path"].as_str().unwrap());
+    assert!(physical_types(&path).contains(&"v:DOUBLE".to_string()));
+    for (q, want) in queries.iter().zip(&before) {
+        assert_eq!(&s.sql("p", q).await, want, "compacted: {q}");
+    }
+    assert_eq!(s.get(promql).await.1, prom_before);
+    assert_eq!(
+        s.sql(
+            "p",
+            "SELECT v FROM cpu WHERE time >= '2026-01-01T01:00:00Z'"
+        )
+        .await,
+        vec![json!({"v": 0.5})]
+    );
+
+    // with --parquet-whole-floats-as-integers false every float field stays DOUBLE
+    let s = Server::start_with(&["--parquet-whole-floats-as-integers", "false"]);
+    s.write_lp("p", &lp).await;
+    persist(&s).await;
+    let files = parquet_files(&s.data_dir());
+    assert_eq!(
+        physical_types(&files[0]),
+        [
+            "host:BYTE_ARRAY",
+            "time:INT64",
+            "v:DOUBLE",
+            "w:DOUBLE",
+            "x:DOUBLE",
+            "y:DOUBLE"
+        ]
+    );
+    for (q, want) in queries.iter().zip(&before) {
+        assert_eq!(&s.sql("p", q).await, want, "floats kept: {q}");
+    }
 }

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::compute::prep_null_mask_filter;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::TimestampNanosecondType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -107,31 +107,47 @@ impl FilePruning {
     }
 
     /// The row groups and pages of the file at `path`, with `footer`, that the filters leave
-    /// to read; `None` when the file's columns are not the table's (written before a column
-    /// was added): DataFusion's opener, which maps such a file's columns, prunes it then.
-    /// A file it plans has the table's schema, which its scan is then handed: the opener
-    /// need not decode the Arrow schema kept in the footer each time it opens the file.
+    /// to read, and the file's schema; `None` when the file's columns are not the table's
+    /// (written before a column was added), or a filter reads a float field the file stores
+    /// as whole numbers: DataFusion's opener, which maps such a file's columns, prunes it
+    /// then. The schema is the table's (the same `Arc`) unless the file stores float fields
+    /// as whole numbers (`sluice_storage::lake::parquet`), whose columns it has as `Int64`;
+    /// the scan is handed it, so the opener need not decode the Arrow schema kept in the
+    /// footer each time it opens the file.
     pub(crate) fn plan(
         &self,
         path: &str,
         footer: &Arc<ParquetMetaData>,
-    ) -> Option<ParquetAccessPlan> {
+    ) -> Option<(ParquetAccessPlan, SchemaRef)> {
         let reader =
             ArrowReaderMetadata::try_new(footer.clone(), ArrowReaderOptions::new()).ok()?;
         let file_schema = reader.schema();
+        let mut whole_floats = Vec::new();
         let same_columns = file_schema.fields().len() == self.schema.fields().len()
             && file_schema
                 .fields()
                 .iter()
                 .zip(self.schema.fields())
                 .all(|(a, b)| {
+                    let same_type = a.data_type() == b.data_type();
+                    if !same_type {
+                        whole_floats.push(b.name().as_str());
+                    }
                     a.name() == b.name()
-                        && a.data_type() == b.data_type()
+                        && (same_type || is_whole_float(a.data_type(), b.data_type()))
                         && a.is_nullable() == b.is_nullable()
                 });
-        if !same_columns {
+        if !same_columns
+            || collect_columns(&self.predicate)
+                .iter()
+                .any(|c| whole_floats.contains(&c.name()))
+        {
             return None;
         }
+        let stored = match whole_floats.is_empty() {
+            true => self.schema.clone(),
+            false => file_schema.clone(),
+        };
         // DataFusion's pruning counts into metrics of the file; nobody reads these
         let metrics = ParquetFileMetrics::new(0, path, &ExecutionPlanMetricsSet::new());
         let parquet_schema = footer.file_metadata().schema_descr();
@@ -148,15 +164,16 @@ impl FilePruning {
         }
         let plan = row_groups.build();
         if plan.row_group_index_iter().next().is_none() || self.pages.filter_number() == 0 {
-            return Some(plan);
+            return Some((plan, stored));
         }
-        Some(self.pages.prune_plan_with_page_index(
+        let plan = self.pages.prune_plan_with_page_index(
             plan,
             file_schema,
             parquet_schema,
             footer,
             &metrics,
-        ))
+        );
+        Some((plan, stored))
     }
 
     /// The filters, as applied exactly by [`FilePruning::narrow`] to the files it narrowed.
@@ -170,16 +187,17 @@ impl FilePruning {
         }
     }
 
-    /// `plan`, for the file with `footer` read through `reader`, narrowed to the rows the
-    /// filters keep: the columns they read are read for the rows `plan` leaves, and the
-    /// filters evaluated on them. The pages a scan reads hold thousands of rows where a
-    /// dashboard's query keeps hundreds (one series for one hour): its copies then decode
-    /// and filter only those. `None` if that cannot be done (the filters fail to evaluate,
-    /// a read fails): the plan stays as it was.
+    /// `plan`, for the file with `footer` and `schema` (as [`FilePruning::plan`] gave them)
+    /// read through `reader`, narrowed to the rows the filters keep: the columns they read
+    /// are read for the rows `plan` leaves, and the filters evaluated on them. The pages a
+    /// scan reads hold thousands of rows where a dashboard's query keeps hundreds (one
+    /// series for one hour): its copies then decode and filter only those. `None` if that
+    /// cannot be done (the filters fail to evaluate, a read fails): the plan stays as it was.
     pub(crate) async fn narrow(
         &self,
         mut plan: ParquetAccessPlan,
         footer: &Arc<ParquetMetaData>,
+        schema: &SchemaRef,
         mut reader: Box<dyn AsyncFileReader + Send>,
     ) -> Option<Narrowed> {
         let scanned: Vec<usize> = plan.row_group_index_iter().collect();
@@ -216,7 +234,7 @@ impl FilePruning {
         reader.get_metadata(None).await.ok()?;
         let metadata = ArrowReaderMetadata::try_new(
             footer.clone(),
-            ArrowReaderOptions::new().with_schema(self.schema.clone()),
+            ArrowReaderOptions::new().with_schema(schema.clone()),
         )
         .ok()?;
         let row_groups = footer.row_groups();
@@ -285,8 +303,8 @@ impl FilePruning {
 /// A file's access plan narrowed to the rows the filters keep ([`FilePruning::narrow`]).
 pub(crate) struct Narrowed {
     pub(crate) plan: ParquetAccessPlan,
-    /// The reader metadata the rows were read with (the footer's, in the table's schema);
-    /// `None` if the plan left no row group to read.
+    /// The reader metadata the rows were read with (the footer's, in the file's schema as
+    /// [`FilePruning::plan`] gave it); `None` if the plan left no row group to read.
     pub(crate) metadata: Option<ArrowReaderMetadata>,
     /// The rows kept are in time order (as they are in a file of one series, or any file
     /// when one series is kept); known only when the filters read `time`, else `false`.
@@ -326,6 +344,12 @@ impl ExactFilters {
                 .any(|e| e.as_ref() == in_table.as_ref())
         })
     }
+}
+
+/// Whether a file's column of type `stored` is a float field of the table (`table`) that the
+/// file stores as whole numbers, read back as floats by casting.
+pub(crate) fn is_whole_float(stored: &DataType, table: &DataType) -> bool {
+    stored == &DataType::Int64 && table == &DataType::Float64
 }
 
 /// Rows `plan` leaves to read in the file with `footer`.

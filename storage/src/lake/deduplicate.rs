@@ -181,6 +181,11 @@ impl Merged {
         self.runs.as_ref().map_or(self.order.len(), Vec::len)
     }
 
+    /// Every input row's value of the schema's column `i`, merged away or not.
+    pub fn input(&self, i: usize) -> &ArrayRef {
+        &self.inputs[i]
+    }
+
     /// Bytes the joined inputs hold.
     pub fn input_bytes(&self) -> usize {
         self.inputs.iter().map(|c| c.get_array_memory_size()).sum()

@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use super::background::run_in_background;
 use super::catalog_file::{self, CatalogFileError};
 use super::files::{DBS_PREFIX, LakeState, ParquetFile, file_path};
-use super::parquet::{encode_parquet, time_range};
+use super::parquet::{EncodeOptions, encode_parquet, time_range};
 use super::store::{self, ObjectStorage};
 use crate::catalog::{CatalogSnapshot, TableSchema};
 
@@ -53,14 +53,17 @@ pub struct Lake {
     /// How long a file no longer listed stays in the object store: longer than any query may
     /// run, so that no query reading it loses it.
     replaced_file_grace: Duration,
+    /// How files are encoded.
+    encode: EncodeOptions,
 }
 
 impl Lake {
     /// Reads the catalog document from `storage`: the catalog it records and the lake over
-    /// its files (an empty one on a store without a catalog).
+    /// its files (an empty one on a store without a catalog), writing files with `encode`.
     pub async fn load(
         storage: ObjectStorage,
         replaced_file_grace: Duration,
+        encode: EncodeOptions,
     ) -> Result<(Lake, CatalogSnapshot), LoadError> {
         let (catalog, state) = match storage.get(&catalog_file::catalog_path()).await? {
             Some(bytes) => catalog_file::decode(&bytes)?,
@@ -72,6 +75,7 @@ impl Lake {
             state: RwLock::new(Arc::new(state)),
             lock: tokio::sync::Mutex::new(()),
             replaced_file_grace,
+            encode,
         };
         Ok((lake, catalog))
     }
@@ -146,12 +150,13 @@ impl Lake {
             .filter_map(time_range)
             .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
             .ok_or_else(|| FileWriteError::Encode("no rows with a time to write".into()))?;
-        let (db2, schema2) = (db.clone(), schema.clone());
-        let (bytes, rows, sort_key) =
-            run_in_background("encoder", move || encode_parquet(&db2, &schema2, batches))
-                .await
-                .and_then(|r| r)
-                .map_err(FileWriteError::Encode)?;
+        let (db2, schema2, encode) = (db.clone(), schema.clone(), self.encode);
+        let (bytes, rows, sort_key) = run_in_background("encoder", move || {
+            encode_parquet(&db2, &schema2, batches, encode)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(FileWriteError::Encode)?;
         let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let path = file_path(db, &schema.name, min_time, id);
         let size_bytes = bytes.len() as u64;

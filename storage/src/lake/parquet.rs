@@ -2,7 +2,12 @@
 //! then time, tags dictionary-encoded, the sort order and Sluice's schema in the metadata;
 //! and read back into a table's current schema.
 
-use arrow::array::{RecordBatch, TimestampNanosecondArray};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -33,14 +38,57 @@ pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
     Some((min, max))
 }
 
+/// How [`encode_parquet`] writes a file.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    /// A float field whose values in the file are all whole numbers ([`is_whole`]) is
+    /// stored as INT64 (`--parquet-whole-floats-as-integers`).
+    pub whole_floats_as_integers: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            whole_floats_as_integers: true,
+        }
+    }
+}
+
+/// Largest magnitude of a float field's values a file stores as integers: every integer up to
+/// it is a float64 exactly, and the float64 of each is the integer.
+const WHOLE_MAX: f64 = (1u64 << 53) as f64;
+
+/// Whether `v` is kept exactly by a file that stores its field as INT64: a whole number of at
+/// most [`WHOLE_MAX`] that is not -0 (which an integer would make 0).
+fn is_whole(v: f64) -> bool {
+    v.trunc() == v && v.abs() <= WHOLE_MAX && !(v == 0.0 && v.is_sign_negative())
+}
+
+/// Whether every value `column` holds (nulls aside) [`is_whole`].
+fn all_whole(column: &ArrayRef) -> bool {
+    let Some(floats) = column.as_primitive_opt::<Float64Type>() else {
+        return false;
+    };
+    match floats.nulls().filter(|n| n.null_count() > 0) {
+        None => floats.values().iter().all(|&v| is_whole(v)),
+        Some(nulls) => nulls.valid_indices().all(|i| is_whole(floats.values()[i])),
+    }
+}
+
 /// Encodes `batches` (rows of `schema`'s table, oldest first) as one Parquet file: rows merged
 /// per primary key and sorted by tags then time (see `deduplicate.rs` for the tag order), tags
-/// dictionary-encoded and not compressed, time and fields ZSTD, page-level statistics (so the page index is written), the sort order and Sluice's schema in the file
-/// metadata. Returns the bytes, the row count and the sort key (column names).
+/// dictionary-encoded and not compressed, time and fields ZSTD, page-level statistics (so the
+/// page index is written), the sort order and Sluice's schema in the file metadata. Unless
+/// `options` say not to, a float field whose values are all whole numbers ([`is_whole`]:
+/// counters, byte and item counts, percentages in whole points) is stored as INT64 and
+/// delta-encoded, as integer fields are: about half the bytes of its floats' encoding;
+/// [`parquet_batches`] and the query's scans read it back as floats. Returns the bytes, the
+/// row count and the sort key (column names).
 pub fn encode_parquet(
     db: &str,
     schema: &TableSchema,
     batches: Vec<RecordBatch>,
+    options: EncodeOptions,
 ) -> Result<(Bytes, u64, Vec<String>), String> {
     let arrow_schema = schema.arrow_schema();
     let merged = Merged::new(arrow_schema, batches).map_err(|e| e.to_string())?;
@@ -58,17 +106,54 @@ pub fn encode_parquet(
             nulls_first: KEY_ORDER.nulls_first,
         })
         .collect();
+    // float fields stored as integers in this file: those whose every input value is whole
+    // (the merged rows are some of the inputs)
+    let whole: Vec<bool> = arrow_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            options.whole_floats_as_integers
+                && matches!(
+                    schema.column(f.name()).map(|c| c.kind),
+                    Some(ColumnKind::Field(FieldType::Float))
+                )
+                && all_whole(merged.input(i))
+        })
+        .collect();
+    let file_schema: SchemaRef = if whole.contains(&true) {
+        let fields: Vec<Field> = arrow_schema
+            .fields()
+            .iter()
+            .zip(&whole)
+            .map(|(f, &whole)| match whole {
+                true => f.as_ref().clone().with_data_type(DataType::Int64),
+                false => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new_with_metadata(
+            fields,
+            arrow_schema.metadata().clone(),
+        ))
+    } else {
+        arrow_schema.clone()
+    };
     let columns: Vec<serde_json::Value> = arrow_schema
         .fields()
         .iter()
-        .map(|f| {
+        .zip(&whole)
+        .map(|(f, &whole)| {
             let kind = schema.column(f.name()).map(|c| c.kind);
             let role = match kind {
                 Some(ColumnKind::Tag) => "tag",
                 Some(ColumnKind::Time) => "time",
                 _ => "field",
             };
-            serde_json::json!({ "name": f.name(), "role": role })
+            match whole {
+                // a reader of the file learns the table's type of the column here
+                true => serde_json::json!({ "name": f.name(), "role": role, "type": "float" }),
+                false => serde_json::json!({ "name": f.name(), "role": role }),
+            }
         })
         .collect();
     let meta = serde_json::json!({
@@ -92,6 +177,10 @@ pub fn encode_parquet(
         )]));
     for c in schema.columns() {
         let path = ColumnPath::from(c.name.as_ref());
+        let stored_whole = file_schema
+            .field_with_name(&c.name)
+            .is_ok_and(|f| f.data_type() == &DataType::Int64)
+            && c.kind == ColumnKind::Field(FieldType::Float);
         match c.kind {
             ColumnKind::Tag => {
                 // Sorted first, a tag's dictionary indices are long runs that RLE already
@@ -100,32 +189,36 @@ pub fn encode_parquet(
                 // per query.
                 props = props.set_column_compression(path, Compression::UNCOMPRESSED);
             }
+            ColumnKind::Field(FieldType::Float) if !stored_whole => {
+                props = props
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+            }
             ColumnKind::Time
             | ColumnKind::Field(FieldType::Integer)
-            | ColumnKind::Field(FieldType::UInteger) => {
+            | ColumnKind::Field(FieldType::UInteger)
+            | ColumnKind::Field(FieldType::Float) => {
                 // Sorted by series then time, timestamps and counters change by small steps:
                 // delta encoding stores the steps, and ZSTD squeezes them further.
                 props = props
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
             }
-            ColumnKind::Field(FieldType::Float) => {
-                props = props
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
-            }
             ColumnKind::Field(_) => {}
         }
     }
     let mut out = Vec::with_capacity(merged.input_bytes() / 16);
-    let mut writer = ArrowWriter::try_new(&mut out, arrow_schema.clone(), Some(props.build()))
+    let mut writer = ArrowWriter::try_new(&mut out, file_schema.clone(), Some(props.build()))
         .map_err(|e| e.to_string())?;
     // the sorted rows are built a slice at a time as the writer takes them: a sorted copy of
     // them all would hold the rows twice
     for slice in merged.slices(ENCODE_SLICE_ROWS) {
-        writer
-            .write(&slice.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let slice = slice.map_err(|e| e.to_string())?;
+        let slice = match Arc::ptr_eq(&file_schema, arrow_schema) {
+            true => slice,
+            false => as_schema(&slice, &file_schema).map_err(|e| e.to_string())?,
+        };
+        writer.write(&slice).map_err(|e| e.to_string())?;
     }
     writer.close().map_err(|e| e.to_string())?;
     Ok((Bytes::from(out), merged.num_rows() as u64, key_names))
@@ -147,7 +240,52 @@ pub fn parquet_batches(
         .map_err(|e| e.to_string())?;
     let arrow_schema = schema.arrow_schema().clone();
     Ok(reader.map(move |b| {
-        b.map(|b| align_to_schema(&b, &arrow_schema))
+        b.and_then(|b| as_table_batch(&b, &arrow_schema))
             .map_err(|e| e.to_string())
     }))
+}
+
+/// `batch`'s columns cast to `schema`'s types (the same columns, in the same order).
+fn as_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => Ok(c.clone()),
+            false => cast(c, f.data_type()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// A batch read from a file in `schema`'s layout: the file's float fields stored as whole
+/// numbers are floats again (exactly: see [`is_whole`]), and columns added to the table
+/// since the file was written are nulls.
+pub fn as_table_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let file = batch.schema();
+    let differs = file.fields().iter().any(|f| {
+        schema
+            .field_with_name(f.name())
+            .is_ok_and(|t| t.data_type() != f.data_type())
+    });
+    if !differs {
+        return Ok(align_to_schema(batch, schema));
+    }
+    let mut fields = Vec::with_capacity(file.fields().len());
+    let mut columns = Vec::with_capacity(file.fields().len());
+    for (f, c) in file.fields().iter().zip(batch.columns()) {
+        match schema.field_with_name(f.name()) {
+            Ok(t) if t.data_type() != f.data_type() => {
+                columns.push(cast(c, t.data_type())?);
+                fields.push(t.clone());
+            }
+            _ => {
+                columns.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    Ok(align_to_schema(&batch, schema))
 }

@@ -45,6 +45,9 @@ pub struct WriteBufferConfig {
     /// Most bytes of rows (as decoded in memory) one compaction step merges: a day of more
     /// is merged as several time ranges, each its own file.
     pub compaction_memory: u64,
+    /// Float fields whose values in a file are all whole numbers are stored in it as
+    /// integers (see `lake::parquet::encode_parquet`).
+    pub whole_floats_as_integers: bool,
     /// What time it is, for retention and delayed deletes.
     pub clock: Clock,
 }
@@ -66,6 +69,7 @@ impl WriteBufferConfig {
             wal_persist_bytes: 1 << 30,
             compaction_memory: 32 << 20,
             persist_round_bytes: 32 << 20,
+            whole_floats_as_integers: true,
             clock: Clock::system(),
         }
     }

@@ -28,6 +28,7 @@ use crate::catalog::{Catalog, CatalogSnapshot, Retention, TokenRecord, TokenSpec
 use crate::lake::compactor::{CompactionError, CompactionSummary, Compactor};
 use crate::lake::files::LakeState;
 use crate::lake::live::Lake;
+use crate::lake::parquet::EncodeOptions;
 use crate::lake::persister::{PersistError, PersistPolicy, PersistSummary, Persister};
 use crate::lake::retention::{self, RetentionSummary};
 use crate::lake::store::{self, ObjectStorage};
@@ -75,7 +76,10 @@ impl WriteBuffer {
         config: WriteBufferConfig,
         storage: ObjectStorage,
     ) -> Result<(Self, ReplaySummary), OpenError> {
-        let (lake, snapshot) = Lake::load(storage, config.replaced_file_grace).await?;
+        let encode = EncodeOptions {
+            whole_floats_as_integers: config.whole_floats_as_integers,
+        };
+        let (lake, snapshot) = Lake::load(storage, config.replaced_file_grace, encode).await?;
         let lake = Arc::new(lake);
         let catalog = Arc::new(Catalog::new());
         catalog.replace(snapshot);

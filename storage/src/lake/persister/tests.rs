@@ -61,6 +61,26 @@ async fn persisted_rows_leave_buffer_and_wal_and_come_back_from_files_after_rest
     );
 }
 
+/// The bytes of the file at `path` in `wb`'s object store.
+async fn file_bytes(wb: &crate::write_buffer::WriteBuffer, path: &str) -> bytes::Bytes {
+    wb.storage()
+        .get(&Path::from(path))
+        .await
+        .unwrap()
+        .expect("listed file exists")
+}
+
+/// The `sluice.schema` metadata entry of a file.
+fn sluice_schema(meta: &parquet::file::metadata::ParquetMetaData) -> String {
+    meta.file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .find(|k| k.key == SCHEMA_METADATA_KEY)
+        .and_then(|k| k.value.clone())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn files_are_sorted_by_tags_then_time_with_sluice_schema_metadata() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,12 +96,7 @@ async fn files_are_sorted_by_tags_then_time_with_sluice_schema_metadata() {
     let files = wb.lake().table_files("db", "cpu");
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].rows, 4);
-    let bytes = wb
-        .storage()
-        .get(&Path::from(files[0].path.as_str()))
-        .await
-        .unwrap()
-        .unwrap();
+    let bytes = file_bytes(&wb, &files[0].path).await;
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
         bytes,
         parquet::arrow::arrow_reader::ArrowReaderOptions::new()
@@ -89,12 +104,7 @@ async fn files_are_sorted_by_tags_then_time_with_sluice_schema_metadata() {
     )
     .unwrap();
     let meta = builder.metadata().clone();
-    let kv = meta.file_metadata().key_value_metadata().unwrap();
-    let schema_json = kv
-        .iter()
-        .find(|k| k.key == SCHEMA_METADATA_KEY)
-        .and_then(|k| k.value.clone())
-        .unwrap();
+    let schema_json = sluice_schema(&meta);
     assert!(
         schema_json.contains(r#"{"name":"host","role":"tag"}"#),
         "{schema_json}"
@@ -118,14 +128,14 @@ async fn files_are_sorted_by_tags_then_time_with_sluice_schema_metadata() {
     let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(
         pretty_format_batches(&batches).unwrap().to_string(),
-        "+----+------+-------------------------------+-----+\n\
-         | dc | host | time                          | v   |\n\
-         +----+------+-------------------------------+-----+\n\
-         | x  | a    | 1970-01-01T00:00:00.000000005 | 4.0 |\n\
-         | x  | a    | 1970-01-01T00:00:00.000000020 | 5.0 |\n\
-         | x  | b    | 1970-01-01T00:00:00.000000030 | 1.0 |\n\
-         |    | a    | 1970-01-01T00:00:00.000000010 | 3.0 |\n\
-         +----+------+-------------------------------+-----+"
+        "+----+------+-------------------------------+---+\n\
+         | dc | host | time                          | v |\n\
+         +----+------+-------------------------------+---+\n\
+         | x  | a    | 1970-01-01T00:00:00.000000005 | 4 |\n\
+         | x  | a    | 1970-01-01T00:00:00.000000020 | 5 |\n\
+         | x  | b    | 1970-01-01T00:00:00.000000030 | 1 |\n\
+         |    | a    | 1970-01-01T00:00:00.000000010 | 3 |\n\
+         +----+------+-------------------------------+---+"
     );
     assert!(matches!(
         batches[0]
@@ -250,12 +260,7 @@ async fn the_tag_with_most_values_leads_the_sort_order() {
     .await;
     wb.persist(FreezeRule::All).await.unwrap();
     let files = wb.lake().table_files("db", "cpu");
-    let bytes = wb
-        .storage()
-        .get(&Path::from(files[0].path.as_str()))
-        .await
-        .unwrap()
-        .unwrap();
+    let bytes = file_bytes(&wb, &files[0].path).await;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
     let sorting = builder
         .metadata()
@@ -397,4 +402,67 @@ async fn a_persist_bigger_than_a_round_goes_in_rounds_and_persists_everything() 
     );
     assert_eq!(wb.buffer_rows(), 0);
     assert_eq!(table_rows(&wb).await, expected);
+}
+
+#[tokio::test]
+async fn float_fields_of_whole_numbers_are_stored_as_integers_and_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wb, _) = open(dir.path(), file_storage(dir.path())).await;
+    // w: whole numbers and a row without it; e: +-2^53; f: a fraction; z: -0 (an integer
+    // would make it 0); big: 2^53 + 2 (whole, but not every integer that far is a float)
+    write(
+        &wb,
+        "cpu,host=a w=1,e=9007199254740992,f=1,z=1,big=1 10\n\
+         cpu,host=a w=-7,e=-9007199254740992,f=0.5,z=-0,big=9007199254740994 20\n\
+         cpu,host=b f=2,e=0,z=3,big=4 30",
+    )
+    .await;
+    let before = table_rows(&wb).await;
+    wb.persist(FreezeRule::All).await.unwrap();
+    assert_eq!(table_rows(&wb).await, before);
+    let files = wb.lake().table_files("db", "cpu");
+    assert_eq!(files.len(), 1);
+    let bytes = file_bytes(&wb, &files[0].path).await;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
+    let stored: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            "big:Float64",
+            "e:Int64",
+            "f:Float64",
+            "host:Dictionary(Int32, Utf8)",
+            "time:Timestamp(ns)",
+            "w:Int64",
+            "z:Float64"
+        ]
+    );
+    let schema_json = sluice_schema(builder.metadata());
+    assert!(
+        schema_json.contains(r#"{"name":"w","role":"field","type":"float"}"#)
+            && schema_json.contains(r#"{"name":"f","role":"field"}"#),
+        "{schema_json}"
+    );
+    // read back in the table's schema: floats again, nulls where they were, -0 still -0
+    let catalog = wb.catalog();
+    let schema = catalog.table("db", "cpu").unwrap();
+    let batches = crate::lake::parquet::read_parquet(bytes, schema).unwrap();
+    assert_eq!(batches[0].schema(), *schema.arrow_schema());
+    let z = batches[0]
+        .column_by_name("z")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap();
+    assert!(z.values().iter().any(|v| *v == 0.0 && v.is_sign_negative()));
+    assert_eq!(
+        pretty_format_batches(&batches).unwrap().to_string(),
+        before,
+        "one file, already merged: the rows as the buffer had them"
+    );
 }
