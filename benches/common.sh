@@ -1,11 +1,13 @@
 # Sourced by the benchmark scripts (run from the repository root): builds the release server
-# and load generator, sets $bin to their folder and $work to a scratch folder removed on exit
-# (with every server the script started), and defines wait_for URL.
+# and load generator (PROFILE=dev: the debug ones, for figures that do not depend on the
+# build, such as bytes on disk), sets $bin to their folder and $work to a scratch folder
+# removed on exit (with every server the script started), and defines wait_for URL.
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin sluice
-cargo build --release -p sluice-bench --bin sluice-load
-bin="$target_dir/release"
+profile="${PROFILE:-release}"
+cargo build --profile "$profile" --bin sluice
+cargo build --profile "$profile" -p sluice-bench --bin sluice-load
+if [ "$profile" = dev ]; then bin="$target_dir/debug"; else bin="$target_dir/$profile"; fi
 work=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$work"' EXIT
 

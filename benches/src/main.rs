@@ -310,12 +310,14 @@ async fn admin(client: &reqwest::Client, args: &Args, path: &str) -> Result<Stri
 }
 
 /// Live Parquet bytes and file count of table `cpu`, from `system.parquet_files`.
+/// The live Parquet files of the data set's tables (`cpu` for line protocol, a table per
+/// metric `cpu_<field>` for remote write and OTLP) and their bytes.
 async fn parquet_bytes(client: &reqwest::Client, args: &Args) -> Result<(u64, u64), String> {
     let out = sql(
         client,
         args,
         "SELECT count(*) AS files, sum(size_bytes) AS bytes FROM system.parquet_files \
-         WHERE table_name = 'cpu'",
+         WHERE starts_with(table_name, 'cpu')",
     )
     .await?;
     let line = out.lines().nth(1).unwrap_or("");
