@@ -393,6 +393,12 @@ pub struct ServeArgs {
     /// need one type per column across files.
     #[arg(long, env = "SLUICE_PARQUET_WHOLE_FLOATS_AS_INTEGERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub parquet_whole_floats_as_integers: bool,
+
+    /// Rows a Parquet data page holds, in every column of the files persistence and
+    /// compaction write: a query of one series decodes whole pages, and each page costs a
+    /// header and a page-index entry.
+    #[arg(long, env = "SLUICE_PARQUET_PAGE_ROWS", default_value_t = sluice_storage::lake::parquet::DEFAULT_PAGE_ROWS as u32, value_parser = clap::value_parser!(u32).range(1024..=1048576))]
+    pub parquet_page_rows: u32,
 }
 
 #[derive(Debug, Args)]

@@ -118,6 +118,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         compaction_target_bytes: args.compaction_target_bytes as u64,
         compaction_memory: args.compaction_memory as u64,
         parquet_whole_floats_as_integers: args.parquet_whole_floats_as_integers,
+        parquet_page_rows: args.parquet_page_rows as usize,
         default_retention: args.default_retention.period.clone(),
         without_auth: args.without_auth,
         connections: crate::server::listen::ConnectionLimits {

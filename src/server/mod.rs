@@ -150,6 +150,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     wb_config.wal_persist_bytes = config.wal_persist_bytes;
     wb_config.compaction_memory = config.compaction_memory;
     wb_config.whole_floats_as_integers = config.parquet_whole_floats_as_integers;
+    wb_config.parquet_page_rows = config.parquet_page_rows;
     wb_config.max_future = config.max_future;
     wb_config.default_retention = config.default_retention.clone();
     // a replaced file outlives every query that may have started before it was replaced

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub compaction_memory: u64,
     /// Float fields of whole numbers stored as integers in the Parquet files.
     pub parquet_whole_floats_as_integers: bool,
+    /// Rows a Parquet data page holds.
+    pub parquet_page_rows: usize,
     /// Retention period of databases created by a write (or created without one).
     pub default_retention: Option<sluice_storage::Retention>,
     /// Take requests without tokens even when tokens exist, and listen on any address

@@ -570,7 +570,12 @@ async fn whole_number_floats_are_stored_as_integers_and_read_back_as_floats() {
     );
 
     // with --parquet-whole-floats-as-integers false every float field stays DOUBLE
-    let s = Server::start_with(&["--parquet-whole-floats-as-integers", "false"]);
+    let s = Server::start_with(&[
+        "--parquet-whole-floats-as-integers",
+        "false",
+        "--parquet-page-rows",
+        "1024",
+    ]);
     s.write_lp("p", &lp).await;
     persist(&s).await;
     let files = parquet_files(&s.data_dir());

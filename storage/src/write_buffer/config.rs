@@ -48,6 +48,8 @@ pub struct WriteBufferConfig {
     /// Float fields whose values in a file are all whole numbers are stored in it as
     /// integers (see `lake::parquet::encode_parquet`).
     pub whole_floats_as_integers: bool,
+    /// Rows a Parquet data page holds.
+    pub parquet_page_rows: usize,
     /// What time it is, for retention and delayed deletes.
     pub clock: Clock,
 }
@@ -70,6 +72,7 @@ impl WriteBufferConfig {
             compaction_memory: 32 << 20,
             persist_round_bytes: 32 << 20,
             whole_floats_as_integers: true,
+            parquet_page_rows: crate::lake::parquet::DEFAULT_PAGE_ROWS,
             clock: Clock::system(),
         }
     }

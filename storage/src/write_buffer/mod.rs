@@ -78,6 +78,7 @@ impl WriteBuffer {
     ) -> Result<(Self, ReplaySummary), OpenError> {
         let encode = EncodeOptions {
             whole_floats_as_integers: config.whole_floats_as_integers,
+            page_rows: config.parquet_page_rows,
         };
         let (lake, snapshot) = Lake::load(storage, config.replaced_file_grace, encode).await?;
         let lake = Arc::new(lake);

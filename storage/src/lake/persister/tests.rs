@@ -70,6 +70,16 @@ async fn file_bytes(wb: &crate::write_buffer::WriteBuffer, path: &str) -> bytes:
         .expect("listed file exists")
 }
 
+/// A reader of a file's bytes with its page index.
+fn with_page_index(bytes: bytes::Bytes) -> ParquetRecordBatchReaderBuilder<bytes::Bytes> {
+    ParquetRecordBatchReaderBuilder::try_new_with_options(
+        bytes,
+        parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
+    )
+    .unwrap()
+}
+
 /// The `sluice.schema` metadata entry of a file.
 fn sluice_schema(meta: &parquet::file::metadata::ParquetMetaData) -> String {
     meta.file_metadata()
@@ -97,12 +107,7 @@ async fn files_are_sorted_by_tags_then_time_with_sluice_schema_metadata() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].rows, 4);
     let bytes = file_bytes(&wb, &files[0].path).await;
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
-        bytes,
-        parquet::arrow::arrow_reader::ArrowReaderOptions::new()
-            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
-    )
-    .unwrap();
+    let builder = with_page_index(bytes);
     let meta = builder.metadata().clone();
     let schema_json = sluice_schema(&meta);
     assert!(
@@ -465,4 +470,31 @@ async fn float_fields_of_whole_numbers_are_stored_as_integers_and_read_back_exac
         before,
         "one file, already merged: the rows as the buffer had them"
     );
+}
+
+#[tokio::test]
+async fn pages_hold_the_configured_rows() {
+    // 40,000 rows of one series: two pages at the default 32 Ki rows, five at 8 Ki
+    let lp: String = (0..40_000)
+        .map(|i: i64| format!("cpu,host=a v={i} {}\n", i * 1_000_000))
+        .collect();
+    for (page_rows, pages) in [(None, 2), (Some(8 * 1024), 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::write_buffer::WriteBufferConfig::new(dir.path().join("wal"));
+        if let Some(rows) = page_rows {
+            config.parquet_page_rows = rows;
+        }
+        let (wb, _) = crate::write_buffer::WriteBuffer::open(config, file_storage(dir.path()))
+            .await
+            .unwrap();
+        write(&wb, &lp).await;
+        wb.persist(FreezeRule::All).await.unwrap();
+        let files = wb.lake().table_files("db", "cpu");
+        let bytes = file_bytes(&wb, &files[0].path).await;
+        let builder = with_page_index(bytes);
+        let offsets = builder.metadata().offset_index().unwrap();
+        for column in &offsets[0] {
+            assert_eq!(column.page_locations().len(), pages, "{page_rows:?}");
+        }
+    }
 }
