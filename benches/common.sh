@@ -20,3 +20,14 @@ wait_for() {
   echo "server at $1 did not come up" >&2
   return 1
 }
+
+# Starts VictoriaMetrics on an empty $work/vm at 127.0.0.1:18428, as every comparison runs it
+# (-retentionPeriod=100y: the TSBS day lies in the past), sets $pid to it and waits until it
+# answers.
+start_victoria_metrics() {
+  rm -rf "$work/vm"
+  victoria-metrics -retentionPeriod=100y -storageDataPath="$work/vm" \
+    -httpListenAddr=127.0.0.1:18428 >"$work/vm.log" 2>&1 &
+  pid=$!
+  wait_for http://127.0.0.1:18428/health
+}

@@ -25,11 +25,7 @@ for run in $(seq "${RUNS:-1}"); do
 
   if command -v victoria-metrics >/dev/null; then
     echo "=== run $run: VictoriaMetrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo '?')"
-    rm -rf "$work/vm"
-    victoria-metrics -retentionPeriod=100y -storageDataPath="$work/vm" \
-      -httpListenAddr=127.0.0.1:18428 >"$work/vm.log" 2>&1 &
-    pid=$!
-    wait_for http://127.0.0.1:18428/health
+    start_victoria_metrics
     "$bin/sluice-load" --url http://127.0.0.1:18428 --target victoria-metrics \
       --server-pid "$pid" "$@"
     kill "$pid"; wait "$pid" || true

@@ -35,10 +35,7 @@ for run in $(seq "${RUNS:-1}"); do
       sluice=$(echo "$out" | awk '/peak RSS.*whole run/ {print $4}')
 
       echo "=== run $run: $hosts hosts x $hours h, $protocol: VictoriaMetrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo '?')"
-      victoria-metrics -retentionPeriod=100y -storageDataPath="$work/vm" \
-        -httpListenAddr=127.0.0.1:18428 >"$work/vm.log" 2>&1 &
-      pid=$!
-      wait_for http://127.0.0.1:18428/health
+      start_victoria_metrics
       out=$("$bin/sluice-load" --url http://127.0.0.1:18428 --target victoria-metrics \
         --protocol "$protocol" --hosts "$hosts" --hours "$hours" --server-pid "$pid" \
         --settle-secs 30)

@@ -35,11 +35,8 @@ run_one() {
       --samples-per-series "$per_series" --server-pid "$pid" --verify "${args[@]}")
   else
     echo "=== VictoriaMetrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo '?'), $per_series sample(s) per series entry"
-    victoria-metrics -retentionPeriod=100y -storageDataPath="$work/vm" \
-      -httpListenAddr=127.0.0.1:18428 >"$work/vm.log" 2>&1 &
-    pid=$!
+    start_victoria_metrics
     url=http://127.0.0.1:18428
-    wait_for $url/health
     out=$("$bin/sluice-load" --url $url --target victoria-metrics --protocol remote-write \
       --samples-per-series "$per_series" --server-pid "$pid" "${args[@]}")
   fi

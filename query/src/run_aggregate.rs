@@ -546,7 +546,8 @@ fn state_of_runs(kind: Kind, values: &ArrayRef, runs: &[Range<usize>]) -> Result
         ))],
         Kind::Avg | Kind::Sum => {
             let counts: Vec<u64> = runs.iter().map(non_null).collect();
-            let sum = |r: &Range<usize>| match values.as_primitive_opt::<Int64Type>() {
+            let ints = values.as_primitive_opt::<Int64Type>();
+            let run_sum = |r: &Range<usize>| match ints {
                 Some(ints) => sum(ints, r, |x| x as f64),
                 None => sum(values.as_primitive::<Float64Type>(), r, |x| x),
             };
@@ -554,7 +555,7 @@ fn state_of_runs(kind: Kind, values: &ArrayRef, runs: &[Range<usize>]) -> Result
             let sums: Float64Array = runs
                 .iter()
                 .zip(&counts)
-                .map(|(r, &n)| (n > 0).then(|| sum(r)))
+                .map(|(r, &n)| (n > 0).then(|| run_sum(r)))
                 .collect();
             let sums = Arc::new(sums) as ArrayRef;
             if kind == Kind::Avg {

@@ -8,6 +8,7 @@ use arrow::array::{
     RecordBatch, StringArray, UInt64Array, new_null_array,
 };
 use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, UInt64Type};
 use sluice_model::{FieldValue, Sym, Symbols};
 
@@ -244,7 +245,8 @@ impl OwnedValue {
 }
 
 /// `batch` in `schema`: columns taken by name, columns it lacks (added to the table after the
-/// batch was built) all null.
+/// batch was built) all null, and a column of another type cast to the schema's (a float
+/// field a Parquet file stores as whole numbers, see `lake::parquet`, both ways).
 pub fn align_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
     if batch.schema().fields() == schema.fields() {
         return batch.clone();
@@ -253,6 +255,9 @@ pub fn align_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
         .fields()
         .iter()
         .map(|f| match batch.schema().index_of(f.name()) {
+            Ok(i) if batch.column(i).data_type() != f.data_type() => {
+                cast(batch.column(i), f.data_type()).expect("a stored type casts to the table's")
+            }
             Ok(i) => batch.column(i).clone(),
             Err(_) => new_null_array(f.data_type(), batch.num_rows()),
         })

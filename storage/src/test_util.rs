@@ -12,8 +12,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_ingest::line_protocol::{ParseOptions, Precision, parse};
 use sluice_model::WriteBatch;
 
+use crate::columns::align_to_schema;
 use crate::lake::deduplicate::merge_by_primary_key;
-use crate::lake::parquet::as_table_batch;
 use crate::lake::store::{ObjectStorage, ObjectStoreConfig, RetryPolicy};
 use crate::time::TimeRange;
 use crate::write_buffer::{ReplaySummary, WriteBuffer, WriteBufferConfig, WriteOptions};
@@ -74,7 +74,7 @@ pub(crate) async fn table_rows(wb: &WriteBuffer) -> String {
     }
     let batches: Vec<_> = batches
         .iter()
-        .map(|b| as_table_batch(b, schema.arrow_schema()).unwrap())
+        .map(|b| align_to_schema(b, schema.arrow_schema()))
         .chain(chunks.into_iter().map(|c| c.batch))
         .collect();
     let (merged, _) = merge_by_primary_key(schema.arrow_schema(), batches).unwrap();

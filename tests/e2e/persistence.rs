@@ -458,6 +458,13 @@ fn physical_types(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `s` answers each of `queries` (database `p`) as `before` says.
+async fn same_answers(s: &Server, queries: &[String], before: &[Vec<Value>], when: &str) {
+    for (q, want) in queries.iter().zip(before) {
+        assert_eq!(&s.sql("p", q).await, want, "{when}: {q}");
+    }
+}
+
 /// Float fields whose values are whole numbers are stored as integers in the files (about
 /// half the bytes) and read back as the floats they were: by SQL through every kind of scan
 /// (a few rows narrowed by tag, a filter on the field itself, all rows), by PromQL, and
@@ -533,9 +540,7 @@ async fn whole_number_floats_are_stored_as_integers_and_read_back_as_floats() {
             "y:INT64"
         ]
     );
-    for (q, want) in queries.iter().zip(&before) {
-        assert_eq!(&s.sql("p", q).await, want, "persisted: {q}");
-    }
+    same_answers(&s, &queries, &before, "persisted").await;
     // the one-host query reads the file's few rows through the narrowed scan, which casts
     let (_, plan) = s
         .query_raw("p", &format!("EXPLAIN {}", queries[1]), "json")
@@ -556,9 +561,7 @@ async fn whole_number_floats_are_stored_as_integers_and_read_back_as_floats() {
     assert_eq!(live.len(), 1, "{live:?}");
     let path = s.data_dir().join(live[0]["path"].as_str().unwrap());
     assert!(physical_types(&path).contains(&"v:DOUBLE".to_string()));
-    for (q, want) in queries.iter().zip(&before) {
-        assert_eq!(&s.sql("p", q).await, want, "compacted: {q}");
-    }
+    same_answers(&s, &queries, &before, "compacted").await;
     assert_eq!(s.get(promql).await.1, prom_before);
     assert_eq!(
         s.sql(
@@ -590,7 +593,5 @@ async fn whole_number_floats_are_stored_as_integers_and_read_back_as_floats() {
             "y:DOUBLE"
         ]
     );
-    for (q, want) in queries.iter().zip(&before) {
-        assert_eq!(&s.sql("p", q).await, want, "floats kept: {q}");
-    }
+    same_answers(&s, &queries, &before, "floats kept").await;
 }

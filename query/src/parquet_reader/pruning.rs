@@ -122,25 +122,25 @@ impl FilePruning {
         let reader =
             ArrowReaderMetadata::try_new(footer.clone(), ArrowReaderOptions::new()).ok()?;
         let file_schema = reader.schema();
+        if file_schema.fields().len() != self.schema.fields().len() {
+            return None;
+        }
+        // the table's float fields this file stores as whole numbers (`Int64`)
         let mut whole_floats = Vec::new();
-        let same_columns = file_schema.fields().len() == self.schema.fields().len()
-            && file_schema
-                .fields()
-                .iter()
-                .zip(self.schema.fields())
-                .all(|(a, b)| {
-                    let same_type = a.data_type() == b.data_type();
-                    if !same_type {
-                        whole_floats.push(b.name().as_str());
-                    }
-                    a.name() == b.name()
-                        && (same_type || is_whole_float(a.data_type(), b.data_type()))
-                        && a.is_nullable() == b.is_nullable()
-                });
-        if !same_columns
-            || collect_columns(&self.predicate)
-                .iter()
-                .any(|c| whole_floats.contains(&c.name()))
+        for (file, table) in file_schema.fields().iter().zip(self.schema.fields()) {
+            if file.name() != table.name() || file.is_nullable() != table.is_nullable() {
+                return None;
+            }
+            if file.data_type() != table.data_type() {
+                if (file.data_type(), table.data_type()) != (&DataType::Int64, &DataType::Float64) {
+                    return None;
+                }
+                whole_floats.push(table.name().as_str());
+            }
+        }
+        if collect_columns(&self.predicate)
+            .iter()
+            .any(|c| whole_floats.contains(&c.name()))
         {
             return None;
         }
@@ -344,12 +344,6 @@ impl ExactFilters {
                 .any(|e| e.as_ref() == in_table.as_ref())
         })
     }
-}
-
-/// Whether a file's column of type `stored` is a float field of the table (`table`) that the
-/// file stores as whole numbers, read back as floats by casting.
-pub(crate) fn is_whole_float(stored: &DataType, table: &DataType) -> bool {
-    stored == &DataType::Int64 && table == &DataType::Float64
 }
 
 /// Rows `plan` leaves to read in the file with `footer`.

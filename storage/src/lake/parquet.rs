@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampNanosecondArray};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
-use arrow::error::ArrowError;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -92,7 +90,7 @@ fn all_whole(column: &ArrayRef) -> bool {
 /// `options` say not to, a float field whose values are all whole numbers ([`is_whole`]:
 /// counters, byte and item counts, percentages in whole points) is stored as INT64 and
 /// delta-encoded, as integer fields are: about half the bytes of its floats' encoding;
-/// [`parquet_batches`] and the query's scans read it back as floats. Returns the bytes, the
+/// [`parquet_batches`] (by `align_to_schema`) and the query's scans read it back as floats. Returns the bytes, the
 /// row count and the sort key (column names).
 pub fn encode_parquet(
     db: &str,
@@ -187,10 +185,7 @@ pub fn encode_parquet(
         )]));
     for c in schema.columns() {
         let path = ColumnPath::from(c.name.as_ref());
-        let stored_whole = file_schema
-            .field_with_name(&c.name)
-            .is_ok_and(|f| f.data_type() == &DataType::Int64)
-            && c.kind == ColumnKind::Field(FieldType::Float);
+        let stored_whole = arrow_schema.index_of(&c.name).is_ok_and(|i| whole[i]);
         match c.kind {
             ColumnKind::Tag => {
                 // Sorted first, a tag's dictionary indices are long runs that RLE already
@@ -224,11 +219,9 @@ pub fn encode_parquet(
     // them all would hold the rows twice
     for slice in merged.slices(ENCODE_SLICE_ROWS) {
         let slice = slice.map_err(|e| e.to_string())?;
-        let slice = match Arc::ptr_eq(&file_schema, arrow_schema) {
-            true => slice,
-            false => as_schema(&slice, &file_schema).map_err(|e| e.to_string())?,
-        };
-        writer.write(&slice).map_err(|e| e.to_string())?;
+        writer
+            .write(&align_to_schema(&slice, &file_schema))
+            .map_err(|e| e.to_string())?;
     }
     writer.close().map_err(|e| e.to_string())?;
     Ok((Bytes::from(out), merged.num_rows() as u64, key_names))
@@ -250,52 +243,7 @@ pub fn parquet_batches(
         .map_err(|e| e.to_string())?;
     let arrow_schema = schema.arrow_schema().clone();
     Ok(reader.map(move |b| {
-        b.and_then(|b| as_table_batch(&b, &arrow_schema))
+        b.map(|b| align_to_schema(&b, &arrow_schema))
             .map_err(|e| e.to_string())
     }))
-}
-
-/// `batch`'s columns cast to `schema`'s types (the same columns, in the same order).
-fn as_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| match c.data_type() == f.data_type() {
-            true => Ok(c.clone()),
-            false => cast(c, f.data_type()),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns)
-}
-
-/// A batch read from a file in `schema`'s layout: the file's float fields stored as whole
-/// numbers are floats again (exactly: see [`is_whole`]), and columns added to the table
-/// since the file was written are nulls.
-pub fn as_table_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
-    let file = batch.schema();
-    let differs = file.fields().iter().any(|f| {
-        schema
-            .field_with_name(f.name())
-            .is_ok_and(|t| t.data_type() != f.data_type())
-    });
-    if !differs {
-        return Ok(align_to_schema(batch, schema));
-    }
-    let mut fields = Vec::with_capacity(file.fields().len());
-    let mut columns = Vec::with_capacity(file.fields().len());
-    for (f, c) in file.fields().iter().zip(batch.columns()) {
-        match schema.field_with_name(f.name()) {
-            Ok(t) if t.data_type() != f.data_type() => {
-                columns.push(cast(c, t.data_type())?);
-                fields.push(t.clone());
-            }
-            _ => {
-                columns.push(c.clone());
-                fields.push(f.as_ref().clone());
-            }
-        }
-    }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-    Ok(align_to_schema(&batch, schema))
 }
